@@ -1,0 +1,103 @@
+// Command fleet keeps a fleet of edge devices converged on a typed desired
+// state and keeps an immutable record of everything that happened on the way.
+//
+// main only wires commands: each command is a struct in its own file
+// (*_cmd.go) that registers itself with register() and has Run(ctx, globals).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/fleet-dev/fleet/events"
+)
+
+// version is set by the linker (-X main.version=...).
+var version = "dev"
+
+// CLI is the root: global flags; commands are added by register.
+type CLI struct {
+	Globals
+	Version kong.VersionFlag `help:"Print the version and exit."`
+}
+
+type command struct {
+	name, help, group string
+	cmd               any
+}
+
+var commands []command
+
+// register adds a command; called from each command file's init.
+func register(name, help, group string, cmd any) {
+	commands = append(commands, command{name, help, group, cmd})
+}
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// usageError marks an error as bad usage or input (exit code 2).
+type usageError struct{ err error }
+
+func (u usageError) Error() string { return u.err.Error() }
+func (u usageError) Unwrap() error { return u.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+func exitCode(err error) int {
+	var ue usageError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ue), errors.Is(err, events.ErrInvalid):
+		return exitUsage
+	}
+	return exitFailure
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var cli CLI
+	opts := []kong.Option{
+		kong.Name("fleet"),
+		kong.Description("fleet keeps edge devices converged on a typed desired state, with an immutable record of every change.\n\nStart here: fleet demo"),
+		kong.UsageOnError(),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.Vars{"version": version, "default_nats": DefaultNATS},
+		kong.BindTo(ctx, (*context.Context)(nil)),
+	}
+	for _, c := range commands {
+		opts = append(opts, kong.DynamicCommand(c.name, c.help, c.group, c.cmd))
+	}
+	parser, err := kong.New(&cli, opts...)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fleet:", err)
+		return exitFailure
+	}
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fleet:", err)
+		fmt.Fprintln(os.Stderr, "Run 'fleet --help' for the commands, 'fleet COMMAND --help' for one.")
+		return exitUsage
+	}
+	err = kctx.Run(&cli.Globals)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fleet:", err)
+	}
+	return exitCode(err)
+}

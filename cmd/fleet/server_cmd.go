@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/events/embedded"
+	"github.com/fleet-dev/fleet/events/jsstore"
+)
+
+func init() {
+	register("server", "Run the control side: embedded durable JetStream, the stream, projections, API and dashboard.", "Control plane", &ServerCmd{})
+}
+
+// ServerCmd is `fleet server`.
+type ServerCmd struct {
+	Data         string        `default:"./fleet-data" placeholder:"DIR" help:"Where the embedded server keeps its store and the read models."`
+	Listen       string        `default:"127.0.0.1:4222" placeholder:"ADDR" help:"Address agents and clients connect to (port 0 picks a free one)."`
+	HTTP         string        `name:"http" default:"127.0.0.1:8080" placeholder:"ADDR" help:"Address of the HTTP API and dashboard; empty to turn it off."`
+	RelaxedSync  bool          `help:"Acknowledge writes before fsync (faster, may lose the last acknowledged events on power loss)."`
+	Replicas     int           `default:"1" help:"Stream replicas when using an existing cluster (--nats)."`
+	HeartbeatTTL time.Duration `default:"30s" help:"How long a device's heartbeat counts before it is Stale."`
+}
+
+// Help is shown by `fleet server --help`.
+func (c *ServerCmd) Help() string {
+	return `Runs everything the control side needs in one process. On one machine the
+JetStream server is embedded and fsyncs every write before acknowledging it;
+with --nats it uses an existing server or cluster instead.
+
+Examples:
+  fleet server                                  # embedded, data in ./fleet-data
+  fleet server --data /var/lib/fleet --listen 0.0.0.0:4222 --http :8080
+  fleet server --nats nats://nats-1:4222 --replicas 3`
+}
+
+// ServerEnv is what a running server gives the parts that run inside it
+// (projection service, HTTP API, dashboard). Parts register with addServerPart.
+type ServerEnv struct {
+	Conn         *nats.Conn
+	JS           jetstream.JetStream
+	Store        *jsstore.Store
+	DataDir      string
+	Mux          *http.ServeMux // nil when HTTP is off
+	HTTPAddr     string
+	NATSURL      string
+	HeartbeatTTL time.Duration
+}
+
+// serverPart starts one part of the server; it runs until ctx is done and
+// returns a function that stops it.
+type serverPart struct {
+	name  string
+	start func(ctx context.Context, env *ServerEnv) (stop func(), err error)
+}
+
+var serverParts []serverPart
+
+// addServerPart registers a part; called from a part's init.
+func addServerPart(name string, start func(ctx context.Context, env *ServerEnv) (func(), error)) {
+	serverParts = append(serverParts, serverPart{name, start})
+}
+
+// Run starts the server and blocks until ctx is done.
+func (c *ServerCmd) Run(ctx context.Context, g *Globals) error {
+	rs, err := c.Start(ctx, g, os.Stdout)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	fmt.Println("fleet server: stopping")
+	rs.Stop()
+	return nil
+}
+
+// RunningServer is a started `fleet server`.
+type RunningServer struct {
+	Env      *ServerEnv
+	Embedded *embedded.Server // nil with --nats
+	httpSrv  *http.Server
+	stops    []func()
+}
+
+// Start brings the server up and prints where to point agents and browsers.
+func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*RunningServer, error) {
+	rs := &RunningServer{}
+	env := &ServerEnv{DataDir: c.Data, HeartbeatTTL: c.HeartbeatTTL}
+	if err := os.MkdirAll(c.Data, 0o755); err != nil {
+		return nil, fmt.Errorf("data directory %s: %w", c.Data, err)
+	}
+	var nc *nats.Conn
+	var err error
+	if g.NATS != "" {
+		nc, err = g.Connect("fleet-server")
+		if err != nil {
+			return nil, err
+		}
+		env.NATSURL = g.NATS
+	} else {
+		srv, err := embedded.Start(embedded.Options{Dir: filepath.Join(c.Data, "jetstream"), Listen: c.Listen, RelaxedSync: c.RelaxedSync})
+		if err != nil {
+			return nil, fmt.Errorf("%w (another server on %s? pick another with --listen)", err, c.Listen)
+		}
+		rs.Embedded = srv
+		rs.stops = append(rs.stops, srv.Stop)
+		env.NATSURL = srv.URL()
+		nc, err = srv.Connect(nats.Name("fleet-server"))
+		if err != nil {
+			rs.Stop()
+			return nil, err
+		}
+	}
+	rs.stops = append(rs.stops, nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		rs.Stop()
+		return nil, err
+	}
+	replicas := c.Replicas
+	if replicas == 0 {
+		replicas = 1
+	}
+	st, err := jsstore.Open(ctx, js, jsstore.Config{Replicas: replicas})
+	if err != nil {
+		rs.Stop()
+		return nil, err
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: events.HeartbeatBucket, Description: "fleet agent heartbeats (not history)",
+		TTL: c.HeartbeatTTL, Storage: jetstream.FileStorage, Replicas: replicas, History: 1,
+	}); err != nil {
+		rs.Stop()
+		return nil, fmt.Errorf("heartbeat bucket: %w", err)
+	}
+	env.Conn, env.JS, env.Store = nc, js, st
+	if c.HTTP != "" {
+		env.Mux = http.NewServeMux()
+	}
+	for _, p := range serverParts {
+		stop, err := p.start(ctx, env)
+		if err != nil {
+			rs.Stop()
+			return nil, fmt.Errorf("start %s: %w", p.name, err)
+		}
+		if stop != nil {
+			rs.stops = append(rs.stops, stop)
+		}
+	}
+	if env.Mux != nil {
+		ln, err := net.Listen("tcp", c.HTTP)
+		if err != nil {
+			rs.Stop()
+			return nil, fmt.Errorf("http on %s: %w (pick another with --http)", c.HTTP, err)
+		}
+		env.HTTPAddr = ln.Addr().String()
+		rs.httpSrv = &http.Server{Handler: env.Mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := rs.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				fmt.Fprintln(os.Stderr, "fleet server: http:", err)
+			}
+		}()
+	}
+	rs.Env = env
+	if out != nil {
+		fmt.Fprintf(out, "fleet server: NATS %s (stream %s", env.NATSURL, events.Stream)
+		if rs.Embedded != nil {
+			if c.RelaxedSync {
+				fmt.Fprint(out, ", relaxed sync")
+			} else {
+				fmt.Fprint(out, ", fsync before ack")
+			}
+		}
+		fmt.Fprintf(out, ", data %s)\n", c.Data)
+		fmt.Fprintf(out, "  agents:    fleet agent --nats %s --device ID\n", env.NATSURL)
+		if env.HTTPAddr != "" {
+			fmt.Fprintf(out, "  dashboard: http://%s/\n", env.HTTPAddr)
+		}
+		fmt.Fprintln(out, "  Ctrl-C to stop")
+	}
+	return rs, nil
+}
+
+// Stop stops every part in reverse order.
+func (rs *RunningServer) Stop() {
+	if rs.httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = rs.httpSrv.Shutdown(ctx)
+		cancel()
+	}
+	for i := len(rs.stops) - 1; i >= 0; i-- {
+		rs.stops[i]()
+	}
+	rs.stops = nil
+}

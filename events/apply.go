@@ -1,0 +1,69 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Signer signs a manifest digest; it returns the signature and the key id.
+type Signer interface {
+	Sign(digest string) (signature, keyID string, err error)
+}
+
+// Applied is the result of Apply.
+type Applied struct {
+	Seq        uint64
+	Generation int64
+	Event      Event
+}
+
+// Apply appends m as the device's next generation: it reads the last manifest
+// (its sequence and generation) and appends generation+1 expecting that
+// sequence, so of two operators racing one wins and the other gets a
+// *ConflictError. m must already be valid (ParseManifest); it is validated
+// again here so no caller can skip it. signer may be nil.
+func Apply(ctx context.Context, s Store, clock *Clock, device string, m Manifest, actor string, signer Signer) (Applied, error) {
+	if err := CheckID("device", device); err != nil {
+		return Applied{}, err
+	}
+	if err := m.Validate(); err != nil {
+		return Applied{}, err
+	}
+	var expected uint64
+	var gen int64
+	last, err := s.LastManifest(ctx, device)
+	switch {
+	case err == nil:
+		expected, gen = last.Seq, last.Generation
+	case errors.Is(err, ErrNotFound):
+	default:
+		return Applied{}, err
+	}
+	return ApplyAfter(ctx, s, clock, device, m, actor, signer, expected, gen)
+}
+
+// ApplyAfter appends m as generation prevGen+1, expecting the manifest
+// subject's last sequence to be expectedSeq. Apply is ApplyAfter with what it
+// just read; tests use it to force a race.
+func ApplyAfter(ctx context.Context, s Store, clock *Clock, device string, m Manifest, actor string, signer Signer, expectedSeq uint64, prevGen int64) (Applied, error) {
+	p := ManifestApplied{Manifest: m, Digest: m.Digest()}
+	if signer != nil {
+		sig, kid, err := signer.Sign(p.Digest)
+		if err != nil {
+			return Applied{}, fmt.Errorf("sign manifest for %s: %w", device, err)
+		}
+		p.Signature, p.KeyID = sig, kid
+	}
+	e, err := New(device, "", prevGen+1, actor, p)
+	if err != nil {
+		return Applied{}, err
+	}
+	clock.Stamp(&e)
+	e.Correlation = e.ID
+	seq, err := s.AppendManifest(ctx, e, expectedSeq)
+	if err != nil {
+		return Applied{}, err
+	}
+	return Applied{Seq: seq, Generation: e.Generation, Event: e}, nil
+}

@@ -1,0 +1,120 @@
+// Package events is fleet's log: the event envelope and its typed payloads, the
+// manifest schema and its validation, the subjects events live on, the writer
+// clock, and the Store contract. The JetStream store is in events/jsstore.
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Event is the envelope every fact on the log travels in. It is JSON so that
+// any NATS client can read the log. Stream sequence and stream time are not
+// part of it: they come from JetStream and are carried beside it in Stored.
+type Event struct {
+	ID          string          `json:"id"`     // ULID; also the Nats-Msg-Id, so a retried append is stored once
+	Type        string          `json:"type"`   // one of the Type* constants
+	Schema      int             `json:"schema"` // payload version for Type
+	Device      string          `json:"device"`
+	Resource    string          `json:"resource,omitempty"`
+	Generation  int64           `json:"generation"` // manifest generation the event refers to
+	At          time.Time       `json:"at"`         // the writer's clock, monotonic per writer
+	Actor       string          `json:"actor"`      // agent:<device> or user:<name>
+	Causation   string          `json:"causation,omitempty"`
+	Correlation string          `json:"correlation,omitempty"`
+	Data        json.RawMessage `json:"data"`
+}
+
+// Stored is an event as read back from the log.
+type Stored struct {
+	Event
+	Seq        uint64    `json:"seq"`
+	StreamTime time.Time `json:"streamTime"`
+	Subject    string    `json:"subject"`
+}
+
+// New builds an event of payload's type with the payload encoded as Data.
+// The caller sets ID and At (see Clock) and the ids that relate it to others.
+func New(device, resource string, generation int64, actor string, payload Payload) (Event, error) {
+	data, err := json.Marshal(payload)
+	if err != nil {
+		return Event{}, fmt.Errorf("encode %s: %w", payload.EventType(), err)
+	}
+	return Event{
+		Type: payload.EventType(), Schema: payload.SchemaVersion(),
+		Device: device, Resource: resource, Generation: generation, Actor: actor, Data: data,
+	}, nil
+}
+
+// Encode returns the wire form of e after checking it.
+func Encode(e Event) ([]byte, error) {
+	if err := e.Check(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(e)
+}
+
+// maxEventSize bounds an event on the wire; the stream refuses larger messages too.
+const maxEventSize = 1 << 20
+
+// Decode parses and checks one event from the wire. Unknown envelope fields
+// are refused, so a truncated or foreign message is an error, never a
+// half-filled event. The payload is checked by Payload.
+func Decode(b []byte) (Event, error) {
+	var e Event
+	if len(b) > maxEventSize {
+		return e, fmt.Errorf("%w: event of %d bytes: must be at most %d", ErrInvalid, len(b), maxEventSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&e); err != nil {
+		return Event{}, fmt.Errorf("%w: event: %v", ErrInvalid, err)
+	}
+	if dec.More() {
+		return Event{}, fmt.Errorf("%w: event: trailing data after the JSON object", ErrInvalid)
+	}
+	if err := e.Check(); err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}
+
+// Check validates the envelope: ids, type, schema, time, and a payload that
+// decodes as its type.
+func (e Event) Check() error {
+	if e.ID == "" {
+		return fmt.Errorf("%w: event id: must be set (a ULID)", ErrInvalid)
+	}
+	if _, err := ParseULID(e.ID); err != nil {
+		return fmt.Errorf("%w: event id %q: must be a ULID", ErrInvalid, e.ID)
+	}
+	if err := CheckID("device", e.Device); err != nil {
+		return err
+	}
+	spec, ok := payloadTypes[e.Type]
+	if !ok {
+		return fmt.Errorf("%w: event %s type %q: not an event type fleet knows", ErrInvalid, e.ID, e.Type)
+	}
+	if spec.perResource {
+		if err := CheckID("resource", e.Resource); err != nil {
+			return err
+		}
+	} else if e.Resource != "" {
+		return fmt.Errorf("%w: event %s resource: must be empty for %s", ErrInvalid, e.ID, e.Type)
+	}
+	if e.Schema < 1 || e.Schema > spec.schema {
+		return fmt.Errorf("%w: event %s schema %d: %s knows schema 1 to %d", ErrInvalid, e.ID, e.Schema, e.Type, spec.schema)
+	}
+	if e.Generation < 0 {
+		return fmt.Errorf("%w: event %s generation %d: must not be negative", ErrInvalid, e.ID, e.Generation)
+	}
+	if e.At.IsZero() {
+		return fmt.Errorf("%w: event %s at: must be set", ErrInvalid, e.ID)
+	}
+	if _, err := e.Payload(); err != nil {
+		return err
+	}
+	return nil
+}

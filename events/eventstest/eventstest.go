@@ -1,0 +1,66 @@
+// Package eventstest starts real embedded JetStream servers for tests.
+package eventstest
+
+import (
+	"context"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleet-dev/fleet/events/embedded"
+	"github.com/fleet-dev/fleet/events/jsstore"
+)
+
+// Env is a running server with a connection and the FLEET stream.
+type Env struct {
+	Server *embedded.Server
+	Conn   *nats.Conn
+	JS     jetstream.JetStream
+	Store  *jsstore.Store
+	Dir    string
+}
+
+// Start runs an embedded server on a free loopback port with its store in a
+// temporary directory (fsync before ack unless relaxed), opens the stream, and
+// stops everything when the test ends.
+func Start(t testing.TB, relaxed bool) *Env {
+	t.Helper()
+	dir := t.TempDir()
+	return StartIn(t, dir, relaxed)
+}
+
+// StartIn is Start with a given data directory (to restart a server on the same store).
+func StartIn(t testing.TB, dir string, relaxed bool) *Env {
+	t.Helper()
+	s, err := embedded.Start(embedded.Options{Dir: dir, RelaxedSync: relaxed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := s.Connect()
+	if err != nil {
+		s.Stop()
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := jsstore.Open(context.Background(), js, jsstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &Env{Server: s, Conn: nc, JS: js, Store: st, Dir: dir}
+	t.Cleanup(env.Stop)
+	return env
+}
+
+// Stop closes the connection and shuts the server down; safe to call twice.
+func (e *Env) Stop() {
+	if e.Conn != nil {
+		e.Conn.Close()
+	}
+	if e.Server != nil {
+		e.Server.Stop()
+	}
+}

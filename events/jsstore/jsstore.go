@@ -1,0 +1,331 @@
+// Package jsstore is the JetStream implementation of events.Store: one stream,
+// FLEET, file storage, every event a message whose Nats-Msg-Id is its id.
+package jsstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+
+	"github.com/fleet-dev/fleet/events"
+)
+
+// MaxBatch is the most events one atomic batch may carry (a server limit).
+const MaxBatch = 1000
+
+// DefaultDuplicateWindow is how long the stream remembers event ids to drop
+// a retried append. An agent drains its outbox within this window after an
+// ack is lost; past it, readers still see each id once because the agent
+// keeps ids stable and projections deduplicate by id.
+const DefaultDuplicateWindow = 10 * time.Minute
+
+// Config sets up the stream.
+type Config struct {
+	Replicas        int           // 1 on one server, 3 on a cluster
+	DuplicateWindow time.Duration // default DefaultDuplicateWindow
+}
+
+// StreamConfig returns the FLEET stream configuration fleet wants.
+func StreamConfig(c Config) jetstream.StreamConfig {
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.DuplicateWindow == 0 {
+		c.DuplicateWindow = DefaultDuplicateWindow
+	}
+	return jetstream.StreamConfig{
+		Name:               events.Stream,
+		Description:        "fleet: every manifest change, reconcile attempt and status transition",
+		Subjects:           []string{events.AllSubjects},
+		Storage:            jetstream.FileStorage,
+		Retention:          jetstream.LimitsPolicy,
+		Discard:            jetstream.DiscardOld,
+		Replicas:           c.Replicas,
+		Duplicates:         c.DuplicateWindow,
+		AllowDirect:        true,
+		AllowAtomicPublish: true,
+		DenyDelete:         true,
+		DenyPurge:          true,
+		MaxMsgSize:         1 << 20,
+	}
+}
+
+// Store is the JetStream log. Safe for concurrent use.
+type Store struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+}
+
+// Open connects the store to the stream, creating it or bringing its
+// configuration up to date. Calling it again with the same config changes
+// nothing (the stream's config is compared first and updated only on a
+// difference). Use Attach to use an existing stream without managing it.
+func Open(ctx context.Context, js jetstream.JetStream, c Config) (*Store, error) {
+	want := StreamConfig(c)
+	s, err := js.Stream(ctx, events.Stream)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		s, err = js.CreateStream(ctx, want)
+		if err != nil {
+			return nil, fmt.Errorf("create stream %s: %w", events.Stream, err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("open stream %s: %w", events.Stream, unavailable(err))
+	default:
+		if !sameConfig(s.CachedInfo().Config, want) {
+			s, err = js.UpdateStream(ctx, want)
+			if err != nil {
+				return nil, fmt.Errorf("update stream %s: %w", events.Stream, err)
+			}
+		}
+	}
+	return &Store{js: js, stream: s}, nil
+}
+
+// Attach uses the existing stream without creating or changing it (for
+// clients with least privilege, such as agents).
+func Attach(ctx context.Context, js jetstream.JetStream) (*Store, error) {
+	s, err := js.Stream(ctx, events.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("open stream %s: %w", events.Stream, unavailable(err))
+	}
+	return &Store{js: js, stream: s}, nil
+}
+
+// sameConfig compares the fields fleet manages.
+func sameConfig(have, want jetstream.StreamConfig) bool {
+	return strings.Join(have.Subjects, ",") == strings.Join(want.Subjects, ",") &&
+		have.Storage == want.Storage && have.Replicas == want.Replicas &&
+		have.Duplicates == want.Duplicates && have.AllowDirect == want.AllowDirect &&
+		have.AllowAtomicPublish == want.AllowAtomicPublish && have.DenyDelete == want.DenyDelete &&
+		have.DenyPurge == want.DenyPurge && have.MaxMsgSize == want.MaxMsgSize &&
+		have.Description == want.Description && have.Retention == want.Retention && have.Discard == want.Discard
+}
+
+// JetStream returns the underlying context.
+func (s *Store) JetStream() jetstream.JetStream { return s.js }
+
+// Msg builds the NATS message of an event: its subject, its JSON, and its id
+// as Nats-Msg-Id.
+func Msg(e events.Event) (*nats.Msg, error) {
+	subj, err := events.SubjectFor(e)
+	if err != nil {
+		return nil, err
+	}
+	data, err := events.Encode(e)
+	if err != nil {
+		return nil, err
+	}
+	m := nats.NewMsg(subj)
+	m.Data = data
+	m.Header.Set(jetstream.MsgIDHeader, e.ID)
+	return m, nil
+}
+
+// Append implements events.Store.
+func (s *Store) Append(ctx context.Context, e events.Event) (uint64, bool, error) {
+	m, err := Msg(e)
+	if err != nil {
+		return 0, false, err
+	}
+	ack, err := s.js.PublishMsg(ctx, m)
+	if err != nil {
+		return 0, false, fmt.Errorf("append %s %s: %w", e.Type, e.ID, unavailable(err))
+	}
+	return ack.Sequence, ack.Duplicate, nil
+}
+
+// AppendBatch implements events.Store with JetStream atomic batches of at
+// most MaxBatch events; a longer slice is several batches, each atomic.
+func (s *Store) AppendBatch(ctx context.Context, evs []events.Event) error {
+	for len(evs) > 0 {
+		n := min(len(evs), MaxBatch)
+		msgs := make([]*nats.Msg, 0, n)
+		for _, e := range evs[:n] {
+			m, err := Msg(e)
+			if err != nil {
+				return err
+			}
+			msgs = append(msgs, m)
+		}
+		if len(msgs) == 1 {
+			if _, err := s.js.PublishMsg(ctx, msgs[0]); err != nil {
+				return fmt.Errorf("append batch of 1: %w", unavailable(err))
+			}
+		} else if _, err := jetstreamext.PublishMsgBatch(ctx, s.js, msgs); err != nil {
+			return fmt.Errorf("append batch of %d: %w", len(msgs), unavailable(err))
+		}
+		evs = evs[n:]
+	}
+	return nil
+}
+
+// AppendManifest implements events.Store with a per-subject expected last
+// sequence (Nats-Expected-Last-Subject-Sequence).
+func (s *Store) AppendManifest(ctx context.Context, e events.Event, expectedLastSeq uint64) (uint64, error) {
+	if e.Type != events.TypeManifestApplied {
+		return 0, fmt.Errorf("%w: append manifest: event type %q: must be %s", events.ErrInvalid, e.Type, events.TypeManifestApplied)
+	}
+	m, err := Msg(e)
+	if err != nil {
+		return 0, err
+	}
+	ack, err := s.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(expectedLastSeq))
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			ce := &events.ConflictError{Subject: m.Subject, Expected: expectedLastSeq, Actual: actualFrom(apiErr.Description)}
+			if last, lerr := s.LastManifest(ctx, e.Device); lerr == nil {
+				ce.Actual = last.Seq
+			}
+			return 0, ce
+		}
+		return 0, fmt.Errorf("append manifest %s: %w", e.Device, unavailable(err))
+	}
+	return ack.Sequence, nil
+}
+
+// actualFrom reads N from "wrong last sequence: N".
+func actualFrom(desc string) uint64 {
+	i := strings.LastIndex(desc, ":")
+	if i < 0 {
+		return 0
+	}
+	n, _ := strconv.ParseUint(strings.TrimSpace(desc[i+1:]), 10, 64)
+	return n
+}
+
+// LastManifest implements events.Store with a direct get of the last message
+// on the device's manifest subject.
+func (s *Store) LastManifest(ctx context.Context, device string) (events.Stored, error) {
+	if err := events.CheckID("device", device); err != nil {
+		return events.Stored{}, err
+	}
+	raw, err := s.stream.GetLastMsgForSubject(ctx, events.ManifestSubject(device))
+	if err != nil {
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return events.Stored{}, fmt.Errorf("manifest of %s: %w", device, events.ErrNotFound)
+		}
+		return events.Stored{}, fmt.Errorf("manifest of %s: %w", device, unavailable(err))
+	}
+	return FromRaw(raw.Subject, raw.Sequence, raw.Time, raw.Data)
+}
+
+// FromRaw decodes a stored message; an invalid one is a *events.BadMessage.
+func FromRaw(subject string, seq uint64, t time.Time, data []byte) (events.Stored, error) {
+	e, err := events.Decode(data)
+	if err != nil {
+		return events.Stored{}, &events.BadMessage{Seq: seq, Subject: subject, Err: err}
+	}
+	if want, serr := events.SubjectFor(e); serr != nil || want != subject {
+		return events.Stored{}, &events.BadMessage{Seq: seq, Subject: subject,
+			Err: fmt.Errorf("%w: event %s of type %s does not belong on subject %s", events.ErrInvalid, e.ID, e.Type, subject)}
+	}
+	return events.Stored{Event: e, Seq: seq, StreamTime: t, Subject: subject}, nil
+}
+
+// FromMsg decodes a message delivered by a consumer.
+func FromMsg(m jetstream.Msg) (events.Stored, error) {
+	md, err := m.Metadata()
+	if err != nil {
+		return events.Stored{}, fmt.Errorf("message metadata: %w", err)
+	}
+	return FromRaw(m.Subject(), md.Sequence.Stream, md.Timestamp, m.Data())
+}
+
+// Read implements events.Store with an ordered consumer, which reads without
+// acks at close to the stream's raw speed.
+func (s *Store) Read(ctx context.Context, f events.Filter) iter.Seq2[events.Stored, error] {
+	return func(yield func(events.Stored, error) bool) {
+		if f.Resource != "" && f.Device == "" {
+			yield(events.Stored{}, fmt.Errorf("%w: filter: a resource needs a device", events.ErrInvalid))
+			return
+		}
+		for _, id := range []struct{ field, v string }{{"device", f.Device}, {"resource", f.Resource}} {
+			if id.v != "" {
+				if err := events.CheckID(id.field, id.v); err != nil {
+					yield(events.Stored{}, err)
+					return
+				}
+			}
+		}
+		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: f.Subjects(), DeliverPolicy: jetstream.DeliverAllPolicy}
+		if f.FromSeq > 1 {
+			cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+			cfg.OptStartSeq = f.FromSeq
+		}
+		cons, err := s.js.OrderedConsumer(ctx, events.Stream, cfg)
+		if err != nil {
+			yield(events.Stored{}, fmt.Errorf("read log: %w", unavailable(err)))
+			return
+		}
+		it, err := cons.Messages(jetstream.PullMaxMessages(2048))
+		if err != nil {
+			yield(events.Stored{}, fmt.Errorf("read log: %w", unavailable(err)))
+			return
+		}
+		defer it.Stop()
+		if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
+			return
+		}
+		for {
+			m, err := it.Next(jetstream.NextContext(ctx))
+			if err != nil {
+				yield(events.Stored{}, fmt.Errorf("read log: %w", unavailable(err)))
+				return
+			}
+			md, err := m.Metadata()
+			if err != nil {
+				yield(events.Stored{}, fmt.Errorf("read log: %w", err))
+				return
+			}
+			if f.ToSeq > 0 && md.Sequence.Stream > f.ToSeq {
+				return
+			}
+			st, err := FromRaw(m.Subject(), md.Sequence.Stream, md.Timestamp, m.Data())
+			if err != nil {
+				if !yield(events.Stored{}, err) {
+					return
+				}
+			} else if f.Match(st) && !yield(st, nil) {
+				return
+			}
+			if md.NumPending == 0 || (f.ToSeq > 0 && md.Sequence.Stream >= f.ToSeq) {
+				return
+			}
+		}
+	}
+}
+
+// LastSeq returns the stream's last sequence.
+func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
+	st, err := s.js.Stream(ctx, events.Stream)
+	if err != nil {
+		return 0, unavailable(err)
+	}
+	return st.CachedInfo().State.LastSeq, nil
+}
+
+// unavailable marks connection-level failures as events.ErrUnavailable so
+// callers (the agent's outbox) know to keep the events and retry.
+func unavailable(err error) error {
+	switch {
+	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrTimeout),
+		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrDisconnected),
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, jetstream.ErrNoStreamResponse),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, jetstream.ErrNoHeartbeat):
+		return fmt.Errorf("%w: %w", events.ErrUnavailable, err)
+	}
+	return err
+}
+
+var _ events.Store = (*Store)(nil)

@@ -1,0 +1,126 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"time"
+)
+
+// Sentinels a caller acts on; adapters translate their own errors into these
+// once, so callers need one errors.Is.
+var (
+	// ErrConflict: a compare-and-set append lost a race (see ConflictError).
+	ErrConflict = errors.New("conflict")
+	// ErrNotFound: nothing on the log matches (no manifest for a device yet).
+	ErrNotFound = errors.New("not found")
+	// ErrUnavailable: the log cannot be reached now; retry later.
+	ErrUnavailable = errors.New("log unavailable")
+)
+
+// ConflictError says what a compare-and-set expected and what it found.
+type ConflictError struct {
+	Subject  string
+	Expected uint64 // the last sequence the writer read
+	Actual   uint64 // the last sequence on the subject when it wrote
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("conflict on %s: expected last sequence %d, found %d: another writer appended first; read again and retry",
+		e.Subject, e.Expected, e.Actual)
+}
+
+func (e *ConflictError) Unwrap() error { return ErrConflict }
+
+// Filter selects events when reading the log. Zero fields match everything.
+type Filter struct {
+	Device   string
+	Resource string   // needs Device
+	Types    []string // any of these types
+	FromSeq  uint64   // first stream sequence to read (inclusive)
+	ToSeq    uint64   // last stream sequence to read (inclusive); 0: up to the last when the read started
+	Since    time.Time
+	Until    time.Time // by event time (At), inclusive
+}
+
+// Subjects returns the subject filters that select f's device and resource.
+func (f Filter) Subjects() []string {
+	switch {
+	case f.Device == "":
+		return []string{AllSubjects}
+	case f.Resource == "":
+		return []string{DeviceFilter(f.Device)}
+	default:
+		return []string{
+			ResourceSubject(f.Device, KindAttempt, f.Resource),
+			ResourceSubject(f.Device, KindStatus, f.Resource),
+			ResourceSubject(f.Device, KindDrift, f.Resource),
+		}
+	}
+}
+
+// Match reports whether a stored event passes the filter's non-subject parts.
+func (f Filter) Match(s Stored) bool {
+	if f.Device != "" && s.Device != f.Device {
+		return false
+	}
+	if f.Resource != "" && s.Resource != f.Resource {
+		return false
+	}
+	if len(f.Types) > 0 {
+		ok := false
+		for _, t := range f.Types {
+			if t == s.Type {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	if !f.Since.IsZero() && s.At.Before(f.Since) {
+		return false
+	}
+	if !f.Until.IsZero() && s.At.After(f.Until) {
+		return false
+	}
+	return true
+}
+
+// Store is the log's contract. Implementations: jsstore (JetStream, the real
+// one). All methods are safe for concurrent use.
+type Store interface {
+	// Append stores one event. Appending an event whose ID is already stored
+	// (within the dedup window) stores nothing and returns the first copy's
+	// sequence with duplicate=true.
+	Append(ctx context.Context, e Event) (seq uint64, duplicate bool, err error)
+	// AppendBatch stores events atomically, in order: all or none. Events
+	// already stored are not stored again.
+	AppendBatch(ctx context.Context, evs []Event) error
+	// AppendManifest appends a ManifestApplied event only if the last sequence
+	// on the device's manifest subject is still expectedLastSeq (0: no manifest
+	// yet). A lost race returns a *ConflictError (errors.Is ErrConflict).
+	AppendManifest(ctx context.Context, e Event, expectedLastSeq uint64) (seq uint64, err error)
+	// LastManifest returns the device's newest ManifestApplied, or ErrNotFound.
+	LastManifest(ctx context.Context, device string) (Stored, error)
+	// Read yields the events that match f in log order, from the first match
+	// to f.ToSeq (or the last sequence when Read was called). A message on the
+	// log that does not decode is yielded as an error wrapping ErrInvalid
+	// (a *BadMessage), and reading goes on; any other error ends the sequence.
+	Read(ctx context.Context, f Filter) iter.Seq2[Stored, error]
+}
+
+// BadMessage is a message on the log that is not a valid event.
+type BadMessage struct {
+	Seq     uint64
+	Subject string
+	Err     error
+}
+
+func (b *BadMessage) Error() string {
+	return fmt.Sprintf("sequence %d on %s: %v", b.Seq, b.Subject, b.Err)
+}
+
+func (b *BadMessage) Unwrap() error { return b.Err }
