@@ -1,0 +1,66 @@
+// Package reconcile holds the reconcilers the agent drives, one per resource
+// kind. Each is idempotent: Observe compares the device with the spec, Apply
+// makes them equal, Delete removes what the resource put there. Every kind
+// passes the same contract suite (reconciletest).
+package reconcile
+
+import (
+	"context"
+	"errors"
+
+	"github.com/fleet-dev/fleet/events"
+)
+
+// Target is one resource at one manifest generation, as the agent asks a
+// reconciler to handle it.
+type Target struct {
+	Resource   events.Resource
+	Generation int64
+}
+
+// Result is what an Apply did.
+type Result struct {
+	Changed  bool   // something on the device was changed
+	Output   string // bounded program output (exec), for the attempt event
+	ExitCode *int   // exit status of a program run (exec)
+}
+
+// Reconciler converges resources of one kind. Implementations are safe for
+// concurrent use on different resources; the agent never runs two calls for
+// the same resource at once.
+type Reconciler interface {
+	// Kind is the manifest kind key this reconciler handles (events.KindFile, ...).
+	Kind() string
+	// Observe returns how the device differs from the spec; none means
+	// converged. It changes nothing.
+	Observe(ctx context.Context, t Target) ([]events.Difference, error)
+	// Apply makes the device match the spec. Idempotent: applying a
+	// converged resource changes nothing and reports Changed=false.
+	Apply(ctx context.Context, t Target) (Result, error)
+	// Delete removes what the resource put on the device. Idempotent:
+	// deleting what is not there succeeds.
+	Delete(ctx context.Context, t Target) error
+}
+
+// Watcher is an optional capability of a Reconciler: it reports changes on the
+// device as they happen (file notifications), so drift is seen before the
+// next interval. Watch runs until ctx is done, calling changed with the id of
+// a resource whose state may have changed. The agent calls Watch again with
+// the new set whenever its resources change.
+type Watcher interface {
+	Watch(ctx context.Context, ts []Target, changed func(resourceID string)) error
+}
+
+// ErrRefused marks a resource the agent will not reconcile by policy (a path
+// outside the root, exec not allowed). The agent fails it without retrying
+// quickly. Reason gives the StatusChanged reason.
+var ErrRefused = errors.New("refused")
+
+// RefusedError is a refusal with its reason code (PathEscapesRoot, ExecNotAllowed).
+type RefusedError struct {
+	Reason string
+	Detail string
+}
+
+func (e *RefusedError) Error() string { return e.Reason + ": " + e.Detail }
+func (e *RefusedError) Unwrap() error { return ErrRefused }
