@@ -97,7 +97,8 @@ type Store interface {
 	// sequence with duplicate=true.
 	Append(ctx context.Context, e Event) (seq uint64, duplicate bool, err error)
 	// AppendBatch stores events atomically, in order: all or none. Events
-	// already stored are not stored again.
+	// already stored are not stored again: a batch that repeats stored events
+	// (a retry after a lost ack) is appended event by event, each deduplicated.
 	AppendBatch(ctx context.Context, evs []Event) error
 	// AppendManifest appends a ManifestApplied event only if the last sequence
 	// on the device's manifest subject is still expectedLastSeq (0: no manifest

@@ -18,6 +18,9 @@ import (
 	"github.com/fleet-dev/fleet/events"
 )
 
+// errBatchHasDuplicate is the server's JSAtomicPublishContainsDuplicateMessageErr.
+const errBatchHasDuplicate = 10201
+
 // MaxBatch is the most events one atomic batch may carry (a server limit).
 const MaxBatch = 1000
 
@@ -161,7 +164,19 @@ func (s *Store) AppendBatch(ctx context.Context, evs []events.Event) error {
 				return fmt.Errorf("append batch of 1: %w", unavailable(err))
 			}
 		} else if _, err := jetstreamext.PublishMsgBatch(ctx, s.js, msgs); err != nil {
-			return fmt.Errorf("append batch of %d: %w", len(msgs), unavailable(err))
+			var apiErr *jetstream.APIError
+			if !errors.As(err, &apiErr) || apiErr.ErrorCode != errBatchHasDuplicate {
+				return fmt.Errorf("append batch of %d: %w", len(msgs), unavailable(err))
+			}
+			// Some of these events are stored already (a retry after a lost
+			// ack): the server refuses the whole batch, so append them one by
+			// one, in order, and let the stream drop the ones it has.
+			for _, e := range evs[:n] {
+				m, _ := Msg(e) // fresh: the batch publisher set batch headers on msgs
+				if _, err := s.js.PublishMsg(ctx, m); err != nil {
+					return fmt.Errorf("append batch retry of %d: %w", len(msgs), unavailable(err))
+				}
+			}
 		}
 		evs = evs[n:]
 	}
