@@ -41,6 +41,15 @@ type Manifest struct {
 	Resources []Resource `json:"resources"`
 }
 
+// MarshalJSON writes the canonical form: an empty manifest has an empty list.
+func (m Manifest) MarshalJSON() ([]byte, error) {
+	type plain Manifest
+	if m.Resources == nil {
+		m.Resources = []Resource{}
+	}
+	return json.Marshal(plain(m))
+}
+
 // Resource is one managed thing: an id and exactly one kind's spec.
 //
 // Decoding JSON into a Resource is lenient (the agent's view): a kind this
