@@ -1,0 +1,134 @@
+package projections
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// ManifestRef names the manifest a resource's desired state comes from.
+type ManifestRef struct {
+	Generation int64     `json:"generation"`
+	EventID    string    `json:"eventId"`
+	Seq        uint64    `json:"seq"`
+	Actor      string    `json:"actor"` // who applied it
+	At         time.Time `json:"at"`
+	Digest     string    `json:"digest"`
+	Signed     bool      `json:"signed"`
+	// SpecGeneration is the generation that last changed this resource's spec.
+	SpecGeneration int64 `json:"specGeneration"`
+}
+
+// Explanation answers "why is this resource not Ready": the manifest and who
+// applied it, the last attempts with their errors, and the next retry.
+type Explanation struct {
+	Device       string       `json:"device"`
+	Resource     string       `json:"resource"`
+	Kind         string       `json:"kind"`
+	State        string       `json:"state"`
+	Since        time.Time    `json:"since"`
+	Ready        bool         `json:"ready"`
+	Reason       string       `json:"reason,omitempty"` // e.g. UnknownKind
+	Error        string       `json:"error,omitempty"`
+	Attempts     int          `json:"attempts"`
+	RetryAfter   *time.Time   `json:"retryAfter"`
+	Manifest     *ManifestRef `json:"manifest"`           // nil: no manifest names this resource
+	InManifest   bool         `json:"inManifest"`         // the last manifest still lists it
+	LastAttempts []Attempt    `json:"lastAttempts"`       // newest last
+	Rejected     *string      `json:"rejected,omitempty"` // a newer manifest the agent refused
+	Why          []string     `json:"why"`                // the chain, one sentence a step
+}
+
+// Explain returns the chain of facts behind one resource's state. It answers
+// for Ready resources too (Ready is then true and Why says so); false if the
+// device or resource is unknown.
+func (f *Fleet) Explain(device, resource string) (Explanation, bool) {
+	d := f.devices[device]
+	if d == nil || d.Deregistered {
+		return Explanation{}, false
+	}
+	r := d.Resources[resource]
+	if r == nil {
+		return Explanation{}, false
+	}
+	x := Explanation{Device: device, Resource: resource, Kind: r.Kind, State: r.State, Since: r.Since,
+		Ready: r.State == "Ready", Reason: r.Reason, Error: r.Error, Attempts: r.Attempts,
+		LastAttempts: slices.Clone(r.Last)}
+	if x.LastAttempts == nil {
+		x.LastAttempts = []Attempt{}
+	}
+	if r.RetryAfter != nil {
+		t := *r.RetryAfter
+		x.RetryAfter = &t
+	}
+	if m := d.Manifest; m != nil {
+		ref := &ManifestRef{Generation: m.Generation, EventID: m.ID, Seq: m.Seq, Actor: m.Actor, At: m.At, Digest: m.Digest, Signed: m.Signed}
+		for _, mr := range m.Resources {
+			if mr.ID == resource {
+				ref.SpecGeneration, x.InManifest = mr.SpecGen, true
+			}
+		}
+		x.Manifest = ref
+	}
+	if d.Rejected != nil && d.Rejected.Generation > d.Generation {
+		s := fmt.Sprintf("generation %d was rejected by the agent at %s: %s (it keeps generation %d)",
+			d.Rejected.Generation, ts(d.Rejected.At), d.Rejected.Reason, d.Rejected.KeptGeneration)
+		x.Rejected = &s
+	}
+	x.Why = x.chain(r)
+	return x, true
+}
+
+func ts(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+func (x Explanation) chain(r *resourceState) []string {
+	var why []string
+	switch {
+	case x.Manifest == nil:
+		why = append(why, "no manifest has been applied to this device")
+	case x.InManifest:
+		why = append(why, fmt.Sprintf("desired by manifest generation %d, applied by %s at %s (sequence %d); this resource's spec last changed in generation %d",
+			x.Manifest.Generation, x.Manifest.Actor, ts(x.Manifest.At), x.Manifest.Seq, x.Manifest.SpecGeneration))
+	default:
+		why = append(why, fmt.Sprintf("manifest generation %d (applied by %s at %s) no longer lists it; the agent has not reported it removed yet",
+			x.Manifest.Generation, x.Manifest.Actor, ts(x.Manifest.At)))
+	}
+	if x.Rejected != nil {
+		why = append(why, *x.Rejected)
+	}
+	if !r.Reported {
+		why = append(why, "the agent has not reported on it yet (offline, or not yet seen this generation)")
+	} else {
+		s := fmt.Sprintf("%s since %s", x.State, ts(x.Since))
+		if r.Trigger != "" {
+			s += " (" + r.Trigger + ")"
+		}
+		if x.Reason != "" {
+			s += ", reason " + x.Reason
+		}
+		why = append(why, s)
+	}
+	if n := len(x.LastAttempts); n > 0 {
+		var parts []string
+		for _, a := range x.LastAttempts {
+			p := fmt.Sprintf("#%d %s at %s", a.Attempt, a.Outcome, ts(a.At))
+			if a.Error != "" {
+				p += ": " + a.Error
+			}
+			parts = append(parts, p)
+		}
+		why = append(why, fmt.Sprintf("%d attempts this generation; last %d: %s", x.Attempts, n, strings.Join(parts, "; ")))
+	}
+	switch {
+	case x.Ready:
+		why = append(why, "it is Ready: nothing to explain")
+	case x.RetryAfter != nil:
+		why = append(why, "next retry not before "+ts(*x.RetryAfter))
+	case x.State == "Failed":
+		why = append(why, "no retry scheduled (the agent will not retry without a spec change)")
+	case x.State == "Pending" || x.State == "Reconciling":
+		why = append(why, "the agent is working on it")
+	}
+	return why
+}
