@@ -3,7 +3,6 @@ package events_test
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
@@ -162,8 +161,6 @@ func TestKeyFilesRefused(t *testing.T) {
 	if err := os.WriteFile(loose, s.MarshalPrivateKey(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, ecPriv, _ := ed25519.GenerateKey(rand.Reader)
-	_ = ecPriv
 	cases := []struct {
 		name string
 		load func() error
