@@ -19,6 +19,7 @@ type ApplyCmd struct {
 	File   string `short:"f" required:"" placeholder:"FILE" help:"Manifest file, YAML or JSON ('-' for standard input)."`
 	Device string `required:"" placeholder:"ID" help:"Device to apply it to."`
 	DryRun bool   `help:"Validate the manifest and show what would be applied, without writing."`
+	Key    string `env:"FLEET_KEY" placeholder:"FILE" help:"Sign the manifest with this ed25519 key (from 'fleet key new'); agents started with --trust apply only signed manifests."`
 	Output
 }
 
@@ -38,7 +39,8 @@ Example manifest:
 Examples:
   fleet apply -f fixtures/manifests/basic.yaml --device pi-01
   fleet apply -f site.yaml --device pi-01 -o json
-  cat site.yaml | fleet apply -f - --device pi-02 --dry-run`
+  cat site.yaml | fleet apply -f - --device pi-02 --dry-run
+  fleet apply -f site.yaml --device pi-01 --key ops.key     # signed`
 }
 
 // Run validates and appends the manifest.
@@ -54,6 +56,14 @@ func (c *ApplyCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return fmt.Errorf("manifest %s: %w", c.File, err)
 	}
+	var signer events.Signer
+	if c.Key != "" {
+		s, err := events.LoadSigner(c.Key)
+		if err != nil {
+			return err
+		}
+		signer = s
+	}
 	if c.DryRun {
 		if c.JSON() {
 			return printJSON(map[string]any{"device": c.Device, "valid": true, "resources": len(m.Resources), "digest": m.Digest()})
@@ -67,7 +77,7 @@ func (c *ApplyCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	defer nc.Close()
 	clock, _ := events.NewClock(events.ClockState{}, nil)
-	res, err := events.Apply(ctx, st, clock, c.Device, m, operator(), nil)
+	res, err := events.Apply(ctx, st, clock, c.Device, m, operator(), signer)
 	if err != nil {
 		var ce *events.ConflictError
 		if errors.As(err, &ce) {
@@ -76,7 +86,12 @@ func (c *ApplyCmd) Run(ctx context.Context, g *Globals) error {
 		return fmt.Errorf("apply to %s: %w", c.Device, err)
 	}
 	if c.JSON() {
-		return printJSON(map[string]any{"device": c.Device, "generation": res.Generation, "seq": res.Seq, "id": res.Event.ID, "digest": m.Digest()})
+		out := map[string]any{"device": c.Device, "generation": res.Generation, "seq": res.Seq, "id": res.Event.ID, "digest": m.Digest()}
+		if signer != nil {
+			_, kid, _ := signer.Sign(m.Digest())
+			out["keyId"] = kid
+		}
+		return printJSON(out)
 	}
 	fmt.Printf("device %s: generation %d applied (%d resources, sequence %d)\n", c.Device, res.Generation, len(m.Resources), res.Seq)
 	return nil
