@@ -93,7 +93,8 @@ func (r Report) SummaryLine() string {
 //     increasing event times and ids, in log order. Control-plane actors take
 //     a fresh clock per command, so their order is checked by the manifest
 //     generation instead;
-//   - duplicate-id: no event id is stored twice;
+//   - duplicate-id: no event id is stored twice (a second copy is reported
+//     once, as this, and not checked against the other rules);
 //   - not-in-manifest: a StatusChanged (other than to Removed) names a
 //     resource of the manifest of its generation; on a complete log that
 //     generation must have been applied;
@@ -157,10 +158,11 @@ func (v *Verifier) Add(s events.Stored) {
 	id, idErr := ulid.ParseStrict(e.ID)
 	if idErr == nil {
 		if first, dup := v.seen[id]; dup {
+			// a second copy is one fault; checking it again would report its echo
 			v.add(s.Seq, ViolationDuplicateID, e, "id %s already stored at seq %d", e.ID, first)
-		} else {
-			v.seen[id] = s.Seq
+			return
 		}
+		v.seen[id] = s.Seq
 	}
 	d := v.devices[e.Device]
 	if d == nil {
