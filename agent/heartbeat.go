@@ -1,0 +1,91 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleet-dev/fleet/events"
+)
+
+// Heartbeat is the value an agent puts under its device id in the
+// events.HeartbeatBucket KV bucket. Heartbeats are not history: the bucket's
+// TTL forgets them.
+type Heartbeat struct {
+	Device       string         `json:"device"`
+	At           time.Time      `json:"at"`
+	Generation   int64          `json:"generation"`
+	AgentVersion string         `json:"agentVersion"`
+	Counts       map[string]int `json:"counts"` // resources by state
+	Outbox       int            `json:"outbox"` // events not yet acknowledged by the log
+}
+
+type heartbeat = Heartbeat
+
+// sendBeat hands the current heartbeat to the heartbeat writer, replacing
+// one it has not written yet.
+func (l *loop) sendBeat(beats chan heartbeat, now time.Time) {
+	hb := Heartbeat{Device: l.a.device, At: now.UTC(), Generation: l.a.Generation(), AgentVersion: Version,
+		Counts: map[string]int{}, Outbox: l.a.OutboxLen()}
+	for _, x := range l.res {
+		hb.Counts[string(x.rec.State)]++
+	}
+	select {
+	case <-beats:
+	default:
+	}
+	beats <- hb
+}
+
+// heartbeats writes heartbeats to the KV bucket until ctx is done. A missing
+// bucket (no `fleet server` created it) is logged once; the agent goes on.
+func (a *Agent) heartbeats(ctx context.Context, conn *logConn, beats <-chan heartbeat) {
+	var kv jetstream.KeyValue
+	loggedMissing, loggedDown := false, false
+	for {
+		var hb heartbeat
+		select {
+		case <-ctx.Done():
+			return
+		case hb = <-beats:
+		}
+		if !conn.nc.IsConnected() {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := func() error {
+			if kv == nil {
+				js, err := conn.jetStream()
+				if err != nil {
+					return err
+				}
+				kv, err = js.KeyValue(pctx, events.HeartbeatBucket)
+				if err != nil {
+					kv = nil
+					return err
+				}
+			}
+			b, _ := json.Marshal(hb)
+			_, err := kv.Put(pctx, a.device, b)
+			return err
+		}()
+		cancel()
+		switch {
+		case err == nil:
+			loggedDown = false
+		case errors.Is(err, jetstream.ErrBucketNotFound):
+			if !loggedMissing {
+				a.log.Warn("heartbeat: bucket missing (created by 'fleet server'); going on without heartbeats", "bucket", events.HeartbeatBucket)
+				loggedMissing = true
+			}
+		default:
+			if !loggedDown && ctx.Err() == nil {
+				a.log.Info("heartbeat: not written", "err", err)
+				loggedDown = true
+			}
+		}
+	}
+}

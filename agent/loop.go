@@ -1,0 +1,651 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/fleet-dev/fleet/agent/reconcile"
+	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/fsm"
+)
+
+// Reasons the agent gives in StatusChanged and ManifestRejected.
+const (
+	ReasonUnknownKind     = "UnknownKind"
+	ReasonInvalidSpec     = "InvalidSpec"
+	ReasonApplyFailed     = "ApplyFailed"
+	ReasonTimeout         = "Timeout"
+	ReasonInterrupted     = "Interrupted"
+	ReasonInvalidManifest = "InvalidManifest"
+	ReasonUndecodable     = "Undecodable"
+	ReasonStaleGeneration = "StaleGeneration"
+)
+
+// Triggers recorded on ReconcileAttempted: why the attempt ran.
+const (
+	attemptSpec   = "spec"   // a new or changed spec
+	attemptRetry  = "retry"  // after a failure's backoff
+	attemptDrift  = "drift"  // to correct drift
+	attemptResume = "resume" // an attempt interrupted by a restart
+	attemptRemove = "removed"
+)
+
+const maxOutput = 4 << 10
+
+// resource is the loop's view of one managed resource.
+type resource struct {
+	rec       *resourceRecord
+	m         *fsm.Machine
+	busy      bool   // a reconciler call runs for it
+	token     int    // bumped on each spec change; a result with an older token is stale
+	trigger   string // why it is Reconciling
+	nextDrift time.Time
+	notified  bool // a watcher saw a change
+}
+
+type jobKind int
+
+const (
+	jobApply jobKind = iota
+	jobObserve
+	jobDelete
+)
+
+type job struct {
+	kind    jobKind
+	x       *resource
+	token   int
+	attempt int
+	target  reconcile.Target
+	digest  string
+	rc      reconcile.Reconciler
+	trigger string // apply: why; observe: interval or notify
+}
+
+type result struct {
+	job
+	diffs []events.Difference
+	res   reconcile.Result
+	err   error
+	dur   time.Duration
+}
+
+// loop owns the agent's state while Run runs: every change goes through it,
+// one txn per step.
+type loop struct {
+	a           *Agent
+	manifest    *manifestRecord
+	rejectedSeq uint64
+	reg         *events.DeviceRegistered
+	res         map[string]*resource
+	order       []string
+	inflight    int
+	results     chan result
+	notify      chan string
+	touched     map[string]bool
+	stopWatch   context.CancelFunc
+	watchDirty  bool
+	nextBeat    time.Time
+	shutdown    bool
+}
+
+func newLoop(a *Agent) *loop {
+	s := a.snap
+	l := &loop{
+		a: a, manifest: s.manifest, rejectedSeq: s.rejectedSeq, reg: s.registration,
+		res: map[string]*resource{}, results: make(chan result, a.o.concurrency),
+		notify: make(chan string, 1024), touched: map[string]bool{},
+	}
+	now := time.Now()
+	for id, rec := range s.resources {
+		x := &resource{rec: rec, m: fsm.NewMachine(rec.State, nil)}
+		if rec.State == fsm.Ready {
+			x.nextDrift = now // a restarted agent checks what it manages
+		}
+		if rec.State == fsm.Reconciling {
+			x.trigger = attemptResume
+		}
+		if rec.State == fsm.Failed && rec.Reason == ReasonUnknownKind && a.recs[rec.Kind] != nil {
+			rec.RetryAfter = now // this build knows the kind now
+		}
+		l.res[id] = x
+	}
+	l.rebuildOrder()
+	return l
+}
+
+// rebuildOrder lists resources in manifest order, then those being removed.
+func (l *loop) rebuildOrder() {
+	l.order = l.order[:0]
+	seen := map[string]bool{}
+	if l.manifest != nil {
+		for _, r := range l.manifest.Manifest.Resources {
+			if _, ok := l.res[r.ID]; ok && !seen[r.ID] {
+				l.order = append(l.order, r.ID)
+				seen[r.ID] = true
+			}
+		}
+	}
+	rest := slices.Sorted(maps.Keys(l.res))
+	for _, id := range rest {
+		if !seen[id] {
+			l.order = append(l.order, id)
+		}
+	}
+}
+
+// register records DeviceRegistered on first start and whenever what it
+// says changed.
+func (l *loop) register() error {
+	a := l.a
+	want := events.DeviceRegistered{AgentVersion: Version, Kinds: a.Kinds(), ExecAllowed: a.o.allowExec}
+	if len(a.o.labels) > 0 {
+		want.Labels = a.o.labels
+	}
+	if l.reg != nil && reflect.DeepEqual(*l.reg, want) {
+		return nil
+	}
+	t := a.begin()
+	if _, err := t.emit("", a.Generation(), "", "", &want); err != nil {
+		t.abort()
+		return err
+	}
+	if err := t.putJSON(keyRegistration, want); err != nil {
+		t.abort()
+		return err
+	}
+	if _, err := t.commit(); err != nil {
+		return err
+	}
+	l.reg = &want
+	return nil
+}
+
+// run is the loop: wait for input, apply it and the scheduling it allows in
+// one txn, commit, then start the reconciler calls the txn recorded.
+func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats chan heartbeat) error {
+	a := l.a
+	workCtx, cancelWork := context.WithCancel(context.Background())
+	defer cancelWork()
+	defer func() {
+		if l.stopWatch != nil {
+			l.stopWatch()
+		}
+	}()
+	l.watchDirty = true
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	var graceEnd <-chan time.Time
+	var hardEnd <-chan time.Time
+	for {
+		var results []result
+		var mans []manifestUpdate
+		var notes []string
+		timedOut := false
+		select {
+		case <-ctx.Done():
+			if !l.shutdown {
+				l.shutdown = true
+				ctx = context.Background() // ctx.Done no longer selects
+				graceEnd = time.After(a.o.shutdownGrace)
+				a.log.Info("stopping: no new attempts", "running", l.inflight)
+			}
+		case r := <-l.results:
+			results = append(results, r)
+		case m := <-manifests:
+			mans = append(mans, m)
+		case id := <-l.notify:
+			notes = append(notes, id)
+		case <-timer.C:
+			timedOut = true
+		case <-graceEnd:
+			a.log.Warn("stopping: grace period over, interrupting running attempts", "running", l.inflight)
+			cancelWork()
+			graceEnd = nil
+			hardEnd = time.After(2 * time.Second)
+		case <-hardEnd:
+			a.log.Warn("stopping: attempts did not end after interruption", "running", l.inflight)
+			return nil
+		}
+		_ = timedOut
+	more:
+		for {
+			select {
+			case r := <-l.results:
+				results = append(results, r)
+			case id := <-l.notify:
+				notes = append(notes, id)
+			case m := <-manifests:
+				if !l.shutdown {
+					mans = append(mans, m)
+				}
+			default:
+				break more
+			}
+		}
+		now := time.Now()
+		t := a.begin()
+		var jobs []job
+		err := func() error {
+			for _, r := range results {
+				if err := l.handleResult(t, r, now); err != nil {
+					return err
+				}
+			}
+			if !l.shutdown {
+				for _, m := range mans {
+					if err := l.handleManifest(t, m); err != nil {
+						return err
+					}
+				}
+				for _, id := range notes {
+					if x := l.res[id]; x != nil && x.rec.State == fsm.Ready && !x.busy {
+						x.notified = true
+					}
+				}
+				var err error
+				jobs, err = l.schedule(t, now)
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		}()
+		if err != nil {
+			t.abort()
+			return err
+		}
+		if _, err := t.commit(); err != nil {
+			return err
+		}
+		l.publishView()
+		for _, j := range jobs {
+			l.start(workCtx, j)
+		}
+		if l.shutdown {
+			if l.inflight == 0 {
+				return nil
+			}
+			continue
+		}
+		if l.watchDirty {
+			l.restartWatchers()
+		}
+		if !now.Before(l.nextBeat) {
+			l.sendBeat(beats, now)
+			l.nextBeat = now.Add(a.o.heartbeatInterval)
+		}
+		timer.Reset(max(l.nextWake(now).Sub(now), time.Millisecond))
+	}
+}
+
+// publishView copies the resources changed in the last step to the status view.
+func (l *loop) publishView() {
+	if len(l.touched) == 0 {
+		return
+	}
+	a := l.a
+	a.viewMu.Lock()
+	for id := range l.touched {
+		if x, ok := l.res[id]; ok {
+			a.view[id] = statusOf(x.rec)
+		} else {
+			delete(a.view, id)
+		}
+	}
+	a.viewMu.Unlock()
+	clear(l.touched)
+}
+
+// nextWake is when the loop must look again without any input.
+func (l *loop) nextWake(now time.Time) time.Time {
+	next := l.nextBeat
+	if l.inflight >= l.a.o.concurrency {
+		return next // a result will wake the loop
+	}
+	for _, x := range l.res {
+		if x.busy {
+			continue
+		}
+		var at time.Time
+		switch {
+		case x.rec.Removing:
+			at = x.rec.RetryAfter
+		case x.rec.State == fsm.Failed:
+			at = x.rec.RetryAfter
+		case x.rec.State == fsm.Ready:
+			at = x.nextDrift
+		}
+		if !at.IsZero() && at.Before(next) {
+			next = at
+		}
+	}
+	return next
+}
+
+// transition fires trigger on x's machine and records StatusChanged.
+func (l *loop) transition(t *txn, x *resource, trig fsm.Trigger, reason, errText, cause string) error {
+	rec := x.rec
+	from := x.m.Current()
+	to, err := x.m.Fire(trig)
+	if err != nil {
+		return fmt.Errorf("resource %s: %w", rec.ID, err)
+	}
+	rec.State = to
+	sc := &events.StatusChanged{Kind: rec.Kind, From: string(from), To: string(to), Trigger: string(trig),
+		Reason: reason, Error: errText, Attempts: rec.Attempts}
+	if to == fsm.Failed && !rec.RetryAfter.IsZero() {
+		ra := rec.RetryAfter
+		sc.RetryAfter = &ra
+	}
+	e, err := t.emit(rec.ID, rec.Generation, cause, rec.Correlation, sc)
+	if err != nil {
+		return err
+	}
+	rec.LastEvent = e.ID
+	l.touched[rec.ID] = true
+	if to == fsm.Removed {
+		delete(l.res, rec.ID)
+		return t.deleteResource(rec.ID)
+	}
+	return t.putResource(rec)
+}
+
+// problem says why a resource cannot be reconciled at all, if it cannot.
+func (l *loop) problem(rec *resourceRecord) (reason, detail string) {
+	switch {
+	case rec.Resource.Problem != "":
+		return ReasonInvalidSpec, rec.Resource.Problem
+	case !rec.Resource.Known() || l.a.recs[rec.Kind] == nil:
+		return ReasonUnknownKind, fmt.Sprintf("kind %q: this agent reconciles %s", rec.Kind, strings.Join(l.a.Kinds(), ", "))
+	}
+	return "", ""
+}
+
+// schedule starts what is due, within the concurrency bound: first attempts,
+// retries whose backoff elapsed, drift checks, deletions. Transitions to
+// Reconciling are recorded in t, so they are durable before the attempt runs.
+func (l *loop) schedule(t *txn, now time.Time) ([]job, error) {
+	var jobs []job
+	limit := l.a.o.concurrency
+	removed := false
+	for _, id := range l.order {
+		if l.inflight+len(jobs) >= limit {
+			break
+		}
+		x := l.res[id]
+		if x == nil || x.busy {
+			continue
+		}
+		rec := x.rec
+		if rec.Removing {
+			if rec.RetryAfter.After(now) {
+				continue
+			}
+			if reason, _ := l.problem(rec); reason != "" || rec.State == fsm.None {
+				// Nothing of it was ever put on the device.
+				if err := l.transition(t, x, fsm.Remove, "", "", rec.LastEvent); err != nil {
+					return nil, err
+				}
+				removed = true
+				continue
+			}
+			jobs = append(jobs, l.newJob(x, jobDelete, attemptRemove))
+			continue
+		}
+		switch rec.State {
+		case fsm.Pending, fsm.Failed:
+			if rec.State == fsm.Failed && (rec.RetryAfter.IsZero() || rec.RetryAfter.After(now)) {
+				continue
+			}
+			x.trigger = attemptSpec
+			if rec.State == fsm.Failed {
+				x.trigger = attemptRetry
+			}
+			if err := l.transition(t, x, fsm.Reconcile, "", "", rec.LastEvent); err != nil {
+				return nil, err
+			}
+			if reason, detail := l.problem(rec); reason != "" {
+				if err := l.failWithoutAttempt(t, x, reason, detail); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			jobs = append(jobs, l.newJob(x, jobApply, x.trigger))
+		case fsm.Reconciling:
+			if reason, detail := l.problem(rec); reason != "" {
+				if err := l.failWithoutAttempt(t, x, reason, detail); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			if x.trigger == "" {
+				x.trigger = attemptResume
+			}
+			jobs = append(jobs, l.newJob(x, jobApply, x.trigger))
+		case fsm.Ready:
+			if x.notified || (!x.nextDrift.IsZero() && !now.Before(x.nextDrift)) {
+				src := "interval"
+				if x.notified {
+					src = "notify"
+				}
+				x.notified = false
+				x.nextDrift = now.Add(jitter(l.a.o.driftInterval))
+				jobs = append(jobs, l.newJob(x, jobObserve, src))
+			}
+		}
+	}
+	if removed {
+		l.rebuildOrder()
+	}
+	for _, j := range jobs {
+		j.x.busy = true
+	}
+	l.inflight += len(jobs)
+	return jobs, nil
+}
+
+func (l *loop) newJob(x *resource, kind jobKind, trigger string) job {
+	rec := x.rec
+	return job{kind: kind, x: x, token: x.token, attempt: rec.Attempts + 1, trigger: trigger,
+		target: reconcile.Target{Resource: rec.Resource, Generation: rec.Generation},
+		digest: rec.SpecDigest, rc: l.a.recs[rec.Kind]}
+}
+
+// failWithoutAttempt fails a Reconciling resource that no reconciler can
+// handle (unknown kind, invalid spec): an attempt that failed at once, and
+// no retry until the spec changes.
+func (l *loop) failWithoutAttempt(t *txn, x *resource, reason, detail string) error {
+	rec := x.rec
+	rec.Attempts++
+	e, err := t.emit(rec.ID, rec.Generation, rec.LastEvent, rec.Correlation, &events.ReconcileAttempted{
+		Kind: rec.Kind, Attempt: rec.Attempts, Trigger: x.trigger, Outcome: events.OutcomeFailed,
+		Error: reason + ": " + detail, SpecDigest: rec.SpecDigest})
+	if err != nil {
+		return err
+	}
+	rec.LastEvent = e.ID
+	rec.Failures++
+	rec.RetryAfter = time.Time{}
+	rec.Reason, rec.Error = reason, detail
+	return l.transition(t, x, fsm.FailedT, reason, detail, e.ID)
+}
+
+// start runs one reconciler call in its own goroutine; its result comes back
+// on l.results.
+func (l *loop) start(workCtx context.Context, j job) {
+	timeout := l.a.o.attemptTimeout
+	if e := j.target.Resource.Exec; e != nil {
+		timeout = max(timeout, e.TimeoutOrDefault()+10*time.Second)
+	}
+	go func() {
+		r := result{job: j}
+		ctx, cancel := context.WithTimeout(workCtx, timeout)
+		defer cancel()
+		begun := time.Now()
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					r.err = fmt.Errorf("reconciler panic: %v", p)
+				}
+			}()
+			switch j.kind {
+			case jobApply:
+				r.res, r.err = j.rc.Apply(ctx, j.target)
+				if r.err == nil {
+					diffs, err := j.rc.Observe(ctx, j.target)
+					switch {
+					case err != nil:
+						r.err = fmt.Errorf("observe after apply: %w", err)
+					case len(diffs) > 0:
+						r.err = fmt.Errorf("still differs after apply: %s", describe(diffs))
+					}
+				}
+			case jobObserve:
+				r.diffs, r.err = j.rc.Observe(ctx, j.target)
+			case jobDelete:
+				r.err = j.rc.Delete(ctx, j.target)
+			}
+		}()
+		r.dur = time.Since(begun)
+		l.results <- r
+	}()
+}
+
+// describe renders differences for an error text.
+func describe(diffs []events.Difference) string {
+	parts := make([]string, len(diffs))
+	for i, d := range diffs {
+		parts[i] = fmt.Sprintf("%s: want %q, have %q", d.Field, d.Expected, d.Observed)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// handleResult records an attempt, a drift check or a deletion.
+func (l *loop) handleResult(t *txn, r result, now time.Time) error {
+	x := r.x
+	x.busy = false
+	l.inflight--
+	rec := x.rec
+	stale := r.token != x.token || l.res[rec.ID] != x
+	switch r.kind {
+	case jobApply, jobDelete:
+		ra := &events.ReconcileAttempted{Kind: r.target.Resource.Kind, Attempt: r.attempt, Trigger: r.trigger,
+			Duration: r.dur, Outcome: events.OutcomeSucceeded, Changed: r.res.Changed,
+			Output: truncate(r.res.Output, maxOutput), ExitCode: r.res.ExitCode, SpecDigest: r.digest}
+		if r.err != nil {
+			ra.Outcome, ra.Error = events.OutcomeFailed, r.err.Error()
+		}
+		if stale {
+			// The spec changed while this attempt ran: record it for the
+			// generation it was for; the new spec gets its own attempts.
+			_, err := t.emit(rec.ID, r.target.Generation, "", rec.Correlation, ra)
+			return err
+		}
+		rec.Attempts = r.attempt
+		e, err := t.emit(rec.ID, rec.Generation, rec.LastEvent, rec.Correlation, ra)
+		if err != nil {
+			return err
+		}
+		rec.LastEvent = e.ID
+		if r.kind == jobDelete {
+			if r.err == nil {
+				err := l.transition(t, x, fsm.Remove, "", "", e.ID)
+				l.rebuildOrder()
+				return err
+			}
+			rec.Failures++
+			rec.RetryAfter = now.Add(l.backoff(rec.Failures))
+			rec.Error = r.err.Error()
+			l.touched[rec.ID] = true
+			return t.putResource(rec)
+		}
+		if r.err == nil {
+			rec.Failures, rec.RetryAfter, rec.Reason, rec.Error, rec.DriftSeen = 0, time.Time{}, "", "", ""
+			x.nextDrift = now.Add(jitter(l.a.o.driftInterval))
+			x.notified = false
+			return l.transition(t, x, fsm.Succeeded, "", "", e.ID)
+		}
+		rec.Failures++
+		reason, delay := ReasonApplyFailed, l.backoff(rec.Failures)
+		var refused *reconcile.RefusedError
+		switch {
+		case errors.As(r.err, &refused):
+			reason, delay = refused.Reason, l.a.o.backoffMax
+		case l.shutdown && errors.Is(r.err, context.Canceled):
+			reason, delay = ReasonInterrupted, 0
+		case errors.Is(r.err, context.DeadlineExceeded):
+			reason = ReasonTimeout
+		}
+		rec.RetryAfter = now.Add(delay)
+		rec.Reason, rec.Error = reason, r.err.Error()
+		return l.transition(t, x, fsm.FailedT, reason, r.err.Error(), e.ID)
+	case jobObserve:
+		if stale || rec.State != fsm.Ready || rec.Removing {
+			return nil
+		}
+		diffs := r.diffs
+		if r.err != nil {
+			diffs = []events.Difference{{Field: "observe", Expected: "observable", Observed: r.err.Error()}}
+		}
+		if len(diffs) == 0 {
+			if rec.DriftSeen != "" {
+				rec.DriftSeen = ""
+				return t.putResource(rec)
+			}
+			return nil
+		}
+		policy := rec.Resource.DriftPolicy
+		if policy == "" {
+			policy = events.DriftCorrect
+		}
+		seen := describe(diffs)
+		if policy == events.DriftReport && seen == rec.DriftSeen {
+			return nil // reported already; report again when it changes
+		}
+		e, err := t.emit(rec.ID, rec.Generation, rec.LastEvent, rec.Correlation,
+			&events.DriftDetected{Kind: rec.Kind, Differences: diffs, Policy: policy, Source: r.trigger})
+		if err != nil {
+			return err
+		}
+		rec.LastEvent = e.ID
+		if policy == events.DriftReport {
+			rec.DriftSeen = seen
+			return t.putResource(rec)
+		}
+		x.trigger = attemptDrift
+		return l.transition(t, x, fsm.Reconcile, "", "", e.ID)
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…(truncated)"
+}
+
+// backoff is the delay before retry number failures: base doubling per
+// failure up to the cap, with jitter (a random half to full delay).
+func (l *loop) backoff(failures int) time.Duration {
+	d := l.a.o.backoffBase
+	for i := 1; i < failures && d < l.a.o.backoffMax; i++ {
+		d *= 2
+	}
+	d = min(d, l.a.o.backoffMax)
+	return d/2 + rand.N(d/2+1)
+}
+
+// jitter spreads d by ±10% so that drift checks of many resources do not
+// line up.
+func jitter(d time.Duration) time.Duration {
+	return d - d/10 + rand.N(d/5+1)
+}

@@ -1,0 +1,259 @@
+package agent
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/fsm"
+)
+
+// The agent's Pebble store holds its snapshot (the manifest in force, every
+// resource's lifecycle state, the writer clock, the registration it last
+// recorded) and its outbox (events not yet acknowledged by the log). Every
+// change is one batch committed with Sync: a transition, its events and the
+// clock state land together or not at all.
+var (
+	keyClock        = []byte("clock")
+	keyManifest     = []byte("manifest")
+	keyRejected     = []byte("rejected")
+	keyRegistration = []byte("registration")
+	prefixResource  = []byte("res/")
+	prefixOutbox    = []byte("out/")
+)
+
+// manifestRecord is the manifest in force.
+type manifestRecord struct {
+	Seq        uint64          `json:"seq"`
+	Generation int64           `json:"generation"`
+	ID         string          `json:"id"` // the ManifestApplied event id
+	Digest     string          `json:"digest"`
+	Manifest   events.Manifest `json:"manifest"`
+	KeyID      string          `json:"keyId,omitempty"`
+}
+
+// resourceRecord is one managed resource's persisted lifecycle.
+type resourceRecord struct {
+	ID          string          `json:"id"`
+	Kind        string          `json:"kind"`
+	Resource    events.Resource `json:"resource"`
+	Generation  int64           `json:"generation"`
+	SpecDigest  string          `json:"specDigest"`
+	State       fsm.State       `json:"state"`
+	Attempts    int             `json:"attempts"` // attempts for this spec
+	Failures    int             `json:"failures"` // consecutive failures, for backoff
+	RetryAfter  time.Time       `json:"retryAfter,omitzero"`
+	Reason      string          `json:"reason,omitempty"`
+	Error       string          `json:"error,omitempty"`
+	Correlation string          `json:"correlation,omitempty"` // the ManifestApplied id that set the spec
+	LastEvent   string          `json:"lastEvent,omitempty"`   // causation of the next event
+	Removing    bool            `json:"removing,omitempty"`
+	DriftSeen   string          `json:"driftSeen,omitempty"` // differences last reported under policy report
+}
+
+func resourceKey(id string) []byte { return append(append([]byte{}, prefixResource...), id...) }
+
+func outboxKey(seq uint64) []byte {
+	k := make([]byte, len(prefixOutbox)+8)
+	copy(k, prefixOutbox)
+	binary.BigEndian.PutUint64(k[len(prefixOutbox):], seq)
+	return k
+}
+
+// prefixEnd is the first key after every key with prefix p.
+func prefixEnd(p []byte) []byte {
+	end := append([]byte{}, p...)
+	end[len(end)-1]++
+	return end
+}
+
+// quietLogger keeps Pebble's informational chatter out of the agent's log.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any)           {}
+func (quietLogger) Errorf(format string, a ...any) {}
+func (quietLogger) Fatalf(format string, a ...any) { panic(fmt.Sprintf(format, a...)) }
+
+func openDB(dir string) (*pebble.DB, error) {
+	db, err := pebble.Open(dir, &pebble.Options{
+		Logger:       quietLogger{},
+		CacheSize:    1 << 20,
+		MemTableSize: 2 << 20,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open agent store %s: %w", dir, err)
+	}
+	return db, nil
+}
+
+// getJSON reads key into v; found is false when the key is absent.
+func getJSON(db *pebble.DB, key []byte, v any) (found bool, err error) {
+	b, closer, err := db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer closer.Close()
+	if err := json.Unmarshal(b, v); err != nil {
+		return false, fmt.Errorf("agent store key %s: %w", key, err)
+	}
+	return true, nil
+}
+
+// snapshot is everything the agent loads at start.
+type snapshot struct {
+	clock        events.ClockState
+	manifest     *manifestRecord
+	rejectedSeq  uint64
+	registration *events.DeviceRegistered
+	resources    map[string]*resourceRecord
+	outboxNext   uint64 // next outbox sequence
+	outboxLen    int
+}
+
+func loadSnapshot(db *pebble.DB) (*snapshot, error) {
+	s := &snapshot{resources: map[string]*resourceRecord{}, outboxNext: 1}
+	if _, err := getJSON(db, keyClock, &s.clock); err != nil {
+		return nil, err
+	}
+	var m manifestRecord
+	if ok, err := getJSON(db, keyManifest, &m); err != nil {
+		return nil, err
+	} else if ok {
+		s.manifest = &m
+	}
+	if _, err := getJSON(db, keyRejected, &s.rejectedSeq); err != nil {
+		return nil, err
+	}
+	var reg events.DeviceRegistered
+	if ok, err := getJSON(db, keyRegistration, &reg); err != nil {
+		return nil, err
+	} else if ok {
+		s.registration = &reg
+	}
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: prefixResource, UpperBound: prefixEnd(prefixResource)})
+	if err != nil {
+		return nil, err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		var r resourceRecord
+		if err := json.Unmarshal(it.Value(), &r); err != nil {
+			it.Close()
+			return nil, fmt.Errorf("agent store key %s: %w", it.Key(), err)
+		}
+		s.resources[r.ID] = &r
+	}
+	if err := it.Close(); err != nil {
+		return nil, err
+	}
+	it, err = db.NewIter(&pebble.IterOptions{LowerBound: prefixOutbox, UpperBound: prefixEnd(prefixOutbox)})
+	if err != nil {
+		return nil, err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		s.outboxLen++
+	}
+	if it.Last() {
+		s.outboxNext = binary.BigEndian.Uint64(it.Key()[len(prefixOutbox):]) + 1
+	}
+	return s, it.Close()
+}
+
+// txn is one atomic change of the agent's store: state records, the events
+// they produce (appended to the outbox in order) and the clock state. Only
+// one txn is open at a time (the agent's commit lock), so outbox order is
+// the order in which events were stamped.
+type txn struct {
+	a      *Agent
+	b      *pebble.Batch
+	evs    []events.Event
+	writes int
+}
+
+// begin opens a txn; it holds the agent's commit lock until commit or abort.
+func (a *Agent) begin() *txn {
+	a.commitMu.Lock()
+	return &txn{a: a, b: a.db.NewBatch()}
+}
+
+// emit stamps an event from the writer clock and appends it to the outbox.
+func (t *txn) emit(resource string, generation int64, causation, correlation string, p events.Payload) (events.Event, error) {
+	e, err := events.New(t.a.device, resource, generation, "agent:"+t.a.device, p)
+	if err != nil {
+		return e, err
+	}
+	t.a.clock.Stamp(&e)
+	e.Causation, e.Correlation = causation, correlation
+	if e.Correlation == "" {
+		e.Correlation = e.ID
+	}
+	data, err := events.Encode(e)
+	if err != nil {
+		return e, fmt.Errorf("event %s for %s: %w", e.Type, resource, err)
+	}
+	if err := t.b.Set(outboxKey(t.a.outboxNext+uint64(len(t.evs))), data, nil); err != nil {
+		return e, err
+	}
+	t.evs = append(t.evs, e)
+	return e, nil
+}
+
+func (t *txn) putJSON(key []byte, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", key, err)
+	}
+	t.writes++
+	return t.b.Set(key, b, nil)
+}
+
+func (t *txn) putResource(r *resourceRecord) error { return t.putJSON(resourceKey(r.ID), r) }
+
+func (t *txn) deleteResource(id string) error {
+	t.writes++
+	return t.b.Delete(resourceKey(id), nil)
+}
+
+// commit writes the batch with the clock state, synced, and wakes the
+// drainer. It returns the committed events.
+func (t *txn) commit() ([]events.Event, error) {
+	a := t.a
+	defer a.commitMu.Unlock()
+	defer t.b.Close()
+	if len(t.evs) == 0 && t.writes == 0 {
+		return nil, nil
+	}
+	if len(t.evs) > 0 {
+		if err := t.putJSON(keyClock, a.clock.State()); err != nil {
+			return nil, err
+		}
+	}
+	if err := t.b.Commit(pebble.Sync); err != nil {
+		return nil, fmt.Errorf("commit agent store: %w", err)
+	}
+	if len(t.evs) > 0 {
+		a.outboxNext += uint64(len(t.evs))
+		a.outboxLen.Add(int64(len(t.evs)))
+		select {
+		case a.drainWake <- struct{}{}:
+		default:
+		}
+		if a.o.onEvent != nil {
+			a.o.onEvent(t.evs)
+		}
+	}
+	return t.evs, nil
+}
+
+// abort drops the txn's writes.
+func (t *txn) abort() {
+	t.b.Close()
+	t.a.commitMu.Unlock()
+}
