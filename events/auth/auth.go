@@ -56,9 +56,9 @@ var ErrRevoked = errors.New("revoked")
 // Authority is an auth directory opened for use. Not safe for concurrent
 // writers across processes: run one `fleet device add/revoke` at a time.
 type Authority struct {
-	dir               string
+	dir                string
 	operator, sys, acc nkeys.KeyPair
-	accPub, sysPub    string
+	accPub, sysPub     string
 }
 
 // Open opens the auth directory dir, creating the operator, the system
@@ -236,7 +236,7 @@ func (a *Authority) issueUser(acc nkeys.KeyPair, name string, configure func(*jw
 // Device is the record of one device's credentials.
 type Device struct {
 	ID        string     `json:"id"`
-	UserKey   string     `json:"userKey"`           // public nkey of its current credentials
+	UserKey   string     `json:"userKey"` // public nkey of its current credentials
 	IssuedAt  time.Time  `json:"issuedAt"`
 	RevokedAt *time.Time `json:"revokedAt,omitempty"`
 	OldKeys   []string   `json:"oldKeys,omitempty"` // keys of earlier, revoked credentials
