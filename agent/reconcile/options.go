@@ -21,5 +21,8 @@ type Options struct {
 func Defaults(o Options) []Reconciler {
 	return []Reconciler{
 		NewFile(o.Root),
+		NewSystemdUnit(o.Root, o.Systemctl),
+		NewContainer(o.Podman),
+		NewExec(o.StateDir, o.AllowExec),
 	}
 }
