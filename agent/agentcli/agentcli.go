@@ -1,0 +1,131 @@
+// Package agentcli is the `agent` command shared by `fleet agent` and the
+// slim `fleet-agent` binary: its flags, help and what it runs. It links no
+// NATS server.
+package agentcli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fleet-dev/fleet/agent"
+	"github.com/fleet-dev/fleet/events"
+)
+
+// Cmd is the agent command's flags.
+type Cmd struct {
+	Device        string            `required:"" placeholder:"ID" help:"This device's id (1 to 64 of A-Z a-z 0-9 _ -)."`
+	Root          string            `default:"/" placeholder:"DIR" help:"Directory file resources are placed under; nothing outside it is touched."`
+	State         string            `default:"/var/lib/fleet-agent" placeholder:"DIR" help:"Where the agent keeps its local store (manifest, states, outbox)."`
+	DriftInterval time.Duration     `default:"1m" help:"How often Ready resources are checked for drift."`
+	Concurrency   int               `default:"16" help:"How many resources are reconciled at once."`
+	AllowExec     bool              `help:"Allow exec resources (every run is recorded as an event)."`
+	Label         map[string]string `placeholder:"K=V" mapsep:"none" help:"A device label, recorded in DeviceRegistered; repeat for more."`
+	Deregister    bool              `help:"Record that this device leaves the fleet (DeviceDeregistered), publish it, and exit."`
+	Format        string            `short:"o" enum:"table,json" default:"table" help:"Output format: table (text logs) or json (JSON logs and result)."`
+}
+
+// Help is the command's long help, with examples.
+func (c *Cmd) Help() string {
+	return `Runs the device agent: it reads the device's manifest from the log, converges
+each resource (file, systemdUnit, container, exec) through its state machine,
+re-checks Ready resources for drift, and records every transition and attempt
+as an event. It works offline from its local store and publishes what it
+recorded, in order, when the server is reachable again. SIGTERM or Ctrl-C:
+no new attempts, running ones get 10s, the outbox is flushed, exit 0.
+
+Examples:
+  fleet agent --device pi-01 --root /srv/pi-01 --state /var/lib/fleet-agent/pi-01
+  fleet-agent --nats nats://hub:4222 --creds pi-01.creds --device pi-01 --label site=lab --label rack=3
+  fleet agent --device pi-01 --drift-interval 10s --concurrency 4 -o json
+  fleet agent --device pi-01 --state /var/lib/fleet-agent/pi-01 --deregister`
+}
+
+// ConnectOptions are the NATS options an agent connects with: it starts
+// without a server and reconnects forever.
+func ConnectOptions() []nats.Option {
+	return []nats.Option{
+		nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectWait(time.Second),
+		nats.ReconnectBufSize(-1), // publishes go through the outbox, never the reconnect buffer
+	}
+}
+
+// Options turns the flags into agent options, refusing bad values with an
+// error that wraps events.ErrInvalid.
+func (c *Cmd) Options() ([]agent.Option, error) {
+	if err := events.CheckID("--device", c.Device); err != nil {
+		return nil, err
+	}
+	if c.Concurrency < 1 {
+		return nil, fmt.Errorf("%w: --concurrency %d: must be at least 1", events.ErrInvalid, c.Concurrency)
+	}
+	if c.DriftInterval <= 0 {
+		return nil, fmt.Errorf("%w: --drift-interval %s: must be positive", events.ErrInvalid, c.DriftInterval)
+	}
+	for k := range c.Label {
+		if !events.ValidID(k) {
+			return nil, fmt.Errorf("%w: --label %q: key must be %s", events.ErrInvalid, k, events.IDRule)
+		}
+	}
+	if st, err := os.Stat(c.Root); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("%w: --root %s: must be an existing directory", events.ErrInvalid, c.Root)
+	}
+	return []agent.Option{
+		agent.WithRoot(c.Root), agent.WithStateDir(c.State), agent.WithDriftInterval(c.DriftInterval),
+		agent.WithConcurrency(c.Concurrency), agent.WithAllowExec(c.AllowExec), agent.WithLabels(c.Label),
+		agent.WithLogger(c.logger()),
+	}, nil
+}
+
+func (c *Cmd) logger() *slog.Logger {
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, nil))
+}
+
+// Exec runs the agent over nc until ctx is done (or, with --deregister,
+// records and publishes DeviceDeregistered). out gets the result of
+// --deregister.
+func (c *Cmd) Exec(ctx context.Context, nc *nats.Conn, out io.Writer) error {
+	opts, err := c.Options()
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(c.Device, opts...)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if !c.Deregister {
+		return a.Run(ctx, nc)
+	}
+	if err := a.Deregister(ctx, "deregistered with fleet agent --deregister"); err != nil {
+		return err
+	}
+	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	ferr := a.Flush(fctx, nc)
+	res := map[string]any{"device": c.Device, "deregistered": true, "published": ferr == nil, "pending": a.OutboxLen()}
+	if c.Format == "json" {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+	} else if ferr == nil {
+		fmt.Fprintf(out, "device %s: deregistered (DeviceDeregistered published)\n", c.Device)
+	} else {
+		fmt.Fprintf(out, "device %s: deregistered locally; %d events wait for the log and go out on the next start\n", c.Device, a.OutboxLen())
+	}
+	if ferr != nil {
+		return fmt.Errorf("publish DeviceDeregistered: %w", ferr)
+	}
+	return nil
+}

@@ -1,0 +1,30 @@
+package main
+
+import (
+	"context"
+	"os"
+
+	"github.com/fleet-dev/fleet/agent/agentcli"
+)
+
+func init() {
+	register("agent", "Run the device agent: converge this device on its manifest and record every step.", "Device", &AgentCmd{})
+}
+
+// AgentCmd is `fleet agent` (the same command as the fleet-agent binary).
+type AgentCmd struct {
+	agentcli.Cmd
+}
+
+// Run connects (starting offline if the server is away) and runs the agent.
+func (c *AgentCmd) Run(ctx context.Context, g *Globals) error {
+	if _, err := c.Options(); err != nil {
+		return err
+	}
+	nc, err := g.Connect("fleet-agent "+c.Device, agentcli.ConnectOptions()...)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	return c.Exec(ctx, nc, os.Stdout)
+}
