@@ -1,0 +1,429 @@
+// The fleet dashboard: plain ES modules, no build step, everything served by
+// `fleet server`. It reads the projection service's HTTP API:
+//   GET /api/devices, /api/devices/{id}, /api/devices/{id}/events,
+//   /api/devices/{id}/drift, /api/devices/{id}/at?t=RFC3339 (time travel),
+//   /api/stream (server-sent events: something changed, fetch again).
+import { h, clear, fmtTime, ago, until, stateBadge, condBadge, summaryOf, list } from "/static/ui.js";
+
+const app = document.getElementById("app");
+const crumbs = document.getElementById("crumbs");
+const live = document.getElementById("live");
+
+const STATES = ["Ready", "Reconciling", "Pending", "Failed"];
+
+let view = null; // the page shown: {kind, refresh()}
+let updates = 0; // live updates received (shown on the badge, read by tests)
+
+async function getJSON(path) {
+  const r = await fetch(path, { headers: { Accept: "application/json" }, cache: "no-store" });
+  if (!r.ok) {
+    const text = (await r.text()).trim();
+    const err = new Error(`${path}: ${r.status} ${text}`);
+    err.status = r.status;
+    throw err;
+  }
+  return r.json();
+}
+
+const devicesOf = (x) => list(x, "devices");
+
+// ---- routing ---------------------------------------------------------------
+
+function route() {
+  const m = location.hash.match(/^#\/devices\/([A-Za-z0-9_-]{1,64})$/);
+  if (view && view.close) view.close();
+  view = m ? devicePage(decodeURIComponent(m[1])) : overviewPage();
+  view.refresh();
+}
+window.addEventListener("hashchange", route);
+
+// ---- live updates ------------------------------------------------------------
+
+let refreshTimer = null;
+function scheduleRefresh() {
+  if (refreshTimer) return;
+  refreshTimer = setTimeout(() => {
+    refreshTimer = null;
+    if (view) view.refresh(true);
+  }, 250);
+}
+
+let pollTimer = null;
+function connectStream() {
+  if (!window.EventSource) {
+    setLive("polling");
+    pollTimer = setInterval(scheduleRefresh, 3000);
+    return;
+  }
+  const es = new EventSource("/api/stream");
+  const onUpdate = () => {
+    updates++;
+    live.dataset.updates = String(updates);
+    setLive("live");
+    scheduleRefresh();
+  };
+  es.onopen = () => {
+    setLive("live");
+    if (pollTimer) { clearInterval(pollTimer); pollTimer = null; }
+    scheduleRefresh(); // catch up on what happened while disconnected
+  };
+  es.onmessage = onUpdate;
+  for (const name of ["event", "device", "devices", "update", "change", "drift"]) es.addEventListener(name, onUpdate);
+  es.onerror = () => {
+    setLive("reconnecting");
+    if (!pollTimer) pollTimer = setInterval(scheduleRefresh, 5000);
+  };
+}
+
+function setLive(state) {
+  live.dataset.state = state;
+  live.textContent = state;
+}
+
+// Relative times ("12s ago", "in 3s") tick without a refetch.
+setInterval(() => {
+  for (const el of document.querySelectorAll("[data-ago]")) el.textContent = ago(el.dataset.ago);
+  for (const el of document.querySelectorAll("[data-until]")) el.textContent = until(el.dataset.until);
+}, 1000);
+
+// ---- overview ----------------------------------------------------------------
+
+function overviewPage() {
+  let last = new Map(); // device -> JSON, to mark rows a live update changed
+  setCrumbs([]);
+  return {
+    kind: "overview",
+    async refresh(isUpdate) {
+      let devices;
+      try {
+        devices = devicesOf(await getJSON("/api/devices"));
+      } catch (e) {
+        return showError(e);
+      }
+      if (view.kind !== "overview") return;
+      const changed = new Set();
+      const next = new Map();
+      for (const d of devices) {
+        const j = JSON.stringify(d);
+        next.set(d.device, j);
+        if (isUpdate && last.get(d.device) !== j) changed.add(d.device);
+      }
+      last = next;
+      renderOverview(devices, changed);
+    },
+  };
+}
+
+function countStates(devices) {
+  const counts = Object.fromEntries(STATES.map((s) => [s, 0]));
+  for (const d of devices) for (const r of d.resources || []) counts[r.state] = (counts[r.state] || 0) + 1;
+  return counts;
+}
+
+function condition(d, type) {
+  return (d.conditions || []).find((c) => c.type === type);
+}
+
+function renderOverview(devices, changed) {
+  const counts = countStates(devices);
+  const ready = devices.filter((d) => condition(d, "Ready")?.status === "True").length;
+  const degraded = devices.filter((d) => condition(d, "Degraded")?.status === "True").length;
+  const stale = devices.filter((d) => condition(d, "Stale")?.status === "True").length;
+
+  const summary = h("section", { class: "summary", id: "summary" },
+    h("div", { class: "stat" }, h("b", { "data-testid": "device-count" }, String(devices.length)), " devices"),
+    h("div", { class: "stat ok" }, h("b", {}, String(ready)), " Ready"),
+    h("div", { class: "stat bad" }, h("b", {}, String(degraded)), " degraded"),
+    h("div", { class: "stat warn" }, h("b", {}, String(stale)), " stale"),
+    h("div", { class: "states", "aria-label": "resources by state" },
+      ...STATES.map((s) => h("span", { class: `count state-${s}`, "data-state": s }, `${s} `, h("b", {}, String(counts[s] || 0))))),
+  );
+
+  let body;
+  if (devices.length === 0) {
+    body = h("p", { class: "muted empty" }, "No devices yet. Start an agent (fleet agent --device pi-01 …) and apply a manifest (fleet apply -f … --device pi-01).");
+  } else {
+    body = h("table", { class: "devices", id: "devices" },
+      h("thead", {}, h("tr", {}, ...["Device", "Ready", "Conditions", "Generation", "Resources", "Last seen"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, ...devices.map((d) => deviceRow(d, changed.has(d.device)))));
+  }
+  clear(app).append(summary, body);
+}
+
+function deviceRow(d, changed) {
+  const readyCond = condition(d, "Ready");
+  const conds = (d.conditions || []).filter((c) => c.type !== "Ready" && c.status === "True");
+  const rc = {};
+  for (const r of d.resources || []) rc[r.state] = (rc[r.state] || 0) + 1;
+  const href = `#/devices/${encodeURIComponent(d.device)}`;
+  return h("tr", { "data-device": d.device, class: changed ? "changed" : "" },
+    h("td", { "data-label": "Device" }, h("a", { href, class: "device-link" }, d.device), labels(d.labels)),
+    h("td", { "data-label": "Ready" }, condBadge(readyCond || { type: "Ready", status: "Unknown" }, true)),
+    h("td", { "data-label": "Conditions" }, conds.length ? conds.map((c) => condBadge(c)) : h("span", { class: "muted" }, "—")),
+    h("td", { "data-label": "Generation", class: "gen", title: "observed / desired generation" },
+      `${d.observedGeneration ?? 0} / ${d.generation ?? 0}`,
+      (d.observedGeneration ?? 0) < (d.generation ?? 0) ? h("span", { class: "pill warn" }, "rolling out") : ""),
+    h("td", { "data-label": "Resources", class: "rescounts" },
+      ...STATES.filter((s) => rc[s]).map((s) => h("span", { class: `count state-${s}`, title: s }, `${rc[s]} ${s}`))),
+    h("td", { "data-label": "Last seen" }, d.lastSeen ? h("span", { "data-ago": d.lastSeen, title: fmtTime(d.lastSeen) }, ago(d.lastSeen)) : h("span", { class: "muted" }, "never")),
+  );
+}
+
+function labels(l) {
+  const keys = Object.keys(l || {}).sort();
+  if (!keys.length) return "";
+  return h("div", { class: "labels" }, ...keys.map((k) => h("span", { class: "label" }, `${k}=${l[k]}`)));
+}
+
+// ---- device page ---------------------------------------------------------------
+
+function devicePage(id) {
+  setCrumbs([id]);
+  const enc = encodeURIComponent(id);
+  const page = {
+    kind: "device",
+    id,
+    events: [], // sorted by at, the slider's stops
+    travel: null, // the `at` string shown, or null for now
+    travelSeq: 0,
+    async refresh(isUpdate) {
+      let dev, evs, drift;
+      try {
+        [dev, evs, drift] = await Promise.all([
+          getJSON(`/api/devices/${enc}`),
+          getJSON(`/api/devices/${enc}/events`).catch(() => []),
+          getJSON(`/api/devices/${enc}/drift`).catch(() => []),
+        ]);
+      } catch (e) {
+        return showError(e, e.status === 404 ? `No device ${id} in the fleet.` : null);
+      }
+      if (view !== page) return;
+      page.device = dev;
+      page.drift = list(drift, "resources", "drift");
+      const all = list(evs, "events");
+      page.events = all.filter((e) => e.at).sort((a, b) => Date.parse(a.at) - Date.parse(b.at) || (a.seq || 0) - (b.seq || 0));
+      if (!isUpdate || !page.shell) renderDevice(page);
+      else updateDevice(page);
+      if (page.travel === null) await showNow(page);
+    },
+  };
+  return page;
+}
+
+function renderDevice(page) {
+  const s = {};
+  page.shell = s;
+  s.head = h("section", { class: "device-head", id: "device-head" });
+  s.slider = h("input", { type: "range", id: "travel", min: "0", max: "0", value: "0", step: "1", "aria-label": "time travel" });
+  s.picker = h("input", { type: "datetime-local", id: "travel-at", step: "1", "aria-label": "show the device at this time" });
+  s.when = h("span", { id: "travel-when", class: "when" }, "now");
+  s.liveBtn = h("button", { type: "button", id: "travel-live", class: "btn", disabled: "" }, "Back to now");
+  s.travel = h("section", { class: "travel card", id: "time-travel" },
+    h("h2", {}, "Time travel"),
+    h("div", { class: "travel-row" }, s.slider, s.liveBtn),
+    h("div", { class: "travel-row small" }, s.when, h("label", { class: "muted" }, "or pick a moment ", s.picker)));
+  s.banner = h("div", { class: "banner", id: "travel-banner", hidden: "" });
+  s.resources = h("section", { class: "card", id: "resources" });
+  s.why = h("section", { class: "card", id: "why" });
+  s.drift = h("section", { class: "card", id: "drift" });
+  s.timeline = h("section", { class: "card", id: "timeline" });
+  clear(app).append(s.head, s.travel, s.banner, h("div", { class: "grid" }, s.resources, s.why), h("div", { class: "grid" }, s.timeline, s.drift));
+
+  s.slider.addEventListener("input", () => {
+    const i = Number(s.slider.value);
+    if (i >= page.events.length) return goNow(page);
+    travelTo(page, page.events[i].at, i);
+  });
+  s.liveBtn.addEventListener("click", () => goNow(page));
+  s.picker.addEventListener("change", () => {
+    if (!s.picker.value) return goNow(page);
+    const t = new Date(s.picker.value); // local time
+    if (isNaN(t)) return;
+    let i = 0;
+    while (i < page.events.length && Date.parse(page.events[i].at) <= t.getTime()) i++;
+    s.slider.value = String(i - 1 < 0 ? 0 : i - 1);
+    travelTo(page, t.toISOString(), i - 1);
+  });
+  updateDevice(page);
+}
+
+function updateDevice(page) {
+  const s = page.shell;
+  const n = page.events.length;
+  s.slider.max = String(n);
+  s.slider.disabled = n === 0;
+  if (page.travel === null) s.slider.value = String(n);
+  renderTimeline(page);
+  renderDrift(page);
+}
+
+function goNow(page) {
+  page.travel = null;
+  page.travelSeq++;
+  const s = page.shell;
+  s.slider.value = s.slider.max;
+  s.picker.value = "";
+  s.liveBtn.disabled = true;
+  s.banner.hidden = true;
+  app.classList.remove("past");
+  showNow(page);
+  renderTimeline(page);
+  renderDrift(page);
+}
+
+async function showNow(page) {
+  const s = page.shell;
+  s.when.textContent = "now (live)";
+  renderHead(page, page.device);
+  renderResources(page, page.device, false);
+  await renderWhy(page, page.device, false);
+}
+
+let travelTimer = null;
+function travelTo(page, at, index) {
+  const s = page.shell;
+  page.travel = at;
+  s.liveBtn.disabled = false;
+  s.when.textContent = `${fmtTime(at)} · event ${index + 1} of ${page.events.length}`;
+  clearTimeout(travelTimer);
+  travelTimer = setTimeout(async () => {
+    const seq = ++page.travelSeq;
+    let dev;
+    try {
+      dev = await getJSON(`/api/devices/${encodeURIComponent(page.id)}/at?t=${encodeURIComponent(at)}`);
+    } catch (e) {
+      if (e.status === 404) dev = { device: page.id, generation: 0, observedGeneration: 0, conditions: [], resources: [] };
+      else { s.banner.hidden = false; s.banner.textContent = `Time travel failed: ${e.message}`; return; }
+    }
+    if (seq !== page.travelSeq || view !== page) return;
+    app.classList.add("past");
+    s.banner.hidden = false;
+    s.banner.dataset.at = at;
+    clear(s.banner).append(h("b", {}, "As it was at " + fmtTime(at)), ` — generation ${dev.generation ?? 0}, observed ${dev.observedGeneration ?? 0}. `,
+      h("a", { href: "#", onclick: (ev) => { ev.preventDefault(); goNow(page); } }, "Back to now"));
+    renderHead(page, dev);
+    renderResources(page, dev, true);
+    await renderWhy(page, dev, true);
+    renderTimeline(page);
+    renderDrift(page);
+  }, 120);
+}
+
+function renderHead(page, d) {
+  const s = page.shell;
+  clear(s.head).append(
+    h("h1", {}, d.device || page.id, " ", condBadge(condition(d, "Ready") || { type: "Ready", status: "Unknown" }, true)),
+    labels(d.labels),
+    h("p", { class: "gen" }, `generation ${d.generation ?? 0}, observed ${d.observedGeneration ?? 0}`,
+      d.lastSeen ? h("span", { class: "muted" }, " · last seen ", h("span", { "data-ago": d.lastSeen, title: fmtTime(d.lastSeen) }, ago(d.lastSeen))) : ""),
+    h("ul", { class: "conditions" }, ...(d.conditions || []).map((c) =>
+      h("li", { "data-condition": c.type }, condBadge(c), " ", h("span", { class: "muted" }, c.message || c.reason || "")))),
+  );
+}
+
+function renderResources(page, d, past) {
+  const rs = d.resources || [];
+  const rows = rs.map((r) => h("tr", { "data-resource": r.id, "data-state": r.state },
+    h("td", { "data-label": "Resource" }, h("b", {}, r.id)),
+    h("td", { "data-label": "Kind" }, r.kind || ""),
+    h("td", { "data-label": "State" }, stateBadge(r.state)),
+    h("td", { "data-label": "Since" }, r.since ? h("span", past ? { title: fmtTime(r.since) } : { "data-ago": r.since, title: fmtTime(r.since) }, past ? fmtTime(r.since) : ago(r.since)) : ""),
+    h("td", { "data-label": "Attempts", class: "num" }, String(r.attempts ?? 0)),
+    h("td", { "data-label": "Error", class: "err" }, r.error || ""),
+    h("td", { "data-label": "Next retry" }, r.retryAfter ? h("span", past ? { title: fmtTime(r.retryAfter) } : { "data-until": r.retryAfter, title: fmtTime(r.retryAfter) }, past ? fmtTime(r.retryAfter) : until(r.retryAfter)) : ""),
+  ));
+  clear(page.shell.resources).append(
+    h("h2", {}, "Resources ", h("span", { class: "muted" }, `(${rs.length})`)),
+    rs.length ? h("table", { class: "resources" },
+      h("thead", {}, h("tr", {}, ...["Resource", "Kind", "State", "Since", "Attempts", "Error", "Next retry"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, ...rows)) : h("p", { class: "muted" }, "No resources."),
+  );
+}
+
+// The "why" of every resource that is not Ready: the projection service's
+// explain answer when it has one, else derived from the device and its events.
+async function renderWhy(page, d, past) {
+  const notReady = (d.resources || []).filter((r) => r.state !== "Ready");
+  const box = page.shell.why;
+  const items = await Promise.all(notReady.map(async (r) => {
+    let why = null;
+    if (!past) {
+      for (const path of [`/api/devices/${encodeURIComponent(page.id)}/resources/${encodeURIComponent(r.id)}/explain`,
+        `/api/devices/${encodeURIComponent(page.id)}/explain/${encodeURIComponent(r.id)}`]) {
+        try {
+          const x = await getJSON(path);
+          if (Array.isArray(x.why) && x.why.length) { why = x.why; break; }
+        } catch (e) { /* not offered: derive it */ }
+      }
+    }
+    if (!why) why = deriveWhy(page, d, r, past);
+    return h("li", { "data-resource": r.id }, h("b", {}, r.id), " ", stateBadge(r.state), h("ul", { class: "why" }, ...why.map((w) => h("li", {}, w))));
+  }));
+  if (view !== page) return;
+  clear(box).append(h("h2", {}, "Why not Ready"),
+    items.length ? h("ul", { class: "whys" }, ...items) : h("p", { class: "muted ok-text" }, "Every resource is Ready."));
+}
+
+function deriveWhy(page, d, r, past) {
+  const why = [];
+  const limit = past && page.travel ? Date.parse(page.travel) : Infinity;
+  const evs = page.events.filter((e) => Date.parse(e.at) <= limit);
+  const manifest = [...evs].reverse().find((e) => e.type === "ManifestApplied");
+  if (manifest) why.push(`desired by manifest generation ${manifest.generation}, applied by ${manifest.actor || "?"} at ${fmtTime(manifest.at)}`);
+  else why.push("no manifest has been applied to this device");
+  why.push(`${r.state} since ${fmtTime(r.since)}`);
+  if (r.error) why.push(`error: ${r.error}`);
+  const attempts = evs.filter((e) => e.type === "ReconcileAttempted" && e.resource === r.id).slice(-3);
+  if (attempts.length) why.push(`${r.attempts || attempts.length} attempts; last: ` + attempts.map((e) => `${summaryOf(e)} at ${fmtTime(e.at)}`).join("; "));
+  if (r.retryAfter) why.push(`next retry not before ${fmtTime(r.retryAfter)}`);
+  else if (r.state === "Pending" || r.state === "Reconciling") why.push("the agent is working on it");
+  return why;
+}
+
+function renderTimeline(page) {
+  const limit = page.travel ? Date.parse(page.travel) : Infinity;
+  const shown = page.events.slice(-300).reverse();
+  clear(page.shell.timeline).append(
+    h("h2", {}, "Timeline ", h("span", { class: "muted" }, `(${page.events.length} events${page.events.length > 300 ? ", newest 300" : ""})`)),
+    shown.length ? h("ol", { class: "timeline" }, ...shown.map((e) => h("li", {
+      class: `ev type-${e.type}` + (Date.parse(e.at) > limit ? " future" : ""), "data-seq": String(e.seq ?? ""),
+    },
+      h("time", { datetime: e.at, title: e.streamTime ? `stream time ${fmtTime(e.streamTime)}, sequence ${e.seq}` : "" }, fmtTime(e.at)),
+      h("span", { class: "etype" }, e.type),
+      e.resource ? h("span", { class: "eres" }, e.resource) : "",
+      h("span", { class: "esum" }, summaryOf(e)),
+    ))) : h("p", { class: "muted" }, "No events yet."),
+  );
+}
+
+function renderDrift(page) {
+  const limit = page.travel ? Date.parse(page.travel) : Infinity;
+  const rs = (page.drift || []).map((r) => ({ ...r, drifts: (r.drifts || []).filter((x) => Date.parse(x.at) <= limit) })).filter((r) => r.drifts.length);
+  clear(page.shell.drift).append(
+    h("h2", {}, "Drift history"),
+    rs.length ? h("ul", { class: "drifts" }, ...rs.map((r) => h("li", { "data-resource": r.resource },
+      h("b", {}, r.resource), " ", h("span", { class: "muted" }, `${r.count} drifts, ${r.corrected} corrected, ${r.open} open`),
+      h("ol", {}, ...r.drifts.slice(-10).reverse().map((x) => {
+        const fixed = x.correctedAt && Date.parse(x.correctedAt) <= limit;
+        return h("li", { class: fixed ? "fixed" : "open" },
+          h("time", { datetime: x.at }, fmtTime(x.at)), " ",
+          (x.differences || []).map((df) => `${df.field}: expected ${df.expected}, observed ${df.observed}`).join("; ") || "differs",
+          " — ", fixed ? h("span", { class: "ok-text" }, `corrected ${fmtTime(x.correctedAt)}${x.correctedBy ? " (" + x.correctedBy + ")" : ""}`)
+            : h("span", { class: "bad-text" }, x.policy === "report" ? "reported, left alone" : "open"));
+      }))))) : h("p", { class: "muted" }, "No drift recorded."),
+  );
+}
+
+// ---- chrome ---------------------------------------------------------------------
+
+function setCrumbs(parts) {
+  clear(crumbs).append(h("a", { href: "#/" }, "devices"), ...parts.flatMap((p) => [" / ", h("span", {}, p)]));
+}
+
+function showError(e, message) {
+  clear(app).append(h("div", { class: "banner error", role: "alert" }, message || `Could not load: ${e.message}`),
+    h("p", {}, h("a", { href: "#/" }, "Back to the fleet")));
+}
+
+route();
+connectStream();
