@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fleet-dev/fleet/events/auth"
 	"github.com/fleet-dev/fleet/events/jsstore"
 )
 
@@ -34,7 +35,11 @@ func (g *Globals) URL() string {
 func (g *Globals) Connect(name string, extra ...nats.Option) (*nats.Conn, error) {
 	opts := []nats.Option{nats.Name(name), nats.Timeout(5 * time.Second)}
 	if g.Creds != "" {
-		opts = append(opts, nats.UserCredentials(g.Creds))
+		copts, err := auth.ClientOptions(g.Creds) // a device's creds also set its inbox prefix
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, copts...)
 	}
 	opts = append(opts, extra...)
 	nc, err := nats.Connect(g.URL(), opts...)

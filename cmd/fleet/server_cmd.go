@@ -30,6 +30,7 @@ type ServerCmd struct {
 	RelaxedSync  bool          `help:"Acknowledge writes before fsync (faster, may lose the last acknowledged events on power loss)."`
 	Replicas     int           `default:"1" help:"Stream replicas when using an existing cluster (--nats)."`
 	HeartbeatTTL time.Duration `default:"30s" help:"How long a device's heartbeat counts before it is Stale."`
+	Auth         bool          `help:"Require credentials: per-device least privilege ('fleet device add'); keys under DIR/auth."`
 }
 
 // Help is shown by `fleet server --help`.
@@ -41,7 +42,8 @@ with --nats it uses an existing server or cluster instead.
 Examples:
   fleet server                                  # embedded, data in ./fleet-data
   fleet server --data /var/lib/fleet --listen 0.0.0.0:4222 --http :8080
-  fleet server --nats nats://nats-1:4222 --replicas 3`
+  fleet server --nats nats://nats-1:4222 --replicas 3
+  fleet server --auth                           # credentials required; see 'fleet device --help'`
 }
 
 // ServerEnv is what a running server gives the parts that run inside it
@@ -100,6 +102,10 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 	}
 	var nc *nats.Conn
 	var err error
+	var authDir string
+	if c.Auth && g.NATS != "" {
+		return nil, usagef("--auth configures the embedded server: with --nats, configure auth on your own servers")
+	}
 	if g.NATS != "" {
 		nc, err = g.Connect("fleet-server")
 		if err != nil {
@@ -107,14 +113,22 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 		}
 		env.NATSURL = g.NATS
 	} else {
-		srv, err := embedded.Start(embedded.Options{Dir: filepath.Join(c.Data, "jetstream"), Listen: c.Listen, RelaxedSync: c.RelaxedSync})
+		eo := embedded.Options{Dir: filepath.Join(c.Data, "jetstream"), Listen: c.Listen, RelaxedSync: c.RelaxedSync}
+		var copts []nats.Option
+		if c.Auth {
+			if authDir, err = serverAuth(c.Data, &eo); err != nil {
+				return nil, err
+			}
+			copts = append(copts, nats.UserCredentials(filepath.Join(authDir, "operator.creds")))
+		}
+		srv, err := embedded.Start(eo)
 		if err != nil {
 			return nil, fmt.Errorf("%w (another server on %s? pick another with --listen)", err, c.Listen)
 		}
 		rs.Embedded = srv
 		rs.stops = append(rs.stops, srv.Stop)
 		env.NATSURL = srv.URL()
-		nc, err = srv.Connect(nats.Name("fleet-server"))
+		nc, err = srv.Connect(append(copts, nats.Name("fleet-server"))...)
 		if err != nil {
 			rs.Stop()
 			return nil, err
@@ -182,6 +196,10 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 		}
 		fmt.Fprintf(out, ", data %s)\n", c.Data)
 		fmt.Fprintf(out, "  agents:    fleet agent --nats %s --device ID\n", env.NATSURL)
+		if authDir != "" {
+			fmt.Fprintf(out, "  auth:      on; operator credentials %s\n", filepath.Join(authDir, "operator.creds"))
+			fmt.Fprintf(out, "             devices: fleet device add ID --data %s (then the agent's --creds)\n", c.Data)
+		}
 		if env.HTTPAddr != "" {
 			fmt.Fprintf(out, "  dashboard: http://%s/\n", env.HTTPAddr)
 		}

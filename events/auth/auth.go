@@ -400,7 +400,8 @@ func InboxPrefix(device string) string { return "_INBOX_" + device }
 // DevicePermissions is the least privilege of a device: it may publish its
 // own lifecycle, attempt, status and drift events (plain or atomic-batch
 // publishes), its own heartbeat key, read its own manifest (direct get of
-// the subject's last message, or the consumer DeviceConsumer filtered on it),
+// the subject's last message, the consumer DeviceConsumer filtered on it, or
+// a core subscription on it),
 // look up the FLEET stream and heartbeat bucket, and receive replies on its
 // own inbox prefix. Nothing else: no other device's subjects, no manifest
 // writes, no other consumer, no stream or consumer management.
@@ -423,7 +424,10 @@ func DevicePermissions(device string) jwt.Permissions {
 			api + "CONSUMER.INFO." + events.Stream + "." + cons,
 			api + "CONSUMER.DELETE." + events.Stream + "." + cons,
 		}},
-		Sub: jwt.Permission{Allow: jwt.StringList{InboxPrefix(device) + ".>"}},
+		Sub: jwt.Permission{Allow: jwt.StringList{
+			InboxPrefix(device) + ".>",
+			events.ManifestSubject(device), // a hint that a new manifest was applied
+		}},
 	}
 }
 
