@@ -1,0 +1,238 @@
+package timetravel
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/events/jsstore"
+	"github.com/fleet-dev/fleet/projections"
+)
+
+// Subject is the request/reply subject of the time-travel micro service
+// (outside fleet.>, which the stream captures).
+const (
+	ServiceName = "fleet-timetravel"
+	Subject     = "fleetapi.timetravel.at"
+)
+
+// Answer is the reply of the micro service.
+type Reply struct {
+	Device     projections.Device `json:"device"`
+	Exists     bool               `json:"exists"`
+	Stats      Stats              `json:"stats"`
+	Checkpoint uint64             `json:"checkpoint"` // the index had taken in the log up to here
+}
+
+// Follow keeps x up to date with the stream: an ordered consumer from the
+// checkpoint on, applying messages in batches (each batch one synced Pebble
+// write with the checkpoint), until ctx is done. The Pebble checkpoint is the
+// source of truth, so no consumer state lives on the server; after a restart
+// it resumes exactly after the last batch written.
+func (x *Index) Follow(ctx context.Context, js jetstream.JetStream) error {
+	for ctx.Err() == nil {
+		err := x.follow(ctx, js)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			select { // the server went away for a moment; resume from the checkpoint
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	return nil
+}
+
+func (x *Index) follow(ctx context.Context, js jetstream.JetStream) error {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.AllSubjects},
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: x.Checkpoint() + 1}
+	cons, err := js.OrderedConsumer(ctx, events.Stream, cfg)
+	if err != nil {
+		return err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(2048))
+	if err != nil {
+		return err
+	}
+	defer it.Stop()
+	var batch []Msg
+	for {
+		wait := time.Hour
+		if len(batch) > 0 {
+			wait = 20 * time.Millisecond
+		}
+		nctx, cancel := context.WithTimeout(ctx, wait)
+		m, err := it.Next(jetstream.NextContext(nctx))
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+				if err := x.Apply(batch); err != nil {
+					return err
+				}
+				batch = batch[:0]
+				continue
+			}
+			return err
+		}
+		s, derr := jsstore.FromMsg(m)
+		if derr != nil {
+			md, merr := m.Metadata()
+			if merr != nil {
+				return merr
+			}
+			batch = append(batch, Msg{Stored: events.Stored{Seq: md.Sequence.Stream}, Bad: true})
+		} else {
+			batch = append(batch, Msg{Stored: s, Raw: m.Data()})
+		}
+		md, _ := m.Metadata()
+		if len(batch) >= 1000 || (md != nil && md.NumPending == 0) {
+			if err := x.Apply(batch); err != nil {
+				return err
+			}
+			batch = batch[:0]
+		}
+	}
+}
+
+// WaitFor blocks until the index has taken in the log up to seq, or ctx is done.
+func (x *Index) WaitFor(ctx context.Context, seq uint64) error {
+	for x.Checkpoint() < seq {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// Serve adds the micro service: a request is a Query (JSON), the reply a Reply.
+func (x *Index) Serve(nc *nats.Conn) (micro.Service, error) {
+	return micro.AddService(nc, micro.Config{
+		Name: ServiceName, Version: "0.1.0",
+		Description: "fleet time travel: a device as it was at a time or a stream position",
+		Endpoint: &micro.EndpointConfig{Subject: Subject, Handler: micro.HandlerFunc(func(r micro.Request) {
+			var q Query
+			if err := json.Unmarshal(r.Data(), &q); err != nil {
+				_ = r.Error("400", "request: must be JSON {device, at, seq}: "+err.Error(), nil)
+				return
+			}
+			if err := events.CheckID("device", q.Device); err != nil {
+				_ = r.Error("400", err.Error(), nil)
+				return
+			}
+			d, ok, st, err := x.Answer(q)
+			switch {
+			case errors.Is(err, events.ErrNotFound):
+				_ = r.Error("404", err.Error(), nil)
+			case err != nil:
+				_ = r.Error("500", err.Error(), nil)
+			default:
+				_ = r.RespondJSON(Reply{Device: d, Exists: ok, Stats: st, Checkpoint: x.Checkpoint()})
+			}
+		})},
+	})
+}
+
+// HTTPHandler serves GET /api/devices/{id}/at?t=RFC3339 (or ?seq=N): the
+// device JSON as it was then; 404 if the device did not exist then.
+func (x *Index) HTTPHandler() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q, err := queryFromHTTP(r)
+		if err != nil {
+			httpError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		d, ok, st, err := x.Answer(q)
+		switch {
+		case errors.Is(err, events.ErrNotFound):
+			httpError(w, http.StatusNotFound, err.Error())
+			return
+		case err != nil:
+			httpError(w, http.StatusInternalServerError, err.Error())
+			return
+		case !ok:
+			httpError(w, http.StatusNotFound, fmt.Sprintf("device %s did not exist then", q.Device))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Fleet-Checkpoint", strconv.FormatUint(x.Checkpoint(), 10))
+		w.Header().Set("Fleet-Folded", strconv.Itoa(st.Folded))
+		_ = json.NewEncoder(w).Encode(d)
+	}
+}
+
+func queryFromHTTP(r *http.Request) (Query, error) {
+	q := Query{Device: r.PathValue("id")}
+	if err := events.CheckID("device", q.Device); err != nil {
+		return q, err
+	}
+	if t := r.URL.Query().Get("t"); t != "" {
+		at, err := time.Parse(time.RFC3339Nano, t)
+		if err != nil {
+			return q, fmt.Errorf("t %q: must be RFC 3339 (2026-05-01T12:00:00Z)", t)
+		}
+		q.At = at
+	}
+	if s := r.URL.Query().Get("seq"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil || n == 0 {
+			return q, fmt.Errorf("seq %q: must be a stream sequence, a positive integer", s)
+		}
+		q.Seq = n
+	}
+	if !q.At.IsZero() && q.Seq > 0 {
+		return q, errors.New("t and seq: give one")
+	}
+	return q, nil
+}
+
+func httpError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+// Ask asks a running time-travel service. It returns an error wrapping
+// events.ErrUnavailable when none answers (the caller falls back to FoldAt).
+func Ask(ctx context.Context, nc *nats.Conn, q Query) (Reply, error) {
+	req, err := json.Marshal(q)
+	if err != nil {
+		return Reply{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	m, err := nc.RequestWithContext(ctx, Subject, req)
+	if err != nil {
+		return Reply{}, fmt.Errorf("time-travel service: %w: %w", events.ErrUnavailable, err)
+	}
+	if code := m.Header.Get(micro.ErrorCodeHeader); code != "" {
+		desc := m.Header.Get(micro.ErrorHeader)
+		switch code {
+		case "404":
+			return Reply{}, fmt.Errorf("%s: %w", desc, events.ErrNotFound)
+		case "400":
+			return Reply{}, fmt.Errorf("%w: %s", events.ErrInvalid, desc)
+		}
+		return Reply{}, fmt.Errorf("time-travel service: %s", desc)
+	}
+	var rep Reply
+	if err := json.Unmarshal(m.Data, &rep); err != nil {
+		return Reply{}, fmt.Errorf("time-travel service reply: %w", err)
+	}
+	return rep, nil
+}
