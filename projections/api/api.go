@@ -35,6 +35,7 @@ const (
 	EpDrift   = "drift"
 	EpExplain = "explain"
 	EpStatus  = "status"
+	EpRebuild = "rebuild" // starts a rebuild in the background; follow it with status
 )
 
 // Request is the body of every endpoint's request (unused fields empty).
@@ -60,6 +61,7 @@ type Server struct {
 	beats  map[string]time.Time // device -> last heartbeat
 	hasKV  bool
 	stream *hub
+	ctx    context.Context
 }
 
 // NewServer serves svc. js is used to read device histories and watch the
@@ -74,6 +76,7 @@ func NewServer(svc *projections.Service, js jetstream.JetStream, ttl time.Durati
 // Start watches heartbeats and feeds live updates until ctx is done. A
 // missing heartbeat bucket leaves every device's Stale condition Unknown.
 func (a *Server) Start(ctx context.Context) error {
+	a.ctx = ctx
 	remove := a.svc.OnBatch(func(b projections.BatchInfo) { a.stream.publish(b.Devices) })
 	go func() { <-ctx.Done(); remove() }()
 	kv, err := a.js.KeyValue(ctx, events.HeartbeatBucket)
@@ -191,6 +194,7 @@ func (a *Server) AddMicro(nc *nats.Conn) (micro.Service, error) {
 		EpDrift:   a.drift,
 		EpExplain: a.explain,
 		EpStatus:  func(Request) (any, error) { return a.Status(), nil },
+		EpRebuild: a.rebuild,
 	} {
 		if err := add(name, fn); err != nil {
 			srv.Stop()
@@ -236,4 +240,22 @@ func (a *Server) explain(r Request) (any, error) {
 		return nil, fmt.Errorf("resource %s of device %s: %w", r.Resource, r.Device, events.ErrNotFound)
 	}
 	return x, nil
+}
+
+func (a *Server) rebuild(Request) (any, error) {
+	if a.Status().Rebuilding {
+		return nil, fmt.Errorf("%w: a rebuild is already running", events.ErrInvalid)
+	}
+	ctx := a.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	go func() { _ = a.svc.Rebuild(ctx, a.js, nil) }()
+	for range 100 { // answer once it has started, so that status shows it
+		if a.svc.Stats().Rebuilding {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return a.Status(), nil
 }

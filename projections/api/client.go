@@ -82,3 +82,9 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	var out Status
 	return out, c.call(ctx, EpStatus, Request{}, &out)
 }
+
+// Rebuild asks the service to rebuild its read models; follow with Status.
+func (c *Client) Rebuild(ctx context.Context) (Status, error) {
+	var out Status
+	return out, c.call(ctx, EpRebuild, Request{}, &out)
+}

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/projections"
+	"github.com/fleet-dev/fleet/projections/api"
+)
+
+func init() {
+	register("get", "Show the fleet state: every device, or one device's resources and conditions.", "Read side", &GetCmd{})
+}
+
+// GetCmd is `fleet get`.
+type GetCmd struct {
+	Devices GetDevicesCmd `cmd:"" help:"List every device with its readiness and generations."`
+	Device  GetDeviceCmd  `cmd:"" help:"Show one device: conditions and every resource's state."`
+}
+
+// GetDevicesCmd is `fleet get devices`.
+type GetDevicesCmd struct {
+	Output
+}
+
+// Help is shown by `fleet get devices --help`.
+func (c *GetDevicesCmd) Help() string {
+	return `Asks the projection service (inside 'fleet server' or 'fleet project') over NATS.
+
+Examples:
+  fleet get devices
+  fleet get devices -o json --nats nats://10.0.0.5:4222`
+}
+
+// GetDeviceCmd is `fleet get device ID`.
+type GetDeviceCmd struct {
+	ID string `arg:"" placeholder:"ID" help:"Device id."`
+	Output
+}
+
+// Help is shown by `fleet get device --help`.
+func (c *GetDeviceCmd) Help() string {
+	return `Shows the device's desired and observed generation, its conditions (Ready,
+Progressing, Degraded, Stale) and each resource's state, attempts, last error
+and next retry. 'fleet explain ID RESOURCE' says why a resource is not Ready.
+
+Examples:
+  fleet get device pi-01
+  fleet get device pi-01 -o json`
+}
+
+// readClient connects and returns a client of the projection service.
+func readClient(g *Globals) (*api.Client, func(), error) {
+	nc, err := g.Connect("fleet-cli")
+	if err != nil {
+		return nil, nil, err
+	}
+	return api.NewClient(nc), nc.Close, nil
+}
+
+func cond(d projections.Device, t string) string {
+	c, ok := d.Condition(t)
+	if !ok {
+		return "-"
+	}
+	return c.Status
+}
+
+func ago(t *time.Time) string {
+	if t == nil {
+		return "never"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// Run lists devices.
+func (c *GetDevicesCmd) Run(ctx context.Context, g *Globals) error {
+	cl, done, err := readClient(g)
+	if err != nil {
+		return err
+	}
+	defer done()
+	ds, err := cl.Devices(ctx)
+	if err != nil {
+		return err
+	}
+	if c.JSON() {
+		return printJSON(ds)
+	}
+	var rows [][]string
+	for _, d := range ds {
+		ready := 0
+		for _, r := range d.Resources {
+			if r.State == "Ready" {
+				ready++
+			}
+		}
+		rows = append(rows, []string{d.Device, cond(d, projections.CondReady), fmt.Sprint(d.Generation), fmt.Sprint(d.ObservedGeneration),
+			fmt.Sprintf("%d/%d", ready, len(d.Resources)), cond(d, projections.CondDegraded), cond(d, projections.CondStale), ago(d.LastSeen)})
+	}
+	if len(rows) == 0 {
+		fmt.Println("no devices yet (register one with 'fleet agent', or apply a manifest)")
+		return nil
+	}
+	return table(os.Stdout, []string{"DEVICE", "READY", "GEN", "OBSERVED", "RESOURCES", "DEGRADED", "STALE", "LAST SEEN"}, rows)
+}
+
+// Run shows one device.
+func (c *GetDeviceCmd) Run(ctx context.Context, g *Globals) error {
+	if err := events.CheckID("device", c.ID); err != nil {
+		return err
+	}
+	cl, done, err := readClient(g)
+	if err != nil {
+		return err
+	}
+	defer done()
+	d, err := cl.Device(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	if c.JSON() {
+		return printJSON(d)
+	}
+	var labels []string
+	for k, v := range d.Labels {
+		labels = append(labels, k+"="+v)
+	}
+	fmt.Printf("device %s  generation %d (observed %d)  last seen %s\n", d.Device, d.Generation, d.ObservedGeneration, ago(d.LastSeen))
+	if len(labels) > 0 {
+		fmt.Printf("labels %s\n", strings.Join(sorted(labels), ", "))
+	}
+	fmt.Println()
+	var crow [][]string
+	for _, x := range d.Conditions {
+		crow = append(crow, []string{x.Type, x.Status, x.Reason, x.Message})
+	}
+	if err := table(os.Stdout, []string{"CONDITION", "STATUS", "REASON", "MESSAGE"}, crow); err != nil {
+		return err
+	}
+	fmt.Println()
+	var rows [][]string
+	for _, r := range d.Resources {
+		retry := "-"
+		if r.RetryAfter != nil {
+			retry = r.RetryAfter.UTC().Format(time.RFC3339)
+		}
+		rows = append(rows, []string{r.ID, r.Kind, r.State, r.Since.UTC().Format(time.RFC3339), fmt.Sprint(r.Attempts), retry, r.Error})
+	}
+	return table(os.Stdout, []string{"RESOURCE", "KIND", "STATE", "SINCE", "ATTEMPTS", "RETRY AFTER", "ERROR"}, rows)
+}
+
+func sorted(s []string) []string {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+	return s
+}

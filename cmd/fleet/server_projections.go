@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleet-dev/fleet/projections"
+	"github.com/fleet-dev/fleet/projections/api"
+)
+
+func init() {
+	addServerPart("projections", func(ctx context.Context, env *ServerEnv) (func(), error) {
+		p, err := startProjections(ctx, env.Conn, env.JS, filepath.Join(env.DataDir, "projections"),
+			projections.DefaultDurable, env.HeartbeatTTL, env.Mux)
+		if err != nil {
+			return nil, err
+		}
+		return p.Stop, nil
+	})
+}
+
+// runningProjections is a projection service with its micro service and HTTP routes.
+type runningProjections struct {
+	Svc    *projections.Service
+	API    *api.Server
+	cancel context.CancelFunc
+	done   chan error
+	stopMS func() error
+}
+
+// startProjections opens the read models in dir, consumes the stream with
+// the durable consumer durable, serves the micro service on nc and, if mux
+// is not nil, the HTTP API.
+func startProjections(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, dir, durable string, ttl time.Duration, mux *http.ServeMux) (*runningProjections, error) {
+	svc, err := projections.Open(dir, projections.WithDurable(durable))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	a := api.NewServer(svc, js, ttl)
+	if err := a.Start(ctx); err != nil {
+		cancel()
+		svc.Close()
+		return nil, err
+	}
+	ms, err := a.AddMicro(nc)
+	if err != nil {
+		cancel()
+		svc.Close()
+		return nil, err
+	}
+	if mux != nil {
+		a.Routes(mux)
+	}
+	p := &runningProjections{Svc: svc, API: a, cancel: cancel, done: make(chan error, 1), stopMS: ms.Stop}
+	go func() {
+		err := svc.Run(ctx, js)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "fleet: projections:", err)
+		}
+		p.done <- err
+	}()
+	return p, nil
+}
+
+// Stop stops consuming and serving and closes the store.
+func (p *runningProjections) Stop() {
+	_ = p.stopMS()
+	p.cancel()
+	<-p.done
+	_ = p.Svc.Close()
+}
