@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/fleet-dev/fleet/replay/timetravel"
+)
+
+func init() {
+	addServerPart("time travel", startTimeTravel)
+}
+
+// startTimeTravel runs the time-travel index inside `fleet server`: it
+// follows the log into a Pebble store under the data directory, answers
+// `fleet inspect` on its micro service, and serves
+// GET /api/devices/{id}/at?t=RFC3339 (or ?seq=N) for the dashboard.
+func startTimeTravel(ctx context.Context, env *ServerEnv) (func(), error) {
+	x, err := timetravel.Open(filepath.Join(env.DataDir, "timetravel"))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := x.Follow(ctx, env.JS); err != nil {
+			fmt.Fprintln(os.Stderr, "fleet server: time travel:", err)
+		}
+	}()
+	svc, err := x.Serve(env.Conn)
+	if err != nil {
+		cancel()
+		<-done
+		x.Close()
+		return nil, err
+	}
+	if env.Mux != nil {
+		env.Mux.HandleFunc("GET /api/devices/{id}/at", x.HTTPHandler())
+	}
+	return func() {
+		_ = svc.Stop()
+		cancel()
+		<-done
+		_ = x.Close()
+	}, nil
+}
