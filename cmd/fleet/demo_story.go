@@ -1,0 +1,640 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fleet-dev/fleet/agent"
+	"github.com/fleet-dev/fleet/agent/agentcli"
+	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/events/jsstore"
+	"github.com/fleet-dev/fleet/fixtures/manifests"
+	"github.com/fleet-dev/fleet/projections"
+	"github.com/fleet-dev/fleet/replay"
+	"github.com/fleet-dev/fleet/replay/timetravel"
+)
+
+// demoActor is who applies the demo's manifests.
+const demoActor = "user:demo"
+
+// demoDevice is one device of the demo: its temporary root and state, its
+// cuttable link to the server, and its running agent.
+type demoDevice struct {
+	id, ring    string
+	root, state string
+	link        *demoLink
+	nc          *nats.Conn
+	agent       *agent.Handle
+}
+
+// demo is a started demo: server, agents and a live fold of the log.
+type demo struct {
+	c     *DemoCmd
+	out   io.Writer
+	dir   string
+	url   string // dashboard
+	t0    time.Time
+	rs    *RunningServer
+	st    *jsstore.Store
+	clock *events.Clock
+
+	devices                []*demoDevice
+	canaries               []*demoDevice
+	drifting, offline, bad *demoDevice
+
+	fold       *demoFold
+	stopFollow context.CancelFunc
+	followDone chan struct{}
+
+	// what the story saw, for the summary
+	beforeRollout time.Time
+	firstReady    time.Duration
+	milestones    []demoMilestone
+}
+
+type demoMilestone struct {
+	Step  string        `json:"step"`
+	After time.Duration `json:"afterNs"`
+	What  string        `json:"what"`
+}
+
+// startDemo starts the server (printing the dashboard address first) and
+// the agents. On error the returned demo, if not nil, must still be stopped.
+func startDemo(ctx context.Context, c *DemoCmd, dir string, out io.Writer) (*demo, error) {
+	d := &demo{c: c, out: out, dir: dir, t0: time.Now()}
+	sc := &ServerCmd{
+		Data: filepath.Join(dir, "server"), Listen: "127.0.0.1:0", HTTP: demoHTTPAddr(c.HTTP),
+		RelaxedSync: c.RelaxedSync, Replicas: 1, HeartbeatTTL: 6 * time.Second,
+	}
+	rs, err := sc.Start(ctx, &Globals{}, nil) // always embedded: never FLEET_NATS
+	if err != nil {
+		return nil, err
+	}
+	d.rs, d.st = rs, rs.Env.Store
+	d.url = "http://" + rs.Env.HTTPAddr + "/"
+	sync := "fsync before ack"
+	if c.RelaxedSync {
+		sync = "relaxed sync"
+	}
+	fmt.Fprintf(out, "fleet demo: dashboard %s\n", d.url)
+	fmt.Fprintf(out, "  open it now and follow along; NATS %s (embedded, %s), data in %s\n", rs.Env.NATSURL, sync, dir)
+
+	d.clock, err = events.NewClock(events.ClockState{}, nil)
+	if err != nil {
+		return d, err
+	}
+	fctx, cancel := context.WithCancel(context.Background())
+	d.fold = newDemoFold()
+	d.stopFollow, d.followDone = cancel, make(chan struct{})
+	go func() {
+		defer close(d.followDone)
+		d.fold.follow(fctx, rs.Env)
+	}()
+
+	if err := d.startAgents(ctx); err != nil {
+		return d, err
+	}
+	return d, nil
+}
+
+func (d *demo) say(format string, args ...any) {
+	fmt.Fprintf(d.out, "[%5.1fs] %s\n", time.Since(d.t0).Seconds(), fmt.Sprintf(format, args...))
+}
+
+func (d *demo) milestone(step, format string, args ...any) {
+	what := fmt.Sprintf(format, args...)
+	d.milestones = append(d.milestones, demoMilestone{Step: step, After: time.Since(d.t0), What: what})
+	d.say("%s", what)
+}
+
+func (d *demo) startAgents(ctx context.Context) error {
+	natsAddr := strings.TrimPrefix(d.rs.Env.NATSURL, "nats://")
+	if u, err := url.Parse(d.rs.Env.NATSURL); err == nil && u.Host != "" {
+		natsAddr = u.Host
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if d.c.Verbose {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	n := d.c.Devices
+	nCanary := min(max(n/2, 1), n-2)
+	for i := 1; i <= n; i++ {
+		dev := &demoDevice{id: fmt.Sprintf("pi-%02d", i), ring: "main"}
+		if i <= nCanary {
+			dev.ring = "canary"
+		}
+		dev.root = filepath.Join(d.dir, "devices", dev.id, "root")
+		dev.state = filepath.Join(d.dir, "devices", dev.id, "state")
+		if err := os.MkdirAll(dev.root, 0o755); err != nil {
+			return err
+		}
+		d.devices = append(d.devices, dev)
+	}
+	d.canaries = d.devices[:nCanary]
+	d.drifting = d.devices[0]
+	d.offline = d.devices[n-2]
+	d.bad = d.devices[n-1]
+	// On the failing device /etc/sensor is a regular file, so nothing can be
+	// written under it.
+	if err := os.MkdirAll(filepath.Join(d.bad.root, "etc"), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(d.bad.root, "etc", "sensor"), []byte("a file where a directory should be\n"), 0o644); err != nil {
+		return err
+	}
+	for _, dev := range d.devices {
+		link, err := newDemoLink(natsAddr)
+		if err != nil {
+			return fmt.Errorf("link for %s: %w", dev.id, err)
+		}
+		dev.link = link
+		nc, err := nats.Connect(link.URL(), append(agentcli.ConnectOptions(), nats.Name("fleet-demo "+dev.id),
+			nats.ReconnectWait(250*time.Millisecond))...)
+		if err != nil {
+			return fmt.Errorf("connect %s: %w", dev.id, err)
+		}
+		dev.nc = nc
+		h, err := agent.Start(ctx, nc, dev.id,
+			agent.WithRoot(dev.root), agent.WithStateDir(dev.state),
+			agent.WithLabels(map[string]string{"site": "lab", "ring": dev.ring}),
+			agent.WithDriftInterval(3*time.Second), agent.WithBackoff(time.Second, 8*time.Second),
+			agent.WithHeartbeatInterval(2*time.Second), agent.WithManifestPoll(2*time.Second),
+			agent.WithConcurrency(4), agent.WithShutdownGrace(2*time.Second), agent.WithLogger(logger))
+		if err != nil {
+			return fmt.Errorf("agent %s: %w", dev.id, err)
+		}
+		dev.agent = h
+	}
+	d.say("started %d agents (%s … %s), each on its own root under %s", n, d.devices[0].id, d.devices[n-1].id, filepath.Join(d.dir, "devices"))
+	return nil
+}
+
+// stop stops agents, links and server.
+func (d *demo) stop() {
+	var wg sync.WaitGroup
+	for _, dev := range d.devices {
+		if dev.link != nil {
+			dev.link.Restore() // let every agent flush what it holds
+		}
+		if dev.agent != nil {
+			wg.Add(1)
+			go func() { defer wg.Done(); _ = dev.agent.Stop() }()
+		}
+	}
+	wg.Wait()
+	for _, dev := range d.devices {
+		if dev.nc != nil {
+			dev.nc.Close()
+		}
+		if dev.link != nil {
+			dev.link.Close()
+		}
+	}
+	if d.stopFollow != nil {
+		d.stopFollow()
+		<-d.followDone
+	}
+	if d.rs != nil {
+		d.rs.Stop()
+	}
+}
+
+// manifest reads a fixture manifest, adding the resources of extra ones.
+func demoManifest(names ...string) (events.Manifest, error) {
+	var m events.Manifest
+	for _, name := range names {
+		b, err := fs.ReadFile(manifests.FS, name)
+		if err != nil {
+			return m, err
+		}
+		part, err := events.ParseManifest(b)
+		if err != nil {
+			return m, fmt.Errorf("fixture %s: %w", name, err)
+		}
+		m.Resources = append(m.Resources, part.Resources...)
+	}
+	return m, m.Validate()
+}
+
+func (d *demo) apply(ctx context.Context, devs []*demoDevice, names ...string) error {
+	for _, dev := range devs {
+		use := names
+		if dev == d.bad {
+			use = append(slices.Clone(names), "demo/failing.yaml")
+		}
+		m, err := demoManifest(use...)
+		if err != nil {
+			return err
+		}
+		if _, err := events.Apply(ctx, d.st, d.clock, dev.id, m, demoActor, nil); err != nil {
+			return fmt.Errorf("apply to %s: %w", dev.id, err)
+		}
+	}
+	return nil
+}
+
+// waitFor polls cond on the live fold until it reports done, printing its
+// progress line whenever it changes.
+func (d *demo) waitFor(ctx context.Context, what string, timeout time.Duration, cond func(f *demoFold) (bool, string)) error {
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for {
+		d.fold.mu.Lock()
+		done, progress := cond(d.fold)
+		wake := d.fold.changed()
+		d.fold.mu.Unlock()
+		if progress != "" && progress != last {
+			d.say("  %s", progress)
+			last = progress
+		}
+		if done {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("demo: %s: not done after %s (%s)", what, timeout, last)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-wake:
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+const demoStepTimeout = 90 * time.Second
+
+// play runs the story and returns its summary.
+func (d *demo) play(ctx context.Context) (*demoSummary, error) {
+	steps := []func(context.Context) error{d.stepConverge, d.stepRollout, d.stepDrift, d.stepOffline, d.stepBackoff}
+	for _, step := range steps {
+		if err := step(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return d.summary(ctx)
+}
+
+func ids(devs []*demoDevice) string {
+	var s []string
+	for _, d := range devs {
+		s = append(s, d.id)
+	}
+	return strings.Join(s, ", ")
+}
+
+func (d *demo) stepConverge(ctx context.Context) error {
+	if err := d.apply(ctx, d.devices, "demo/base.yaml"); err != nil {
+		return err
+	}
+	d.milestone("apply", "1/5 generation 1 applied to %d devices (motd, app-config, hosts-extra; %s also gets sensor-calib, meant to fail)", len(d.devices), d.bad.id)
+	return d.waitFor(ctx, "first convergence", demoStepTimeout, func(f *demoFold) (bool, string) {
+		settled, ready, resReady, resAll := 0, 0, 0, 0
+		for _, dev := range d.devices {
+			v, ok := f.fleet.Device(dev.id)
+			if !ok {
+				continue
+			}
+			for _, r := range v.Resources {
+				resAll++
+				if r.State == "Ready" {
+					resReady++
+				}
+			}
+			if v.ObservedGeneration >= 1 {
+				settled++
+			}
+			if c, _ := v.Condition(projections.CondReady); c.Status == projections.True && v.ObservedGeneration >= 1 {
+				ready++
+				if d.firstReady == 0 {
+					d.firstReady = time.Since(d.t0)
+					d.milestone("first-ready", "    first converged device: %s, %.1fs after start", dev.id, d.firstReady.Seconds())
+				}
+			}
+		}
+		return settled == len(d.devices), fmt.Sprintf("converging: %d/%d devices settled on generation 1, %d Ready (%d/%d resources Ready)", settled, len(d.devices), ready, resReady, resAll)
+	})
+}
+
+func (d *demo) stepRollout(ctx context.Context) error {
+	time.Sleep(300 * time.Millisecond)
+	d.beforeRollout = time.Now().UTC()
+	time.Sleep(300 * time.Millisecond)
+	if err := d.apply(ctx, d.canaries, "demo/rollout.yaml"); err != nil {
+		return err
+	}
+	d.milestone("rollout", "2/5 rollout: generation 2 (app-config log_level=debug, new feature-flags) to the canary ring: %s; the other %d devices stay on generation 1", ids(d.canaries), len(d.devices)-len(d.canaries))
+	return d.waitFor(ctx, "rollout", demoStepTimeout, func(f *demoFold) (bool, string) {
+		done := 0
+		for _, dev := range d.canaries {
+			v, _ := f.fleet.Device(dev.id)
+			if c, _ := v.Condition(projections.CondReady); v.ObservedGeneration >= 2 && (c.Status == projections.True || dev == d.bad) {
+				done++
+			}
+		}
+		return done == len(d.canaries), fmt.Sprintf("rollout: %d/%d canaries Ready on generation 2", done, len(d.canaries))
+	})
+}
+
+// driftCount returns how many drifts the log shows for a resource, and
+// whether the last one was corrected.
+func driftCount(f *demoFold, device, resource string) (int, bool) {
+	for _, r := range f.drift.Device(device) {
+		if r.Resource == resource {
+			last := r.Drifts[len(r.Drifts)-1]
+			return r.Count, last.CorrectedAt != nil
+		}
+	}
+	return 0, false
+}
+
+func (d *demo) stepDrift(ctx context.Context) error {
+	dev := d.drifting
+	d.fold.mu.Lock()
+	before, _ := driftCount(d.fold, dev.id, "motd")
+	d.fold.mu.Unlock()
+	path := filepath.Join(dev.root, "etc", "motd")
+	edited := time.Now()
+	if err := os.WriteFile(path, []byte("hacked by hand\n"), 0o644); err != nil {
+		return err
+	}
+	d.milestone("drift", "3/5 drift: someone edited /etc/motd on %s behind the agent's back", dev.id)
+	err := d.waitFor(ctx, "drift corrected", demoStepTimeout, func(f *demoFold) (bool, string) {
+		n, fixed := driftCount(f, dev.id, "motd")
+		switch {
+		case n <= before:
+			return false, "waiting for the agent to notice"
+		case !fixed:
+			return false, "DriftDetected on the log (content differs); correcting"
+		}
+		return true, fmt.Sprintf("corrected: /etc/motd is back, %dms after the edit (DriftDetected, then Ready again)", time.Since(edited).Milliseconds())
+	})
+	return err
+}
+
+func (d *demo) stepOffline(ctx context.Context) error {
+	dev := d.offline
+	dev.link.Cut()
+	d.milestone("offline", "4/5 offline: %s lost its network (its agent keeps running on its local store)", dev.id)
+	for dev.nc.IsConnected() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	path := filepath.Join(dev.root, "etc", "app", "config.toml")
+	want, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, []byte("log_level = \"trace\" # edited while offline\n"), 0o640); err != nil {
+		return err
+	}
+	d.say("  while it is offline, its /etc/app/config.toml is edited")
+	deadline := time.Now().Add(demoStepTimeout)
+	for {
+		got, _ := os.ReadFile(path)
+		if bytes.Equal(got, want) && dev.agent.Agent.OutboxLen() > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("demo: offline device %s did not correct its drift within %s", dev.id, demoStepTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	queued := dev.agent.Agent.OutboxLen()
+	d.say("  %s corrected it on its own, offline: the file is back; %d events wait in its outbox", dev.id, queued)
+	select { // long enough for the dashboard to show it Stale
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(2 * time.Second):
+	}
+	d.fold.mu.Lock()
+	before, _ := driftCount(d.fold, dev.id, "app-config")
+	d.fold.mu.Unlock()
+	dev.link.Restore()
+	back := time.Now()
+	d.milestone("online", "    %s is back online: publishing its queued events in order", dev.id)
+	return d.waitFor(ctx, "offline device caught up", demoStepTimeout, func(f *demoFold) (bool, string) {
+		n, fixed := driftCount(f, dev.id, "app-config")
+		out := dev.agent.Agent.OutboxLen()
+		if n > before && fixed && out == 0 {
+			return true, fmt.Sprintf("caught up in %dms: the log now holds the drift it corrected while offline, at the time it happened", time.Since(back).Milliseconds())
+		}
+		return false, fmt.Sprintf("catching up: %d events still in its outbox", out)
+	})
+}
+
+func (d *demo) stepBackoff(ctx context.Context) error {
+	dev := d.bad
+	d.milestone("backoff", "5/5 failure: %s's sensor-calib cannot be written (/etc/sensor is a file); the agent retries with backoff", dev.id)
+	return d.waitFor(ctx, "backoff", demoStepTimeout, func(f *demoFold) (bool, string) {
+		x, ok := f.fleet.Explain(dev.id, "sensor-calib")
+		if !ok || x.State != "Failed" || x.Attempts < 3 || x.RetryAfter == nil {
+			return false, ""
+		}
+		var gaps []string
+		for i := 1; i < len(x.LastAttempts); i++ {
+			gaps = append(gaps, x.LastAttempts[i].At.Sub(x.LastAttempts[i-1].At).Round(100*time.Millisecond).String())
+		}
+		return true, fmt.Sprintf("Failed after %d attempts (%s); gaps between attempts %s; next retry in %s",
+			x.Attempts, shortErr(x.Error), strings.Join(gaps, ", "), time.Until(*x.RetryAfter).Round(100*time.Millisecond))
+	})
+}
+
+// shortErr keeps the end of an error, where its cause is.
+func shortErr(s string) string {
+	if r := []rune(s); len(r) > 100 {
+		return "…" + string(r[len(r)-99:])
+	}
+	return s
+}
+
+// demoFold is the story's view of the log: the same folds the projection
+// service runs, kept live by following the stream.
+type demoFold struct {
+	mu      sync.Mutex
+	fleet   *projections.Fleet
+	drift   *projections.Drift
+	last    uint64
+	wake    chan struct{}
+	lastErr error
+}
+
+func newDemoFold() *demoFold {
+	return &demoFold{fleet: projections.NewFleet(), drift: projections.NewDrift(), wake: make(chan struct{})}
+}
+
+// changed returns a channel closed at the next applied event. Call with mu held.
+func (f *demoFold) changed() <-chan struct{} { return f.wake }
+
+func (f *demoFold) follow(ctx context.Context, env *ServerEnv) {
+	for s, err := range replay.Follow(ctx, env.JS, events.Filter{}, 1) {
+		if err != nil {
+			var bad *events.BadMessage
+			if !errors.As(err, &bad) {
+				f.mu.Lock()
+				f.lastErr = err
+				f.mu.Unlock()
+			}
+			continue
+		}
+		f.mu.Lock()
+		f.fleet.Apply(s)
+		f.drift.Apply(s)
+		f.last = s.Seq
+		close(f.wake)
+		f.wake = make(chan struct{})
+		f.mu.Unlock()
+	}
+}
+
+// ---- summary --------------------------------------------------------------------
+
+type demoSummary struct {
+	Dashboard  string                      `json:"dashboard"`
+	Devices    []projections.Device        `json:"devices"`
+	Failing    string                      `json:"failing"` // the device meant to fail
+	Drift      []projections.ResourceDrift `json:"drift"`
+	TimeTravel demoTimeTravel              `json:"timeTravel"`
+	Verify     demoVerify                  `json:"verify"`
+	Milestones []demoMilestone             `json:"milestones"`
+	Events     uint64                      `json:"events"`
+}
+
+type demoTimeTravel struct {
+	Device  string             `json:"device"`
+	At      time.Time          `json:"at"`
+	Then    projections.Device `json:"then"`
+	NowGen  int64              `json:"nowGeneration"`
+	URL     string             `json:"url"`
+}
+
+type demoVerify struct {
+	Passed     bool     `json:"passed"`
+	Summary    string   `json:"summary"`
+	Violations []string `json:"violations,omitempty"`
+}
+
+func (d *demo) summary(ctx context.Context) (*demoSummary, error) {
+	last, err := d.st.LastSeq(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// Let the fold reach the end of the log so the summary is the whole story.
+	if err := d.waitFor(ctx, "read the log", 30*time.Second, func(f *demoFold) (bool, string) { return f.last >= last, "" }); err != nil {
+		return nil, err
+	}
+	s := &demoSummary{Dashboard: d.url, Failing: d.bad.id, Milestones: d.milestones, Events: last}
+	d.fold.mu.Lock()
+	for _, dev := range d.devices {
+		if v, ok := d.fold.fleet.Device(dev.id); ok {
+			s.Devices = append(s.Devices, v)
+		}
+	}
+	s.Drift = d.fold.drift.All()
+	d.fold.mu.Unlock()
+
+	tt := d.drifting.id
+	then, _, _, err := timetravel.FoldAt(d.st.Read(ctx, events.Filter{Device: tt}), timetravel.Query{Device: tt, At: d.beforeRollout})
+	if err != nil {
+		return nil, fmt.Errorf("time travel: %w", err)
+	}
+	at := d.beforeRollout.Format(time.RFC3339Nano)
+	s.TimeTravel = demoTimeTravel{Device: tt, At: d.beforeRollout, Then: then, NowGen: s.Devices[0].Generation,
+		URL:     fmt.Sprintf("%sapi/devices/%s/at?t=%s", d.url, tt, url.QueryEscape(at))}
+
+	rep, err := replay.Verify(d.st.Read(ctx, events.Filter{}), true)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	s.Verify = demoVerify{Passed: rep.OK(), Summary: rep.SummaryLine()}
+	for _, v := range rep.Violations {
+		s.Verify.Violations = append(s.Verify.Violations, v.String())
+	}
+	return s, nil
+}
+
+func (s *demoSummary) print(w io.Writer) {
+	fmt.Fprintf(w, "\n=== Summary: the fleet (%d events on the log)\n", s.Events)
+	var rows [][]string
+	for _, v := range s.Devices {
+		ready, _ := v.Condition(projections.CondReady)
+		state := "Ready"
+		if ready.Status != projections.True {
+			state = "NOT READY"
+		}
+		n := 0
+		var notes []string
+		for _, r := range v.Resources {
+			if r.State == "Ready" {
+				n++
+			} else {
+				notes = append(notes, fmt.Sprintf("%s %s after %d attempts: %s", r.ID, r.State, r.Attempts, shortErr(r.Error)))
+			}
+		}
+		note := strings.Join(notes, "; ")
+		if v.Device == s.Failing && note != "" {
+			note += " (meant to fail)"
+		}
+		rows = append(rows, []string{v.Device, state, fmt.Sprintf("%d/%d", v.ObservedGeneration, v.Generation),
+			fmt.Sprintf("%d/%d", n, len(v.Resources)), v.Labels["ring"], note})
+	}
+	_ = table(w, []string{"DEVICE", "STATE", "OBSERVED/GEN", "READY", "RING", "NOTE"}, rows)
+
+	fmt.Fprintf(w, "\n=== Drift history\n")
+	rows = rows[:0]
+	for _, r := range s.Drift {
+		for _, x := range r.Drifts {
+			var diffs []string
+			for _, df := range x.Differences {
+				diffs = append(diffs, df.Field)
+			}
+			fixed := "open"
+			if x.CorrectedAt != nil {
+				fixed = fmt.Sprintf("%s after %s", x.Correction, x.CorrectedAt.Sub(x.At).Round(time.Millisecond))
+			}
+			rows = append(rows, []string{r.Device, r.Resource, x.At.Local().Format("15:04:05.000"), strings.Join(diffs, ","), fixed})
+		}
+	}
+	_ = table(w, []string{"DEVICE", "RESOURCE", "AT", "DIFFERED", "CORRECTED"}, rows)
+
+	t := s.TimeTravel
+	fmt.Fprintf(w, "\n=== Time travel: %s at %s, before the rollout\n", t.Device, t.At.Local().Format("15:04:05.000"))
+	var res []string
+	for _, r := range t.Then.Resources {
+		res = append(res, r.ID+" "+r.State)
+	}
+	fmt.Fprintf(w, "then: generation %d, observed %d: %s\n", t.Then.Generation, t.Then.ObservedGeneration, strings.Join(res, ", "))
+	fmt.Fprintf(w, "now:  generation %d\n", t.NowGen)
+	fmt.Fprintf(w, "ask it yourself: %s\n", t.URL)
+
+	fmt.Fprintf(w, "\n=== fleet replay --verify\n")
+	if s.Verify.Passed {
+		fmt.Fprintf(w, "verify: passed: %s\n", s.Verify.Summary)
+	} else {
+		fmt.Fprintf(w, "verify: FAILED: %s\n", s.Verify.Summary)
+		for _, v := range s.Verify.Violations {
+			fmt.Fprintln(w, "  "+v)
+		}
+	}
+}
