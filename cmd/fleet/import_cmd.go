@@ -68,7 +68,8 @@ func (c *ImportCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return fmt.Errorf("import: %w", err)
 	}
-	if held := stream.CachedInfo().State.Msgs; held > 0 && !c.NonEmpty {
+	held := stream.CachedInfo().State.Msgs
+	if held > 0 && !c.NonEmpty {
 		return usagef("import: the target stream %s already holds %d events: import into an empty server, or pass --into-non-empty to append", events.Stream, held)
 	}
 	imported, err := replay.Import(ctx, st, replay.ReadNDJSON(bytes.NewReader(data)), func(done int) {
@@ -79,10 +80,14 @@ func (c *ImportCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	if c.JSON() {
-		return printJSON(map[string]any{"file": c.File, "events": imported})
+	stored := uint64(0)
+	if info, err := stream.Info(ctx); err == nil {
+		stored = info.State.Msgs - held
 	}
-	fmt.Printf("imported %d events from %s\n", imported, c.File)
+	if c.JSON() {
+		return printJSON(map[string]any{"file": c.File, "events": imported, "stored": stored})
+	}
+	fmt.Printf("imported %d events from %s: %d stored, %d already held (same ids)\n", imported, c.File, stored, uint64(imported)-stored)
 	return nil
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -267,6 +268,7 @@ const tableFmt = "%-8s  %-24s  %-24s  %-16s  %-16s  %-18s  %-4s  %s\n"
 func (p *linePrinter) print(seq iter.Seq2[events.Stored, error]) (uint64, error) {
 	var last uint64
 	enc := json.NewEncoder(p.w)
+	enc.SetEscapeHTML(false)
 	for s, err := range seq {
 		if err != nil {
 			var bm *events.BadMessage
@@ -290,11 +292,13 @@ func (p *linePrinter) print(seq iter.Seq2[events.Stored, error]) (uint64, error)
 				p.w.WriteString(",")
 			}
 			p.w.WriteString("\n  ")
-			b, err := json.Marshal(replay.LineOf(s))
-			if err != nil {
+			var b bytes.Buffer
+			le := json.NewEncoder(&b)
+			le.SetEscapeHTML(false)
+			if err := le.Encode(replay.LineOf(s)); err != nil {
 				return last, err
 			}
-			p.w.Write(b)
+			p.w.Write(bytes.TrimSuffix(b.Bytes(), []byte("\n")))
 		default:
 			r := replay.LineOf(s).Row()
 			fmt.Fprintf(p.w, tableFmt, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7])
