@@ -522,11 +522,11 @@ type demoSummary struct {
 }
 
 type demoTimeTravel struct {
-	Device  string             `json:"device"`
-	At      time.Time          `json:"at"`
-	Then    projections.Device `json:"then"`
-	NowGen  int64              `json:"nowGeneration"`
-	URL     string             `json:"url"`
+	Device string             `json:"device"`
+	At     time.Time          `json:"at"`
+	Then   projections.Device `json:"then"`
+	NowGen int64              `json:"nowGeneration"`
+	URL    string             `json:"url"`
 }
 
 type demoVerify struct {
@@ -561,7 +561,7 @@ func (d *demo) summary(ctx context.Context) (*demoSummary, error) {
 	}
 	at := d.beforeRollout.Format(time.RFC3339Nano)
 	s.TimeTravel = demoTimeTravel{Device: tt, At: d.beforeRollout, Then: then, NowGen: s.Devices[0].Generation,
-		URL:     fmt.Sprintf("%sapi/devices/%s/at?t=%s", d.url, tt, url.QueryEscape(at))}
+		URL: fmt.Sprintf("%sapi/devices/%s/at?t=%s", d.url, tt, url.QueryEscape(at))}
 
 	rep, err := replay.Verify(d.st.Read(ctx, events.Filter{}), true)
 	if err != nil {
