@@ -18,6 +18,7 @@ type DemoCmd struct {
 	Devices     int           `default:"12" help:"How many devices to run (3 to 100), named pi-01, pi-02, ..."`
 	For         time.Duration `name:"for" default:"0s" placeholder:"DURATION" help:"Run this long in all, then exit; 0 runs until Ctrl-C. The story always plays to its summary first."`
 	HTTP        string        `name:"http" default:"127.0.0.1:8080" placeholder:"ADDR" help:"Dashboard address; if it is taken, a free port is used instead."`
+	Pace        time.Duration `default:"2s" placeholder:"DURATION" help:"Pause between the story's steps, to follow them in the browser."`
 	RelaxedSync bool          `help:"Acknowledge writes before fsync (the demo's data is temporary anyway)."`
 	Keep        bool          `help:"Keep the temporary directory (server data, device roots) instead of removing it."`
 	Verbose     bool          `help:"Show the agents' own logs on standard error."`
@@ -47,6 +48,7 @@ removes its temporary data and exits 0. It never uses --nats / FLEET_NATS.
 Examples:
   fleet demo                                  # 12 devices, until Ctrl-C
   fleet demo --devices 6 --for 2m             # smaller, stops by itself
+  fleet demo --pace 10s                       # slower, to narrate it
   fleet demo --http 127.0.0.1:0 -o json       # any free port; summary as JSON`
 }
 
@@ -54,6 +56,9 @@ Examples:
 func (c *DemoCmd) Run(ctx context.Context, g *Globals) error {
 	if c.Devices < 3 || c.Devices > 100 {
 		return usagef("--devices %d: must be between 3 and 100", c.Devices)
+	}
+	if c.Pace < 0 || c.Pace > time.Minute {
+		return usagef("--pace %s: must be between 0s and 1m", c.Pace)
 	}
 	if c.For < 0 {
 		return usagef("--for %s: must not be negative", c.For)

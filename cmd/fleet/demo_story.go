@@ -281,7 +281,14 @@ const demoStepTimeout = 90 * time.Second
 // play runs the story and returns its summary.
 func (d *demo) play(ctx context.Context) (*demoSummary, error) {
 	steps := []func(context.Context) error{d.stepConverge, d.stepRollout, d.stepDrift, d.stepOffline, d.stepBackoff}
-	for _, step := range steps {
+	for i, step := range steps {
+		if i > 0 && d.c.Pace > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(d.c.Pace):
+			}
+		}
 		if err := step(ctx); err != nil {
 			return nil, err
 		}
@@ -457,8 +464,16 @@ func (d *demo) stepBackoff(ctx context.Context) error {
 			gaps = append(gaps, x.LastAttempts[i].At.Sub(x.LastAttempts[i-1].At).Round(100*time.Millisecond).String())
 		}
 		return true, fmt.Sprintf("Failed after %d attempts (%s); gaps between attempts %s; next retry in %s",
-			x.Attempts, shortErr(x.Error), strings.Join(gaps, ", "), time.Until(*x.RetryAfter).Round(100*time.Millisecond))
+			x.Attempts, shortErr(d.clean(x.Error)), strings.Join(gaps, ", "), time.Until(*x.RetryAfter).Round(100*time.Millisecond))
 	})
+}
+
+// clean shows device roots as <root> in an error.
+func (d *demo) clean(s string) string {
+	for _, dev := range d.devices {
+		s = strings.ReplaceAll(s, dev.root, "<root>")
+	}
+	return s
 }
 
 // shortErr keeps the end of an error, where its cause is.
@@ -519,6 +534,8 @@ type demoSummary struct {
 	Verify     demoVerify                  `json:"verify"`
 	Milestones []demoMilestone             `json:"milestones"`
 	Events     uint64                      `json:"events"`
+
+	clean func(string) string
 }
 
 type demoTimeTravel struct {
@@ -544,7 +561,7 @@ func (d *demo) summary(ctx context.Context) (*demoSummary, error) {
 	if err := d.waitFor(ctx, "read the log", 30*time.Second, func(f *demoFold) (bool, string) { return f.last >= last, "" }); err != nil {
 		return nil, err
 	}
-	s := &demoSummary{Dashboard: d.url, Failing: d.bad.id, Milestones: d.milestones, Events: last}
+	s := &demoSummary{Dashboard: d.url, Failing: d.bad.id, Milestones: d.milestones, Events: last, clean: d.clean}
 	d.fold.mu.Lock()
 	for _, dev := range d.devices {
 		if v, ok := d.fold.fleet.Device(dev.id); ok {
@@ -589,7 +606,7 @@ func (s *demoSummary) print(w io.Writer) {
 			if r.State == "Ready" {
 				n++
 			} else {
-				notes = append(notes, fmt.Sprintf("%s %s after %d attempts: %s", r.ID, r.State, r.Attempts, shortErr(r.Error)))
+				notes = append(notes, fmt.Sprintf("%s %s after %d attempts: %s", r.ID, r.State, r.Attempts, shortErr(s.clean(r.Error))))
 			}
 		}
 		note := strings.Join(notes, "; ")

@@ -56,19 +56,23 @@ function connectStream() {
     return;
   }
   const es = new EventSource("/api/stream");
-  const onUpdate = () => {
+  // "device": one device's JSON, sent for every device on connect and
+  // whenever one changes.
+  const onDevice = (ev) => {
+    let d = null;
+    try { d = JSON.parse(ev.data); } catch (e) { /* not JSON: refetch */ }
     updates++;
     live.dataset.updates = String(updates);
     setLive("live");
-    scheduleRefresh();
+    if (view && view.onDevice && d && d.device) view.onDevice(d);
+    else scheduleRefresh();
   };
   es.onopen = () => {
     setLive("live");
     if (pollTimer) { clearInterval(pollTimer); pollTimer = null; }
-    scheduleRefresh(); // catch up on what happened while disconnected
   };
-  es.onmessage = onUpdate;
-  for (const name of ["event", "device", "devices", "update", "change", "drift"]) es.addEventListener(name, onUpdate);
+  es.addEventListener("device", onDevice);
+  es.onmessage = onDevice;
   es.onerror = () => {
     setLive("reconnecting");
     if (!pollTimer) pollTimer = setInterval(scheduleRefresh, 5000);
@@ -89,10 +93,12 @@ setInterval(() => {
 // ---- overview ----------------------------------------------------------------
 
 function overviewPage() {
-  let last = new Map(); // device -> JSON, to mark rows a live update changed
   setCrumbs([]);
-  return {
+  const page = {
     kind: "overview",
+    devices: new Map(), // id -> device JSON
+    changed: new Set(), // devices a live update changed since the last render
+    renderTimer: null,
     async refresh(isUpdate) {
       let devices;
       try {
@@ -100,18 +106,32 @@ function overviewPage() {
       } catch (e) {
         return showError(e);
       }
-      if (view.kind !== "overview") return;
-      const changed = new Set();
+      if (view !== page) return;
       const next = new Map();
       for (const d of devices) {
-        const j = JSON.stringify(d);
-        next.set(d.device, j);
-        if (isUpdate && last.get(d.device) !== j) changed.add(d.device);
+        const old = page.devices.get(d.device);
+        if (isUpdate && (!old || JSON.stringify(old) !== JSON.stringify(d))) page.changed.add(d.device);
+        next.set(d.device, d);
       }
-      last = next;
-      renderOverview(devices, changed);
+      page.devices = next;
+      page.render();
+    },
+    // a live update: patch the one device, render soon
+    onDevice(d) {
+      const old = page.devices.get(d.device);
+      if (old && JSON.stringify(old) === JSON.stringify(d)) return;
+      page.devices.set(d.device, d);
+      page.changed.add(d.device);
+      if (!page.renderTimer) page.renderTimer = setTimeout(() => { page.renderTimer = null; page.render(); }, 150);
+    },
+    render() {
+      if (view !== page) return;
+      const devices = [...page.devices.values()].sort((a, b) => (a.device < b.device ? -1 : a.device > b.device ? 1 : 0));
+      renderOverview(devices, page.changed);
+      page.changed = new Set();
     },
   };
+  return page;
 }
 
 function countStates(devices) {
@@ -186,6 +206,9 @@ function devicePage(id) {
     events: [], // sorted by at, the slider's stops
     travel: null, // the `at` string shown, or null for now
     travelSeq: 0,
+    onDevice(d) {
+      if (d.device === id) scheduleRefresh();
+    },
     async refresh(isUpdate) {
       let dev, evs, drift;
       try {
@@ -348,13 +371,10 @@ async function renderWhy(page, d, past) {
   const items = await Promise.all(notReady.map(async (r) => {
     let why = null;
     if (!past) {
-      for (const path of [`/api/devices/${encodeURIComponent(page.id)}/resources/${encodeURIComponent(r.id)}/explain`,
-        `/api/devices/${encodeURIComponent(page.id)}/explain/${encodeURIComponent(r.id)}`]) {
-        try {
-          const x = await getJSON(path);
-          if (Array.isArray(x.why) && x.why.length) { why = x.why; break; }
-        } catch (e) { /* not offered: derive it */ }
-      }
+      try {
+        const x = await getJSON(`/api/explain/${encodeURIComponent(page.id)}/${encodeURIComponent(r.id)}`);
+        if (Array.isArray(x.why) && x.why.length) why = x.why;
+      } catch (e) { /* not offered: derive it */ }
     }
     if (!why) why = deriveWhy(page, d, r, past);
     return h("li", { "data-resource": r.id }, h("b", {}, r.id), " ", stateBadge(r.state), h("ul", { class: "why" }, ...why.map((w) => h("li", {}, w))));

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/matryer/is"
+)
+
+// TestDemoRunsTheStoryAndExitsZero builds fleet and runs the README's first
+// command as a user would (a fresh temporary directory, any free port), then
+// checks the summary: every device Ready but the one meant to fail, the log
+// verified, and the temporary data removed.
+func TestDemoRunsTheStoryAndExitsZero(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds fleet and runs `fleet demo --for 20s`")
+	}
+	is := is.New(t)
+	bin := filepath.Join(t.TempDir(), "fleet")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	is.NoErr(build.Run()) // go build ./cmd/fleet
+
+	tmp := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "demo", "--devices", "6", "--for", "20s", "--http", "127.0.0.1:0")
+	cmd.Dir = tmp
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	is.NoErr(err)
+	start := time.Now()
+	is.NoErr(cmd.Start())
+	var out strings.Builder
+	var sawURL, sawFirst time.Duration
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		line := sc.Text()
+		out.WriteString(line + "\n")
+		switch {
+		case sawURL == 0 && strings.HasPrefix(line, "fleet demo: dashboard http://"):
+			sawURL = time.Since(start)
+		case sawFirst == 0 && strings.Contains(line, "first converged device"):
+			sawFirst = time.Since(start)
+		}
+	}
+	err = cmd.Wait()
+	t.Logf("fleet demo output:\n%s\nstderr:\n%s", out.String(), stderr.String())
+	t.Logf("dashboard address after %s, first converged device after %s", sawURL, sawFirst)
+	is.NoErr(err) // exit code 0
+	text := out.String()
+
+	is.True(sawURL > 0)   // prints the dashboard address
+	is.True(sawFirst > 0) // reports the first converged device
+	for _, dev := range []string{"pi-01", "pi-02", "pi-03", "pi-04", "pi-05"} {
+		is.True(regexp.MustCompile(`(?m)^` + dev + `\s+Ready\s`).MatchString(text)) // every device but the failing one is Ready
+	}
+	is.True(regexp.MustCompile(`(?m)^pi-06\s+NOT READY\s.*sensor-calib Failed.*meant to fail`).MatchString(text)) // the failing one is not
+	is.True(strings.Contains(text, "=== Drift history"))
+	is.True(regexp.MustCompile(`(?m)^pi-01\s+motd\s.*reconciled`).MatchString(text))       // drift corrected
+	is.True(regexp.MustCompile(`(?m)^pi-05\s+app-config\s.*reconciled`).MatchString(text)) // corrected while offline, on the log after
+	is.True(strings.Contains(text, "then: generation 1"))                                  // time travel to before the rollout
+	is.True(regexp.MustCompile(`(?m)^verify: passed: verified \d+ events of 6 devices: 0 violations`).MatchString(text))
+
+	left, err := filepath.Glob(filepath.Join(tmp, "fleet-demo-*"))
+	is.NoErr(err)
+	is.Equal(len(left), 0) // temporary data removed
+}
+
+// TestDemoRefusesBadFlags: bad input exits 2 naming the flag, before
+// anything starts.
+func TestDemoRefusesBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"demo", "--devices", "2"},
+		{"demo", "--devices", "1000"},
+		{"demo", "--for", "-1s"},
+		{"demo", "--pace", "2h"},
+		{"demo", "--http", "nonsense"},
+	} {
+		t.Run(strings.Join(args[1:], " "), func(t *testing.T) {
+			is := is.New(t)
+			is.Equal(run(args), exitUsage)
+		})
+	}
+}
