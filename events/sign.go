@@ -282,3 +282,30 @@ func abbrev(s string) string {
 	}
 	return s
 }
+
+// LoadTrust reads the keys an agent trusts, each given inline
+// ("ed25519:...") or as a key file.
+func LoadTrust(specs []string) ([]PublicKey, error) {
+	keys := make([]PublicKey, 0, len(specs))
+	for _, s := range specs {
+		k, err := LoadPublicKey(s)
+		if err != nil {
+			return nil, fmt.Errorf("--trust: %w", err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// TrustCheck is the manifest check of an agent that trusts keys (for
+// agent.WithManifestCheck): a manifest not validly signed by one of them is
+// refused with the reason, which the agent records in ManifestRejected.
+func TrustCheck(keys []PublicKey) func(Stored, *ManifestApplied) error {
+	keys = append([]PublicKey(nil), keys...)
+	return func(s Stored, p *ManifestApplied) error {
+		if err := VerifyManifestAny(keys, p); err != nil {
+			return fmt.Errorf("generation %d (sequence %d): %w", s.Generation, s.Seq, err)
+		}
+		return nil
+	}
+}

@@ -28,6 +28,7 @@ type Cmd struct {
 	AllowExec     bool              `help:"Allow exec resources (every run is recorded as an event)."`
 	Label         map[string]string `placeholder:"K=V" mapsep:"none" help:"A device label, recorded in DeviceRegistered; repeat for more."`
 	Deregister    bool              `help:"Record that this device leaves the fleet (DeviceDeregistered), publish it, and exit."`
+	Trust         []string          `placeholder:"PUBKEY" env:"FLEET_TRUST" help:"Apply only manifests signed by this key (ed25519:... or a key file; see 'fleet key'); repeat to trust several. Others are recorded as ManifestRejected."`
 	Format        string            `short:"o" enum:"table,json" default:"table" help:"Output format: table (text logs) or json (JSON logs and result)."`
 }
 
@@ -44,7 +45,8 @@ Examples:
   fleet agent --device pi-01 --root /srv/pi-01 --state /var/lib/fleet-agent/pi-01
   fleet-agent --nats nats://hub:4222 --creds pi-01.creds --device pi-01 --label site=lab --label rack=3
   fleet agent --device pi-01 --drift-interval 10s --concurrency 4 -o json
-  fleet agent --device pi-01 --state /var/lib/fleet-agent/pi-01 --deregister`
+  fleet agent --device pi-01 --state /var/lib/fleet-agent/pi-01 --deregister
+  fleet agent --device pi-01 --trust ed25519:aBFZRizS8HJUyS9CgBwQc6u+Ii1jKfqjrUviXVUm8I0=`
 }
 
 // ConnectOptions are the NATS options an agent connects with: it starts
@@ -76,11 +78,19 @@ func (c *Cmd) Options() ([]agent.Option, error) {
 	if st, err := os.Stat(c.Root); err != nil || !st.IsDir() {
 		return nil, fmt.Errorf("%w: --root %s: must be an existing directory", events.ErrInvalid, c.Root)
 	}
-	return []agent.Option{
+	opts := []agent.Option{
 		agent.WithRoot(c.Root), agent.WithStateDir(c.State), agent.WithDriftInterval(c.DriftInterval),
 		agent.WithConcurrency(c.Concurrency), agent.WithAllowExec(c.AllowExec), agent.WithLabels(c.Label),
 		agent.WithLogger(c.logger()),
-	}, nil
+	}
+	if len(c.Trust) > 0 {
+		keys, err := events.LoadTrust(c.Trust)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, agent.WithManifestCheck(events.TrustCheck(keys)))
+	}
+	return opts, nil
 }
 
 func (c *Cmd) logger() *slog.Logger {

@@ -17,6 +17,7 @@ import (
 	"github.com/fleet-dev/fleet/agent"
 	"github.com/fleet-dev/fleet/agent/agentcli"
 	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/events/auth"
 )
 
 // CLI is fleet-agent's flags: the connection, then the agent command's.
@@ -59,7 +60,11 @@ func exec(ctx context.Context, cli *CLI) error {
 	}
 	opts := append([]nats.Option{nats.Name("fleet-agent " + cli.Device), nats.Timeout(5 * time.Second)}, agentcli.ConnectOptions()...)
 	if cli.Creds != "" {
-		opts = append(opts, nats.UserCredentials(cli.Creds))
+		copts, err := auth.ClientOptions(cli.Creds) // a device's creds also set its inbox prefix
+		if err != nil {
+			return err
+		}
+		opts = append(opts, copts...)
 	}
 	nc, err := nats.Connect(cli.NATS, opts...)
 	if err != nil {
