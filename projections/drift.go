@@ -44,13 +44,13 @@ type ResourceDrift struct {
 }
 
 // keptDrifts bounds the history kept per resource; counts cover all.
-const keptDrifts = 100
+const keptDrifts = 20
 
 type driftDevice struct {
 	Device    string                    `json:"device"`
 	Seen      dedup                     `json:"seen"`
 	Gen       int64                     `json:"gen"`
-	Resources map[string]*ResourceDrift `json:"resources,omitempty"`
+	Resources map[string]*ResourceDrift `json:"-"` // persisted one key a resource: MarshalResource
 	LastTry   map[string]int            `json:"lastTry,omitempty"` // resource -> last successful attempt number
 }
 
@@ -202,7 +202,8 @@ func (h *Drift) MarshalDevice(id string) ([]byte, bool) {
 	return b, true
 }
 
-// LoadDevice restores one device's state written by MarshalDevice.
+// LoadDevice restores one device's state written by MarshalDevice; load
+// its resources with LoadResource after it.
 func (h *Drift) LoadDevice(b []byte) error {
 	var d driftDevice
 	if err := json.Unmarshal(b, &d); err != nil {
@@ -211,6 +212,45 @@ func (h *Drift) LoadDevice(b []byte) error {
 	if err := events.CheckID("device", d.Device); err != nil {
 		return fmt.Errorf("load drift state: %w", err)
 	}
+	if old := h.devices[d.Device]; old != nil {
+		d.Resources = old.Resources
+	}
 	h.devices[d.Device] = &d
+	return nil
+}
+
+// MarshalResource returns one resource's drift history (deterministic JSON),
+// false if it never drifted. Only the resource an event names changes, so
+// the service writes just that one.
+func (h *Drift) MarshalResource(device, resource string) ([]byte, bool) {
+	d := h.devices[device]
+	if d == nil || d.Resources[resource] == nil {
+		return nil, false
+	}
+	b, err := json.Marshal(d.Resources[resource])
+	if err != nil {
+		panic(fmt.Sprintf("projections: encode drift of %s/%s: %v", device, resource, err))
+	}
+	return b, true
+}
+
+// LoadResource restores one resource's history written by MarshalResource.
+func (h *Drift) LoadResource(b []byte) error {
+	var r ResourceDrift
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("load drift history: %w", err)
+	}
+	if events.CheckID("device", r.Device) != nil || events.CheckID("resource", r.Resource) != nil {
+		return fmt.Errorf("load drift history: bad ids %q/%q", r.Device, r.Resource)
+	}
+	d := h.devices[r.Device]
+	if d == nil {
+		d = &driftDevice{Device: r.Device}
+		h.devices[r.Device] = d
+	}
+	if d.Resources == nil {
+		d.Resources = map[string]*ResourceDrift{}
+	}
+	d.Resources[r.Resource] = &r
 	return nil
 }

@@ -25,7 +25,8 @@ import (
 var (
 	keyCheckpoint = []byte("c")
 	prefixFleet   = "f/" // + device: Fleet state (MarshalDevice)
-	prefixDrift   = "d/" // + device: Drift state
+	prefixDrift   = "d/" // + device: Drift state but the histories
+	prefixHistory = "r/" // + device/resource: one resource's drift history
 	prefixSkipped = "s/" // + 20-digit sequence: why a message was skipped
 )
 
@@ -192,6 +193,10 @@ func openModels(dir string) (*models, error) {
 		db.Close()
 		return nil, fmt.Errorf("load read models %s: %w", dir, err)
 	}
+	if err := load(prefixHistory, m.drift.LoadResource); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("load read models %s: %w", dir, err)
+	}
 	return m, nil
 }
 
@@ -231,6 +236,7 @@ func (s *Service) apply(m *models, items []item, live bool) (BatchInfo, error) {
 	start := time.Now()
 	info := BatchInfo{}
 	dirty := map[string]bool{}
+	dirtyRes := map[[2]string]bool{}
 	b := m.db.NewBatch()
 	defer b.Close()
 	cp := m.checkpoint
@@ -253,6 +259,9 @@ func (s *Service) apply(m *models, items []item, live bool) (BatchInfo, error) {
 		m.fleet.Apply(it.ev)
 		m.drift.Apply(it.ev)
 		dirty[it.ev.Device] = true
+		if it.ev.Resource != "" {
+			dirtyRes[[2]string{it.ev.Device, it.ev.Resource}] = true
+		}
 		info.Events++
 	}
 	if live {
@@ -271,6 +280,11 @@ func (s *Service) apply(m *models, items []item, live bool) (BatchInfo, error) {
 		}
 		if v, ok := m.drift.MarshalDevice(dev); ok {
 			_ = b.Set([]byte(prefixDrift+dev), v, nil)
+		}
+	}
+	for k := range dirtyRes {
+		if v, ok := m.drift.MarshalResource(k[0], k[1]); ok {
+			_ = b.Set([]byte(prefixHistory+k[0]+"/"+k[1]), v, nil)
 		}
 	}
 	if live {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -41,9 +42,9 @@ func (c *Client) call(ctx context.Context, ep string, req Request, out any) erro
 		desc := m.Header.Get(micro.ErrorHeader)
 		switch code {
 		case "404":
-			return fmt.Errorf("%s: %w", desc, events.ErrNotFound)
+			return fmt.Errorf("%s: %w", strings.TrimSuffix(desc, ": "+events.ErrNotFound.Error()), events.ErrNotFound)
 		case "400":
-			return fmt.Errorf("%s: %w", desc, events.ErrInvalid)
+			return fmt.Errorf("%s: %w", strings.TrimPrefix(desc, events.ErrInvalid.Error()+": "), events.ErrInvalid)
 		}
 		return fmt.Errorf("projection service: %s (%s)", desc, code)
 	}
