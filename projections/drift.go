@@ -50,7 +50,7 @@ type driftDevice struct {
 	Device    string                    `json:"device"`
 	Seen      dedup                     `json:"seen"`
 	Gen       int64                     `json:"gen"`
-	Resources map[string]*ResourceDrift `json:"-"` // persisted one key a resource: MarshalResource
+	Resources map[string]*ResourceDrift `json:"-"`                 // persisted one key a resource: MarshalResource
 	LastTry   map[string]int            `json:"lastTry,omitempty"` // resource -> last successful attempt number
 }
 
