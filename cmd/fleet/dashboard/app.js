@@ -121,7 +121,7 @@ function overviewPage() {
       const old = page.devices.get(d.device);
       if (old && JSON.stringify(old) === JSON.stringify(d)) return;
       page.devices.set(d.device, d);
-      page.changed.add(d.device);
+      if (old) page.changed.add(d.device); // a new device is not a change to flash
       if (!page.renderTimer) page.renderTimer = setTimeout(() => { page.renderTimer = null; page.render(); }, 150);
     },
     render() {
@@ -183,8 +183,8 @@ function deviceRow(d, changed) {
     h("td", { "data-label": "Generation", class: "gen", title: "observed / desired generation" },
       `${d.observedGeneration ?? 0} / ${d.generation ?? 0}`,
       (d.observedGeneration ?? 0) < (d.generation ?? 0) ? h("span", { class: "pill warn" }, "rolling out") : ""),
-    h("td", { "data-label": "Resources", class: "rescounts" },
-      ...STATES.filter((s) => rc[s]).map((s) => h("span", { class: `count state-${s}`, title: s }, `${rc[s]} ${s}`))),
+    h("td", { "data-label": "Resources", class: "rescounts" }, h("div", { class: "counts" },
+      ...STATES.filter((s) => rc[s]).map((s) => h("span", { class: `count state-${s}`, title: s }, `${rc[s]} ${s}`)))),
     h("td", { "data-label": "Last seen" }, d.lastSeen ? h("span", { "data-ago": d.lastSeen, title: fmtTime(d.lastSeen) }, ago(d.lastSeen)) : h("span", { class: "muted" }, "never")),
   );
 }
