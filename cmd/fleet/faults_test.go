@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -24,6 +25,7 @@ import (
 	"github.com/fleet-dev/fleet/agent"
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/embedded"
+	"github.com/fleet-dev/fleet/events/eventstest"
 	"github.com/fleet-dev/fleet/events/jsstore"
 	"github.com/fleet-dev/fleet/fsm"
 	"github.com/fleet-dev/fleet/projections"
@@ -317,4 +319,159 @@ func TestServerRestartedTenTimesWhileTenAgentsConvergeAndDrift(t *testing.T) {
 	}
 	cancel()
 	is.NoErr(<-svcDone)
+}
+
+// TestFaultAgentHelper is the agent of the disk-full test, run as a child
+// process. It does nothing in a normal run.
+func TestFaultAgentHelper(t *testing.T) {
+	url, root, state := os.Getenv("FLEET_FAULT_AGENT_NATS"), os.Getenv("FLEET_FAULT_AGENT_ROOT"), os.Getenv("FLEET_FAULT_AGENT_STATE")
+	if url == "" {
+		t.Skip("child process of TestAgentStateDiskFullStopsTheAgentAndItResumes")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.New("pi-01", agent.WithRoot(root), agent.WithStateDir(state), agent.WithDriftInterval(100*time.Millisecond),
+		agent.WithManifestPoll(100*time.Millisecond), agent.WithBackoff(50*time.Millisecond, time.Second),
+		agent.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "AGENT ERROR:", err)
+		os.Exit(3)
+	}
+	if err := a.Run(ctx, nc); err != nil {
+		fmt.Fprintln(os.Stderr, "AGENT ERROR:", err)
+		os.Exit(3)
+	}
+}
+
+// TestAgentStateDiskFullStopsTheAgentAndItResumes fills the filesystem of
+// the agent's state (a small tmpfs) while it converges: the agent exits
+// non-zero with a message that names the full disk (today Pebble's "fatal
+// commit error ... no space left on device", as a panic), and when space
+// returns the restarted agent opens its store (not corrupt) and converges,
+// every event on the log once. Needs permission to mount a tmpfs (root);
+// skipped otherwise.
+func TestAgentStateDiskFullStopsTheAgentAndItResumes(t *testing.T) {
+	is := is.New(t)
+	state := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", state).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs for the agent's state (%v: %s): run as root to test a full disk", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", state).Run() })
+	env := eventstest.Start(t, true)
+	ctx := context.Background()
+	root := t.TempDir()
+	clock, _ := events.NewClock(events.ClockState{}, nil)
+	apply := func(content string) int64 {
+		m, err := events.ParseManifest([]byte("resources:\n  - id: motd\n    file: {path: /etc/motd, content: \"" + content + "\"}\n"))
+		is.NoErr(err)
+		res, err := events.Apply(ctx, env.Store, clock, "pi-01", m, "user:ops", nil)
+		is.NoErr(err)
+		return res.Generation
+	}
+	var stderr syncBuffer
+	start := func() *exec.Cmd {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestFaultAgentHelper$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "FLEET_FAULT_AGENT_NATS="+env.Server.URL(), "FLEET_FAULT_AGENT_ROOT="+root, "FLEET_FAULT_AGENT_STATE="+state)
+		cmd.Stderr = &stderr
+		is.NoErr(cmd.Start())
+		return cmd
+	}
+	motd := filepath.Join(root, "etc/motd")
+	content := func() string { b, _ := os.ReadFile(motd); return string(b) }
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; agent said: %s", what, stderr.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	apply("v1")
+	cmd := start()
+	wait("generation 1 applied", func() bool { return content() == "v1" })
+	time.Sleep(300 * time.Millisecond) // let it settle and drain
+
+	// fill the disk, then give the agent something to record
+	filler, err := os.Create(filepath.Join(state, "filler"))
+	is.NoErr(err)
+	chunk := make([]byte, 1<<20)
+	for {
+		if _, err := filler.Write(chunk); err != nil {
+			is.True(errors.Is(err, syscall.ENOSPC))
+			break
+		}
+	}
+	_ = filler.Sync()
+	// Pebble's preallocated log absorbs small writes: apply big generations
+	// until the agent cannot store one
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	big := strings.Repeat("x", 600<<10)
+	var lastGen int64
+	deadline := time.After(60 * time.Second)
+wait:
+	for i := 0; ; i++ {
+		lastGen = apply(fmt.Sprintf("big%d %s", i, big))
+		select {
+		case err := <-exited:
+			is.True(err != nil) // a non-zero exit, so a supervisor restarts it
+			break wait
+		case <-time.After(500 * time.Millisecond):
+		case <-deadline:
+			_ = cmd.Process.Kill()
+			t.Fatalf("agent still running 60s after its disk filled up; it said: %s", stderr.String())
+		}
+	}
+	is.True(strings.Contains(stderr.String(), "no space left on device")) // the error says why
+	t.Logf("agent stopped at generation %d of the log: %s", lastGen, strings.TrimSpace(stderr.String()))
+
+	// space returns: the agent opens its store and converges
+	filler.Close()
+	is.NoErr(os.Remove(filepath.Join(state, "filler")))
+	cmd = start()
+	defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
+	gen2 := apply("v2")
+	wait("the next generation applied after space returned", func() bool { return content() == "v2" })
+	wait("Ready at that generation on the log", func() bool {
+		for st, err := range env.Store.Read(ctx, events.Filter{Device: "pi-01", Types: []string{events.TypeStatusChanged}}) {
+			if err == nil && st.Generation == gen2 {
+				p, _ := st.Payload()
+				if p.(*events.StatusChanged).To == "Ready" {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	seen := map[string]bool{}
+	for st, err := range env.Store.Read(ctx, events.Filter{Device: "pi-01"}) {
+		is.NoErr(err)
+		is.True(!seen[st.ID]) // every event once
+		seen[st.ID] = true
+	}
+	is.True(!strings.Contains(stderr.String(), "corrupt"))
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
