@@ -49,6 +49,11 @@ type Agent struct {
 	outboxLen  atomic.Int64
 	drainWake  chan struct{}
 	drainMu    sync.Mutex // one drain at a time
+	commits    atomic.Uint64
+
+	syncMu        sync.Mutex // guards the two below
+	syncedCommits uint64
+	durableSeq    uint64 // last outbox sequence known to be fsynced
 
 	running atomic.Bool
 	viewMu  sync.Mutex
@@ -130,6 +135,7 @@ func New(device string, opts ...Option) (*Agent, error) {
 		outboxNext: snap.outboxNext, drainWake: make(chan struct{}, 1), view: map[string]ResourceStatus{},
 	}
 	a.outboxLen.Store(int64(snap.outboxLen))
+	a.durableSeq = snap.outboxNext - 1 // what a restart found is on disk
 	for id, r := range snap.resources {
 		a.view[id] = statusOf(r)
 	}
@@ -173,8 +179,11 @@ func (a *Agent) Kinds() []string {
 	return slices.Sorted(maps.Keys(a.recs))
 }
 
-// Close closes the agent's store. Call it after Run returned.
-func (a *Agent) Close() error { return a.db.Close() }
+// Close syncs and closes the agent's store. Call it after Run returned.
+func (a *Agent) Close() error {
+	_, serr := a.syncLocal()
+	return errors.Join(serr, a.db.Close())
+}
 
 // Run converges the device until ctx is done, reading its manifest and
 // publishing its events through nc (which may be disconnected, even at

@@ -48,7 +48,13 @@ type resource struct {
 	trigger   string // why it is Reconciling
 	nextDrift time.Time
 	notified  bool // a watcher saw a change
+	appliedAt time.Time
 }
+
+// ownWriteWindow is how long after its own apply the agent ignores change
+// notifications for a resource: they are its own writes echoing back. A real
+// change in that window is caught by the next interval check.
+const ownWriteWindow = 300 * time.Millisecond
 
 type jobKind int
 
@@ -246,7 +252,7 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 					}
 				}
 				for _, id := range notes {
-					if x := l.res[id]; x != nil && x.rec.State == fsm.Ready && !x.busy {
+					if x := l.res[id]; x != nil && x.rec.State == fsm.Ready && !x.busy && now.Sub(x.appliedAt) > ownWriteWindow {
 						x.notified = true
 					}
 				}
@@ -537,6 +543,7 @@ func (l *loop) handleResult(t *txn, r result, now time.Time) error {
 	stale := r.token != x.token || l.res[rec.ID] != x
 	switch r.kind {
 	case jobApply, jobDelete:
+		x.appliedAt = now
 		ra := &events.ReconcileAttempted{Kind: r.target.Resource.Kind, Attempt: r.attempt, Trigger: r.trigger,
 			Duration: r.dur, Outcome: events.OutcomeSucceeded, Changed: r.res.Changed,
 			Output: truncate(r.res.Output, maxOutput), ExitCode: r.res.ExitCode, SpecDigest: r.digest}

@@ -127,6 +127,6 @@ func WithClock(now func() time.Time) Option { return func(o *options) { o.now = 
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
 // WithOnEvent sets a hook called with the events of every local commit, in
-// order, once they are durable in the outbox (before they reach the log).
+// order, once they are committed to the outbox (before they reach the log).
 // It runs on the agent's loop: it must not block.
 func WithOnEvent(f func([]events.Event)) Option { return func(o *options) { o.onEvent = f } }

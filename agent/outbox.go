@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -19,10 +20,10 @@ import (
 // the ack and the delete publishes the batch again; the stream drops the
 // copies by Nats-Msg-Id (the event id), so each event is stored once.
 
-// peekOutbox returns up to max events from the head of the outbox and the
-// key range they occupy.
-func (a *Agent) peekOutbox(max int) ([]events.Event, []byte, []byte, error) {
-	it, err := a.db.NewIter(&pebble.IterOptions{LowerBound: prefixOutbox, UpperBound: prefixEnd(prefixOutbox)})
+// peekOutbox returns up to max events from the head of the outbox, up to
+// sequence upTo, and the key range they occupy.
+func (a *Agent) peekOutbox(max int, upTo uint64) ([]events.Event, []byte, []byte, error) {
+	it, err := a.db.NewIter(&pebble.IterOptions{LowerBound: prefixOutbox, UpperBound: outboxKey(upTo + 1)})
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -30,8 +31,8 @@ func (a *Agent) peekOutbox(max int) ([]events.Event, []byte, []byte, error) {
 	var evs []events.Event
 	var first, last []byte
 	for it.First(); it.Valid() && len(evs) < max; it.Next() {
-		e, err := events.Decode(it.Value())
-		if err != nil {
+		var e events.Event // written by emit; jsstore checks it again before publishing
+		if err := json.Unmarshal(it.Value(), &e); err != nil {
 			return nil, nil, nil, fmt.Errorf("outbox key %x: %w", it.Key(), err)
 		}
 		if first == nil {
@@ -51,7 +52,11 @@ func (a *Agent) OutboxLen() int { return int(a.outboxLen.Load()) }
 func (a *Agent) drainOnce(ctx context.Context, st *jsstore.Store) (int, error) {
 	a.drainMu.Lock()
 	defer a.drainMu.Unlock()
-	evs, first, last, err := a.peekOutbox(jsstore.MaxBatch)
+	durable, err := a.syncLocal() // nothing is published before it is on disk
+	if err != nil {
+		return 0, err
+	}
+	evs, first, last, err := a.peekOutbox(jsstore.MaxBatch, durable)
 	if err != nil || len(evs) == 0 {
 		return 0, err
 	}
@@ -105,6 +110,9 @@ func (a *Agent) drain(ctx context.Context, conn *logConn) {
 
 // drainAll publishes until the outbox is empty.
 func (a *Agent) drainAll(ctx context.Context, conn *logConn) error {
+	if _, err := a.syncLocal(); err != nil { // also offline: bound what a power loss can take
+		return err
+	}
 	for a.OutboxLen() > 0 {
 		st, err := conn.store(ctx)
 		if err != nil {

@@ -1,0 +1,96 @@
+package agent_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fleet-dev/fleet/agent"
+	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/events/eventstest"
+	"github.com/fleet-dev/fleet/fsm"
+)
+
+// benchConverge measures ManifestApplied to all n resources Ready: each
+// iteration applies a generation that changes every file.
+func benchConverge(b *testing.B, n int) {
+	env := eventstest.Start(b, true)
+	r := &rig{env: env, root: b.TempDir(), state: b.TempDir(), rec: &recorder{}}
+	r.nc = connect(b, env)
+	r.start(b, "bench-01", agent.WithDriftInterval(time.Hour), agent.WithOnEvent(func([]events.Event) {}))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		gen := apply(b, env, "bench-01", manyFiles(n, fmt.Sprintf("v%d", i))...)
+		for !allReady(r.h.Agent, n, gen) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "resources/s")
+}
+
+func BenchmarkConverge1(b *testing.B)    { benchConverge(b, 1) }
+func BenchmarkConverge100(b *testing.B)  { benchConverge(b, 100) }
+func BenchmarkConverge1000(b *testing.B) { benchConverge(b, 1000) }
+
+// BenchmarkIdleAgent runs fleet-agent as a process with a 3-resource
+// manifest, waits until it is converged, then samples its resident memory
+// (/proc/PID/status VmRSS) and its CPU use over 5 s (/proc/PID/stat utime +
+// stime) with the default drift interval and heartbeat.
+func BenchmarkIdleAgent(b *testing.B) {
+	bin := fleetAgentBinary(b)
+	env := eventstest.Start(b, true)
+	root, state := b.TempDir(), b.TempDir()
+	apply(b, env, "idle-01", threeFiles("v1")...)
+	c := exec.Command(bin, "--nats", env.Server.URL(), "--device", "idle-01", "--root", root, "--state", state)
+	if err := c.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = c.Process.Signal(syscall.SIGTERM); _ = c.Wait() }()
+	waitFor(b, 20*time.Second, "3 Ready", func() bool {
+		st := lastStates(deviceLog(b, env, "idle-01"))
+		return len(st) == 3 && st["motd"] == fsm.Ready && st["app-conf"] == fsm.Ready && st["banner"] == fsm.Ready
+	})
+	time.Sleep(time.Second) // let start-up settle
+	pid := c.Process.Pid
+	var rssMB, cpuPct float64
+	for i := 0; i < b.N; i++ {
+		t0, c0 := time.Now(), cpuTicks(b, pid)
+		time.Sleep(5 * time.Second)
+		t1, c1 := time.Now(), cpuTicks(b, pid)
+		cpuPct = float64(c1-c0) / 100 / t1.Sub(t0).Seconds() * 100 // USER_HZ is 100 on Linux
+		rssMB = rss(b, pid)
+	}
+	b.ReportMetric(rssMB, "RSS-MB")
+	b.ReportMetric(cpuPct, "CPU-%")
+}
+
+func cpuTicks(b *testing.B, pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64) // utime is field 14, 12th after the comm
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return ut + st
+}
+
+func rss(b *testing.B, pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
