@@ -33,6 +33,30 @@ type Stored struct {
 	Seq        uint64    `json:"seq"`
 	StreamTime time.Time `json:"streamTime"`
 	Subject    string    `json:"subject"`
+
+	payload Payload // Data as decoded by DecodeStored; shared by copies, never modified
+}
+
+// Payload returns the decoded payload: the one DecodeStored decoded while
+// checking the event, or else Data decoded now (Event.Payload). Callers must
+// not modify it: copies of a Stored share it.
+func (s Stored) Payload() (Payload, error) {
+	if s.payload != nil {
+		return s.payload, nil
+	}
+	return s.Event.Payload()
+}
+
+// DecodeStored is Decode for a message read back from the log: the same
+// checks and errors, and the payload decoded by the check is kept so that
+// Stored.Payload does not decode Data again. The caller sets Seq,
+// StreamTime and Subject.
+func DecodeStored(b []byte) (Stored, error) {
+	e, p, err := decode(b)
+	if err != nil {
+		return Stored{}, err
+	}
+	return Stored{Event: e, payload: p}, nil
 }
 
 // New builds an event of payload's type with the payload encoded as Data.
@@ -63,58 +87,67 @@ const maxEventSize = 1 << 20
 // are refused, so a truncated or foreign message is an error, never a
 // half-filled event. The payload is checked by Payload.
 func Decode(b []byte) (Event, error) {
+	e, _, err := decode(b)
+	return e, err
+}
+
+func decode(b []byte) (Event, Payload, error) {
 	var e Event
 	if len(b) > maxEventSize {
-		return e, fmt.Errorf("%w: event of %d bytes: must be at most %d", ErrInvalid, len(b), maxEventSize)
+		return e, nil, fmt.Errorf("%w: event of %d bytes: must be at most %d", ErrInvalid, len(b), maxEventSize)
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&e); err != nil {
-		return Event{}, fmt.Errorf("%w: event: %v", ErrInvalid, err)
+		return Event{}, nil, fmt.Errorf("%w: event: %v", ErrInvalid, err)
 	}
 	if dec.More() {
-		return Event{}, fmt.Errorf("%w: event: trailing data after the JSON object", ErrInvalid)
+		return Event{}, nil, fmt.Errorf("%w: event: trailing data after the JSON object", ErrInvalid)
 	}
-	if err := e.Check(); err != nil {
-		return Event{}, err
+	p, err := e.check()
+	if err != nil {
+		return Event{}, nil, err
 	}
-	return e, nil
+	return e, p, nil
 }
 
 // Check validates the envelope: ids, type, schema, time, and a payload that
 // decodes as its type.
 func (e Event) Check() error {
+	_, err := e.check()
+	return err
+}
+
+// check is Check returning the decoded payload.
+func (e Event) check() (Payload, error) {
 	if e.ID == "" {
-		return fmt.Errorf("%w: event id: must be set (a ULID)", ErrInvalid)
+		return nil, fmt.Errorf("%w: event id: must be set (a ULID)", ErrInvalid)
 	}
 	if _, err := ParseULID(e.ID); err != nil {
-		return fmt.Errorf("%w: event id %q: must be a ULID", ErrInvalid, e.ID)
+		return nil, fmt.Errorf("%w: event id %q: must be a ULID", ErrInvalid, e.ID)
 	}
 	if err := CheckID("device", e.Device); err != nil {
-		return err
+		return nil, err
 	}
 	spec, ok := payloadTypes[e.Type]
 	if !ok {
-		return fmt.Errorf("%w: event %s type %q: not an event type fleet knows", ErrInvalid, e.ID, e.Type)
+		return nil, fmt.Errorf("%w: event %s type %q: not an event type fleet knows", ErrInvalid, e.ID, e.Type)
 	}
 	if spec.perResource {
 		if err := CheckID("resource", e.Resource); err != nil {
-			return err
+			return nil, err
 		}
 	} else if e.Resource != "" {
-		return fmt.Errorf("%w: event %s resource: must be empty for %s", ErrInvalid, e.ID, e.Type)
+		return nil, fmt.Errorf("%w: event %s resource: must be empty for %s", ErrInvalid, e.ID, e.Type)
 	}
 	if e.Schema < 1 || e.Schema > spec.schema {
-		return fmt.Errorf("%w: event %s schema %d: %s knows schema 1 to %d", ErrInvalid, e.ID, e.Schema, e.Type, spec.schema)
+		return nil, fmt.Errorf("%w: event %s schema %d: %s knows schema 1 to %d", ErrInvalid, e.ID, e.Schema, e.Type, spec.schema)
 	}
 	if e.Generation < 0 {
-		return fmt.Errorf("%w: event %s generation %d: must not be negative", ErrInvalid, e.ID, e.Generation)
+		return nil, fmt.Errorf("%w: event %s generation %d: must not be negative", ErrInvalid, e.ID, e.Generation)
 	}
 	if e.At.IsZero() {
-		return fmt.Errorf("%w: event %s at: must be set", ErrInvalid, e.ID)
+		return nil, fmt.Errorf("%w: event %s at: must be set", ErrInvalid, e.ID)
 	}
-	if _, err := e.Payload(); err != nil {
-		return err
-	}
-	return nil
+	return e.Payload()
 }

@@ -237,15 +237,16 @@ func (s *Store) LastManifest(ctx context.Context, device string) (events.Stored,
 
 // FromRaw decodes a stored message; an invalid one is a *events.BadMessage.
 func FromRaw(subject string, seq uint64, t time.Time, data []byte) (events.Stored, error) {
-	e, err := events.Decode(data)
+	st, err := events.DecodeStored(data) // keeps the payload, decoded once
 	if err != nil {
 		return events.Stored{}, &events.BadMessage{Seq: seq, Subject: subject, Err: err}
 	}
-	if want, serr := events.SubjectFor(e); serr != nil || want != subject {
+	if want, serr := events.SubjectFor(st.Event); serr != nil || want != subject {
 		return events.Stored{}, &events.BadMessage{Seq: seq, Subject: subject,
-			Err: fmt.Errorf("%w: event %s of type %s does not belong on subject %s", events.ErrInvalid, e.ID, e.Type, subject)}
+			Err: fmt.Errorf("%w: event %s of type %s does not belong on subject %s", events.ErrInvalid, st.ID, st.Type, subject)}
 	}
-	return events.Stored{Event: e, Seq: seq, StreamTime: t, Subject: subject}, nil
+	st.Seq, st.StreamTime, st.Subject = seq, t, subject
+	return st, nil
 }
 
 // FromMsg decodes a message delivered by a consumer.
