@@ -84,7 +84,7 @@ func loadLog(t *testing.T, env *eventstest.Env, evs []events.Event) []events.Sto
 	return log
 }
 
-func startIndex(t *testing.T, env *eventstest.Env, dir string, every int) (*timetravel.Index, func()) {
+func startIndex(t testing.TB, env *eventstest.Env, dir string, every int) (*timetravel.Index, func()) {
 	x, err := timetravel.Open(dir, timetravel.WithSnapshotEvery(every))
 	if err != nil {
 		t.Fatal(err)
