@@ -21,14 +21,16 @@ import (
 	"github.com/fleet-dev/fleet/events/jsstore"
 )
 
-// Pebble layout of one read-model store.
+// Pebble layout of one read-model store: the checkpoint, the layout
+// version, skipped messages, and the folds' parts (persist.go).
 var (
 	keyCheckpoint = []byte("c")
-	prefixFleet   = "f/" // + device: Fleet state (MarshalDevice)
-	prefixDrift   = "d/" // + device: Drift state but the histories
-	prefixHistory = "r/" // + device/resource: one resource's drift history
-	prefixSkipped = "s/" // + 20-digit sequence: why a message was skipped
+	keyLayout     = []byte("v")
 )
+
+// layout is the version of the key layout; a store without it (or with
+// another) is left behind and the models are rebuilt from the log.
+const layout = "2"
 
 // currentFile names the active models directory inside the service's
 // directory; a rebuild writes a new one and swaps by renaming this file.
@@ -77,7 +79,10 @@ type models struct {
 	db         *pebble.DB
 	fleet      *Fleet
 	drift      *Drift
-	checkpoint uint64
+	checkpoint uint64 // last sequence written to Pebble with the parts
+	applied    uint64 // last sequence folded in memory (>= checkpoint)
+	dirty      map[part]struct{}
+	skipped    []item // bad messages not yet written
 }
 
 // Service is the projection service: it consumes FLEET with a durable
@@ -111,7 +116,8 @@ type Service struct {
 }
 
 // Open opens (or creates) the service's store in dir and loads the read
-// models and checkpoint from it.
+// models and checkpoint from it. A store written with another key layout is
+// set aside: the models start empty and are folded again from the log.
 func Open(dir string, opts ...Option) (*Service, error) {
 	s := &Service{dir: dir, durable: DefaultDurable, maxBatch: 5000, listeners: map[int]func(BatchInfo){}, progress: make(chan struct{})}
 	for _, o := range opts {
@@ -129,12 +135,31 @@ func Open(dir string, opts ...Option) (*Service, error) {
 		return nil, err
 	}
 	m, err := openModels(filepath.Join(dir, name))
+	if errors.Is(err, errOldLayout) {
+		m.db.Close()
+		name = "models-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		if m, err = openModels(filepath.Join(dir, name)); err == nil {
+			err = writeCurrent(dir, name)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
 	s.m = m
 	s.streamLast.Store(m.checkpoint)
+	removeOthers(dir, name)
 	return s, nil
+}
+
+// removeOthers deletes models directories other than the current one: left
+// by a rebuild that did not finish, or by an older layout.
+func removeOthers(dir, current string) {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if e.IsDir() && strings.HasPrefix(e.Name(), "models-") && e.Name() != current {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 func writeCurrent(dir, name string) error {
@@ -157,47 +182,71 @@ func writeCurrent(dir, name string) error {
 	return nil
 }
 
+var errOldLayout = errors.New("read models written with another key layout")
+
+// openModels opens a store and loads its folds. With errOldLayout the
+// returned models are open but hold data of another layout.
 func openModels(dir string) (*models, error) {
 	db, err := pebble.Open(dir, &pebble.Options{Logger: quiet{}})
 	if err != nil {
 		return nil, fmt.Errorf("open read models %s: %w", dir, err)
 	}
-	m := &models{dir: dir, db: db, fleet: NewFleet(), drift: NewDrift()}
-	if v, closer, err := db.Get(keyCheckpoint); err == nil {
-		if len(v) == 8 {
-			m.checkpoint = binary.BigEndian.Uint64(v)
-		}
-		closer.Close()
-	} else if !errors.Is(err, pebble.ErrNotFound) {
+	m := &models{dir: dir, db: db, dirty: map[part]struct{}{}}
+	cp, err := get(db, keyCheckpoint)
+	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("read checkpoint: %w", err)
 	}
-	load := func(prefix string, fn func([]byte) error) error {
-		it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: []byte(prefix[:len(prefix)-1] + "0")})
-		if err != nil {
-			return err
-		}
-		defer it.Close()
-		for it.First(); it.Valid(); it.Next() {
-			if err := fn(slices.Clone(it.Value())); err != nil {
-				return fmt.Errorf("key %s: %w", it.Key(), err)
-			}
-		}
-		return it.Error()
-	}
-	if err := load(prefixFleet, m.fleet.LoadDevice); err != nil {
+	v, err := get(db, keyLayout)
+	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("load read models %s: %w", dir, err)
+		return nil, fmt.Errorf("read layout: %w", err)
 	}
-	if err := load(prefixDrift, m.drift.LoadDevice); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("load read models %s: %w", dir, err)
+	if cp != nil && string(v) != layout {
+		return m, errOldLayout
 	}
-	if err := load(prefixHistory, m.drift.LoadResource); err != nil {
+	if len(cp) == 8 {
+		m.checkpoint = binary.BigEndian.Uint64(cp)
+	}
+	m.applied = m.checkpoint
+	if err := m.load(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("load read models %s: %w", dir, err)
 	}
 	return m, nil
+}
+
+func get(db *pebble.DB, key []byte) ([]byte, error) {
+	v, closer, err := db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	return slices.Clone(v), nil
+}
+
+// load reads the folds from Pebble: headers before the parts beneath them.
+func (m *models) load() error {
+	m.fleet, m.drift = NewFleet(), NewDrift()
+	for _, prefix := range []string{prefixFleet, prefixManifest, prefixResource, prefixDrift, prefixHistory} {
+		it, err := m.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: []byte(prefix[:1] + "0")})
+		if err != nil {
+			return err
+		}
+		for it.First(); it.Valid(); it.Next() {
+			if err := loadPart(m.fleet, m.drift, it.Key(), slices.Clone(it.Value())); err != nil {
+				it.Close()
+				return err
+			}
+		}
+		if err := it.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type quiet struct{}
@@ -228,79 +277,90 @@ type item struct {
 	err     error
 }
 
-// apply folds a batch into m and writes the changed devices and the new
-// checkpoint in one synced Pebble batch. Items at or below m's checkpoint
-// (redeliveries) are skipped. The caller holds applyMu; readers are locked
-// out only while the in-memory folds change.
-func (s *Service) apply(m *models, items []item, live bool) (BatchInfo, error) {
-	start := time.Now()
+// apply folds items into m's folds in memory and notes the parts they
+// change; flush writes them. Items at or below what m has applied
+// (redeliveries) are skipped. The caller holds applyMu (or owns m alone);
+// with live, readers are locked out while the folds change.
+func (s *Service) apply(m *models, items []item, live bool) BatchInfo {
 	info := BatchInfo{}
-	dirty := map[string]bool{}
-	dirtyRes := map[[2]string]bool{}
-	b := m.db.NewBatch()
-	defer b.Close()
-	cp := m.checkpoint
 	if live {
 		s.mu.Lock()
+		defer s.mu.Unlock()
 	}
-	for _, it := range items {
-		if it.seq <= cp {
+	for i := range items {
+		it := &items[i]
+		if it.seq <= m.applied {
 			continue // delivered again: already applied
 		}
 		if info.FromSeq == 0 {
 			info.FromSeq = it.seq
 		}
-		cp = it.seq
+		m.applied = it.seq
 		if it.err != nil {
-			_ = b.Set([]byte(fmt.Sprintf("%s%020d", prefixSkipped, it.seq)), []byte(it.err.Error()), nil)
-			s.skipped.Add(1)
+			m.skipped = append(m.skipped, item{seq: it.seq, err: it.err})
 			continue
 		}
 		m.fleet.Apply(it.ev)
 		m.drift.Apply(it.ev)
-		dirty[it.ev.Device] = true
-		if it.ev.Resource != "" {
-			dirtyRes[[2]string{it.ev.Device, it.ev.Resource}] = true
-		}
+		touched(m.dirty, it.ev)
 		info.Events++
 	}
-	if live {
-		s.mu.Unlock()
+	return info
+}
+
+// flush writes the parts changed since the last flush, the skipped messages
+// and the checkpoint in one Pebble batch, synced if sync: a kill at any
+// moment leaves the parts and the checkpoint of one and the same sequence.
+// It fills info's Devices and Checkpoint. If the write fails, the folds are
+// read back from Pebble, so memory never runs ahead of what is stored.
+func (s *Service) flush(m *models, sync, live bool, info *BatchInfo) error {
+	if m.applied == m.checkpoint {
+		return nil
 	}
-	if cp == m.checkpoint {
-		return info, nil
-	}
-	if live {
-		s.mu.RLock()
-	}
-	for dev := range dirty {
-		info.Devices = append(info.Devices, dev)
-		if v, ok := m.fleet.MarshalDevice(dev); ok {
-			_ = b.Set([]byte(prefixFleet+dev), v, nil)
+	b := m.db.NewBatch()
+	defer b.Close()
+	for p := range m.dirty {
+		if p.kind == 'f' {
+			info.Devices = append(info.Devices, p.device)
 		}
-		if v, ok := m.drift.MarshalDevice(dev); ok {
-			_ = b.Set([]byte(prefixDrift+dev), v, nil)
+		if v, ok := encodePart(m.fleet, m.drift, p); ok {
+			_ = b.Set(p.key(), v, nil)
+		} else {
+			_ = b.Delete(p.key(), nil)
 		}
 	}
-	for k := range dirtyRes {
-		if v, ok := m.drift.MarshalResource(k[0], k[1]); ok {
-			_ = b.Set([]byte(prefixHistory+k[0]+"/"+k[1]), v, nil)
-		}
+	for _, it := range m.skipped {
+		_ = b.Set([]byte(fmt.Sprintf("%s%020d", prefixSkipped, it.seq)), []byte(it.err.Error()), nil)
 	}
-	if live {
-		s.mu.RUnlock()
-	}
-	slices.Sort(info.Devices)
 	var v [8]byte
-	binary.BigEndian.PutUint64(v[:], cp)
+	binary.BigEndian.PutUint64(v[:], m.applied)
 	_ = b.Set(keyCheckpoint, v[:], nil)
-	if err := b.Commit(pebble.Sync); err != nil {
-		return info, fmt.Errorf("write read models at sequence %d: %w", cp, err)
+	_ = b.Set(keyLayout, []byte(layout), nil)
+	opt := pebble.NoSync
+	if sync {
+		opt = pebble.Sync
 	}
-	m.checkpoint = cp
-	info.Checkpoint = cp
-	info.Fold = time.Since(start)
-	return info, nil
+	if err := b.Commit(opt); err != nil {
+		err = fmt.Errorf("write read models at sequence %d: %w", m.applied, err)
+		if live {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+		}
+		if lerr := m.load(); lerr != nil {
+			return errors.Join(err, fmt.Errorf("read models back: %w", lerr))
+		}
+		m.applied = m.checkpoint
+		clear(m.dirty)
+		m.skipped = m.skipped[:0]
+		return err
+	}
+	s.skipped.Add(uint64(len(m.skipped)))
+	m.skipped = m.skipped[:0]
+	clear(m.dirty)
+	m.checkpoint = m.applied
+	info.Checkpoint = m.checkpoint
+	slices.Sort(info.Devices)
+	return nil
 }
 
 // Run consumes the stream from the checkpoint until ctx is done, applying
@@ -308,6 +368,9 @@ func (s *Service) apply(m *models, items []item, live bool) (BatchInfo, error) {
 func (s *Service) Run(ctx context.Context, js jetstream.JetStream) error {
 	st, err := jsstore.Attach(ctx, js)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	if last, err := st.LastSeq(ctx); err == nil {
@@ -342,7 +405,7 @@ func (s *Service) noteLast(seq uint64) {
 // is recreated at the checkpoint on every start.
 func (s *Service) consume(ctx context.Context, js jetstream.JetStream) error {
 	s.applyMu.Lock()
-	from := s.m.checkpoint + 1
+	from := s.m.applied + 1
 	s.applyMu.Unlock()
 	if err := js.DeleteConsumer(ctx, events.Stream, s.durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("reset consumer %s: %w", s.durable, err)
@@ -356,12 +419,14 @@ func (s *Service) consume(ctx context.Context, js jetstream.JetStream) error {
 		return fmt.Errorf("create consumer %s: %w", s.durable, err)
 	}
 	return s.pump(ctx, cons, 0, func(items []item) error {
+		start := time.Now()
 		s.applyMu.Lock()
 		defer s.applyMu.Unlock()
-		info, err := s.apply(s.m, items, true)
-		if err != nil {
+		info := s.apply(s.m, items, true)
+		if err := s.flush(s.m, true, true, &info); err != nil {
 			return err
 		}
+		info.Fold = time.Since(start)
 		s.done(info)
 		return nil
 	})
@@ -604,12 +669,15 @@ func (s *Service) Rebuild(ctx context.Context, js jetstream.JetStream, progress 
 		}
 	}()
 	report := func() {
-		s.rebuildDone.Store(nm.checkpoint)
+		s.rebuildDone.Store(nm.applied)
 		if progress != nil {
-			progress(nm.checkpoint, s.rebuildTotal.Load())
+			progress(nm.applied, s.rebuildTotal.Load())
 		}
 	}
 	report()
+	// Fold in memory; write the whole state once at the end (unsynced, then
+	// the tail synced): nothing is read from this store before the swap,
+	// and an interrupted rebuild starts over.
 	if total > 0 {
 		cons, err := js.OrderedConsumer(ctx, events.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.AllSubjects}})
 		if err != nil {
@@ -617,8 +685,11 @@ func (s *Service) Rebuild(ctx context.Context, js jetstream.JetStream, progress 
 		}
 		lastReport := time.Now()
 		err = s.pump(ctx, cons, total, func(items []item) error {
-			if _, err := s.apply(nm, items, false); err != nil {
-				return err
+			s.apply(nm, items, false)
+			if len(nm.skipped) > 10000 {
+				if err := s.flush(nm, false, false, &BatchInfo{}); err != nil {
+					return err
+				}
 			}
 			if time.Since(lastReport) > 500*time.Millisecond {
 				lastReport = time.Now()
@@ -630,14 +701,21 @@ func (s *Service) Rebuild(ctx context.Context, js jetstream.JetStream, progress 
 			return fmt.Errorf("rebuild: %w", err)
 		}
 	}
+	clear(nm.dirty)
+	for _, p := range allParts(nm.fleet, nm.drift) {
+		nm.dirty[p] = struct{}{}
+	}
+	if err := s.flush(nm, false, false, &BatchInfo{}); err != nil {
+		return fmt.Errorf("rebuild: %w", err)
+	}
 	// catch up with the live models, then swap
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
-	target := s.m.checkpoint
-	if target > nm.checkpoint {
+	target := s.m.applied
+	if target > nm.applied {
 		s.rebuildTotal.Store(target)
 		var tail []item
-		for ev, err := range st.Read(ctx, events.Filter{FromSeq: nm.checkpoint + 1, ToSeq: target}) {
+		for ev, err := range st.Read(ctx, events.Filter{FromSeq: nm.applied + 1, ToSeq: target}) {
 			var bm *events.BadMessage
 			switch {
 			case err == nil:
@@ -648,11 +726,12 @@ func (s *Service) Rebuild(ctx context.Context, js jetstream.JetStream, progress 
 				return fmt.Errorf("rebuild catch-up: %w", err)
 			}
 		}
-		// a gap-free tail up to target: mark the checkpoint at target even
-		// if the last messages were filtered out
-		if _, err := s.apply(nm, tail, false); err != nil {
-			return err
-		}
+		s.apply(nm, tail, false)
+		// gap-free up to target: mark it even if the last messages were not delivered
+		nm.applied = max(nm.applied, target)
+	}
+	if err := s.flush(nm, true, false, &BatchInfo{}); err != nil {
+		return fmt.Errorf("rebuild: %w", err)
 	}
 	report()
 	if err := writeCurrent(s.dir, name); err != nil {

@@ -167,7 +167,8 @@ func TestServiceSkipsRedeliveredMessages(t *testing.T) {
 	}
 	for i := 0; i < len(items); i += 300 {
 		s.applyMu.Lock()
-		_, err := s.apply(s.m, items[i:min(i+300, len(items))], true)
+		info := s.apply(s.m, items[i:min(i+300, len(items))], true)
+		err := s.flush(s.m, true, true, &info)
 		s.applyMu.Unlock()
 		is.NoErr(err)
 	}
