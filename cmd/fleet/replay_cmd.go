@@ -267,8 +267,7 @@ const tableFmt = "%-8s  %-24s  %-24s  %-16s  %-16s  %-18s  %-4s  %s\n"
 // Messages that are not valid events are reported on stderr and skipped.
 func (p *linePrinter) print(seq iter.Seq2[events.Stored, error]) (uint64, error) {
 	var last uint64
-	enc := json.NewEncoder(p.w)
-	enc.SetEscapeHTML(false)
+	var line []byte
 	for s, err := range seq {
 		if err != nil {
 			var bm *events.BadMessage
@@ -284,9 +283,8 @@ func (p *linePrinter) print(seq iter.Seq2[events.Stored, error]) (uint64, error)
 		last = s.Seq
 		switch p.format {
 		case "ndjson":
-			if err := enc.Encode(s); err != nil {
-				return last, err
-			}
+			line = append(replay.AppendStored(line[:0], s), '\n')
+			p.w.Write(line)
 		case "json":
 			if p.n > 0 {
 				p.w.WriteString(",")

@@ -3,7 +3,6 @@ package timetravel_test
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"flag"
 	"io"
 	"math/rand/v2"
@@ -16,6 +15,7 @@ import (
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/eventstest"
 	"github.com/fleet-dev/fleet/fixtures"
+	"github.com/fleet-dev/fleet/replay"
 	"github.com/fleet-dev/fleet/replay/timetravel"
 )
 
@@ -112,16 +112,14 @@ func BenchmarkTimeTravel(b *testing.B) {
 		for range b.N {
 			t0 := time.Now()
 			w := bufio.NewWriterSize(io.Discard, 1<<16)
-			enc := json.NewEncoder(w)
-			enc.SetEscapeHTML(false)
 			n := 0
-			for s, err := range env.Store.Read(ctx, events.Filter{}) {
+			var line []byte
+			for s, err := range env.Store.Read(ctx, events.Filter{}) { // as fleet replay -o ndjson
 				if err != nil {
 					b.Fatal(err)
 				}
-				if err := enc.Encode(s); err != nil {
-					b.Fatal(err)
-				}
+				line = append(replay.AppendStored(line[:0], s), '\n')
+				w.Write(line)
 				n++
 			}
 			w.Flush()
