@@ -96,6 +96,25 @@ func decode(b []byte) (Event, Payload, error) {
 	if len(b) > maxEventSize {
 		return e, nil, fmt.Errorf("%w: event of %d bytes: must be at most %d", ErrInvalid, len(b), maxEventSize)
 	}
+	if e, p, ok := fastDecode(b); ok {
+		if err := e.checkEnvelope(); err == nil {
+			if p == nil {
+				p, err = e.Payload()
+			} else if c, ok := p.(interface{ check() error }); ok {
+				err = c.check()
+			}
+			if err == nil {
+				return e, p, nil
+			}
+		}
+		// refused: the standard decoder below gives the canonical error
+	}
+	return decodeStandard(b)
+}
+
+// decodeStandard is decode with encoding/json only.
+func decodeStandard(b []byte) (Event, Payload, error) {
+	var e Event
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&e); err != nil {
@@ -120,34 +139,42 @@ func (e Event) Check() error {
 
 // check is Check returning the decoded payload.
 func (e Event) check() (Payload, error) {
+	if err := e.checkEnvelope(); err != nil {
+		return nil, err
+	}
+	return e.Payload()
+}
+
+// checkEnvelope is Check but the payload.
+func (e Event) checkEnvelope() error {
 	if e.ID == "" {
-		return nil, fmt.Errorf("%w: event id: must be set (a ULID)", ErrInvalid)
+		return fmt.Errorf("%w: event id: must be set (a ULID)", ErrInvalid)
 	}
 	if _, err := ParseULID(e.ID); err != nil {
-		return nil, fmt.Errorf("%w: event id %q: must be a ULID", ErrInvalid, e.ID)
+		return fmt.Errorf("%w: event id %q: must be a ULID", ErrInvalid, e.ID)
 	}
 	if err := CheckID("device", e.Device); err != nil {
-		return nil, err
+		return err
 	}
 	spec, ok := payloadTypes[e.Type]
 	if !ok {
-		return nil, fmt.Errorf("%w: event %s type %q: not an event type fleet knows", ErrInvalid, e.ID, e.Type)
+		return fmt.Errorf("%w: event %s type %q: not an event type fleet knows", ErrInvalid, e.ID, e.Type)
 	}
 	if spec.perResource {
 		if err := CheckID("resource", e.Resource); err != nil {
-			return nil, err
+			return err
 		}
 	} else if e.Resource != "" {
-		return nil, fmt.Errorf("%w: event %s resource: must be empty for %s", ErrInvalid, e.ID, e.Type)
+		return fmt.Errorf("%w: event %s resource: must be empty for %s", ErrInvalid, e.ID, e.Type)
 	}
 	if e.Schema < 1 || e.Schema > spec.schema {
-		return nil, fmt.Errorf("%w: event %s schema %d: %s knows schema 1 to %d", ErrInvalid, e.ID, e.Schema, e.Type, spec.schema)
+		return fmt.Errorf("%w: event %s schema %d: %s knows schema 1 to %d", ErrInvalid, e.ID, e.Schema, e.Type, spec.schema)
 	}
 	if e.Generation < 0 {
-		return nil, fmt.Errorf("%w: event %s generation %d: must not be negative", ErrInvalid, e.ID, e.Generation)
+		return fmt.Errorf("%w: event %s generation %d: must not be negative", ErrInvalid, e.ID, e.Generation)
 	}
 	if e.At.IsZero() {
-		return nil, fmt.Errorf("%w: event %s at: must be set", ErrInvalid, e.ID)
+		return fmt.Errorf("%w: event %s at: must be set", ErrInvalid, e.ID)
 	}
-	return e.Payload()
+	return nil
 }

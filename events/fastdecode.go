@@ -1,0 +1,438 @@
+package events
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+)
+
+// A fast path for Decode. Readers decode every event of the log (the
+// projection service, replay, time travel), and encoding/json's reflection
+// is most of their cost. fastDecode parses the shape fleet's writers
+// produce (the envelope, and the payloads of the frequent types) in one
+// pass. It gives up (ok false) on anything else: an unknown or repeated
+// key, a string with an escape or a non-ASCII byte, null, a non-integer
+// number, white space it does not expect. Decode then runs the standard
+// decoder, so that what is accepted, and every error message, stay
+// encoding/json's. When it succeeds, the event is the one the standard
+// decoder gives (FuzzFastDecodeMatchesStandard pins that).
+
+type scan struct {
+	b []byte
+	i int
+}
+
+func (s *scan) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// tok consumes c after optional white space.
+func (s *scan) tok(c byte) bool {
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == c {
+		s.i++
+		return true
+	}
+	return false
+}
+
+// rawStr returns a string's bytes (without quotes) if it has no escape and
+// only printable ASCII; the standard decoder gives the same string then.
+func (s *scan) rawStr() ([]byte, bool) {
+	s.ws()
+	if s.i >= len(s.b) || s.b[s.i] != '"' {
+		return nil, false
+	}
+	start := s.i + 1
+	for j := start; j < len(s.b); j++ {
+		c := s.b[j]
+		if c == '"' {
+			s.i = j + 1
+			return s.b[start:j], true
+		}
+		if c == '\\' || c < 0x20 || c >= 0x7f {
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+func (s *scan) str() (string, bool) {
+	b, ok := s.rawStr()
+	return string(b), ok
+}
+
+// intN parses an integer that fits Go's int (32 bits on some Pis).
+func (s *scan) intN() (int, bool) {
+	n, ok := s.int()
+	if !ok || int64(int(n)) != n {
+		return 0, false
+	}
+	return int(n), true
+}
+
+// int parses an integer in JSON's grammar (no fraction, no exponent).
+func (s *scan) int() (int64, bool) {
+	s.ws()
+	start := s.i
+	j := s.i
+	if j < len(s.b) && s.b[j] == '-' {
+		j++
+	}
+	d := j
+	for j < len(s.b) && s.b[j] >= '0' && s.b[j] <= '9' {
+		j++
+	}
+	if j == d || (s.b[d] == '0' && j > d+1) {
+		return 0, false
+	}
+	if j < len(s.b) {
+		switch s.b[j] {
+		case '.', 'e', 'E':
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(string(s.b[start:j]), 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	s.i = j
+	return n, true
+}
+
+func (s *scan) bool() (bool, bool) {
+	s.ws()
+	switch {
+	case len(s.b)-s.i >= 4 && string(s.b[s.i:s.i+4]) == "true":
+		s.i += 4
+		return true, true
+	case len(s.b)-s.i >= 5 && string(s.b[s.i:s.i+5]) == "false":
+		s.i += 5
+		return false, true
+	}
+	return false, false
+}
+
+// time parses a quoted time the way time.Time's UnmarshalJSON does.
+func (s *scan) time() (time.Time, bool) {
+	s.ws()
+	start := s.i
+	if _, ok := s.rawStr(); !ok {
+		return time.Time{}, false
+	}
+	var t time.Time
+	if err := t.UnmarshalJSON(s.b[start:s.i]); err != nil {
+		return time.Time{}, false
+	}
+	return t, true
+}
+
+// value skips one JSON value, checking its grammar, and returns its bytes.
+func (s *scan) value(depth int) ([]byte, bool) {
+	s.ws()
+	start := s.i
+	if s.i >= len(s.b) || depth > 100 {
+		return nil, false
+	}
+	switch c := s.b[s.i]; {
+	case c == '{':
+		s.i++
+		if s.tok('}') {
+			return s.b[start:s.i], true
+		}
+		for {
+			s.ws()
+			if !s.skipStr() || !s.tok(':') {
+				return nil, false
+			}
+			if _, ok := s.value(depth + 1); !ok {
+				return nil, false
+			}
+			if s.tok('}') {
+				return s.b[start:s.i], true
+			}
+			if !s.tok(',') {
+				return nil, false
+			}
+		}
+	case c == '[':
+		s.i++
+		if s.tok(']') {
+			return s.b[start:s.i], true
+		}
+		for {
+			if _, ok := s.value(depth + 1); !ok {
+				return nil, false
+			}
+			if s.tok(']') {
+				return s.b[start:s.i], true
+			}
+			if !s.tok(',') {
+				return nil, false
+			}
+		}
+	case c == '"':
+		if !s.skipStr() {
+			return nil, false
+		}
+	case c == '-' || (c >= '0' && c <= '9'):
+		if !s.skipNumber() {
+			return nil, false
+		}
+	default:
+		for _, lit := range []string{"true", "false", "null"} {
+			if len(s.b)-s.i >= len(lit) && string(s.b[s.i:s.i+len(lit)]) == lit {
+				s.i += len(lit)
+				return s.b[start:s.i], true
+			}
+		}
+		return nil, false
+	}
+	return s.b[start:s.i], true
+}
+
+// skipStr skips a string with any valid escapes (the standard decoder
+// accepts any byte >= 0x20 but '"' and '\' unescaped).
+func (s *scan) skipStr() bool {
+	if s.i >= len(s.b) || s.b[s.i] != '"' {
+		return false
+	}
+	for j := s.i + 1; j < len(s.b); j++ {
+		switch c := s.b[j]; {
+		case c == '"':
+			s.i = j + 1
+			return true
+		case c < 0x20:
+			return false
+		case c == '\\':
+			j++
+			if j >= len(s.b) {
+				return false
+			}
+			switch s.b[j] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			case 'u':
+				if j+4 >= len(s.b) {
+					return false
+				}
+				for _, h := range s.b[j+1 : j+5] {
+					if !(h >= '0' && h <= '9' || h >= 'a' && h <= 'f' || h >= 'A' && h <= 'F') {
+						return false
+					}
+				}
+				j += 4
+			default:
+				return false
+			}
+		}
+	}
+	return false
+}
+
+func (s *scan) skipNumber() bool {
+	j := s.i
+	digits := func() int {
+		n := 0
+		for j < len(s.b) && s.b[j] >= '0' && s.b[j] <= '9' {
+			j++
+			n++
+		}
+		return n
+	}
+	if j < len(s.b) && s.b[j] == '-' {
+		j++
+	}
+	d := j
+	if n := digits(); n == 0 || (s.b[d] == '0' && n > 1) {
+		return false
+	}
+	if j < len(s.b) && s.b[j] == '.' {
+		j++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if j < len(s.b) && (s.b[j] == 'e' || s.b[j] == 'E') {
+		j++
+		if j < len(s.b) && (s.b[j] == '+' || s.b[j] == '-') {
+			j++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	s.i = j
+	return true
+}
+
+// object calls field for every key of an object; field consumes the value
+// and returns false to give up. Repeated keys give up.
+func (s *scan) object(field func(key string) bool) bool {
+	if !s.tok('{') {
+		return false
+	}
+	if s.tok('}') {
+		return true
+	}
+	var seen [16]string
+	n := 0
+	for {
+		k, ok := s.rawStr()
+		if !ok || !s.tok(':') {
+			return false
+		}
+		key := string(k)
+		for _, x := range seen[:n] {
+			if x == key {
+				return false
+			}
+		}
+		if n == len(seen) {
+			return false
+		}
+		seen[n] = key
+		n++
+		if !field(key) {
+			return false
+		}
+		if s.tok('}') {
+			return true
+		}
+		if !s.tok(',') {
+			return false
+		}
+	}
+}
+
+// fastDecode parses an event's envelope and, for the frequent types, its
+// payload (p nil: decode Data with Event.Payload). ok false: use the
+// standard decoder.
+func fastDecode(b []byte) (e Event, p Payload, ok bool) {
+	s := &scan{b: b}
+	var data []byte
+	ok = s.object(func(key string) bool {
+		var ok bool
+		switch key {
+		case "id":
+			e.ID, ok = s.str()
+		case "type":
+			e.Type, ok = s.str()
+		case "schema":
+			e.Schema, ok = s.intN()
+		case "device":
+			e.Device, ok = s.str()
+		case "resource":
+			e.Resource, ok = s.str()
+		case "generation":
+			e.Generation, ok = s.int()
+		case "at":
+			e.At, ok = s.time()
+		case "actor":
+			e.Actor, ok = s.str()
+		case "causation":
+			e.Causation, ok = s.str()
+		case "correlation":
+			e.Correlation, ok = s.str()
+		case "data":
+			s.ws()
+			if s.i < len(s.b) && s.b[s.i] == '{' {
+				data, ok = s.value(0)
+			}
+		}
+		return ok
+	})
+	if !ok || data == nil {
+		return Event{}, nil, false
+	}
+	s.ws()
+	if s.i != len(b) {
+		return Event{}, nil, false
+	}
+	e.Data = json.RawMessage(append([]byte(nil), data...))
+	switch e.Type {
+	case TypeStatusChanged:
+		if x, ok := fastStatus(e.Data); ok {
+			p = x
+		}
+	case TypeReconcileAttempted:
+		if x, ok := fastAttempt(e.Data); ok {
+			p = x
+		}
+	}
+	return e, p, true
+}
+
+func fastStatus(b []byte) (*StatusChanged, bool) {
+	p := &StatusChanged{}
+	s := &scan{b: b}
+	ok := s.object(func(key string) bool {
+		var ok bool
+		switch key {
+		case "kind":
+			p.Kind, ok = s.str()
+		case "from":
+			p.From, ok = s.str()
+		case "to":
+			p.To, ok = s.str()
+		case "trigger":
+			p.Trigger, ok = s.str()
+		case "reason":
+			p.Reason, ok = s.str()
+		case "error":
+			p.Error, ok = s.str()
+		case "attempts":
+			p.Attempts, ok = s.intN()
+		case "retryAfter":
+			var t time.Time
+			if t, ok = s.time(); ok {
+				p.RetryAfter = &t
+			}
+		}
+		return ok
+	})
+	return p, ok && s.i == len(b)
+}
+
+func fastAttempt(b []byte) (*ReconcileAttempted, bool) {
+	p := &ReconcileAttempted{}
+	s := &scan{b: b}
+	ok := s.object(func(key string) bool {
+		var ok bool
+		switch key {
+		case "kind":
+			p.Kind, ok = s.str()
+		case "attempt":
+			p.Attempt, ok = s.intN()
+		case "trigger":
+			p.Trigger, ok = s.str()
+		case "durationNs":
+			var n int64
+			n, ok = s.int()
+			p.Duration = time.Duration(n)
+		case "outcome":
+			p.Outcome, ok = s.str()
+		case "error":
+			p.Error, ok = s.str()
+		case "changed":
+			p.Changed, ok = s.bool()
+		case "output":
+			p.Output, ok = s.str()
+		case "exitCode":
+			var x int
+			if x, ok = s.intN(); ok {
+				p.ExitCode = &x
+			}
+		case "specDigest":
+			p.SpecDigest, ok = s.str()
+		}
+		return ok
+	})
+	return p, ok && s.i == len(b)
+}
