@@ -78,7 +78,7 @@ func startDemo(ctx context.Context, c *DemoCmd, dir string, out io.Writer) (*dem
 	d := &demo{c: c, out: out, dir: dir, t0: time.Now()}
 	sc := &ServerCmd{
 		Data: filepath.Join(dir, "server"), Listen: "127.0.0.1:0", HTTP: demoHTTPAddr(c.HTTP),
-		RelaxedSync: c.RelaxedSync, Replicas: 1, HeartbeatTTL: 6 * time.Second,
+		RelaxedSync: c.RelaxedSync, Replicas: 1, HeartbeatTTL: 5 * time.Second,
 	}
 	rs, err := sc.Start(ctx, &Globals{}, nil) // always embedded: never FLEET_NATS
 	if err != nil {
@@ -430,10 +430,12 @@ func (d *demo) stepOffline(ctx context.Context) error {
 	}
 	queued := dev.agent.Agent.OutboxLen()
 	d.say("  %s corrected it on its own, offline: the file is back; %d events wait in its outbox", dev.id, queued)
-	select { // long enough for the dashboard to show it Stale
+	hold := max(2*time.Second, 3*d.c.Pace) // with the default pace, long enough for the dashboard to show it Stale
+	d.say("  it stays offline for %s", hold)
+	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-time.After(2 * time.Second):
+	case <-time.After(hold):
 	}
 	d.fold.mu.Lock()
 	before, _ := driftCount(d.fold, dev.id, "app-config")
