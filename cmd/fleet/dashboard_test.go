@@ -168,13 +168,17 @@ func (f *browserFleet) getJSON(path string, v any) error {
 }
 
 // waitReady waits until the API shows device Ready at generation gen.
-func (f *browserFleet) waitReady(device string, gen int64) {
+func (f *browserFleet) waitReady(device string, gen int64) { f.waitSettled(device, gen, true) }
+
+// waitSettled waits until the API shows device settled at generation gen,
+// and Ready if ready.
+func (f *browserFleet) waitSettled(device string, gen int64, ready bool) {
 	f.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		var d projections.Device
 		if f.getJSON("/api/devices/"+device, &d) == nil && d.ObservedGeneration >= gen {
-			if c, _ := d.Condition(projections.CondReady); c.Status == projections.True {
+			if c, _ := d.Condition(projections.CondReady); c.Status == projections.True || !ready {
 				return
 			}
 		}
@@ -249,12 +253,15 @@ func TestDashboardInBrowser(t *testing.T) {
 	is := is.New(t)
 	shots := screenshotDir(t)
 	f := startBrowserFleet(t, "pi-01", "pi-02", "pi-03")
-	for _, id := range []string{"pi-01", "pi-02", "pi-03"} {
-		f.apply(id, "demo/base.yaml")
-	}
-	for _, id := range []string{"pi-01", "pi-02", "pi-03"} {
-		f.waitReady(id, 1)
-	}
+	// pi-03 gets a resource that cannot be written: /etc/sensor is a file.
+	is.NoErr(os.MkdirAll(filepath.Join(f.dir, "pi-03", "root", "etc"), 0o755))
+	is.NoErr(os.WriteFile(filepath.Join(f.dir, "pi-03", "root", "etc", "sensor"), []byte("file\n"), 0o644))
+	f.apply("pi-01", "demo/base.yaml")
+	f.apply("pi-02", "demo/base.yaml")
+	f.apply("pi-03", "demo/base.yaml", "demo/failing.yaml")
+	f.waitReady("pi-01", 1)
+	f.waitReady("pi-02", 1)
+	f.waitSettled("pi-03", 1, false)
 	time.Sleep(50 * time.Millisecond)
 	beforeRollout := time.Now()
 	time.Sleep(50 * time.Millisecond)
@@ -324,6 +331,18 @@ func TestDashboardInBrowser(t *testing.T) {
 		chromedp.Click(css(`#travel-live`)),
 		poll(`document.getElementById("travel-banner").hidden && document.querySelector("#device-head .gen").textContent.startsWith("generation 2,")`),
 	))
+
+	// The failing device: its resource's why, error and next retry.
+	is.NoErr(chromedp.Do(ctx,
+		chromedp.Navigate(f.url+"#/devices/pi-03"),
+		chromedp.WaitVisible(css(`#why li[data-resource="sensor-calib"]`)),
+		chromedp.WaitVisible(css(`#resources tr[data-resource="sensor-calib"][data-state="Failed"]`)),
+		screenshot(t, shots, "device-failing.png"),
+	))
+	why := eval[string](t, ctx, `document.querySelector('#why li[data-resource="sensor-calib"]').textContent`)
+	is.True(strings.Contains(why, "not a directory")) // the error, in the why
+	is.True(strings.Contains(why, "next retry"))      // and when it is tried again
+	is.True(eval[string](t, ctx, `document.querySelector('#resources tr[data-resource="sensor-calib"] td[data-label="Next retry"]').textContent`) != "")
 
 	// The same pages on a phone-sized screen.
 	phone := newBrowser(t, 390, 844)

@@ -340,7 +340,7 @@ function renderHead(page, d) {
     h("p", { class: "gen" }, `generation ${d.generation ?? 0}, observed ${d.observedGeneration ?? 0}`,
       d.lastSeen ? h("span", { class: "muted" }, " · last seen ", h("span", { "data-ago": d.lastSeen, title: fmtTime(d.lastSeen) }, ago(d.lastSeen))) : ""),
     h("ul", { class: "conditions" }, ...(d.conditions || []).map((c) =>
-      h("li", { "data-condition": c.type }, condBadge(c), " ", h("span", { class: "muted" }, c.message || c.reason || "")))),
+      h("li", { "data-condition": c.type }, condBadge(c, c.type === "Ready"), " ", h("span", { class: "muted" }, c.message || c.reason || "")))),
   );
 }
 
