@@ -34,8 +34,8 @@ type Reply struct {
 }
 
 // Follow keeps x up to date with the stream: an ordered consumer from the
-// checkpoint on, applying messages in batches (each batch one synced Pebble
-// write with the checkpoint), until ctx is done. The Pebble checkpoint is the
+// checkpoint on, applying messages in batches (each batch one Pebble write
+// with the checkpoint), until ctx is done. The Pebble checkpoint is the
 // source of truth, so no consumer state lives on the server; after a restart
 // it resumes exactly after the last batch written.
 func (x *Index) Follow(ctx context.Context, js jetstream.JetStream) error {
