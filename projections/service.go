@@ -432,22 +432,42 @@ func (s *Service) consume(ctx context.Context, js jetstream.JetStream) error {
 	})
 }
 
+// handoff is how many decoded messages the consumer's callback hands the
+// folding goroutine at once (fewer when the consumer has caught up).
+const handoff = 256
+
 // pump delivers messages from cons to apply in batches: whatever has arrived
-// when the previous batch is written, up to maxBatch. It stops at ctx's end,
-// on an error, or after sequence upTo (0: never).
+// when the previous batch is written, up to maxBatch. Messages are decoded
+// on the consumer's goroutine and handed over in slices (a slice as soon as
+// the stream has nothing more pending, so a lone event is not held back),
+// while the previous batch is folded and written: a two-stage pipeline. It
+// stops at ctx's end, on an error, or after sequence upTo (0: never).
 func (s *Service) pump(ctx context.Context, cons jetstream.Consumer, upTo uint64, apply func([]item) error) error {
-	ch := make(chan item, 2*s.maxBatch)
+	ch := make(chan []item, 2*s.maxBatch/handoff+2)
+	free := make(chan []item, cap(ch)+2)
 	errc := make(chan error, 1)
+	var pend []item // the callback's alone
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		md, err := m.Metadata()
 		if err != nil {
 			return
 		}
-		it := item{seq: md.Sequence.Stream, pending: md.NumPending}
+		if pend == nil {
+			select {
+			case pend = <-free:
+			default:
+				pend = make([]item, 0, handoff)
+			}
+		}
+		pend = append(pend, item{seq: md.Sequence.Stream, pending: md.NumPending})
+		it := &pend[len(pend)-1]
 		it.ev, it.err = jsstore.FromRaw(m.Subject(), md.Sequence.Stream, md.Timestamp, m.Data())
-		select {
-		case ch <- it:
-		case <-ctx.Done():
+		if len(pend) >= handoff || md.NumPending == 0 || (upTo > 0 && it.seq >= upTo) {
+			select {
+			case ch <- pend:
+			case <-ctx.Done():
+			}
+			pend = nil
 		}
 	}, jetstream.PullMaxMessages(4096), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -461,7 +481,15 @@ func (s *Service) pump(ctx context.Context, cons jetstream.Consumer, upTo uint64
 		return fmt.Errorf("consume: %w", err)
 	}
 	defer cc.Stop()
-	batch := make([]item, 0, s.maxBatch)
+	batch := make([]item, 0, s.maxBatch+handoff)
+	take := func(part []item) {
+		batch = append(batch, part...)
+		clear(part) // let the events go
+		select {
+		case free <- part[:0]:
+		default:
+		}
+	}
 	for {
 		batch = batch[:0]
 		select {
@@ -469,14 +497,14 @@ func (s *Service) pump(ctx context.Context, cons jetstream.Consumer, upTo uint64
 			return ctx.Err()
 		case err := <-errc:
 			return err
-		case it := <-ch:
-			batch = append(batch, it)
+		case part := <-ch:
+			take(part)
 		}
 	drain:
 		for len(batch) < s.maxBatch {
 			select {
-			case it := <-ch:
-				batch = append(batch, it)
+			case part := <-ch:
+				take(part)
 			default:
 				break drain
 			}
