@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -255,4 +256,60 @@ func TestReplayFollowPrintsNewEvents(t *testing.T) {
 	for i := 1; i < len(seqs); i++ {
 		is.True(seqs[i] > seqs[i-1]) // in log order, none twice
 	}
+}
+
+// fleet server runs the time-travel index as one of its parts: it answers
+// inspect over NATS and the dashboard's GET /api/devices/{id}/at over HTTP,
+// and resumes from its checkpoint after a restart.
+func TestServerServesTimeTravel(t *testing.T) {
+	is := is.New(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	cmd := &ServerCmd{Data: dir, Listen: "127.0.0.1:0", HTTP: "127.0.0.1:0", RelaxedSync: true, Replicas: 1, HeartbeatTTL: 10 * time.Second}
+	rs, err := cmd.Start(ctx, &Globals{}, nil)
+	is.NoErr(err)
+	defer func() { rs.Stop() }()
+	url := "--nats=" + rs.Env.NATSURL
+	_, code := replayCLI(t, "import", filepath.Join(brokenFixtures, "good.ndjson"), url)
+	is.Equal(code, 0)
+
+	get := func(path string) (int, string) {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			resp, err := http.Get("http://" + rs.Env.HTTPAddr + path)
+			is.NoErr(err)
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.Header.Get("Fleet-Checkpoint") == "30" || resp.StatusCode == http.StatusBadRequest || time.Now().After(deadline) {
+				return resp.StatusCode, string(b)
+			}
+			time.Sleep(20 * time.Millisecond) // the index is still taking the log in
+		}
+	}
+	code, body := get("/api/devices/pi-01/at?t=2026-05-01T12:00:12Z")
+	is.Equal(code, 200)
+	folded, c := replayCLI(t, "inspect", "pi-01", "--at", "2026-05-01T12:00:12Z", "-o", "json", "--fold", url)
+	is.Equal(c, 0)
+	var a, b projections.Device
+	is.NoErr(json.Unmarshal([]byte(body), &a))
+	is.NoErr(json.Unmarshal([]byte(folded), &b))
+	is.Equal(a, b) // the HTTP answer is the fold's
+
+	code, _ = get("/api/devices/pi-01/at?seq=5")
+	is.Equal(code, 200)
+	code, _ = get("/api/devices/pi-01/at?t=yesterday")
+	is.Equal(code, 400)
+
+	out, c := replayCLI(t, "inspect", "pi-01", "--at", "2026-05-01T12:00:12Z", url)
+	is.Equal(c, 0)
+	is.True(strings.Contains(out, "time-travel index at seq 30"))
+
+	// a restart resumes from the checkpoint: the answer is unchanged
+	rs.Stop()
+	rs, err = cmd.Start(ctx, &Globals{}, nil)
+	is.NoErr(err)
+	url = "--nats=" + rs.Env.NATSURL
+	again, c := replayCLI(t, "inspect", "pi-01", "--at", "2026-05-01T12:00:12Z", "-o", "json", url)
+	is.Equal(c, 0)
+	is.Equal(again, folded)
 }
