@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -135,7 +137,8 @@ func startBrowserFleet(t *testing.T, devices ...string) *browserFleet {
 		}
 		h, err := agent.Start(ctx, nc, id, agent.WithRoot(root), agent.WithStateDir(filepath.Join(dir, id, "state")),
 			agent.WithLabels(map[string]string{"site": "test"}), agent.WithManifestPoll(time.Second),
-			agent.WithHeartbeatInterval(time.Second), agent.WithShutdownGrace(time.Second))
+			agent.WithHeartbeatInterval(time.Second), agent.WithShutdownGrace(time.Second),
+			agent.WithBackoff(time.Second, 4*time.Second), agent.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -343,6 +346,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	is.True(strings.Contains(why, "not a directory")) // the error, in the why
 	is.True(strings.Contains(why, "next retry"))      // and when it is tried again
 	is.True(eval[string](t, ctx, `document.querySelector('#resources tr[data-resource="sensor-calib"] td[data-label="Next retry"]').textContent`) != "")
+	// Its retries arrive on the open page: the timeline grows without a reload.
+	n := eval[int](t, ctx, `document.querySelectorAll("#timeline li").length`)
+	is.NoErr(chromedp.Do(ctx, poll(fmt.Sprintf(`document.querySelectorAll("#timeline li").length > %d`, n))))
 
 	// The same pages on a phone-sized screen.
 	phone := newBrowser(t, 390, 844)

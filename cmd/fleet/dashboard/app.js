@@ -214,7 +214,7 @@ function devicePage(id) {
       try {
         [dev, evs, drift] = await Promise.all([
           getJSON(`/api/devices/${enc}`),
-          getJSON(`/api/devices/${enc}/events`).catch(() => []),
+          loadEvents(page, enc),
           getJSON(`/api/devices/${enc}/drift`).catch(() => []),
         ]);
       } catch (e) {
@@ -223,14 +223,43 @@ function devicePage(id) {
       if (view !== page) return;
       page.device = dev;
       page.drift = list(drift, "resources", "drift");
-      const all = list(evs, "events");
-      page.events = all.filter((e) => e.at).sort((a, b) => Date.parse(a.at) - Date.parse(b.at) || (a.seq || 0) - (b.seq || 0));
+      page.events = evs;
       if (!isUpdate || !page.shell) renderDevice(page);
       else updateDevice(page);
       if (page.travel === null) await showNow(page);
     },
   };
   return page;
+}
+
+// loadEvents fetches the device's events not yet seen (pages of 1,000 from
+// the last sequence seen on), keeps the newest MAX_EVENTS, and returns them
+// sorted by event time: the timeline and the slider's stops.
+const MAX_EVENTS = 20000;
+async function loadEvents(page, enc) {
+  page.raw = page.raw || [];
+  page.seen = page.seen || new Set(); // sequences held: overlapping refreshes add each event once
+  for (let i = 0; i < 50; i++) {
+    const from = page.nextSeq || 0;
+    let batch;
+    try {
+      batch = list(await getJSON(`/api/devices/${enc}/events?from=${from}&limit=1000`), "events");
+    } catch (e) {
+      break;
+    }
+    for (const e of batch) {
+      if (page.seen.has(e.seq)) continue;
+      page.seen.add(e.seq);
+      page.raw.push(e);
+    }
+    if (batch.length) page.nextSeq = Math.max(from, ...batch.map((e) => e.seq || 0)) + 1;
+    if (batch.length < 1000) break;
+  }
+  if (page.raw.length > MAX_EVENTS) {
+    for (const e of page.raw.slice(0, page.raw.length - MAX_EVENTS)) page.seen.delete(e.seq);
+    page.raw = page.raw.slice(-MAX_EVENTS);
+  }
+  return page.raw.filter((e) => e.at).sort((a, b) => Date.parse(a.at) - Date.parse(b.at) || (a.seq || 0) - (b.seq || 0));
 }
 
 function renderDevice(page) {
