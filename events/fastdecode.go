@@ -365,6 +365,10 @@ func fastDecode(b []byte) (e Event, p Payload, ok bool) {
 		if x, ok := fastAttempt(e.Data); ok {
 			p = x
 		}
+	case TypeDriftDetected:
+		if x, ok := fastDrift(e.Data); ok {
+			p = x
+		}
 	}
 	return e, p, true
 }
@@ -431,6 +435,56 @@ func fastAttempt(b []byte) (*ReconcileAttempted, bool) {
 			}
 		case "specDigest":
 			p.SpecDigest, ok = s.str()
+		}
+		return ok
+	})
+	return p, ok && s.i == len(b)
+}
+
+func fastDrift(b []byte) (*DriftDetected, bool) {
+	p := &DriftDetected{}
+	s := &scan{b: b}
+	ok := s.object(func(key string) bool {
+		var ok bool
+		switch key {
+		case "kind":
+			p.Kind, ok = s.str()
+		case "policy":
+			p.Policy, ok = s.str()
+		case "source":
+			p.Source, ok = s.str()
+		case "differences":
+			if !s.tok('[') {
+				return false
+			}
+			p.Differences = []Difference{}
+			if s.tok(']') {
+				return true
+			}
+			for {
+				var d Difference
+				if !s.object(func(key string) bool {
+					var ok bool
+					switch key {
+					case "field":
+						d.Field, ok = s.str()
+					case "expected":
+						d.Expected, ok = s.str()
+					case "observed":
+						d.Observed, ok = s.str()
+					}
+					return ok
+				}) {
+					return false
+				}
+				p.Differences = append(p.Differences, d)
+				if s.tok(']') {
+					return true
+				}
+				if !s.tok(',') {
+					return false
+				}
+			}
 		}
 		return ok
 	})

@@ -65,7 +65,7 @@ func TestFastDecodeGivesTheStandardEventForEveryGeneratedEvent(t *testing.T) {
 		if f {
 			fast++
 		}
-		if p && (e.Type == events.TypeStatusChanged || e.Type == events.TypeReconcileAttempted) {
+		if p && (e.Type == events.TypeStatusChanged || e.Type == events.TypeReconcileAttempted || e.Type == events.TypeDriftDetected) {
 			payloads++
 		}
 	}
@@ -102,6 +102,7 @@ func FuzzFastDecodeMatchesStandard(f *testing.F) {
 		b, _ := events.Encode(e)
 		f.Add(b)
 	}
+	f.Add([]byte(`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"DriftDetected","schema":1,"device":"d","resource":"r","generation":2,"at":"2025-01-01T00:00:00Z","actor":"agent:d","data":{"kind":"file","differences":[{"field":"mode","expected":"0644","observed":"0600"},{"field":"x"}],"policy":"correct"}}`))
 	f.Add([]byte(`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"ReconcileAttempted","schema":1,"device":"d","resource":"r","generation":2,"at":"2025-01-01T00:00:00+02:00","actor":"agent:d","data":{"kind":"exec","attempt":2,"durationNs":-5,"outcome":"failed","exitCode":-1,"changed":true,"output":"x y"}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		sameAsStandard(t, b)
