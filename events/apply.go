@@ -6,9 +6,9 @@ import (
 	"fmt"
 )
 
-// Signer signs a manifest digest; it returns the signature and the key id.
+// Signer signs a manifest's SignedStatement; it returns the signature and the key id.
 type Signer interface {
-	Sign(digest string) (signature, keyID string, err error)
+	Sign(statement []byte) (signature, keyID string, err error)
 }
 
 // Applied is the result of Apply.
@@ -49,7 +49,7 @@ func Apply(ctx context.Context, s Store, clock *Clock, device string, m Manifest
 func ApplyAfter(ctx context.Context, s Store, clock *Clock, device string, m Manifest, actor string, signer Signer, expectedSeq uint64, prevGen int64) (Applied, error) {
 	p := ManifestApplied{Manifest: m, Digest: m.Digest()}
 	if signer != nil {
-		sig, kid, err := signer.Sign(p.Digest)
+		sig, kid, err := signer.Sign(SignedStatement(device, prevGen+1, p.Digest))
 		if err != nil {
 			return Applied{}, fmt.Errorf("sign manifest for %s: %w", device, err)
 		}

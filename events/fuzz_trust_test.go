@@ -128,7 +128,7 @@ func FuzzKeyFiles(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if signer, err := events.ParsePrivateKey(b); err == nil {
 			p := signedManifest(t, signer)
-			if err := events.VerifyManifest(signer.Public(), p); err != nil {
+			if err := events.VerifyManifest(signer.Public(), "pi-01", 1, p); err != nil {
 				t.Fatalf("parsed key's signature does not verify: %v", err)
 			}
 		} else if !errors.Is(err, events.ErrInvalid) {
@@ -156,7 +156,7 @@ func FuzzVerifyManifest(f *testing.F) {
 		m, _ := events.ParseManifest([]byte("resources: [{id: a, file: {path: /a}}]"))
 		m.Resources[0].File.Content = content
 		p := &events.ManifestApplied{Manifest: m, Digest: digest, Signature: sig, KeyID: kid}
-		if err := events.VerifyManifest(signer.Public(), p); err == nil {
+		if err := events.VerifyManifest(signer.Public(), "pi-01", 1, p); err == nil {
 			t.Fatalf("forged signature %q accepted", sig)
 		} else if !errors.Is(err, events.ErrSignature) {
 			t.Fatalf("refusal does not wrap ErrSignature: %v", err)

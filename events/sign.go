@@ -124,10 +124,9 @@ func (s *Ed25519Signer) Public() PublicKey { return s.pub }
 func (s *Ed25519Signer) KeyID() string { return s.pub.KeyID() }
 
 // Sign implements Signer: the signature is the standard base64 of the ed25519
-// signature of the digest's bytes (its lowercase hex text, as in
-// ManifestApplied.Digest). It never fails for a valid key.
-func (s *Ed25519Signer) Sign(digest string) (string, string, error) {
-	sig := ed25519.Sign(s.priv, []byte(digest))
+// signature of statement (see SignedStatement). It never fails for a valid key.
+func (s *Ed25519Signer) Sign(statement []byte) (string, string, error) {
+	sig := ed25519.Sign(s.priv, statement)
 	return base64.StdEncoding.EncodeToString(sig), s.KeyID(), nil
 }
 
@@ -198,7 +197,10 @@ func LoadSigner(path string) (*Ed25519Signer, error) {
 // p.Digest; a Digest field that disagrees is refused too. The error says
 // why (unsigned, another key, digest mismatch, bad signature) and wraps
 // ErrSignature.
-func VerifyManifest(pub PublicKey, p *ManifestApplied) error {
+// The signature covers the device and the generation too (SignedStatement), so
+// a signed manifest cannot be replayed to another device or as another
+// generation by someone who can append but does not hold the key.
+func VerifyManifest(pub PublicKey, device string, generation int64, p *ManifestApplied) error {
 	if len(pub) != ed25519.PublicKeySize {
 		return fmt.Errorf("%w: trusted key: must be %d bytes, is %d", ErrSignature, ed25519.PublicKeySize, len(pub))
 	}
@@ -219,28 +221,28 @@ func VerifyManifest(pub PublicKey, p *ManifestApplied) error {
 	if err != nil || len(sig) != ed25519.SignatureSize {
 		return fmt.Errorf("%w: signature: must be the base64 of a %d-byte ed25519 signature", ErrSignature, ed25519.SignatureSize)
 	}
-	if !ed25519.Verify(ed25519.PublicKey(pub), []byte(digest), sig) {
-		return fmt.Errorf("%w: signature does not verify with key %s", ErrSignature, pub.KeyID())
+	if !ed25519.Verify(ed25519.PublicKey(pub), SignedStatement(device, generation, digest), sig) {
+		return fmt.Errorf("%w: signature does not verify with key %s for device %s generation %d", ErrSignature, pub.KeyID(), device, generation)
 	}
 	return nil
 }
 
 // VerifyManifestAny accepts p if any of keys verifies it (key rotation: trust
 // the old and the new key for a while). With no keys it refuses everything.
-func VerifyManifestAny(keys []PublicKey, p *ManifestApplied) error {
+func VerifyManifestAny(keys []PublicKey, device string, generation int64, p *ManifestApplied) error {
 	if len(keys) == 0 {
 		return fmt.Errorf("%w: no trusted keys", ErrSignature)
 	}
 	if p != nil && p.KeyID != "" {
 		for _, k := range keys {
 			if k.KeyID() == p.KeyID {
-				return VerifyManifest(k, p)
+				return VerifyManifest(k, device, generation, p)
 			}
 		}
 	}
 	var first error
 	for _, k := range keys {
-		err := VerifyManifest(k, p)
+		err := VerifyManifest(k, device, generation, p)
 		if err == nil {
 			return nil
 		}
@@ -256,6 +258,12 @@ func VerifyManifestAny(keys []PublicKey, p *ManifestApplied) error {
 		return fmt.Errorf("%w: manifest is signed by key %s: this agent trusts keys %s", ErrSignature, abbrev(p.KeyID), strings.Join(ids, ", "))
 	}
 	return first
+}
+
+// SignedStatement is what a manifest signature signs: the manifest's digest
+// bound to the device and generation it was applied as.
+func SignedStatement(device string, generation int64, digest string) []byte {
+	return fmt.Appendf(nil, "fleet-manifest-v1\ndevice %s\ngeneration %d\ndigest %s\n", device, generation, digest)
 }
 
 // readSmall reads a file of at most MaxKeyFileBytes.
@@ -303,7 +311,7 @@ func LoadTrust(specs []string) ([]PublicKey, error) {
 func TrustCheck(keys []PublicKey) func(Stored, *ManifestApplied) error {
 	keys = append([]PublicKey(nil), keys...)
 	return func(s Stored, p *ManifestApplied) error {
-		if err := VerifyManifestAny(keys, p); err != nil {
+		if err := VerifyManifestAny(keys, s.Device, s.Generation, p); err != nil {
 			return fmt.Errorf("generation %d (sequence %d): %w", s.Generation, s.Seq, err)
 		}
 		return nil

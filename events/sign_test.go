@@ -26,7 +26,7 @@ func signedManifest(t *testing.T, s events.Signer) *events.ManifestApplied {
 	}
 	p := &events.ManifestApplied{Manifest: m, Digest: m.Digest()}
 	if s != nil {
-		p.Signature, p.KeyID, err = s.Sign(p.Digest)
+		p.Signature, p.KeyID, err = s.Sign(events.SignedStatement("pi-01", 1, p.Digest))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -52,8 +52,8 @@ func TestSignedManifestIsOnTheLogAndVerifies(t *testing.T) {
 	ma := p.(*events.ManifestApplied)
 	is.Equal(ma.KeyID, signer.KeyID()) // the key id is in the audit trail
 	is.True(ma.Signature != "")        // and so is the signature
-	is.NoErr(events.VerifyManifest(signer.Public(), ma))
-	is.NoErr(events.VerifyManifestAny([]events.PublicKey{mustKey(t).Public(), signer.Public()}, ma))
+	is.NoErr(events.VerifyManifest(signer.Public(), "pi-01", 1, ma))
+	is.NoErr(events.VerifyManifestAny([]events.PublicKey{mustKey(t).Public(), signer.Public()}, "pi-01", 1, ma))
 }
 
 func mustKey(t *testing.T) *events.Ed25519Signer {
@@ -68,44 +68,52 @@ func mustKey(t *testing.T) *events.Ed25519Signer {
 func TestVerifyManifestRefuses(t *testing.T) {
 	trusted, other := mustKey(t), mustKey(t)
 	cases := []struct {
-		name string
-		p    func() *events.ManifestApplied
-		want string
+		name   string
+		p      func() *events.ManifestApplied
+		want   string
+		device string // default pi-01 at generation 1, what signedManifest signs
+		gen    int64
 	}{
-		{"unsigned", func() *events.ManifestApplied { return signedManifest(t, nil) }, "unsigned"},
-		{"signed by another key", func() *events.ManifestApplied { return signedManifest(t, other) }, "signed by key " + other.KeyID()},
+		{"replayed to another device", func() *events.ManifestApplied { return signedManifest(t, trusted) }, "device pi-02", "pi-02", 1},
+		{"replayed as another generation", func() *events.ManifestApplied { return signedManifest(t, trusted) }, "generation 7", "pi-01", 7},
+		{"unsigned", func() *events.ManifestApplied { return signedManifest(t, nil) }, "unsigned", "", 0},
+		{"signed by another key", func() *events.ManifestApplied { return signedManifest(t, other) }, "signed by key " + other.KeyID(), "", 0},
 		{"another key claiming the trusted key id", func() *events.ManifestApplied {
 			p := signedManifest(t, other)
 			p.KeyID = trusted.KeyID()
 			return p
-		}, "does not verify"},
+		}, "does not verify", "", 0},
 		{"manifest changed after signing, digest recomputed", func() *events.ManifestApplied {
 			p := signedManifest(t, trusted)
 			p.Manifest.Resources[0].File.Content = "evil\n"
 			p.Digest = p.Manifest.Digest()
 			return p
-		}, "does not verify"},
+		}, "does not verify", "", 0},
 		{"manifest changed after signing, digest kept", func() *events.ManifestApplied {
 			p := signedManifest(t, trusted)
 			p.Manifest.Resources[0].File.Mode = "4777"
 			return p
-		}, "does not match"},
+		}, "does not match", "", 0},
 		{"signature not base64", func() *events.ManifestApplied {
 			p := signedManifest(t, trusted)
 			p.Signature = "!!!"
 			return p
-		}, "base64"},
+		}, "base64", "", 0},
 		{"signature truncated", func() *events.ManifestApplied {
 			p := signedManifest(t, trusted)
 			p.Signature = p.Signature[:20]
 			return p
-		}, "64-byte"},
-		{"nil", func() *events.ManifestApplied { return nil }, "no manifest"},
+		}, "64-byte", "", 0},
+		{"nil", func() *events.ManifestApplied { return nil }, "no manifest", "", 0},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			is := is.New(t)
-			err := events.VerifyManifest(trusted.Public(), c.p())
+			device, gen := c.device, c.gen
+			if device == "" {
+				device, gen = "pi-01", 1
+			}
+			err := events.VerifyManifest(trusted.Public(), device, gen, c.p())
 			is.True(err != nil)
 			is.True(errors.Is(err, events.ErrSignature))
 			is.True(strings.Contains(err.Error(), c.want)) // error names the problem
@@ -113,12 +121,12 @@ func TestVerifyManifestRefuses(t *testing.T) {
 	}
 	t.Run("no trusted keys", func(t *testing.T) {
 		is := is.New(t)
-		err := events.VerifyManifestAny(nil, signedManifest(t, trusted))
+		err := events.VerifyManifestAny(nil, "pi-01", 1, signedManifest(t, trusted))
 		is.True(errors.Is(err, events.ErrSignature))
 	})
 	t.Run("several trusted keys, none matches", func(t *testing.T) {
 		is := is.New(t)
-		err := events.VerifyManifestAny([]events.PublicKey{trusted.Public(), mustKey(t).Public()}, signedManifest(t, other))
+		err := events.VerifyManifestAny([]events.PublicKey{trusted.Public(), mustKey(t).Public()}, "pi-01", 1, signedManifest(t, other))
 		is.True(errors.Is(err, events.ErrSignature))
 		is.True(strings.Contains(err.Error(), other.KeyID()))
 	})

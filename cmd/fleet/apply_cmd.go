@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -57,12 +56,13 @@ func (c *ApplyCmd) Run(ctx context.Context, g *Globals) error {
 		return fmt.Errorf("manifest %s: %w", c.File, err)
 	}
 	var signer events.Signer
+	var keyID string
 	if c.Key != "" {
 		s, err := events.LoadSigner(c.Key)
 		if err != nil {
 			return err
 		}
-		signer = s
+		signer, keyID = s, s.KeyID()
 	}
 	if c.DryRun {
 		if c.JSON() {
@@ -79,17 +79,12 @@ func (c *ApplyCmd) Run(ctx context.Context, g *Globals) error {
 	clock, _ := events.NewClock(events.ClockState{}, nil)
 	res, err := events.Apply(ctx, st, clock, c.Device, m, operator(), signer)
 	if err != nil {
-		var ce *events.ConflictError
-		if errors.As(err, &ce) {
-			return fmt.Errorf("apply to %s: %w", c.Device, err)
-		}
 		return fmt.Errorf("apply to %s: %w", c.Device, err)
 	}
 	if c.JSON() {
 		out := map[string]any{"device": c.Device, "generation": res.Generation, "seq": res.Seq, "id": res.Event.ID, "digest": m.Digest()}
-		if signer != nil {
-			_, kid, _ := signer.Sign(m.Digest())
-			out["keyId"] = kid
+		if keyID != "" {
+			out["keyId"] = keyID
 		}
 		return printJSON(out)
 	}
