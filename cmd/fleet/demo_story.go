@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -546,6 +548,39 @@ type demoTimeTravel struct {
 	Then   projections.Device `json:"then"`
 	NowGen int64              `json:"nowGeneration"`
 	URL    string             `json:"url"`
+	// IndexAgrees: the server's time-travel index (GET URL) gave the same
+	// device as folding the log; nil when the server could not be asked.
+	IndexAgrees *bool `json:"indexAgrees,omitempty"`
+}
+
+// askIndex asks the server's time-travel API and compares its answer with
+// want; nil if it could not answer within a few seconds.
+func askIndex(ctx context.Context, u string, want projections.Device) *bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	wantJSON, _ := json.Marshal(want)
+	for ctx.Err() == nil {
+		req, _ := http.NewRequestWithContext(ctx, "GET", u, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			var got projections.Device
+			derr := json.NewDecoder(resp.Body).Decode(&got)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && derr == nil {
+				gotJSON, _ := json.Marshal(got)
+				same := bytes.Equal(gotJSON, wantJSON)
+				return &same
+			}
+			if resp.StatusCode == http.StatusNotFound && derr != nil {
+				return nil // no time-travel API in this build
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 type demoVerify struct {
@@ -581,6 +616,7 @@ func (d *demo) summary(ctx context.Context) (*demoSummary, error) {
 	at := d.beforeRollout.Format(time.RFC3339Nano)
 	s.TimeTravel = demoTimeTravel{Device: tt, At: d.beforeRollout, Then: then, NowGen: s.Devices[0].Generation,
 		URL: fmt.Sprintf("%sapi/devices/%s/at?t=%s", d.url, tt, url.QueryEscape(at))}
+	s.TimeTravel.IndexAgrees = askIndex(ctx, s.TimeTravel.URL, then)
 
 	rep, err := replay.Verify(d.st.Read(ctx, events.Filter{}), true)
 	if err != nil {
@@ -645,7 +681,14 @@ func (s *demoSummary) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "then: generation %d, observed %d: %s\n", t.Then.Generation, t.Then.ObservedGeneration, strings.Join(res, ", "))
 	fmt.Fprintf(w, "now:  generation %d\n", t.NowGen)
-	fmt.Fprintf(w, "ask it yourself: %s\n", t.URL)
+	switch {
+	case t.IndexAgrees == nil:
+		fmt.Fprintf(w, "ask it yourself: %s\n", t.URL)
+	case *t.IndexAgrees:
+		fmt.Fprintf(w, "the server's time-travel index gives the same answer: %s\n", t.URL)
+	default:
+		fmt.Fprintf(w, "the server's time-travel index DIFFERS from the fold of the log: %s\n", t.URL)
+	}
 
 	fmt.Fprintf(w, "\n=== fleet replay --verify\n")
 	if s.Verify.Passed {

@@ -67,9 +67,10 @@ func TestDemoRunsTheStoryAndExitsZero(t *testing.T) {
 	}
 	is.True(regexp.MustCompile(`(?m)^pi-06\s+NOT READY\s.*sensor-calib Failed.*meant to fail`).MatchString(text)) // the failing one is not
 	is.True(strings.Contains(text, "=== Drift history"))
-	is.True(regexp.MustCompile(`(?m)^pi-01\s+motd\s.*reconciled`).MatchString(text))       // drift corrected
-	is.True(regexp.MustCompile(`(?m)^pi-05\s+app-config\s.*reconciled`).MatchString(text)) // corrected while offline, on the log after
-	is.True(strings.Contains(text, "then: generation 1"))                                  // time travel to before the rollout
+	is.True(regexp.MustCompile(`(?m)^pi-01\s+motd\s.*reconciled`).MatchString(text))        // drift corrected
+	is.True(regexp.MustCompile(`(?m)^pi-05\s+app-config\s.*reconciled`).MatchString(text))  // corrected while offline, on the log after
+	is.True(strings.Contains(text, "then: generation 1"))                                   // time travel to before the rollout
+	is.True(strings.Contains(text, "the server's time-travel index gives the same answer")) // index and fold agree
 	is.True(regexp.MustCompile(`(?m)^verify: passed: verified \d+ events of 6 devices: 0 violations`).MatchString(text))
 
 	left, err := filepath.Glob(filepath.Join(tmp, "fleet-demo-*"))
