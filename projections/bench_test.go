@@ -3,6 +3,8 @@ package projections
 import (
 	"context"
 	"flag"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,7 +25,7 @@ func BenchmarkRebuild(b *testing.B) {
 	last := appendLog(b, env, evs, false)
 	ctx := context.Background()
 	b.ResetTimer()
-	var rawRate, rate float64
+	var rawTime, rebuildTime time.Duration // summed over iterations: each iteration reads raw, then rebuilds
 	for range b.N {
 		start := time.Now()
 		cons, err := env.JS.OrderedConsumer(ctx, events.Stream, jetstream.OrderedConsumerConfig{})
@@ -42,7 +44,7 @@ func BenchmarkRebuild(b *testing.B) {
 		}
 		<-done
 		cc.Stop()
-		rawRate = float64(last) / time.Since(start).Seconds()
+		rawTime += time.Since(start)
 
 		s, err := Open(b.TempDir())
 		if err != nil {
@@ -52,10 +54,140 @@ func BenchmarkRebuild(b *testing.B) {
 		if err := s.Rebuild(ctx, env.JS, nil); err != nil {
 			b.Fatal(err)
 		}
-		rate = float64(last) / time.Since(start).Seconds()
+		rebuildTime += time.Since(start)
 		s.Close()
 	}
+	rawRate := float64(last) * float64(b.N) / rawTime.Seconds()
+	rate := float64(last) * float64(b.N) / rebuildTime.Seconds()
 	b.ReportMetric(rate, "events/s")
 	b.ReportMetric(rawRate, "raw-events/s")
 	b.ReportMetric(rate/rawRate, "of-raw")
+}
+
+var (
+	latencyRate = flag.Int("latency-rate", 5000, "events/s appended by BenchmarkAppendToReadModel")
+	latencySecs = flag.Duration("latency-for", 4*time.Second, "how long BenchmarkAppendToReadModel appends")
+)
+
+// BenchmarkAppendToReadModel appends events one by one at a paced rate
+// (-latency-rate, default 5,000/s) while the service runs, and reports the
+// time from the start of each append to the service's batch that holds it
+// being written (folded, in Pebble with the checkpoint, synced) as p50/p99,
+// beside the raw JetStream latency in the same run: append to delivery on
+// an ordered consumer of the same stream.
+func BenchmarkAppendToReadModel(b *testing.B) {
+	n := int(float64(*latencyRate) * latencySecs.Seconds())
+	evs := fixtures.GenerateLog(41, fixtures.Options{Devices: 200, Resources: 6, Events: n + 1, UnknownKind: true})
+	var p50, p99, rawP50, rawP99, rate float64
+	for range b.N {
+		b.StopTimer()
+		env := eventstest.Start(b, true)
+		ctx, cancel := context.WithCancel(context.Background())
+		s, err := Open(b.TempDir())
+		if err != nil {
+			b.Fatal(err)
+		}
+		applied := make([]time.Time, n+2) // by sequence
+		var prev uint64
+		var amu sync.Mutex
+		s.OnBatch(func(bi BatchInfo) {
+			now := time.Now()
+			amu.Lock()
+			for seq := prev + 1; seq <= bi.Checkpoint && seq < uint64(len(applied)); seq++ {
+				applied[seq] = now
+			}
+			prev = max(prev, bi.Checkpoint)
+			amu.Unlock()
+		})
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx, env.JS) }()
+		// warm up: the first event, through the service
+		if _, _, err := env.Store.Append(ctx, evs[0]); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.WaitFor(ctx, 1); err != nil {
+			b.Fatal(err)
+		}
+		rawAt := make([]time.Time, n+2)
+		cons, err := env.JS.OrderedConsumer(ctx, events.Stream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var rmu sync.Mutex
+		cc, err := cons.Consume(func(m jetstream.Msg) {
+			now := time.Now()
+			md, err := m.Metadata()
+			if err != nil {
+				return
+			}
+			rmu.Lock()
+			if md.Sequence.Stream < uint64(len(rawAt)) {
+				rawAt[md.Sequence.Stream] = now
+			}
+			rmu.Unlock()
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		sent := make([]time.Time, n)
+		seqs := make([]uint64, n)
+		interval := time.Second / time.Duration(*latencyRate)
+		start := time.Now()
+		for i := range n {
+			if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+				time.Sleep(d)
+			}
+			sent[i] = time.Now()
+			seq, _, err := env.Store.Append(ctx, evs[i+1])
+			if err != nil {
+				b.Fatal(err)
+			}
+			seqs[i] = seq
+		}
+		rate = float64(n) / time.Since(start).Seconds()
+		wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
+		if err := s.WaitFor(wctx, seqs[n-1]); err != nil {
+			b.Fatal(err)
+		}
+		wcancel()
+		b.StopTimer()
+		time.Sleep(100 * time.Millisecond) // the raw consumer's last deliveries
+		cc.Stop()
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+		st := s.Stats()
+		b.Logf("batches %d, %.1f events a batch, %.2f ms folding and writing a batch", st.Batches, float64(st.Applied)/float64(st.Batches), 1000*st.FoldSecs/float64(st.Batches))
+		s.Close()
+		var lat, raw []time.Duration
+		amu.Lock()
+		rmu.Lock()
+		for i, seq := range seqs {
+			lat = append(lat, applied[seq].Sub(sent[i]))
+			if !rawAt[seq].IsZero() {
+				raw = append(raw, rawAt[seq].Sub(sent[i]))
+			}
+		}
+		rmu.Unlock()
+		amu.Unlock()
+		p50, p99 = quantile(lat, 0.50), quantile(lat, 0.99)
+		rawP50, rawP99 = quantile(raw, 0.50), quantile(raw, 0.99)
+		env.Stop()
+	}
+	b.ReportMetric(rate, "events/s")
+	b.ReportMetric(p50, "p50-ms")
+	b.ReportMetric(p99, "p99-ms")
+	b.ReportMetric(rawP50, "raw-p50-ms")
+	b.ReportMetric(rawP99, "raw-p99-ms")
+}
+
+// quantile returns the q-quantile of ds in milliseconds.
+func quantile(ds []time.Duration, q float64) float64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	return float64(ds[int(q*float64(len(ds)-1))]) / float64(time.Millisecond)
 }

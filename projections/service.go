@@ -45,6 +45,13 @@ type Option func(*Service)
 // WithDurable sets the durable consumer's name (one per service instance).
 func WithDurable(name string) Option { return func(s *Service) { s.durable = name } }
 
+// WithSyncInterval sets how often the live loop fsyncs Pebble's log
+// (default 50ms; 0: every batch). Each batch is written atomically with its
+// checkpoint and reaches the OS at once, so a kill -9 loses nothing; the
+// models are derived from the log, so a power loss costs at most re-folding
+// what the last interval wrote (Pebble recovers a prefix of the batches).
+func WithSyncInterval(d time.Duration) Option { return func(s *Service) { s.syncEvery = d } }
+
 // WithMaxBatch bounds how many events one Pebble batch applies (default 5,000).
 func WithMaxBatch(n int) Option { return func(s *Service) { s.maxBatch = n } }
 
@@ -91,9 +98,13 @@ type models struct {
 // -9) resumes at the checkpoint and never applies an event twice. Reads are
 // served from memory and are safe for concurrent use with Run.
 type Service struct {
-	dir      string
-	durable  string
-	maxBatch int
+	dir       string
+	durable   string
+	maxBatch  int
+	syncEvery time.Duration
+
+	syncMu   sync.Mutex  // held while the log is synced; and to close a store
+	unsynced atomic.Bool // a batch was written without sync
 
 	mu sync.RWMutex // guards m for readers; writers also hold applyMu
 	m  *models
@@ -119,7 +130,8 @@ type Service struct {
 // models and checkpoint from it. A store written with another key layout is
 // set aside: the models start empty and are folded again from the log.
 func Open(dir string, opts ...Option) (*Service, error) {
-	s := &Service{dir: dir, durable: DefaultDurable, maxBatch: 5000, listeners: map[int]func(BatchInfo){}, progress: make(chan struct{})}
+	s := &Service{dir: dir, durable: DefaultDurable, maxBatch: 5000, syncEvery: 50 * time.Millisecond,
+		listeners: map[int]func(BatchInfo){}, progress: make(chan struct{})}
 	for _, o := range opts {
 		o(s)
 	}
@@ -259,10 +271,15 @@ func (quiet) Fatalf(format string, args ...any) {
 
 // Close closes the store. Run must have returned.
 func (s *Service) Close() error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
 		return nil
+	}
+	if s.unsynced.Swap(false) {
+		_ = s.m.db.LogData(nil, pebble.Sync)
 	}
 	err := s.m.db.Close()
 	s.m = nil
@@ -376,6 +393,9 @@ func (s *Service) Run(ctx context.Context, js jetstream.JetStream) error {
 	if last, err := st.LastSeq(ctx); err == nil {
 		s.noteLast(last)
 	}
+	if s.syncEvery > 0 {
+		go s.syncer(ctx)
+	}
 	for {
 		err := s.consume(ctx, js)
 		if ctx.Err() != nil {
@@ -388,6 +408,31 @@ func (s *Service) Run(ctx context.Context, js jetstream.JetStream) error {
 		case <-time.After(time.Second):
 		}
 		_ = err
+	}
+}
+
+// syncer fsyncs the store's log every syncEvery while batches are written
+// without sync, off the folding goroutine.
+func (s *Service) syncer(ctx context.Context) {
+	t := time.NewTicker(s.syncEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !s.unsynced.Swap(false) {
+			continue
+		}
+		s.syncMu.Lock()
+		s.mu.RLock()
+		m := s.m
+		s.mu.RUnlock()
+		if m != nil {
+			_ = m.db.LogData(nil, pebble.Sync)
+		}
+		s.syncMu.Unlock()
 	}
 }
 
@@ -423,8 +468,11 @@ func (s *Service) consume(ctx context.Context, js jetstream.JetStream) error {
 		s.applyMu.Lock()
 		defer s.applyMu.Unlock()
 		info := s.apply(s.m, items, true)
-		if err := s.flush(s.m, true, true, &info); err != nil {
+		if err := s.flush(s.m, s.syncEvery <= 0, true, &info); err != nil {
 			return err
+		}
+		if s.syncEvery > 0 {
+			s.unsynced.Store(true)
 		}
 		info.Fold = time.Since(start)
 		s.done(info)
@@ -433,13 +481,17 @@ func (s *Service) consume(ctx context.Context, js jetstream.JetStream) error {
 }
 
 // handoff is how many decoded messages the consumer's callback hands the
-// folding goroutine at once (fewer when the consumer has caught up).
-const handoff = 256
+// folding goroutine at once; it hands fewer when the stream has nothing
+// more pending or the first of them has waited handoffWait.
+const (
+	handoff     = 256
+	handoffWait = time.Millisecond
+)
 
 // pump delivers messages from cons to apply in batches: whatever has arrived
 // when the previous batch is written, up to maxBatch. Messages are decoded
-// on the consumer's goroutine and handed over in slices (a slice as soon as
-// the stream has nothing more pending, so a lone event is not held back),
+// on the consumer's goroutine and handed over in slices (see handoff: a
+// lone event is not held back),
 // while the previous batch is folded and written: a two-stage pipeline. It
 // stops at ctx's end, on an error, or after sequence upTo (0: never).
 func (s *Service) pump(ctx context.Context, cons jetstream.Consumer, upTo uint64, apply func([]item) error) error {
@@ -447,22 +499,25 @@ func (s *Service) pump(ctx context.Context, cons jetstream.Consumer, upTo uint64
 	free := make(chan []item, cap(ch)+2)
 	errc := make(chan error, 1)
 	var pend []item // the callback's alone
+	var since time.Time
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		md, err := m.Metadata()
 		if err != nil {
 			return
 		}
+		now := time.Now()
 		if pend == nil {
 			select {
 			case pend = <-free:
 			default:
 				pend = make([]item, 0, handoff)
 			}
+			since = now
 		}
 		pend = append(pend, item{seq: md.Sequence.Stream, pending: md.NumPending})
 		it := &pend[len(pend)-1]
 		it.ev, it.err = jsstore.FromRaw(m.Subject(), md.Sequence.Stream, md.Timestamp, m.Data())
-		if len(pend) >= handoff || md.NumPending == 0 || (upTo > 0 && it.seq >= upTo) {
+		if len(pend) >= handoff || md.NumPending == 0 || now.Sub(since) >= handoffWait || (upTo > 0 && it.seq >= upTo) {
 			select {
 			case ch <- pend:
 			case <-ctx.Done():
@@ -770,7 +825,9 @@ func (s *Service) Rebuild(ctx context.Context, js jetstream.JetStream, progress 
 	s.m = nm
 	s.mu.Unlock()
 	ok = true
+	s.syncMu.Lock()
 	old.db.Close()
+	s.syncMu.Unlock()
 	os.RemoveAll(old.dir)
 	s.done(BatchInfo{Checkpoint: nm.checkpoint, Devices: nm.fleet.DeviceIDs()})
 	return nil
