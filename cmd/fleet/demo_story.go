@@ -78,8 +78,12 @@ type demoMilestone struct {
 // the agents. On error the returned demo, if not nil, must still be stopped.
 func startDemo(ctx context.Context, c *DemoCmd, dir string, out io.Writer) (*demo, error) {
 	d := &demo{c: c, out: out, dir: dir, t0: time.Now()}
+	httpAddr := demoHTTPAddr(c.HTTP)
+	if httpAddr != c.HTTP {
+		fmt.Fprintf(out, "fleet demo: %s is taken; the dashboard uses a free port instead\n", c.HTTP)
+	}
 	sc := &ServerCmd{
-		Data: filepath.Join(dir, "server"), Listen: "127.0.0.1:0", HTTP: demoHTTPAddr(c.HTTP),
+		Data: filepath.Join(dir, "server"), Listen: "127.0.0.1:0", HTTP: httpAddr,
 		RelaxedSync: c.RelaxedSync, Replicas: 1, HeartbeatTTL: 5 * time.Second,
 	}
 	rs, err := sc.Start(ctx, &Globals{}, nil) // always embedded: never FLEET_NATS
