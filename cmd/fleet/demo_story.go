@@ -198,7 +198,12 @@ func (d *demo) stop() {
 		}
 		if dev.agent != nil {
 			wg.Add(1)
-			go func() { defer wg.Done(); _ = dev.agent.Stop() }()
+			go func() {
+				defer wg.Done()
+				if err := dev.agent.Stop(); err != nil {
+					fmt.Fprintf(os.Stderr, "fleet demo: agent %s: %v\n", dev.id, err)
+				}
+			}()
 		}
 	}
 	wg.Wait()
@@ -403,7 +408,11 @@ func (d *demo) stepOffline(ctx context.Context) error {
 	dev := d.offline
 	dev.link.Cut()
 	d.milestone("offline", "4/5 offline: %s lost its network (its agent keeps running on its local store)", dev.id)
+	cutAt := time.Now()
 	for dev.nc.IsConnected() {
+		if time.Since(cutAt) > 10*time.Second {
+			return fmt.Errorf("demo: %s still connected 10s after its link was cut", dev.id)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
