@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"time"
 
 	"github.com/fleet-dev/fleet/events"
 )
@@ -49,7 +50,9 @@ func Export(w io.Writer, seq iter.Seq2[events.Stored, error]) (int, error) {
 const maxLine = 2 << 20
 
 // ReadNDJSON yields the events of an export in file order, each as a Stored
-// whose Seq is its line number (no stream time). A line that is not a valid
+// whose Seq is its line number (no stream time). Lines of `fleet replay -o
+// ndjson` (an event with seq, streamTime and subject) are read too, keeping
+// their sequence and stream time. A line that is not a valid
 // event is yielded as a *events.BadMessage (errors.Is events.ErrInvalid) with
 // its line number, and reading goes on; an I/O error ends the sequence.
 func ReadNDJSON(r io.Reader) iter.Seq2[events.Stored, error] {
@@ -64,6 +67,12 @@ func ReadNDJSON(r io.Reader) iter.Seq2[events.Stored, error] {
 				continue
 			}
 			e, err := events.Decode(b)
+			seq, st := line, time.Time{}
+			if err != nil {
+				if re, rseq, rst, rerr := decodeReplayLine(b); rerr == nil {
+					e, seq, st, err = re, rseq, rst, nil
+				}
+			}
 			if err != nil {
 				if !yield(events.Stored{}, &events.BadMessage{Seq: line, Subject: fmt.Sprintf("line %d", line), Err: err}) {
 					return
@@ -71,7 +80,7 @@ func ReadNDJSON(r io.Reader) iter.Seq2[events.Stored, error] {
 				continue
 			}
 			subj, _ := events.SubjectFor(e)
-			if !yield(events.Stored{Event: e, Seq: line, Subject: subj}, nil) {
+			if !yield(events.Stored{Event: e, Seq: seq, StreamTime: st, Subject: subj}, nil) {
 				return
 			}
 		}
@@ -122,4 +131,32 @@ func Import(ctx context.Context, st Appender, seq iter.Seq2[events.Stored, error
 		}
 	}
 	return n, flush()
+}
+
+// decodeReplayLine reads a `fleet replay -o ndjson` line: the event, strictly,
+// plus the stream's seq, streamTime and subject beside it.
+func decodeReplayLine(b []byte) (events.Event, uint64, time.Time, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return events.Event{}, 0, time.Time{}, err
+	}
+	var beside struct {
+		Seq        uint64    `json:"seq"`
+		StreamTime time.Time `json:"streamTime"`
+	}
+	if _, ok := fields["seq"]; !ok {
+		return events.Event{}, 0, time.Time{}, fmt.Errorf("not a replay line: no seq")
+	}
+	if err := json.Unmarshal(b, &beside); err != nil {
+		return events.Event{}, 0, time.Time{}, err
+	}
+	delete(fields, "seq")
+	delete(fields, "streamTime")
+	delete(fields, "subject")
+	eb, err := json.Marshal(fields)
+	if err != nil {
+		return events.Event{}, 0, time.Time{}, err
+	}
+	e, err := events.Decode(eb)
+	return e, beside.Seq, beside.StreamTime, err
 }

@@ -78,3 +78,28 @@ func TestImportStopsAtBadLineNamingIt(t *testing.T) {
 	is.True(errors.As(err, &bm))
 	is.Equal(bm.Seq, uint64(31)) // the line
 }
+
+// A `fleet replay -o ndjson` dump reads like an export, keeping its sequences.
+func TestReadNDJSONReadsReplayLines(t *testing.T) {
+	is := is.New(t)
+	evs := goodLog(t).evs
+	var dump bytes.Buffer
+	for i, e := range evs {
+		s := events.Stored{Event: e, Seq: uint64(100 + i), StreamTime: e.At.Add(5e9), Subject: "fleet.x"}
+		dump.Write(append(replay.AppendStored(nil, s), '\n'))
+	}
+	i := 0
+	for s, err := range replay.ReadNDJSON(&dump) {
+		is.NoErr(err)
+		is.Equal(s.ID, evs[i].ID)
+		is.Equal(s.Seq, uint64(100+i))
+		is.True(s.StreamTime.Equal(evs[i].At.Add(5e9)))
+		i++
+	}
+	is.Equal(i, len(evs))
+	// an unknown field is still refused
+	bad := `{"id":"01KQHPJ3BG7KZMQDZ51H8TDPVD","seq":3,"bogus":1}`
+	for _, err := range replay.ReadNDJSON(bytes.NewReader([]byte(bad))) {
+		is.True(errors.Is(err, events.ErrInvalid))
+	}
+}

@@ -19,7 +19,7 @@ func init() {
 
 // ImportCmd is `fleet import`.
 type ImportCmd struct {
-	File     string `arg:"" placeholder:"FILE" help:"Export to load ('-': standard input)."`
+	File     string `arg:"" placeholder:"FILE" help:"Export to load ('-': standard input); 'fleet replay -o ndjson' output is read too."`
 	NonEmpty bool   `name:"into-non-empty" help:"Append even though the target stream already holds events."`
 	Output
 }
@@ -40,7 +40,8 @@ Examples:
   fleet server --data /tmp/sandbox --listen 127.0.0.1:4333 --http ''   # an empty sandbox
   fleet import incident.ndjson --nats nats://127.0.0.1:4333
   fleet replay --nats nats://127.0.0.1:4333 --device pi-01
-  fleet export --device pi-01 | fleet import - --nats nats://127.0.0.1:4333 -o json`
+  fleet export --device pi-01 | fleet import - --nats nats://127.0.0.1:4333 -o json
+  fleet replay --device pi-01 --since 2h -o ndjson | fleet import - --nats nats://127.0.0.1:4333`
 }
 
 // Run checks the file, then imports it.

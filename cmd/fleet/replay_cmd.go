@@ -35,7 +35,7 @@ type ReplayCmd struct {
 	ToSeq    uint64   `name:"to-seq" placeholder:"N" help:"Stop after stream sequence N."`
 	Follow   bool     `short:"f" help:"Keep printing new events as they are stored (Ctrl-C to stop)."`
 	Verify   bool     `help:"Check the events instead of printing them; exit 1 listing each violation."`
-	File     string   `placeholder:"FILE" help:"Read an export (NDJSON from 'fleet export') instead of the server; sequences are line numbers."`
+	File     string   `placeholder:"FILE" help:"Read an export (NDJSON from 'fleet export', or 'fleet replay -o ndjson') instead of the server; an export's sequences are its line numbers."`
 	Format   string   `short:"o" enum:"table,json,ndjson" default:"table" help:"Output format: table, json or ndjson."`
 }
 
