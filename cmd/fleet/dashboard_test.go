@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -205,7 +206,35 @@ func newBrowser(t *testing.T, width, height int64) context.Context {
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelB := chromedp.NewContext(actx)
 	ctx, cancelT := context.WithTimeout(ctx, 2*time.Minute)
-	t.Cleanup(func() { cancelT(); cancelB(); cancelA() })
+	// Every uncaught exception of the page fails the test.
+	var mu sync.Mutex
+	var thrown []string
+	done := make(chan struct{})
+	messages := chromedp.Console(ctx)
+	go func() {
+		defer close(done)
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			if m.IsException() {
+				mu.Lock()
+				thrown = append(thrown, m.String())
+				mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancelT()
+		<-done
+		cancelB()
+		cancelA()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, x := range thrown {
+			t.Errorf("the page threw: %s", x)
+		}
+	})
 	return ctx
 }
 
