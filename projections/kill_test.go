@@ -14,11 +14,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/eventstest"
 	"github.com/fleet-dev/fleet/fixtures"
 )
 
-var killEvents = flag.Int("kill-events", 40000, "events in the SIGKILL tests' log (20,000 with -short; the issue asks 200,000: -kill-events 200000)")
+var killEvents = flag.Int("kill-events", 200000, "messages in the SIGKILL tests' log (the issue's 200,000; 20,000 with -short)")
 
 // TestKillHelper is the projection service run as a child process by the
 // SIGKILL tests; it does nothing in a normal run.
@@ -75,8 +76,14 @@ func testKilled(t *testing.T, twice bool) {
 	for kills < 8 {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestKillHelper$", "-test.count=1")
 		cmd.Env = append(os.Environ(), "FLEET_KILL_NATS="+env.Server.URL(), "FLEET_KILL_DIR="+dir)
+		// the child makes the consumer anew; drop the last one so as not to read its progress
+		_ = env.JS.DeleteConsumer(context.Background(), events.Stream, DefaultDurable)
 		is.NoErr(cmd.Start())
-		time.Sleep(time.Duration(150+rng.IntN(400)) * time.Millisecond)
+		// kill once the child's consumer has delivered past a random point of
+		// this stretch of the log, so that the kills spread over all of it
+		target := uint64(kills)*last/8 + uint64(rng.Int64N(int64(last/8)))
+		waitDelivered(t, env.JS, target, 30*time.Second)
+		time.Sleep(time.Duration(rng.IntN(20)) * time.Millisecond)
 		is.NoErr(cmd.Process.Signal(syscall.SIGKILL))
 		_ = cmd.Wait()
 		kills++
@@ -100,5 +107,21 @@ func testKilled(t *testing.T, twice bool) {
 		if got[k] != v {
 			t.Fatalf("key %s differs after %d kills:\n got %.300s\nwant %.300s", k, kills, got[k], v)
 		}
+	}
+}
+
+// waitDelivered waits until the service's durable consumer has delivered
+// stream sequence seq, or for at most d.
+func waitDelivered(t *testing.T, js jetstream.JetStream, seq uint64, d time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	for ctx.Err() == nil {
+		if c, err := js.Consumer(ctx, events.Stream, DefaultDurable); err == nil {
+			if info, err := c.Info(ctx); err == nil && info.Delivered.Stream >= seq {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
