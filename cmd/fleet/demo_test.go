@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,11 +25,7 @@ func TestDemoRunsTheStoryAndExitsZero(t *testing.T) {
 		t.Skip("builds fleet and runs `fleet demo --for 20s`")
 	}
 	is := is.New(t)
-	bin := filepath.Join(t.TempDir(), "fleet")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Stderr = os.Stderr
-	is.NoErr(build.Run()) // go build ./cmd/fleet
-
+	bin := buildFleet(t)
 	tmp := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -76,6 +73,72 @@ func TestDemoRunsTheStoryAndExitsZero(t *testing.T) {
 	left, err := filepath.Glob(filepath.Join(tmp, "fleet-demo-*"))
 	is.NoErr(err)
 	is.Equal(len(left), 0) // temporary data removed
+}
+
+// buildFleet builds the fleet binary into a temporary directory.
+func buildFleet(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "fleet")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		t.Fatalf("go build ./cmd/fleet: %v", err)
+	}
+	return bin
+}
+
+// TestDemoJSONSummary: with -o json, stdout is one JSON summary (progress
+// goes to stderr) with the devices, the drift, the time-travel answer and
+// the verify result.
+func TestDemoJSONSummary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds fleet and runs `fleet demo`")
+	}
+	is := is.New(t)
+	bin := buildFleet(t)
+	tmp := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "demo", "--devices", "3", "--pace", "0s", "--for", "1ms", "--http", "127.0.0.1:0", "-o", "json")
+	cmd.Dir = tmp
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	t.Logf("stderr:\n%s", stderr.String())
+	is.NoErr(err) // exit 0
+	var sum struct {
+		Dashboard string `json:"dashboard"`
+		Failing   string `json:"failing"`
+		Devices   []struct {
+			Device     string `json:"device"`
+			Conditions []struct{ Type, Status string }
+		} `json:"devices"`
+		Drift      []struct{ Device, Resource string } `json:"drift"`
+		TimeTravel struct {
+			Then        struct{ Generation int64 } `json:"then"`
+			IndexAgrees *bool                      `json:"indexAgrees"`
+		} `json:"timeTravel"`
+		Verify struct{ Passed bool } `json:"verify"`
+	}
+	is.NoErr(json.Unmarshal(stdout.Bytes(), &sum)) // stdout is only the JSON summary
+	is.True(strings.HasPrefix(sum.Dashboard, "http://127.0.0.1:"))
+	is.Equal(sum.Failing, "pi-03")
+	is.Equal(len(sum.Devices), 3)
+	for _, d := range sum.Devices {
+		ready := ""
+		for _, c := range d.Conditions {
+			if c.Type == "Ready" {
+				ready = c.Status
+			}
+		}
+		is.Equal(ready == "True", d.Device != sum.Failing) // Ready but for the failing one
+	}
+	is.Equal(len(sum.Drift), 2) // the edit on pi-01 and the one on the offline pi-02
+	is.Equal(sum.TimeTravel.Then.Generation, int64(1))
+	is.True(sum.TimeTravel.IndexAgrees != nil && *sum.TimeTravel.IndexAgrees)
+	is.True(sum.Verify.Passed)
+	is.True(strings.Contains(stderr.String(), "fleet demo: dashboard http://")) // progress went to stderr
 }
 
 // TestDemoRefusesBadFlags: bad input exits 2 naming the flag, before
