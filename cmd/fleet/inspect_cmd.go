@@ -128,18 +128,21 @@ func (c *InspectCmd) Run(ctx context.Context, g *Globals) error {
 
 func (c *InspectCmd) answer(ctx context.Context, nc *nats.Conn, st *jsstore.Store, q timetravel.Query) (inspectResult, error) {
 	if !c.Fold {
+		if last, err := st.LastSeq(ctx); err == nil {
+			q.MinSeq = last // the index must have taken in what is on the stream now
+		}
 		rep, err := timetravel.Ask(ctx, nc, q)
 		switch {
+		case err == nil && rep.Checkpoint < q.MinSeq:
+			// the index lags behind the stream: fold, so late events are not missed
 		case err == nil:
 			how := fmt.Sprintf("time-travel index at seq %d: snapshot after %d of %d events, %d folded onto it", rep.Checkpoint,
 				rep.Stats.Snapshot, rep.Stats.Events, rep.Stats.Folded)
 			return inspectResult{rep.Device, rep.Exists, how}, nil
-		case errors.Is(err, events.ErrNotFound):
-			return inspectResult{how: "time-travel index"}, nil
 		case errors.Is(err, events.ErrInvalid):
 			return inspectResult{}, err
 		}
-		// no service: fall back to the fold
+		// no service, a device it has not seen, or an error: the fold answers
 	}
 	f := events.Filter{Device: q.Device}
 	if q.At.IsZero() && q.Seq > 0 {

@@ -24,6 +24,10 @@ type Query struct {
 	Device string    `json:"device"`
 	At     time.Time `json:"at,omitzero"`
 	Seq    uint64    `json:"seq,omitempty"`
+	// MinSeq, for the micro service: wait (briefly) until the index has
+	// taken in the log up to here, so the answer includes what the asker
+	// saw on the stream. The reply's Checkpoint says how far it got.
+	MinSeq uint64 `json:"minSeq,omitempty"`
 }
 
 // includes reports whether the event belongs to the state q asks for.

@@ -25,7 +25,11 @@ const (
 	Subject     = "fleetapi.timetravel.at"
 )
 
-// Answer is the reply of the micro service.
+// MaxCatchUp is how long the micro service waits for the index to reach a
+// query's MinSeq before answering with what it has.
+const MaxCatchUp = 2 * time.Second
+
+// Reply is the reply of the micro service.
 type Reply struct {
 	Device     projections.Device `json:"device"`
 	Exists     bool               `json:"exists"`
@@ -134,6 +138,11 @@ func (x *Index) Serve(nc *nats.Conn) (micro.Service, error) {
 			if err := events.CheckID("device", q.Device); err != nil {
 				_ = r.Error("400", err.Error(), nil)
 				return
+			}
+			if q.MinSeq > 0 {
+				ctx, cancel := context.WithTimeout(context.Background(), MaxCatchUp)
+				_ = x.WaitFor(ctx, q.MinSeq) // on timeout, answer as far as it got; Checkpoint tells
+				cancel()
 			}
 			d, ok, st, err := x.Answer(q)
 			switch {
