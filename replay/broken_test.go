@@ -261,3 +261,23 @@ func mustRead(t *testing.T, name string) []byte {
 	}
 	return b
 }
+
+// The recorded logs in fixtures/logs pass verify.
+func TestVerifyPassesRecordedLogs(t *testing.T) {
+	is := is.New(t)
+	files, err := filepath.Glob(filepath.Join("..", "fixtures", "logs", "*.ndjson"))
+	is.NoErr(err)
+	if len(files) == 0 {
+		t.Skip("no recorded logs in fixtures/logs")
+	}
+	for _, name := range files {
+		f, err := os.Open(name)
+		is.NoErr(err)
+		rep, err := replay.Verify(replay.ReadNDJSON(f), true)
+		f.Close()
+		is.NoErr(err)
+		if !rep.OK() {
+			t.Errorf("%s: %s: %v", name, rep.SummaryLine(), rep.Violations[:min(5, len(rep.Violations))])
+		}
+	}
+}
