@@ -83,6 +83,17 @@ type result struct {
 	dur   time.Duration
 }
 
+// call is one reconciler call: one job, or a batch of apply jobs of one
+// kind whose reconciler is a reconcile.BatchApplier. It takes one of the
+// concurrency slots; its results come back together, handled in one step.
+type call struct {
+	jobs  []job
+	batch reconcile.BatchApplier
+}
+
+// maxBatch bounds the resources of one batch call.
+const maxBatch = 1000
+
 // loop owns the agent's state while Run runs: every change goes through it,
 // one txn per step.
 type loop struct {
@@ -92,8 +103,8 @@ type loop struct {
 	reg         *events.DeviceRegistered
 	res         map[string]*resource
 	order       []string
-	inflight    int
-	results     chan result
+	inflight    int // reconciler calls running
+	results     chan []result
 	notify      chan string
 	touched     map[string]bool
 	stopWatch   context.CancelFunc
@@ -106,7 +117,7 @@ func newLoop(a *Agent) *loop {
 	s := a.snap
 	l := &loop{
 		a: a, manifest: s.manifest, rejectedSeq: s.rejectedSeq, reg: s.registration,
-		res: map[string]*resource{}, results: make(chan result, a.o.concurrency),
+		res: map[string]*resource{}, results: make(chan []result, a.o.concurrency),
 		notify: make(chan string, 1024), touched: map[string]bool{},
 	}
 	now := time.Now()
@@ -191,7 +202,7 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 	var graceEnd <-chan time.Time
 	var hardEnd <-chan time.Time
 	for {
-		var results []result
+		var results [][]result
 		var mans []manifestUpdate
 		var notes []string
 		timedOut := false
@@ -203,8 +214,8 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 				graceEnd = time.After(a.o.shutdownGrace)
 				a.log.Info("stopping: no new attempts", "running", l.inflight)
 			}
-		case r := <-l.results:
-			results = append(results, r)
+		case rs := <-l.results:
+			results = append(results, rs)
 		case m := <-manifests:
 			mans = append(mans, m)
 		case id := <-l.notify:
@@ -224,8 +235,8 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 	more:
 		for {
 			select {
-			case r := <-l.results:
-				results = append(results, r)
+			case rs := <-l.results:
+				results = append(results, rs)
 			case id := <-l.notify:
 				notes = append(notes, id)
 			case m := <-manifests:
@@ -238,11 +249,14 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 		}
 		now := time.Now()
 		t := a.begin()
-		var jobs []job
+		var calls []call
 		err := func() error {
-			for _, r := range results {
-				if err := l.handleResult(t, r, now); err != nil {
-					return err
+			for _, rs := range results {
+				l.inflight--
+				for _, r := range rs {
+					if err := l.handleResult(t, r, now); err != nil {
+						return err
+					}
 				}
 			}
 			if !l.shutdown {
@@ -257,7 +271,7 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 					}
 				}
 				var err error
-				jobs, err = l.schedule(t, now)
+				calls, err = l.schedule(t, now)
 				if err != nil {
 					return err
 				}
@@ -272,8 +286,8 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 			return err
 		}
 		l.publishView()
-		for _, j := range jobs {
-			l.start(workCtx, j)
+		for _, c := range calls {
+			l.start(workCtx, c)
 		}
 		if l.shutdown {
 			if l.inflight == 0 {
@@ -376,14 +390,42 @@ func (l *loop) problem(rec *resourceRecord) (reason, detail string) {
 }
 
 // schedule starts what is due, within the concurrency bound: first attempts,
-// retries whose backoff elapsed, drift checks, deletions. Transitions to
-// Reconciling are recorded in t, so they are durable before the attempt runs.
-func (l *loop) schedule(t *txn, now time.Time) ([]job, error) {
-	var jobs []job
+// retries whose backoff elapsed, drift checks, deletions. Applies of a kind
+// whose reconciler is a reconcile.BatchApplier share one call (up to
+// maxBatch resources), so a new manifest of many files is applied in one
+// batch. Transitions to Reconciling are recorded in t, so they are durable
+// before the attempt runs.
+func (l *loop) schedule(t *txn, now time.Time) ([]call, error) {
+	var calls []call
+	open := map[string]int{} // kind → index in calls of its batch with room
 	limit := l.a.o.concurrency
 	removed := false
+	// canStart reports whether a job of kind for x can start in this step.
+	canStart := func(x *resource, kind jobKind) bool {
+		if kind == jobApply {
+			if _, ok := open[x.rec.Kind]; ok {
+				return true
+			}
+		}
+		return l.inflight+len(calls) < limit
+	}
+	add := func(j job) {
+		if ba, ok := j.rc.(reconcile.BatchApplier); ok && j.kind == jobApply {
+			if i, ok := open[j.x.rec.Kind]; ok {
+				calls[i].jobs = append(calls[i].jobs, j)
+				if len(calls[i].jobs) >= maxBatch {
+					delete(open, j.x.rec.Kind)
+				}
+				return
+			}
+			open[j.x.rec.Kind] = len(calls)
+			calls = append(calls, call{jobs: []job{j}, batch: ba})
+			return
+		}
+		calls = append(calls, call{jobs: []job{j}})
+	}
 	for _, id := range l.order {
-		if l.inflight+len(jobs) >= limit {
+		if l.inflight+len(calls) >= limit && len(open) == 0 {
 			break
 		}
 		x := l.res[id]
@@ -403,12 +445,17 @@ func (l *loop) schedule(t *txn, now time.Time) ([]job, error) {
 				removed = true
 				continue
 			}
-			jobs = append(jobs, l.newJob(x, jobDelete, attemptRemove))
+			if canStart(x, jobDelete) {
+				add(l.newJob(x, jobDelete, attemptRemove))
+			}
 			continue
 		}
 		switch rec.State {
 		case fsm.Pending, fsm.Failed:
 			if rec.State == fsm.Failed && (rec.RetryAfter.IsZero() || rec.RetryAfter.After(now)) {
+				continue
+			}
+			if reason, _ := l.problem(rec); reason == "" && !canStart(x, jobApply) {
 				continue
 			}
 			x.trigger = attemptSpec
@@ -424,7 +471,7 @@ func (l *loop) schedule(t *txn, now time.Time) ([]job, error) {
 				}
 				continue
 			}
-			jobs = append(jobs, l.newJob(x, jobApply, x.trigger))
+			add(l.newJob(x, jobApply, x.trigger))
 		case fsm.Reconciling:
 			if reason, detail := l.problem(rec); reason != "" {
 				if err := l.failWithoutAttempt(t, x, reason, detail); err != nil {
@@ -432,30 +479,38 @@ func (l *loop) schedule(t *txn, now time.Time) ([]job, error) {
 				}
 				continue
 			}
+			if !canStart(x, jobApply) {
+				continue
+			}
 			if x.trigger == "" {
 				x.trigger = attemptResume
 			}
-			jobs = append(jobs, l.newJob(x, jobApply, x.trigger))
+			add(l.newJob(x, jobApply, x.trigger))
 		case fsm.Ready:
 			if x.notified || (!x.nextDrift.IsZero() && !now.Before(x.nextDrift)) {
+				if !canStart(x, jobObserve) {
+					continue
+				}
 				src := "interval"
 				if x.notified {
 					src = "notify"
 				}
 				x.notified = false
 				x.nextDrift = now.Add(jitter(l.a.o.driftInterval))
-				jobs = append(jobs, l.newJob(x, jobObserve, src))
+				add(l.newJob(x, jobObserve, src))
 			}
 		}
 	}
 	if removed {
 		l.rebuildOrder()
 	}
-	for _, j := range jobs {
-		j.x.busy = true
+	for _, c := range calls {
+		for _, j := range c.jobs {
+			j.x.busy = true
+		}
 	}
-	l.inflight += len(jobs)
-	return jobs, nil
+	l.inflight += len(calls)
+	return calls, nil
 }
 
 func (l *loop) newJob(x *resource, kind jobKind, trigger string) job {
@@ -484,45 +539,85 @@ func (l *loop) failWithoutAttempt(t *txn, x *resource, reason, detail string) er
 	return l.transition(t, x, fsm.FailedT, reason, detail, e.ID)
 }
 
-// start runs one reconciler call in its own goroutine; its result comes back
-// on l.results.
-func (l *loop) start(workCtx context.Context, j job) {
+// start runs one reconciler call in its own goroutine; its results come
+// back together on l.results.
+func (l *loop) start(workCtx context.Context, c call) {
 	timeout := l.a.o.attemptTimeout
-	if e := j.target.Resource.Exec; e != nil {
-		timeout = max(timeout, e.TimeoutOrDefault()+10*time.Second)
+	for _, j := range c.jobs {
+		if e := j.target.Resource.Exec; e != nil {
+			timeout = max(timeout, e.TimeoutOrDefault()+10*time.Second)
+		}
 	}
 	go func() {
-		r := result{job: j}
 		ctx, cancel := context.WithTimeout(workCtx, timeout)
 		defer cancel()
-		begun := time.Now()
-		func() {
-			defer func() {
-				if p := recover(); p != nil {
-					r.err = fmt.Errorf("reconciler panic: %v", p)
-				}
-			}()
-			switch j.kind {
-			case jobApply:
-				r.res, r.err = j.rc.Apply(ctx, j.target)
-				if r.err == nil {
-					diffs, err := j.rc.Observe(ctx, j.target)
-					switch {
-					case err != nil:
-						r.err = fmt.Errorf("observe after apply: %w", err)
-					case len(diffs) > 0:
-						r.err = fmt.Errorf("still differs after apply: %s", describe(diffs))
-					}
-				}
-			case jobObserve:
-				r.diffs, r.err = j.rc.Observe(ctx, j.target)
-			case jobDelete:
-				r.err = j.rc.Delete(ctx, j.target)
-			}
-		}()
-		r.dur = time.Since(begun)
-		l.results <- r
+		if c.batch != nil {
+			l.results <- runBatch(ctx, c)
+			return
+		}
+		l.results <- []result{runJob(ctx, c.jobs[0])}
 	}()
+}
+
+// runJob runs one job: apply then observe, observe, or delete.
+func runJob(ctx context.Context, j job) (r result) {
+	r.job = j
+	begun := time.Now()
+	defer func() { r.dur = time.Since(begun) }()
+	defer func() {
+		if p := recover(); p != nil {
+			r.err = fmt.Errorf("reconciler panic: %v", p)
+		}
+	}()
+	switch j.kind {
+	case jobApply:
+		r.res, r.err = j.rc.Apply(ctx, j.target)
+		if r.err == nil {
+			diffs, err := j.rc.Observe(ctx, j.target)
+			switch {
+			case err != nil:
+				r.err = fmt.Errorf("observe after apply: %w", err)
+			case len(diffs) > 0:
+				r.err = fmt.Errorf("still differs after apply: %s", describe(diffs))
+			}
+		}
+	case jobObserve:
+		r.diffs, r.err = j.rc.Observe(ctx, j.target)
+	case jobDelete:
+		r.err = j.rc.Delete(ctx, j.target)
+	}
+	return r
+}
+
+// runBatch runs a batch of applies; the batch applier observes each
+// resource after applying it. Each attempt's duration is the batch's.
+func runBatch(ctx context.Context, c call) (rs []result) {
+	rs = make([]result, len(c.jobs))
+	ts := make([]reconcile.Target, len(c.jobs))
+	for i, j := range c.jobs {
+		rs[i].job = j
+		ts[i] = j.target
+	}
+	begun := time.Now()
+	defer func() {
+		p := recover()
+		dur := time.Since(begun)
+		for i := range rs {
+			rs[i].dur = dur
+			if p != nil {
+				rs[i].err = fmt.Errorf("reconciler panic: %v", p)
+			}
+		}
+	}()
+	out := c.batch.ApplyBatch(ctx, ts)
+	for i := range rs {
+		if i >= len(out) {
+			rs[i].err = fmt.Errorf("batch apply returned %d results for %d resources", len(out), len(rs))
+			continue
+		}
+		rs[i].res, rs[i].err = out[i].Result, out[i].Err
+	}
+	return rs
 }
 
 // describe renders differences for an error text.
@@ -538,7 +633,6 @@ func describe(diffs []events.Difference) string {
 func (l *loop) handleResult(t *txn, r result, now time.Time) error {
 	x := r.x
 	x.busy = false
-	l.inflight--
 	rec := x.rec
 	stale := r.token != x.token || l.res[rec.ID] != x
 	switch r.kind {

@@ -184,6 +184,8 @@ type txn struct {
 	b      *pebble.Batch
 	evs    []events.Event
 	writes int
+	dirty  map[string]*resourceRecord // written once, as they are at commit
+	order  []string                   // dirty ids in first-put order
 }
 
 // begin opens a txn; it holds the agent's commit lock until commit or abort.
@@ -225,9 +227,22 @@ func (t *txn) putJSON(key []byte, v any) error {
 	return t.b.Set(key, b, nil)
 }
 
-func (t *txn) putResource(r *resourceRecord) error { return t.putJSON(resourceKey(r.ID), r) }
+// putResource records that r changed; it is encoded once, as it is when the
+// txn commits, however often a step changed it.
+func (t *txn) putResource(r *resourceRecord) error {
+	if t.dirty == nil {
+		t.dirty = map[string]*resourceRecord{}
+	}
+	if _, ok := t.dirty[r.ID]; !ok {
+		t.order = append(t.order, r.ID)
+	}
+	t.dirty[r.ID] = r
+	t.writes++
+	return nil
+}
 
 func (t *txn) deleteResource(id string) error {
+	delete(t.dirty, id)
 	t.writes++
 	return t.b.Delete(resourceKey(id), nil)
 }
@@ -240,6 +255,13 @@ func (t *txn) commit() ([]events.Event, error) {
 	defer t.b.Close()
 	if len(t.evs) == 0 && t.writes == 0 {
 		return nil, nil
+	}
+	for _, id := range t.order {
+		if r, ok := t.dirty[id]; ok {
+			if err := t.putJSON(resourceKey(id), r); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if len(t.evs) > 0 {
 		if err := t.putJSON(keyClock, a.clock.State()); err != nil {

@@ -1,21 +1,42 @@
 package reconcile
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
+	"syscall"
 )
 
 // writeAtomic replaces dir/name with content: a temp file in the same
 // directory is written, given its owner and mode, fsynced, renamed over the
 // old name (a symlink there is replaced, never followed) and the directory is
 // fsynced. uid/gid < 0 leave the owner as created.
-func writeAtomic(dir, name string, content []byte, mode os.FileMode, uid, gid int) (err error) {
-	f, err := os.CreateTemp(dir, ".fleet-"+name+".*")
+func writeAtomic(dir, name string, content []byte, mode os.FileMode, uid, gid int) error {
+	tmp, err := writeTemp(dir, name, content, mode, uid, gid)
 	if err != nil {
-		return fmt.Errorf("create temp file in %s: %w", dir, err)
+		return err
 	}
-	tmp := f.Name()
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("rename into place: %w", err)
+	}
+	return syncDir(dir)
+}
+
+// writeTemp writes content to a new temp file in dir (named after name),
+// gives it its owner and mode and fsyncs it; it returns its path. On error
+// nothing is left behind. Owner and mode are set only where creation did not
+// already give them: each such change is one more journal write.
+func writeTemp(dir, name string, content []byte, mode os.FileMode, uid, gid int) (tmp string, err error) {
+	f, err := createTemp(dir, ".fleet-"+name+".", mode.Perm())
+	if err != nil {
+		return "", fmt.Errorf("create temp file in %s: %w", dir, err)
+	}
+	tmp = f.Name()
 	defer func() {
 		if err != nil {
 			f.Close()
@@ -23,27 +44,59 @@ func writeAtomic(dir, name string, content []byte, mode os.FileMode, uid, gid in
 		}
 	}()
 	if _, err = f.Write(content); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
+		return "", fmt.Errorf("write %s: %w", tmp, err)
 	}
-	if uid >= 0 || gid >= 0 {
+	var st syscall.Stat_t
+	if err = syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return "", fmt.Errorf("stat %s: %w", tmp, err)
+	}
+	if (uid >= 0 && uint32(uid) != st.Uid) || (gid >= 0 && uint32(gid) != st.Gid) {
 		if err = f.Chown(uid, gid); err != nil {
-			return fmt.Errorf("chown %s: %w", tmp, err)
+			return "", fmt.Errorf("chown %s: %w", tmp, err)
+		}
+		st.Mode = 0 // chown cleared setuid/setgid bits: set the mode again
+	}
+	if st.Mode&0o7777 != unixMode(mode) {
+		if err = f.Chmod(mode); err != nil {
+			return "", fmt.Errorf("chmod %s: %w", tmp, err)
 		}
 	}
-	// After chown, which clears setuid/setgid bits.
-	if err = f.Chmod(mode); err != nil {
-		return fmt.Errorf("chmod %s: %w", tmp, err)
-	}
 	if err = f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", tmp, err)
+		return "", fmt.Errorf("fsync %s: %w", tmp, err)
 	}
 	if err = f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
+		return "", fmt.Errorf("close %s: %w", tmp, err)
 	}
-	if err = os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("rename into place: %w", err)
+	return tmp, nil
+}
+
+// createTemp creates a new file dir/prefix<random> with perm (less the
+// umask), never following a symlink (O_EXCL).
+func createTemp(dir, prefix string, perm os.FileMode) (*os.File, error) {
+	for range 100 {
+		name := filepath.Join(dir, prefix+strconv.FormatUint(rand.Uint64(), 36))
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_CLOEXEC, perm)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		return f, err
 	}
-	return syncDir(dir)
+	return nil, fmt.Errorf("no unused temp name in %s", dir)
+}
+
+// unixMode converts an os.FileMode to unix permission and special bits.
+func unixMode(m os.FileMode) uint32 {
+	u := uint32(m.Perm())
+	if m&os.ModeSetuid != 0 {
+		u |= 0o4000
+	}
+	if m&os.ModeSetgid != 0 {
+		u |= 0o2000
+	}
+	if m&os.ModeSticky != 0 {
+		u |= 0o1000
+	}
+	return u
 }
 
 // syncDir fsyncs a directory so that a rename or removal in it is durable.

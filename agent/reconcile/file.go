@@ -74,7 +74,7 @@ func observeFile(full string) (fileState, error) {
 	case !fi.Mode().IsRegular():
 		return fileState{kind: "other"}, nil
 	}
-	f, err := os.OpenFile(full, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	f, err := openNoATime(full)
 	if err != nil {
 		return fileState{}, fmt.Errorf("open %s: %w", full, err)
 	}
@@ -95,6 +95,18 @@ func observeFile(full string) (fileState, error) {
 		uid:    int(sys.Uid),
 		gid:    int(sys.Gid),
 	}, nil
+}
+
+// openNoATime opens full for reading without following a final symlink and,
+// where allowed (the agent owns the file or is root), without updating its
+// access time: observing must not write to the disk.
+func openNoATime(full string) (*os.File, error) {
+	const flags = os.O_RDONLY | syscall.O_NOFOLLOW | syscall.O_NONBLOCK
+	f, err := os.OpenFile(full, flags|syscall.O_NOATIME, 0)
+	if errors.Is(err, fs.ErrPermission) {
+		f, err = os.OpenFile(full, flags, 0)
+	}
+	return f, err
 }
 
 func (s fileState) contentString() string {
@@ -240,82 +252,120 @@ func (r *File) Observe(ctx context.Context, t Target) ([]events.Difference, erro
 // file already matched. An owner that differs when the agent is not root is
 // a clear error. A directory at the path is an error; nothing is removed.
 func (r *File) Apply(ctx context.Context, t Target) (Result, error) {
-	s, err := fileSpec(t)
-	if err != nil {
+	pl, err := r.plan(ctx, t, nil)
+	if err != nil || len(pl.diffs) == 0 {
 		return Result{}, err
 	}
-	p, err := resolveUnder(r.root, s.Path)
-	if err != nil {
+	if pl.diffs[0].Field == "content" {
+		if err := mkdirUnder(r.root, pl.p); err != nil {
+			return Result{}, err
+		}
+		if err := writeAtomic(pl.p.dir, pl.p.name, pl.w.content, fileMode(pl.w.mode), pl.uid, pl.gid); err != nil {
+			return Result{}, fmt.Errorf("file %s: %w", pl.spec.Path, err)
+		}
+		return Result{Changed: true}, nil
+	}
+	if err := pl.fixInPlace(); err != nil {
 		return Result{}, err
+	}
+	return Result{Changed: true}, nil
+}
+
+// filePlan is what an apply of one file resource has to do, decided from
+// one observation of the device.
+type filePlan struct {
+	spec     *events.FileSpec
+	p        rootedPath
+	w        wantFile
+	diffs    []events.Difference // none: converged
+	uid, gid int                 // owner of a rewritten file (-1: as created)
+}
+
+// plan resolves t's path under the root (through res, which may be nil),
+// observes the file and decides what an apply must change; it refuses what
+// an apply must not do (replace a directory, chown without root). It
+// changes nothing.
+func (r *File) plan(ctx context.Context, t Target, res *resolver) (filePlan, error) {
+	s, err := fileSpec(t)
+	if err != nil {
+		return filePlan{}, err
+	}
+	var p rootedPath
+	if res != nil {
+		p, err = res.resolve(s.Path)
+	} else {
+		p, err = resolveUnder(r.root, s.Path)
+	}
+	if err != nil {
+		return filePlan{}, err
 	}
 	w, err := resolveFileSpec(s)
 	if err != nil {
-		return Result{}, err
+		return filePlan{}, err
 	}
 	full := p.full()
 	have, err := observeFile(full)
 	if err != nil {
-		return Result{}, err
+		return filePlan{}, err
 	}
-	diffs := w.differences(s, have)
-	if len(diffs) == 0 {
-		return Result{}, nil
+	pl := filePlan{spec: s, p: p, w: w, diffs: w.differences(s, have), uid: -1, gid: -1}
+	if len(pl.diffs) == 0 {
+		return pl, nil
 	}
 	if err := ctx.Err(); err != nil {
-		return Result{}, err
+		return filePlan{}, err
 	}
 	if have.kind == "directory" || have.kind == "other" {
-		return Result{}, fmt.Errorf("file %s: %s is a %s, not a regular file: refusing to replace it", s.Path, full, have.kind)
+		return filePlan{}, fmt.Errorf("file %s: %s is a %s, not a regular file: refusing to replace it", s.Path, full, have.kind)
 	}
 	euid := os.Geteuid()
-	for _, d := range diffs {
+	for _, d := range pl.diffs {
 		if (d.Field == "owner" || d.Field == "group") && euid != 0 {
-			return Result{}, fmt.Errorf("file %s: %s is %s, want %s: changing it needs root (agent runs as uid %d)", s.Path, d.Field, d.Observed, d.Expected, euid)
+			return filePlan{}, fmt.Errorf("file %s: %s is %s, want %s: changing it needs root (agent runs as uid %d)", s.Path, d.Field, d.Observed, d.Expected, euid)
 		}
 	}
-	if diffs[0].Field == "content" {
-		uid, gid := w.uid, w.gid
+	if pl.diffs[0].Field == "content" {
+		pl.uid, pl.gid = w.uid, w.gid
 		if euid != 0 {
 			// Not root: a new file is ours; chown only to what it already is.
-			if uid >= 0 && uid != euid {
-				return Result{}, fmt.Errorf("file %s: owner %s: changing it needs root (agent runs as uid %d)", s.Path, s.Owner, euid)
+			if pl.uid >= 0 && pl.uid != euid {
+				return filePlan{}, fmt.Errorf("file %s: owner %s: changing it needs root (agent runs as uid %d)", s.Path, s.Owner, euid)
 			}
-			uid = -1
+			pl.uid = -1
 		} else if have.kind == "file" {
 			// Keep the owner of a file we rewrite when the spec does not set one.
-			if uid < 0 {
-				uid = have.uid
+			if pl.uid < 0 {
+				pl.uid = have.uid
 			}
-			if gid < 0 {
-				gid = have.gid
+			if pl.gid < 0 {
+				pl.gid = have.gid
 			}
 		}
-		if err := mkdirUnder(r.root, p); err != nil {
-			return Result{}, err
-		}
-		if err := writeAtomic(p.dir, p.name, w.content, fileMode(w.mode), uid, gid); err != nil {
-			return Result{}, fmt.Errorf("file %s: %w", s.Path, err)
-		}
-		return Result{Changed: true}, nil
 	}
-	// Content matches: fix owner and mode on the open file (never a symlink).
-	f, err := os.OpenFile(full, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	return pl, nil
+}
+
+// fixInPlace fixes owner and mode of a file whose content matches, on the
+// open file (never a symlink), and fsyncs it.
+func (pl filePlan) fixInPlace() error {
+	s, w := pl.spec, pl.w
+	f, err := os.OpenFile(pl.p.full(), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return Result{}, fmt.Errorf("file %s: open: %w", s.Path, err)
+		return fmt.Errorf("file %s: open: %w", s.Path, err)
 	}
 	defer f.Close()
 	if w.uid >= 0 || w.gid >= 0 {
 		if err := f.Chown(w.uid, w.gid); err != nil {
-			return Result{}, fmt.Errorf("file %s: chown: %w", s.Path, err)
+			return fmt.Errorf("file %s: chown: %w", s.Path, err)
 		}
 	}
 	if err := f.Chmod(fileMode(w.mode)); err != nil {
-		return Result{}, fmt.Errorf("file %s: chmod: %w", s.Path, err)
+		return fmt.Errorf("file %s: chmod: %w", s.Path, err)
 	}
 	if err := f.Sync(); err != nil {
-		return Result{}, fmt.Errorf("file %s: fsync: %w", s.Path, err)
+		return fmt.Errorf("file %s: fsync: %w", s.Path, err)
 	}
-	return Result{Changed: true}, nil
+	return nil
 }
 
 // Delete removes the file (a symlink at the path is removed, not followed).

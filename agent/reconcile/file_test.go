@@ -233,9 +233,10 @@ func TestFileEscapesAreRefused(t *testing.T) {
 
 			_, obsErr := r.Observe(ctx, tg)
 			_, applyErr := r.Apply(ctx, tg)
+			batchErr := r.ApplyBatch(ctx, []reconcile.Target{tg})[0].Err
 			delErr := r.Delete(ctx, tg)
 			if c.refused {
-				for _, err := range []error{obsErr, applyErr, delErr} {
+				for _, err := range []error{obsErr, applyErr, batchErr, delErr} {
 					var re *reconcile.RefusedError
 					is.True(errors.As(err, &re)) // refused, not a plain failure
 					is.Equal(re.Reason, "PathEscapesRoot")
@@ -244,6 +245,7 @@ func TestFileEscapesAreRefused(t *testing.T) {
 			} else {
 				is.NoErr(obsErr)
 				is.NoErr(applyErr)
+				is.NoErr(batchErr)
 				is.NoErr(delErr)
 			}
 			// Nothing outside the root was written, replaced or removed.

@@ -51,6 +51,28 @@ type Watcher interface {
 	Watch(ctx context.Context, ts []Target, changed func(resourceID string)) error
 }
 
+// BatchApplier is an optional capability of a Reconciler: it applies many
+// resources of its kind in one call, sharing the costly durable steps (for
+// files: every temp file is written and fsynced in parallel, then renamed,
+// then each distinct directory is fsynced once), and observes each resource
+// afterwards. The agent uses it when it has many resources of the kind to
+// apply at once (a new manifest).
+//
+// ApplyBatch returns one BatchResult per target, in order. A nil Err
+// promises what Apply followed by an Observe that found no difference
+// promises: the device matches the spec, durably. A failure of one target
+// does not stop the others. The agent never passes two targets of the same
+// resource in one call.
+type BatchApplier interface {
+	ApplyBatch(ctx context.Context, ts []Target) []BatchResult
+}
+
+// BatchResult is the outcome of one target of ApplyBatch.
+type BatchResult struct {
+	Result
+	Err error
+}
+
 // ErrRefused marks a resource the agent will not reconcile by policy (a path
 // outside the root, exec not allowed). The agent fails it without retrying
 // quickly. Reason gives the StatusChanged reason.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 )
 
 // ReasonPathEscapesRoot is the refusal reason of a path outside the root.
@@ -39,23 +40,44 @@ func underRoot(root, p string) bool {
 // callers never follow it. A path that escapes is a *RefusedError with
 // reason PathEscapesRoot.
 func resolveUnder(root, specPath string) (rootedPath, error) {
+	res, err := newResolver(root)
+	if err != nil {
+		return rootedPath{}, err
+	}
+	return res.resolve(specPath)
+}
+
+// resolver is resolveUnder for many paths at one moment (a batch): the root
+// is resolved once and each parent directory once. Safe for concurrent use.
+type resolver struct {
+	root, realRoot string
+	mu             sync.Mutex
+	dirs           map[string]string // parent directory → its resolution (successes only)
+}
+
+func newResolver(root string) (*resolver, error) {
+	if root == "" {
+		return nil, errors.New("no root configured")
+	}
+	absRoot, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("root %q: %w", root, err)
+	}
+	realRoot, err := filepath.EvalSymlinks(absRoot)
+	if err != nil {
+		return nil, fmt.Errorf("root %q: %w", root, err)
+	}
+	return &resolver{root: root, realRoot: realRoot, dirs: map[string]string{}}, nil
+}
+
+func (r *resolver) resolve(specPath string) (rootedPath, error) {
 	refuse := func(format string, args ...any) (rootedPath, error) {
 		return rootedPath{}, &RefusedError{Reason: ReasonPathEscapesRoot, Detail: fmt.Sprintf("path %q ", specPath) + fmt.Sprintf(format, args...)}
-	}
-	if root == "" {
-		return rootedPath{}, errors.New("no root configured")
 	}
 	if specPath == "" || strings.ContainsRune(specPath, 0) {
 		return refuse("is empty or contains a NUL byte")
 	}
-	absRoot, err := filepath.Abs(root)
-	if err != nil {
-		return rootedPath{}, fmt.Errorf("root %q: %w", root, err)
-	}
-	realRoot, err := filepath.EvalSymlinks(absRoot)
-	if err != nil {
-		return rootedPath{}, fmt.Errorf("root %q: %w", root, err)
-	}
+	root, realRoot := r.root, r.realRoot
 	// Join cleans: "/../x" becomes a sibling of the root and is refused here.
 	full := filepath.Join(realRoot, specPath)
 	if full == realRoot || !underRoot(realRoot, full) {
@@ -63,6 +85,12 @@ func resolveUnder(root, specPath string) (rootedPath, error) {
 	}
 	dir, name := filepath.Split(full)
 	dir = filepath.Clean(dir)
+	r.mu.Lock()
+	resolved, ok := r.dirs[dir]
+	r.mu.Unlock()
+	if ok {
+		return rootedPath{spec: specPath, dir: resolved, name: name}, nil
+	}
 	// Find the deepest existing ancestor of the final component.
 	existing, rest := dir, ""
 	for {
@@ -87,7 +115,11 @@ func resolveUnder(root, specPath string) (rootedPath, error) {
 	if fi, err := os.Stat(real); err == nil && !fi.IsDir() {
 		return rootedPath{}, fmt.Errorf("path %q: %s is not a directory", specPath, existing)
 	}
-	return rootedPath{spec: specPath, dir: filepath.Join(real, rest), name: name}, nil
+	resolved = filepath.Join(real, rest)
+	r.mu.Lock()
+	r.dirs[dir] = resolved
+	r.mu.Unlock()
+	return rootedPath{spec: specPath, dir: resolved, name: name}, nil
 }
 
 // mkdirUnder creates p.dir and its parents, then checks again that what now

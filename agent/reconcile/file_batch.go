@@ -1,0 +1,172 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/fleet-dev/fleet/events"
+)
+
+// batchWorkers bounds the file system calls ApplyBatch runs at once: enough
+// to keep a disk's queue full while some wait for fsync.
+const batchWorkers = 16
+
+// parallel calls f(0) ... f(n-1) on up to batchWorkers goroutines.
+func parallel(n int, f func(i int)) {
+	w := min(n, batchWorkers)
+	if w <= 1 {
+		for i := range n {
+			f(i)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range w {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				f(i)
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}
+
+// ApplyBatch implements BatchApplier. Each target is planned as Apply plans
+// it (one observation); then, in parallel, every content change is written
+// to a temp file beside its path and fsynced, and every owner/mode change is
+// made in place and fsynced; then the temp files are renamed into place and
+// each directory that received one is fsynced once; then every changed file
+// is observed again. A target is reported converged only after that last
+// observation (or, unchanged, after the first) found no difference.
+// Safe for concurrent use on different resources.
+func (r *File) ApplyBatch(ctx context.Context, ts []Target) []BatchResult {
+	out := make([]BatchResult, len(ts))
+	res, err := newResolver(r.root)
+	if err != nil {
+		for i := range out {
+			out[i].Err = err
+		}
+		return out
+	}
+	plans := make([]filePlan, len(ts))
+	tmps := make([]string, len(ts))
+	var mkdirs sync.Map // directory → *dirOnce
+	parallel(len(ts), func(i int) {
+		pl, err := r.plan(ctx, ts[i], res)
+		plans[i] = pl
+		if err != nil || len(pl.diffs) == 0 {
+			out[i].Err = err
+			return
+		}
+		if pl.diffs[0].Field != "content" {
+			out[i].Err = pl.fixInPlace()
+			out[i].Changed = out[i].Err == nil
+			return
+		}
+		d, _ := mkdirs.LoadOrStore(pl.p.dir, &dirOnce{})
+		if err := d.(*dirOnce).do(func() error { return mkdirUnder(r.root, pl.p) }); err != nil {
+			out[i].Err = err
+			return
+		}
+		tmps[i], out[i].Err = writeTemp(pl.p.dir, pl.p.name, pl.w.content, fileMode(pl.w.mode), pl.uid, pl.gid)
+		if out[i].Err != nil {
+			out[i].Err = fmt.Errorf("file %s: %w", pl.spec.Path, out[i].Err)
+		}
+	})
+
+	// Renames, then one fsync per directory that got one.
+	var written []int
+	for i, tmp := range tmps {
+		if tmp != "" && out[i].Err == nil {
+			written = append(written, i)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		for _, i := range written {
+			os.Remove(tmps[i])
+			out[i].Err = err
+		}
+		return out
+	}
+	var mu sync.Mutex
+	dirs := map[string][]int{}
+	parallel(len(written), func(k int) {
+		i := written[k]
+		pl := plans[i]
+		if err := os.Rename(tmps[i], filepath.Join(pl.p.dir, pl.p.name)); err != nil {
+			os.Remove(tmps[i])
+			out[i].Err = fmt.Errorf("file %s: rename into place: %w", pl.spec.Path, err)
+			return
+		}
+		mu.Lock()
+		dirs[pl.p.dir] = append(dirs[pl.p.dir], i)
+		mu.Unlock()
+	})
+
+	dirList := make([]string, 0, len(dirs))
+	for d := range dirs {
+		dirList = append(dirList, d)
+	}
+	parallel(len(dirList), func(k int) {
+		if err := syncDir(dirList[k]); err != nil {
+			for _, i := range dirs[dirList[k]] {
+				out[i].Err = fmt.Errorf("file %s: %w", plans[i].spec.Path, err)
+			}
+			return
+		}
+		for _, i := range dirs[dirList[k]] {
+			out[i].Changed = true
+		}
+	})
+
+	// Observe what changed.
+	parallel(len(ts), func(i int) {
+		if !out[i].Changed || out[i].Err != nil {
+			return
+		}
+		pl := plans[i]
+		have, err := observeFile(pl.p.full())
+		switch {
+		case err != nil:
+			out[i].Err = fmt.Errorf("observe after apply: %w", err)
+		default:
+			if d := pl.w.differences(pl.spec, have); len(d) > 0 {
+				out[i].Err = fmt.Errorf("still differs after apply: %s", describeDiffs(d))
+			}
+		}
+	})
+	return out
+}
+
+// dirOnce creates a directory once per batch and remembers the outcome.
+type dirOnce struct {
+	once sync.Once
+	err  error
+}
+
+func (d *dirOnce) do(f func() error) error {
+	d.once.Do(func() { d.err = f() })
+	return d.err
+}
+
+// describeDiffs renders differences for an error text.
+func describeDiffs(diffs []events.Difference) string {
+	parts := make([]string, len(diffs))
+	for i, d := range diffs {
+		parts[i] = fmt.Sprintf("%s: want %q, have %q", d.Field, d.Expected, d.Observed)
+	}
+	return strings.Join(parts, "; ")
+}
+
+var _ BatchApplier = (*File)(nil)
