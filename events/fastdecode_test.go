@@ -80,16 +80,16 @@ func TestFastDecodeGivesUpOnWhatItDoesNotKnow(t *testing.T) {
 	}
 	for _, b := range []string{
 		`{"ID":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"StatusChanged","schema":1,"device":"pi-002","resource":"r1","generation":1,"at":"2025-01-01T00:00:00Z","actor":"a","data":{}}`, // case-folded key
-		`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","id":"01JGFJJZ3WDBK7GFTFQQMHPVNS","type":"StatusChanged","schema":1,"device":"pi-002","at":"2025-01-01T00:00:00Z","data":{}}`, // repeated key
-		`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"Status\u0043hanged","schema":1,"device":"pi-002","at":"2025-01-01T00:00:00Z","data":{}}`,                             // escape
-		`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"StatusChanged","schema":1.0,"device":"pi-002","at":"2025-01-01T00:00:00Z","data":{}}`,                                // fraction
-		`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"StatusChanged","schema":1,"device":"pi-002","at":null,"data":{}}`,                                                    // null
-		`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"StatusChanged","schema":1,"device":"pi-002","at":"2025-01-01T00:00:00Z","data":{"to":"Ready",}}`,                     // bad JSON inside data
-		`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"StatusChanged","schema":1,"device":"pi-002","at":"2025-01-01T00:00:00Z","data":{}}}`,                                 // trailing
-		`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"StatusChanged","schema":1,"device":"pi-é","at":"2025-01-01T00:00:00Z","data":{}}`,                                    // non-ASCII
-		`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"StatusChanged","schema":01,"device":"pi-002","at":"2025-01-01T00:00:00Z","data":{}}`,                                 // leading zero
-		`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"StatusChanged","schema":1,"device":"pi-002","at":"2025-01-01T00:00:00Z","data":[]}`,                                  // data not an object
-		`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"StatusChanged","schema":1,"device":"pi-002","extra":1,"at":"2025-01-01T00:00:00Z","data":{}}`,                        // unknown field
+		`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","id":"01JGFJJZ3WDBK7GFTFQQMHPVNS","type":"StatusChanged","schema":1,"device":"pi-002","at":"2025-01-01T00:00:00Z","data":{}}`,          // repeated key
+		`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"Status\u0043hanged","schema":1,"device":"pi-002","at":"2025-01-01T00:00:00Z","data":{}}`,                                       // escape
+		`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"StatusChanged","schema":1.0,"device":"pi-002","at":"2025-01-01T00:00:00Z","data":{}}`,                                          // fraction
+		`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"StatusChanged","schema":1,"device":"pi-002","at":null,"data":{}}`,                                                              // null
+		`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"StatusChanged","schema":1,"device":"pi-002","at":"2025-01-01T00:00:00Z","data":{"to":"Ready",}}`,                               // bad JSON inside data
+		`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"StatusChanged","schema":1,"device":"pi-002","at":"2025-01-01T00:00:00Z","data":{}}}`,                                           // trailing
+		`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"StatusChanged","schema":1,"device":"pi-é","at":"2025-01-01T00:00:00Z","data":{}}`,                                              // non-ASCII
+		`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"StatusChanged","schema":01,"device":"pi-002","at":"2025-01-01T00:00:00Z","data":{}}`,                                           // leading zero
+		`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"StatusChanged","schema":1,"device":"pi-002","at":"2025-01-01T00:00:00Z","data":[]}`,                                            // data not an object
+		`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"StatusChanged","schema":1,"device":"pi-002","extra":1,"at":"2025-01-01T00:00:00Z","data":{}}`,                                  // unknown field
 	} {
 		if f, _ := sameAsStandard(t, []byte(b)); f {
 			t.Errorf("fast path taken for %s", b)
