@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,66 +15,99 @@ import (
 )
 
 // The outbox holds every event the agent produced and the log has not
-// acknowledged yet, keyed by a sequence that only grows. The drainer
-// publishes it in key order in atomic batches of at most jsstore.MaxBatch
-// and deletes a batch only after the stream acknowledged it. A crash between
-// the ack and the delete publishes the batch again; the stream drops the
-// copies by Nats-Msg-Id (the event id), so each event is stored once.
+// acknowledged yet, keyed by a sequence that only grows, in wire form: the
+// subject, the id and the exact JSON bytes, checked once when the event was
+// produced (emit), so that draining publishes bytes without decoding them.
+// The drainer publishes it in key order in atomic batches of at most
+// jsstore.MaxBatch and deletes a batch only after the stream acknowledged
+// it; it reads the next batch from the store while the current one is in
+// flight. A crash between the ack and the delete publishes the batch again;
+// the stream drops the copies by Nats-Msg-Id (the event id), so each event
+// is stored once.
 
-// peekOutbox returns up to max events from the head of the outbox, up to
-// sequence upTo, and the key range they occupy.
-func (a *Agent) peekOutbox(max int, upTo uint64) ([]events.Event, []byte, []byte, error) {
-	it, err := a.db.NewIter(&pebble.IterOptions{LowerBound: prefixOutbox, UpperBound: outboxKey(upTo + 1)})
+// outboxFormat marks an outbox value in wire form. Values written by older
+// agents are the event's JSON (they start with '{').
+const outboxFormat = 1
+
+// encodeOutbox is the outbox value of an event in wire form.
+func encodeOutbox(e jsstore.Encoded) []byte {
+	b := make([]byte, 0, 1+2*binary.MaxVarintLen32+len(e.Subject)+len(e.ID)+len(e.Data))
+	b = append(b, outboxFormat)
+	b = binary.AppendUvarint(b, uint64(len(e.Subject)))
+	b = append(b, e.Subject...)
+	b = binary.AppendUvarint(b, uint64(len(e.ID)))
+	b = append(b, e.ID...)
+	return append(b, e.Data...)
+}
+
+// decodeOutbox reads an outbox value; v is copied (iterator memory is reused).
+func decodeOutbox(v []byte) (jsstore.Encoded, error) {
+	if len(v) > 0 && v[0] == '{' {
+		var e events.Event // written by an older agent
+		if err := json.Unmarshal(v, &e); err != nil {
+			return jsstore.Encoded{}, err
+		}
+		return jsstore.EncodedOf(e)
+	}
+	if len(v) == 0 || v[0] != outboxFormat {
+		return jsstore.Encoded{}, errors.New("unknown outbox value format")
+	}
+	rest := v[1:]
+	field := func() (string, bool) {
+		n, k := binary.Uvarint(rest)
+		if k <= 0 || uint64(len(rest)-k) < n {
+			return "", false
+		}
+		s := string(rest[k : k+int(n)])
+		rest = rest[k+int(n):]
+		return s, true
+	}
+	subj, ok1 := field()
+	id, ok2 := field()
+	if !ok1 || !ok2 {
+		return jsstore.Encoded{}, errors.New("truncated outbox value")
+	}
+	return jsstore.Encoded{Subject: subj, ID: id, Data: append([]byte(nil), rest...)}, nil
+}
+
+// outboxBatch is a run of outbox events and the keys they occupy.
+type outboxBatch struct {
+	evs         []jsstore.Encoded
+	first, last []byte
+	upTo        uint64 // last sequence in the batch
+}
+
+// peekOutbox returns up to max events of the outbox after sequence after,
+// up to sequence upTo.
+func (a *Agent) peekOutbox(max int, after, upTo uint64) (outboxBatch, error) {
+	var ob outboxBatch
+	if upTo <= after {
+		return ob, nil
+	}
+	it, err := a.db.NewIter(&pebble.IterOptions{LowerBound: outboxKey(after + 1), UpperBound: outboxKey(upTo + 1)})
 	if err != nil {
-		return nil, nil, nil, err
+		return ob, err
 	}
 	defer it.Close()
-	var evs []events.Event
-	var first, last []byte
-	for it.First(); it.Valid() && len(evs) < max; it.Next() {
-		var e events.Event // written by emit; jsstore checks it again before publishing
-		if err := json.Unmarshal(it.Value(), &e); err != nil {
-			return nil, nil, nil, fmt.Errorf("outbox key %x: %w", it.Key(), err)
+	for it.First(); it.Valid() && len(ob.evs) < max; it.Next() {
+		e, err := decodeOutbox(it.Value())
+		if err != nil {
+			return ob, fmt.Errorf("outbox key %x: %w", it.Key(), err)
 		}
-		if first == nil {
-			first = append([]byte{}, it.Key()...)
+		if ob.first == nil {
+			ob.first = append([]byte{}, it.Key()...)
 		}
-		last = append(last[:0], it.Key()...)
-		evs = append(evs, e)
+		ob.last = append(ob.last[:0], it.Key()...)
+		ob.evs = append(ob.evs, e)
 	}
-	return evs, first, last, it.Error()
+	if len(ob.evs) > 0 {
+		ob.upTo = binary.BigEndian.Uint64(ob.last[len(prefixOutbox):])
+	}
+	return ob, it.Error()
 }
 
 // OutboxLen returns how many events wait for the log's acknowledgement.
 func (a *Agent) OutboxLen() int { return int(a.outboxLen.Load()) }
-
-// drainOnce publishes the head of the outbox (one batch) and deletes it after
-// the ack. It returns how many events it published.
-func (a *Agent) drainOnce(ctx context.Context, st *jsstore.Store) (int, error) {
-	a.drainMu.Lock()
-	defer a.drainMu.Unlock()
-	durable, err := a.syncLocal() // nothing is published before it is on disk
-	if err != nil {
-		return 0, err
-	}
-	evs, first, last, err := a.peekOutbox(jsstore.MaxBatch, durable)
-	if err != nil || len(evs) == 0 {
-		return 0, err
-	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = st.AppendBatch(pctx, evs)
-	cancel()
-	if err != nil {
-		return 0, err
-	}
-	// Losing this delete in a crash only republishes the batch, which the
-	// stream drops as duplicates: no sync needed.
-	if err := a.db.DeleteRange(first, append(last, 0), pebble.NoSync); err != nil {
-		return 0, fmt.Errorf("outbox delete: %w", err)
-	}
-	a.outboxLen.Add(-int64(len(evs)))
-	return len(evs), nil
-}
 
 // drain runs until ctx is done, publishing the outbox whenever it has events
 // and the log can be reached; it retries with backoff while it cannot.
@@ -108,26 +142,51 @@ func (a *Agent) drain(ctx context.Context, conn *logConn) {
 	}
 }
 
-// drainAll publishes until the outbox is empty.
+// drainAll publishes until the outbox is empty: the store is fsynced
+// (nothing is published before it is on disk), then batches go out in
+// order, one at a time; while one is in flight the next is read from the
+// store, and the acknowledged one is deleted.
 func (a *Agent) drainAll(ctx context.Context, conn *logConn) error {
-	if _, err := a.syncLocal(); err != nil { // also offline: bound what a power loss can take
+	a.drainMu.Lock()
+	defer a.drainMu.Unlock()
+	durable, err := a.syncLocal() // also offline: bound what a power loss can take
+	if err != nil {
 		return err
 	}
-	for a.OutboxLen() > 0 {
-		st, err := conn.store(ctx)
-		if err != nil {
-			return err
-		}
-		n, err := a.drainOnce(ctx, st)
-		if err != nil {
-			if errors.Is(err, events.ErrInvalid) {
-				a.log.Error("outbox: event refused by the log", "err", err)
-			}
-			return err
-		}
-		if n == 0 {
-			return nil
-		}
+	if a.OutboxLen() == 0 {
+		return nil
 	}
-	return nil
+	st, err := conn.store(ctx)
+	if err != nil {
+		return err
+	}
+	next, err := a.peekOutbox(jsstore.MaxBatch, 0, durable)
+	for err == nil && len(next.evs) > 0 {
+		cur := next
+		sent := make(chan error, 1)
+		go func() {
+			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			sent <- st.AppendEncoded(pctx, cur.evs)
+		}()
+		if cur.upTo >= durable {
+			durable, err = a.syncLocal() // what the loop committed meanwhile
+		}
+		if err == nil {
+			next, err = a.peekOutbox(jsstore.MaxBatch, cur.upTo, durable)
+		}
+		if perr := <-sent; perr != nil {
+			if errors.Is(perr, events.ErrInvalid) {
+				a.log.Error("outbox: event refused by the log", "err", perr)
+			}
+			return perr
+		}
+		// Losing this delete in a crash only republishes the batch, which the
+		// stream drops as duplicates: no sync needed.
+		if derr := a.db.DeleteRange(cur.first, append(cur.last, 0), pebble.NoSync); derr != nil {
+			return fmt.Errorf("outbox delete: %w", derr)
+		}
+		a.outboxLen.Add(-int64(len(cur.evs)))
+	}
+	return err
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/events/jsstore"
 	"github.com/fleet-dev/fleet/fsm"
 )
 
@@ -205,13 +206,24 @@ func (t *txn) emit(resource string, generation int64, causation, correlation str
 	if e.Correlation == "" {
 		e.Correlation = e.ID
 	}
-	// Built from a typed payload and checked ids: plain marshal (events.Encode
-	// would decode the payload again to check it; jsstore checks on publish).
+	// Checked here, once: the device id (events.New), the resource id and the
+	// type (its subject); the payload is a typed struct marshalled by
+	// events.New. The outbox keeps the wire form, published as it is.
+	if resource != "" {
+		if err := events.CheckID("resource", resource); err != nil {
+			return e, err
+		}
+	}
+	subj, err := events.SubjectFor(e)
+	if err != nil {
+		return e, err
+	}
 	data, err := json.Marshal(e)
 	if err != nil {
 		return e, fmt.Errorf("event %s for %s: %w", e.Type, resource, err)
 	}
-	if err := t.b.Set(outboxKey(t.a.outboxNext+uint64(len(t.evs))), data, nil); err != nil {
+	v := encodeOutbox(jsstore.Encoded{Subject: subj, ID: e.ID, Data: data})
+	if err := t.b.Set(outboxKey(t.a.outboxNext+uint64(len(t.evs))), v, nil); err != nil {
 		return e, err
 	}
 	t.evs = append(t.evs, e)

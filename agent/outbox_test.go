@@ -1,0 +1,83 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/matryer/is"
+
+	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/events/eventstest"
+	"github.com/fleet-dev/fleet/events/jsstore"
+)
+
+func TestOutboxValueRoundTrips(t *testing.T) {
+	is := is.New(t)
+	in := encodeOutboxEvent(t, "pi-01", "motd")
+	out, err := decodeOutbox(encodeOutbox(in))
+	is.NoErr(err)
+	is.Equal(out, in) // subject, id and bytes come back as they went in
+	_, err = decodeOutbox(encodeOutbox(in)[:10])
+	is.True(err != nil) // a truncated value is an error, not a short event
+	_, err = decodeOutbox([]byte{9, 1, 2})
+	is.True(err != nil) // an unknown format is an error
+}
+
+// TestOutboxDrainsEventsWrittenByAnOlderAgent: an outbox written before
+// events were kept in wire form (plain JSON values) drains after an upgrade.
+func TestOutboxDrainsEventsWrittenByAnOlderAgent(t *testing.T) {
+	is := is.New(t)
+	env := eventstest.Start(t, true)
+	state := t.TempDir()
+	a, err := New("old-01", WithStateDir(state), WithRoot(t.TempDir()), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	is.NoErr(err)
+	// Two events the way the previous version stored them.
+	b := a.db.NewBatch()
+	var ids []string
+	for i := range 2 {
+		e, err := events.New("old-01", "motd", 1, "agent:old-01", &events.StatusChanged{Kind: events.KindFile, From: "", To: "Pending", Trigger: "specChanged"})
+		is.NoErr(err)
+		a.clock.Stamp(&e)
+		data, err := json.Marshal(e)
+		is.NoErr(err)
+		is.NoErr(b.Set(outboxKey(uint64(i+1)), data, nil))
+		ids = append(ids, e.ID)
+	}
+	is.NoErr(b.Commit(pebble.Sync))
+	is.NoErr(a.Close())
+
+	a, err = New("old-01", WithStateDir(state), WithRoot(t.TempDir()), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	is.NoErr(err)
+	defer a.Close()
+	is.Equal(a.OutboxLen(), 2)
+	is.NoErr(a.Flush(context.Background(), env.Conn))
+	is.Equal(a.OutboxLen(), 0)
+	var got []string
+	for s, err := range env.Store.Read(context.Background(), events.Filter{Device: "old-01"}) {
+		is.NoErr(err)
+		got = append(got, s.ID)
+	}
+	is.Equal(got, ids) // both published, in order
+}
+
+func encodeOutboxEvent(t *testing.T, device, resource string) jsstore.Encoded {
+	t.Helper()
+	clock, err := events.NewClock(events.ClockState{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := events.New(device, resource, 1, "agent:"+device, &events.StatusChanged{Kind: events.KindFile, From: "Pending", To: "Reconciling", Trigger: "reconcile"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Stamp(&e)
+	enc, err := jsstore.EncodedOf(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return enc
+}
