@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -16,10 +17,11 @@ import (
 // logConn attaches to the log lazily, so an agent can start with no server
 // and attach when one appears. Safe for concurrent use.
 type logConn struct {
-	nc *nats.Conn
-	mu sync.Mutex
-	js jetstream.JetStream
-	st *jsstore.Store
+	nc     *nats.Conn
+	mu     sync.Mutex
+	js     jetstream.JetStream
+	st     *jsstore.Store
+	stream jetstream.Stream
 }
 
 func newLogConn(nc *nats.Conn) *logConn { return &logConn{nc: nc} }
@@ -60,4 +62,38 @@ func (c *logConn) store(ctx context.Context) (*jsstore.Store, error) {
 	}
 	c.st = st
 	return st, nil
+}
+
+// lastManifestAfter returns the last message of device's manifest subject if
+// its sequence is above after (new is false otherwise, and nothing is
+// decoded: polling a large unchanged manifest costs one direct get). Errors
+// as jsstore.Store.LastManifest: events.ErrNotFound when there is none, a
+// *events.BadMessage when it does not decode.
+func (c *logConn) lastManifestAfter(ctx context.Context, device string, after uint64) (s events.Stored, isNew bool, err error) {
+	if _, err := c.store(ctx); err != nil {
+		return s, false, err
+	}
+	c.mu.Lock()
+	stream := c.stream
+	c.mu.Unlock()
+	if stream == nil {
+		stream, err = c.js.Stream(ctx, events.Stream)
+		if err != nil {
+			return s, false, fmt.Errorf("manifest of %s: %w: %w", device, events.ErrUnavailable, err)
+		}
+		c.mu.Lock()
+		c.stream = stream
+		c.mu.Unlock()
+	}
+	raw, err := stream.GetLastMsgForSubject(ctx, events.ManifestSubject(device))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return s, false, fmt.Errorf("manifest of %s: %w", device, events.ErrNotFound)
+	case err != nil:
+		return s, false, fmt.Errorf("manifest of %s: %w: %w", device, events.ErrUnavailable, err)
+	case raw.Sequence <= after:
+		return s, false, nil
+	}
+	s, err = jsstore.FromRaw(raw.Subject, raw.Sequence, raw.Time, raw.Data)
+	return s, err == nil, err
 }

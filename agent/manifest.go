@@ -43,22 +43,18 @@ func (a *Agent) watchManifests(ctx context.Context, conn *logConn, out chan<- ma
 	var lastSeq uint64
 	logged := false
 	read := func() bool { // reports whether something new was handed over
-		st, err := conn.store(ctx)
+		s, isNew, err := conn.lastManifestAfter(ctx, a.device, lastSeq)
 		if err == nil {
-			var s events.Stored
-			s, err = st.LastManifest(ctx, a.device)
-			if err == nil {
-				if s.Seq > lastSeq {
-					lastSeq = s.Seq
-					select {
-					case out <- manifestUpdate{st: s}:
-					case <-ctx.Done():
-					}
-					return true
+			if isNew {
+				lastSeq = s.Seq
+				select {
+				case out <- manifestUpdate{st: s}:
+				case <-ctx.Done():
 				}
-				logged = false
-				return false
+				return true
 			}
+			logged = false
+			return false
 		}
 		var bad *events.BadMessage
 		switch {
@@ -92,7 +88,11 @@ func (a *Agent) watchManifests(ctx context.Context, conn *logConn, out chan<- ma
 		case <-poll.C:
 			read()
 		case <-hint:
-			// The hint can arrive before the stream has stored the message.
+			// The hint can arrive before the stream has stored the message:
+			// read now, and again a little later if it was not there yet.
+			if read() {
+				break
+			}
 			for _, d := range []time.Duration{5 * time.Millisecond, 50 * time.Millisecond, 500 * time.Millisecond} {
 				select {
 				case <-ctx.Done():

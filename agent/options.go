@@ -67,7 +67,9 @@ func WithStateDir(dir string) Option { return func(o *options) { o.stateDir = di
 // WithDriftInterval sets how often Ready resources are observed again.
 func WithDriftInterval(d time.Duration) Option { return func(o *options) { o.driftInterval = d } }
 
-// WithConcurrency bounds how many reconciler calls run at once.
+// WithConcurrency bounds how many reconciler calls run at once. Applies of a
+// kind whose reconciler is a reconcile.BatchApplier (files) that are due
+// together share one call, which runs its own bounded parallel I/O.
 func WithConcurrency(n int) Option { return func(o *options) { o.concurrency = n } }
 
 // WithAllowExec enables the exec kind (off by default).

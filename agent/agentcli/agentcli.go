@@ -24,7 +24,7 @@ type Cmd struct {
 	Root          string            `default:"/" placeholder:"DIR" help:"Directory file resources are placed under; nothing outside it is touched."`
 	State         string            `default:"/var/lib/fleet-agent" placeholder:"DIR" help:"Where the agent keeps its local store (manifest, states, outbox)."`
 	DriftInterval time.Duration     `default:"1m" help:"How often Ready resources are checked for drift."`
-	Concurrency   int               `default:"16" help:"How many resources are reconciled at once."`
+	Concurrency   int               `default:"16" help:"How many reconciler calls run at once (file resources due together are applied as one batch)."`
 	AllowExec     bool              `help:"Allow exec resources (every run is recorded as an event)."`
 	Label         map[string]string `placeholder:"K=V" mapsep:"none" help:"A device label, recorded in DeviceRegistered; repeat for more."`
 	Deregister    bool              `help:"Record that this device leaves the fleet (DeviceDeregistered), publish it, and exit."`
