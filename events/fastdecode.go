@@ -1,21 +1,32 @@
 package events
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // A fast path for Decode. Readers decode every event of the log (the
 // projection service, replay, time travel), and encoding/json's reflection
 // is most of their cost. fastDecode parses the shape fleet's writers
-// produce (the envelope, and the payloads of the frequent types) in one
-// pass. It gives up (ok false) on anything else: an unknown or repeated
-// key, a string with an escape or a non-ASCII byte, null, a non-integer
-// number, white space it does not expect. Decode then runs the standard
-// decoder, so that what is accepted, and every error message, stay
-// encoding/json's. When it succeeds, the event is the one the standard
-// decoder gives (FuzzFastDecodeMatchesStandard pins that).
+// produce (the envelope, and the payloads of the frequent types:
+// StatusChanged, ReconcileAttempted, DriftDetected, and ManifestApplied with
+// the lenient Resource decoding) in one pass. It gives up (ok false) on
+// anything else: an unknown, case-folded or repeated key, an envelope string
+// with an escape or a non-ASCII byte, null, a non-integer number. Decode
+// then runs the standard decoder, so that what is accepted, and every error
+// message, stay encoding/json's. When it succeeds, the event is the one the
+// standard decoder gives (FuzzFastDecodeMatchesStandard pins that). Payload
+// strings with escapes are unquoted by encoding/json itself.
+//
+// Why by hand: the fast JSON libraries (goccy/go-json, segmentio/encoding,
+// bytedance/sonic, go-json-experiment/json) decode the envelope and small
+// payloads about as fast as this scanner, but call Resource.UnmarshalJSON
+// (encoding/json) for manifests, the costliest events, and each differs from
+// encoding/json on some input (case folding, duplicate keys, invalid UTF-8),
+// which this scanner avoids by giving up. See BenchmarkDecode.
 
 type scan struct {
 	b []byte
@@ -62,6 +73,85 @@ func (s *scan) rawStr() ([]byte, bool) {
 		}
 	}
 	return nil, false
+}
+
+// text parses any string a payload may hold, as the standard decoder
+// does: plain and valid UTF-8 directly, one-letter escapes here, and a \u
+// escape or bytes that are not valid UTF-8 with encoding/json itself.
+func (s *scan) text() (string, bool) {
+	s.ws()
+	start := s.i
+	if !s.skipStr() {
+		return "", false
+	}
+	lit := s.b[start+1 : s.i-1]
+	if !utf8.Valid(lit) {
+		return s.textStandard(start)
+	}
+	esc := bytes.IndexByte(lit, '\\')
+	if esc < 0 {
+		return string(lit), true
+	}
+	// the one-letter escapes; \u (and its surrogate rules) go to encoding/json
+	out := make([]byte, 0, len(lit))
+	for esc >= 0 {
+		out = append(out, lit[:esc]...)
+		var c byte
+		switch lit[esc+1] {
+		case '"', '\\', '/':
+			c = lit[esc+1]
+		case 'n':
+			c = '\n'
+		case 't':
+			c = '\t'
+		case 'r':
+			c = '\r'
+		case 'b':
+			c = '\b'
+		case 'f':
+			c = '\f'
+		default:
+			return s.textStandard(start)
+		}
+		out = append(out, c)
+		lit = lit[esc+2:]
+		esc = bytes.IndexByte(lit, '\\')
+	}
+	return string(append(out, lit...)), true
+}
+
+// textStandard unquotes the string literal from start to s.i with encoding/json.
+func (s *scan) textStandard(start int) (string, bool) {
+	var v string
+	if err := json.Unmarshal(s.b[start:s.i], &v); err != nil {
+		return "", false
+	}
+	return v, true
+}
+
+// texts parses a list of strings ([] is an empty list, as the standard
+// decoder gives; null gives up).
+func (s *scan) texts() ([]string, bool) {
+	if !s.tok('[') {
+		return nil, false
+	}
+	out := []string{}
+	if s.tok(']') {
+		return out, true
+	}
+	for {
+		v, ok := s.text()
+		if !ok {
+			return nil, false
+		}
+		out = append(out, v)
+		if s.tok(']') {
+			return out, true
+		}
+		if !s.tok(',') {
+			return nil, false
+		}
+	}
 }
 
 func (s *scan) str() (string, bool) {
@@ -273,24 +363,25 @@ func (s *scan) skipNumber() bool {
 }
 
 // object calls field for every key of an object; field consumes the value
-// and returns false to give up. Repeated keys give up.
-func (s *scan) object(field func(key string) bool) bool {
+// and returns false to give up. Repeated keys give up. The key's bytes are
+// the input's: field must copy what it keeps (string(key) in a switch does
+// not allocate).
+func (s *scan) object(field func(key []byte) bool) bool {
 	if !s.tok('{') {
 		return false
 	}
 	if s.tok('}') {
 		return true
 	}
-	var seen [16]string
+	var seen [16][]byte
 	n := 0
 	for {
-		k, ok := s.rawStr()
+		key, ok := s.rawStr()
 		if !ok || !s.tok(':') {
 			return false
 		}
-		key := string(k)
 		for _, x := range seen[:n] {
-			if x == key {
+			if bytes.Equal(x, key) {
 				return false
 			}
 		}
@@ -317,9 +408,9 @@ func (s *scan) object(field func(key string) bool) bool {
 func fastDecode(b []byte) (e Event, p Payload, ok bool) {
 	s := &scan{b: b}
 	var data []byte
-	ok = s.object(func(key string) bool {
+	ok = s.object(func(key []byte) bool {
 		var ok bool
-		switch key {
+		switch string(key) {
 		case "id":
 			e.ID, ok = s.str()
 		case "type":
@@ -369,6 +460,10 @@ func fastDecode(b []byte) (e Event, p Payload, ok bool) {
 		if x, ok := fastDrift(e.Data); ok {
 			p = x
 		}
+	case TypeManifestApplied:
+		if x, ok := fastManifest(e.Data); ok {
+			p = x
+		}
 	}
 	return e, p, true
 }
@@ -376,21 +471,21 @@ func fastDecode(b []byte) (e Event, p Payload, ok bool) {
 func fastStatus(b []byte) (*StatusChanged, bool) {
 	p := &StatusChanged{}
 	s := &scan{b: b}
-	ok := s.object(func(key string) bool {
+	ok := s.object(func(key []byte) bool {
 		var ok bool
-		switch key {
+		switch string(key) {
 		case "kind":
-			p.Kind, ok = s.str()
+			p.Kind, ok = s.text()
 		case "from":
-			p.From, ok = s.str()
+			p.From, ok = s.text()
 		case "to":
-			p.To, ok = s.str()
+			p.To, ok = s.text()
 		case "trigger":
-			p.Trigger, ok = s.str()
+			p.Trigger, ok = s.text()
 		case "reason":
-			p.Reason, ok = s.str()
+			p.Reason, ok = s.text()
 		case "error":
-			p.Error, ok = s.str()
+			p.Error, ok = s.text()
 		case "attempts":
 			p.Attempts, ok = s.intN()
 		case "retryAfter":
@@ -407,34 +502,34 @@ func fastStatus(b []byte) (*StatusChanged, bool) {
 func fastAttempt(b []byte) (*ReconcileAttempted, bool) {
 	p := &ReconcileAttempted{}
 	s := &scan{b: b}
-	ok := s.object(func(key string) bool {
+	ok := s.object(func(key []byte) bool {
 		var ok bool
-		switch key {
+		switch string(key) {
 		case "kind":
-			p.Kind, ok = s.str()
+			p.Kind, ok = s.text()
 		case "attempt":
 			p.Attempt, ok = s.intN()
 		case "trigger":
-			p.Trigger, ok = s.str()
+			p.Trigger, ok = s.text()
 		case "durationNs":
 			var n int64
 			n, ok = s.int()
 			p.Duration = time.Duration(n)
 		case "outcome":
-			p.Outcome, ok = s.str()
+			p.Outcome, ok = s.text()
 		case "error":
-			p.Error, ok = s.str()
+			p.Error, ok = s.text()
 		case "changed":
 			p.Changed, ok = s.bool()
 		case "output":
-			p.Output, ok = s.str()
+			p.Output, ok = s.text()
 		case "exitCode":
 			var x int
 			if x, ok = s.intN(); ok {
 				p.ExitCode = &x
 			}
 		case "specDigest":
-			p.SpecDigest, ok = s.str()
+			p.SpecDigest, ok = s.text()
 		}
 		return ok
 	})
@@ -444,15 +539,15 @@ func fastAttempt(b []byte) (*ReconcileAttempted, bool) {
 func fastDrift(b []byte) (*DriftDetected, bool) {
 	p := &DriftDetected{}
 	s := &scan{b: b}
-	ok := s.object(func(key string) bool {
+	ok := s.object(func(key []byte) bool {
 		var ok bool
-		switch key {
+		switch string(key) {
 		case "kind":
-			p.Kind, ok = s.str()
+			p.Kind, ok = s.text()
 		case "policy":
-			p.Policy, ok = s.str()
+			p.Policy, ok = s.text()
 		case "source":
-			p.Source, ok = s.str()
+			p.Source, ok = s.text()
 		case "differences":
 			if !s.tok('[') {
 				return false
@@ -463,15 +558,15 @@ func fastDrift(b []byte) (*DriftDetected, bool) {
 			}
 			for {
 				var d Difference
-				if !s.object(func(key string) bool {
+				if !s.object(func(key []byte) bool {
 					var ok bool
-					switch key {
+					switch string(key) {
 					case "field":
-						d.Field, ok = s.str()
+						d.Field, ok = s.text()
 					case "expected":
-						d.Expected, ok = s.str()
+						d.Expected, ok = s.text()
 					case "observed":
-						d.Observed, ok = s.str()
+						d.Observed, ok = s.text()
 					}
 					return ok
 				}) {
@@ -489,4 +584,170 @@ func fastDrift(b []byte) (*DriftDetected, bool) {
 		return ok
 	})
 	return p, ok && s.i == len(b)
+}
+
+// fastManifest parses a ManifestApplied payload whose resources each have a
+// string id, an optional string driftPolicy and exactly one kind key: a
+// known kind's spec with only its own fields (exact names, no nulls), or
+// any value under a kind this build does not know (kept as Raw). That is
+// what Resource.UnmarshalJSON gives for such input; anything else (a
+// resource with a Problem, a case-folded or unknown field, a null) gives
+// up, and Event.Payload decodes it.
+func fastManifest(b []byte) (*ManifestApplied, bool) {
+	p := &ManifestApplied{}
+	s := &scan{b: b}
+	ok := s.object(func(key []byte) bool {
+		var ok bool
+		switch string(key) {
+		case "manifest":
+			ok = s.object(func(key []byte) bool {
+				if string(key) != "resources" || !s.tok('[') {
+					return false
+				}
+				p.Manifest.Resources = []Resource{}
+				if s.tok(']') {
+					return true
+				}
+				for {
+					var r Resource
+					if !s.resource(&r) {
+						return false
+					}
+					p.Manifest.Resources = append(p.Manifest.Resources, r)
+					if s.tok(']') {
+						return true
+					}
+					if !s.tok(',') {
+						return false
+					}
+				}
+			})
+		case "digest":
+			p.Digest, ok = s.text()
+		case "signature":
+			p.Signature, ok = s.text()
+		case "keyId":
+			p.KeyID, ok = s.text()
+		}
+		return ok
+	})
+	return p, ok && s.i == len(b)
+}
+
+// resource parses one resource of a manifest (see fastManifest).
+func (s *scan) resource(r *Resource) bool {
+	ok := s.object(func(key []byte) bool {
+		var ok bool
+		switch string(key) {
+		case "id":
+			r.ID, ok = s.text()
+			return ok
+		case "driftPolicy":
+			r.DriftPolicy, ok = s.text()
+			return ok
+		}
+		if r.Kind != "" {
+			return false // a second kind key: the resource has a Problem
+		}
+		r.Kind = string(key)
+		switch string(key) {
+		case KindFile:
+			r.File = &FileSpec{}
+			return s.fileSpec(r.File)
+		case KindSystemdUnit:
+			r.SystemdUnit = &SystemdUnitSpec{}
+			return s.unitSpec(r.SystemdUnit)
+		case KindContainer:
+			r.Container = &ContainerSpec{}
+			return s.containerSpec(r.Container)
+		case KindExec:
+			r.Exec = &ExecSpec{}
+			return s.execSpec(r.Exec)
+		}
+		raw, ok := s.value(0)
+		r.Raw = append(json.RawMessage(nil), raw...)
+		return ok
+	})
+	return ok && r.Kind != ""
+}
+
+func (s *scan) fileSpec(f *FileSpec) bool {
+	return s.object(func(key []byte) bool {
+		var ok bool
+		switch string(key) {
+		case "path":
+			f.Path, ok = s.text()
+		case "content":
+			f.Content, ok = s.text()
+		case "mode":
+			f.Mode, ok = s.text()
+		case "owner":
+			f.Owner, ok = s.text()
+		case "group":
+			f.Group, ok = s.text()
+		}
+		return ok
+	})
+}
+
+func (s *scan) unitSpec(u *SystemdUnitSpec) bool {
+	return s.object(func(key []byte) bool {
+		var ok, v bool
+		switch string(key) {
+		case "name":
+			u.Name, ok = s.text()
+		case "content":
+			u.Content, ok = s.text()
+		case "enabled":
+			if v, ok = s.bool(); ok {
+				u.Enabled = &v
+			}
+		case "active":
+			if v, ok = s.bool(); ok {
+				u.Active = &v
+			}
+		}
+		return ok
+	})
+}
+
+func (s *scan) containerSpec(c *ContainerSpec) bool {
+	return s.object(func(key []byte) bool {
+		var ok bool
+		switch string(key) {
+		case "name":
+			c.Name, ok = s.text()
+		case "image":
+			c.Image, ok = s.text()
+		case "command":
+			c.Command, ok = s.texts()
+		case "ports":
+			c.Ports, ok = s.texts()
+		case "volumes":
+			c.Volumes, ok = s.texts()
+		case "restart":
+			c.Restart, ok = s.text()
+		case "env":
+			c.Env = map[string]string{}
+			ok = s.object(func(key []byte) bool {
+				v, ok := s.text()
+				c.Env[string(key)] = v
+				return ok
+			})
+		}
+		return ok
+	})
+}
+
+func (s *scan) execSpec(e *ExecSpec) bool {
+	return s.object(func(key []byte) bool {
+		var ok bool
+		switch string(key) {
+		case "argv":
+			e.Argv, ok = s.texts()
+		case "timeout":
+			e.Timeout, ok = s.text()
+		}
+		return ok
+	})
 }

@@ -35,7 +35,7 @@ func sameAsStandard(t *testing.T, b []byte) (fast, fastPayload bool) {
 		if err := json.Unmarshal(se.Data, sp); err != nil {
 			t.Fatalf("fast payload accepted what encoding/json refuses (%v): %q", err, b)
 		}
-		if string(must(json.Marshal(fp))) != string(must(json.Marshal(sp))) {
+		if string(must(json.Marshal(fp))) != string(must(json.Marshal(sp))) || !reflect.DeepEqual(fp, sp) {
 			t.Fatalf("payloads differ:\nfast %+v\n std %+v", fp, sp)
 		}
 	}
@@ -57,7 +57,7 @@ func sameAsStandard(t *testing.T, b []byte) (fast, fastPayload bool) {
 func TestFastDecodeGivesTheStandardEventForEveryGeneratedEvent(t *testing.T) {
 	is := is.New(t)
 	evs := fixtures.GenerateLog(5, fixtures.Options{Devices: 20, Events: 5000, UnknownKind: true, DriftRate: 0.2, OfflineRate: 0.05})
-	fast, payloads := 0, 0
+	fast, payloads, frequent := 0, 0, 0
 	for _, e := range evs {
 		b, err := events.Encode(e)
 		is.NoErr(err)
@@ -65,12 +65,17 @@ func TestFastDecodeGivesTheStandardEventForEveryGeneratedEvent(t *testing.T) {
 		if f {
 			fast++
 		}
-		if p && (e.Type == events.TypeStatusChanged || e.Type == events.TypeReconcileAttempted || e.Type == events.TypeDriftDetected) {
-			payloads++
+		switch e.Type {
+		case events.TypeStatusChanged, events.TypeReconcileAttempted, events.TypeDriftDetected, events.TypeManifestApplied:
+			frequent++
+			if p {
+				payloads++
+			}
 		}
 	}
-	is.Equal(fast, len(evs)) // what fleet writes takes the fast path
-	is.True(payloads > len(evs)/2)
+	is.Equal(fast, len(evs))     // what fleet writes takes the fast path
+	is.Equal(payloads, frequent) // and the payloads of the frequent types too
+	is.True(frequent > len(evs)/2)
 }
 
 func TestFastDecodeGivesUpOnWhatItDoesNotKnow(t *testing.T) {
@@ -133,5 +138,86 @@ func TestFastDecodeMatchesStandardOnMutatedEvents(t *testing.T) {
 			}
 		}
 		sameAsStandard(t, b)
+	}
+}
+
+// BenchmarkDecode decodes generated events (the mix of a real log, and its
+// ManifestApplied events alone) with DecodeStored, beside the standard
+// decoder on the same events:
+//
+//	go test -run '^$' -bench Decode -benchtime 20000x ./events/
+func BenchmarkDecode(b *testing.B) {
+	evs := fixtures.GenerateLog(31, fixtures.Options{Devices: 200, Resources: 6, Events: 20000, UnknownKind: true})
+	var all, manifests [][]byte
+	for _, e := range evs {
+		x, err := events.Encode(e)
+		if err != nil {
+			b.Fatal(err)
+		}
+		all = append(all, x)
+		if e.Type == events.TypeManifestApplied {
+			manifests = append(manifests, x)
+		}
+	}
+	decoders := []struct {
+		name string
+		dec  func([]byte) error
+	}{
+		{"fleet", func(x []byte) error { _, err := events.DecodeStored(x); return err }},
+		{"standard", func(x []byte) error { _, _, err := events.DecodeStandard(x); return err }},
+	}
+	for _, set := range []struct {
+		name string
+		evs  [][]byte
+	}{{"mix", all}, {"manifest", manifests}} {
+		for _, d := range decoders {
+			b.Run(set.name+"/"+d.name, func(b *testing.B) {
+				i := 0
+				for b.Loop() {
+					if err := d.dec(set.evs[i%len(set.evs)]); err != nil {
+						b.Fatal(err)
+					}
+					i++
+				}
+			})
+		}
+	}
+}
+
+func TestFastDecodeManifestsAsResourceUnmarshalJSONDoes(t *testing.T) {
+	env := func(data string) []byte {
+		return []byte(`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"ManifestApplied","schema":1,"device":"pi-002","generation":3,"at":"2025-01-01T00:00:00Z","actor":"user:ops","data":` + data + `}`)
+	}
+	fast := []string{
+		`{"manifest":{"resources":[]},"digest":"d"}`,
+		`{"manifest":{"resources":[{"id":"e","file":{"path":"/a\/b","content":"\"\\\/\b\f\n\r\t\ud83d\ude00\ud83d x\u0000"}}]},"digest":"d"}`,
+		`{"manifest":{"resources":[{"id":"motd","file":{"path":"/etc/motd","content":"hello \"you\"\n\u00e9 é","mode":"0644","owner":"root","group":"root"}}]},"digest":"d","signature":"c2ln","keyId":"k1"}`,
+		`{"manifest":{"resources":[{"driftPolicy":"report","id":"u","systemdUnit":{"name":"a.service","content":"[Service]\n","enabled":false,"active":true}}]},"digest":"d"}`,
+		`{"manifest":{"resources":[{"container":{"name":"w","image":"nginx:1","command":["a","b c"],"env":{"A":"1","B":""},"ports":["80:80"],"volumes":[],"restart":"always"},"id":"w"}]},"digest":"d"}`,
+		`{"manifest":{"resources":[{"exec":{"argv":["/bin/true"],"timeout":"1s"},"id":"x"},{"helm":{"chart":"x","values":[1,{"a":null}]},"id":"h"}]},"digest":"d"}`,
+		`{"manifest":{"resources":[{"id":"h","helm":null}]},"digest":"d"}`, // unknown kind: its spec is kept as given
+		` { "manifest" : { "resources" : [ { "id" : "a" , "file" : { "path" : "/a" , "content" : "" } } ] } , "digest" : "d" } `,
+	}
+	for _, d := range fast {
+		if f, p := sameAsStandard(t, env(d)); !f || !p {
+			t.Errorf("fast payload not taken for %s", d)
+		}
+	}
+	slow := []string{
+		`{"manifest":{"resources":[{"id":"a"}]},"digest":"d"}`,                                                                 // no kind: a Problem
+		`{"manifest":{"resources":[{"id":"a","file":{"path":"/a"},"exec":{"argv":["x"]}}]},"digest":"d"}`,                      // two kinds
+		`{"manifest":{"resources":[{"id":"a","file":null}]},"digest":"d"}`,                                                     // null spec
+		`{"manifest":{"resources":[{"id":"a","file":{"Path":"/a"}}]},"digest":"d"}`,                                            // case-folded field
+		`{"manifest":{"resources":[{"id":"a","file":{"path":"/a","size":3}}]},"digest":"d"}`,                                   // unknown spec field
+		`{"manifest":{"resources":[{"id":null,"file":{"path":"/a"}}]},"digest":"d"}`,                                           // null id
+		`{"manifest":{"resources":[{"id":"a","container":{"image":"x","env":{"A":"1","A":"2"}}}]},"digest":"d"}`,               // repeated env key
+		`{"manifest":{"resources":[{"id":"a","file":{"path":"/a","content":"x"}}]},"digest":"d","extra":true}`,                 // unknown payload field
+		`{"manifest":{"resources":null},"digest":"d"}`,                                                                         // null list
+		`{"manifest":{"resources":[{"id":"a","systemdUnit":{"name":"a.service","content":"x","enabled":null}}]},"digest":"d"}`, // null bool
+	}
+	for _, d := range slow {
+		if _, p := sameAsStandard(t, env(d)); p {
+			t.Errorf("fast payload taken for %s", d)
+		}
 	}
 }
