@@ -15,6 +15,7 @@ package projections
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -175,6 +176,27 @@ type deviceState struct {
 	Rejected     *rejection                `json:"rejected,omitempty"`
 	Seen         dedup                     `json:"seen"`
 	LastSeq      uint64                    `json:"lastSeq"`
+
+	specs map[string]specDigest // the last manifest's resources and their spec digests; a cache, not persisted
+}
+
+// specDigest is a resource with its SpecDigest, so that a manifest that
+// keeps a resource unchanged does not encode and hash its spec again.
+type specDigest struct {
+	res    events.Resource
+	digest string
+}
+
+// digest returns r's SpecDigest, from the cache when the last manifest had
+// the same resource (reflect.DeepEqual: every field, nil and empty apart,
+// which is what the canonical JSON distinguishes).
+func (d *deviceState) digest(r events.Resource, next map[string]specDigest) string {
+	c, ok := d.specs[r.ID]
+	if !ok || !reflect.DeepEqual(c.res, r) {
+		c = specDigest{res: r, digest: r.SpecDigest()}
+	}
+	next[r.ID] = c
+	return c.digest
 }
 
 // Fleet is the fleet-state read model: a pure fold of the log.
@@ -280,8 +302,9 @@ func (d *deviceState) applyManifest(e events.Stored, p *events.ManifestApplied) 
 	}
 	m := &manifestInfo{Generation: e.Generation, ID: e.ID, Seq: e.Seq, Actor: e.Actor, At: e.At,
 		Digest: p.Digest, Signed: p.Signature != ""}
+	specs := make(map[string]specDigest, len(p.Manifest.Resources))
 	for _, r := range p.Manifest.Resources {
-		mr := manifestResource{ID: r.ID, Kind: r.Kind, Digest: r.SpecDigest(), SpecGen: e.Generation}
+		mr := manifestResource{ID: r.ID, Kind: r.Kind, Digest: d.digest(r, specs), SpecGen: e.Generation}
 		if old, ok := prev[r.ID]; ok && old.Digest == mr.Digest {
 			mr.SpecGen = old.SpecGen
 		}
@@ -292,6 +315,7 @@ func (d *deviceState) applyManifest(e events.Stored, p *events.ManifestApplied) 
 	}
 	d.Manifest = m
 	d.Generation = e.Generation
+	d.specs = specs
 }
 
 func (d *deviceState) applyStatus(e events.Stored, p *events.StatusChanged) {

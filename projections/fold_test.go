@@ -186,3 +186,32 @@ func TestFleetDeviceShape(t *testing.T) {
 func fixtureID(i int) string {
 	return events.Event{}.ID + must(events.ParseULID("01JGFJJZ000000000000000000")).String()[:20] + string("0123456789ABCDEFGHJKMNPQRSTVWXYZ"[i%32]) + "00000"
 }
+
+func TestManifestSpecDigestsAreTheResourcesOwnAlsoWhenCached(t *testing.T) {
+	is := is.New(t)
+	evs := fixtures.GenerateLog(9, fixtures.Options{Devices: 5, Resources: 4, Events: 3000, ManifestRate: 0.2, UnknownKind: true})
+	f := NewFleet()
+	manifests, cached := 0, 0
+	for _, e := range stored(evs) {
+		var prev map[string]specDigest
+		if d := f.devices[e.Device]; d != nil {
+			prev = d.specs
+		}
+		f.Apply(e)
+		if e.Type != events.TypeManifestApplied {
+			continue
+		}
+		manifests++
+		p := must(e.Payload()).(*events.ManifestApplied)
+		got := f.devices[e.Device].Manifest.Resources
+		is.Equal(len(got), len(p.Manifest.Resources))
+		for i, r := range p.Manifest.Resources {
+			is.Equal(got[i].Digest, r.SpecDigest()) // the digest of this manifest's spec, cached or not
+			if c, ok := prev[r.ID]; ok && c.digest == got[i].Digest {
+				cached++
+			}
+		}
+	}
+	is.True(manifests > 20)
+	is.True(cached > 0) // unchanged resources took the cache
+}

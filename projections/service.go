@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -286,12 +287,29 @@ func (s *Service) Close() error {
 	return err
 }
 
-// item is one delivered message, decoded.
+// item is one delivered message: its raw form until a decoder has decoded it.
 type item struct {
 	seq     uint64
 	pending uint64
 	ev      events.Stored
 	err     error
+
+	subject string    // raw message, cleared once decoded
+	at      time.Time // stream time
+	data    []byte
+}
+
+// decode decodes the item's raw message and lets go of it.
+func (it *item) decode() {
+	it.ev, it.err = jsstore.FromRaw(it.subject, it.seq, it.at, it.data)
+	it.subject, it.data = "", nil
+}
+
+// chunk is a slice of delivered messages on its way to the fold: decoded on
+// one of the decoder goroutines, folded in delivery order.
+type chunk struct {
+	items   []item
+	decoded chan struct{} // closed once items are decoded
 }
 
 // apply folds items into m's folds in memory and notes the parts they
@@ -489,14 +507,33 @@ const (
 )
 
 // pump delivers messages from cons to apply in batches: whatever has arrived
-// when the previous batch is written, up to maxBatch. Messages are decoded
-// on the consumer's goroutine and handed over in slices (see handoff: a
-// lone event is not held back),
-// while the previous batch is folded and written: a two-stage pipeline. It
-// stops at ctx's end, on an error, or after sequence upTo (0: never).
+// when the previous batch is written, up to maxBatch. The consumer's
+// callback hands messages over in chunks (see handoff: a lone event is not
+// held back); decoders (one a CPU) decode the chunks side by side, and the
+// fold takes them in delivery order while the previous batch is folded and
+// written: a three-stage pipeline. It stops at ctx's end, on an error, or
+// after sequence upTo (0: never).
 func (s *Service) pump(ctx context.Context, cons jetstream.Consumer, upTo uint64, apply func([]item) error) error {
-	ch := make(chan []item, 2*s.maxBatch/handoff+2)
+	ch := make(chan *chunk, 2*s.maxBatch/handoff+2) // in delivery order, to the fold
+	work := make(chan *chunk, cap(ch))              // to the decoders
 	free := make(chan []item, cap(ch)+2)
+	quit := make(chan struct{})
+	defer close(quit)
+	for range decoders() {
+		go func() {
+			for {
+				select {
+				case c := <-work:
+					for i := range c.items {
+						c.items[i].decode()
+					}
+					close(c.decoded)
+				case <-quit:
+					return
+				}
+			}
+		}()
+	}
 	errc := make(chan error, 1)
 	var pend []item // the callback's alone
 	var since time.Time
@@ -514,15 +551,22 @@ func (s *Service) pump(ctx context.Context, cons jetstream.Consumer, upTo uint64
 			}
 			since = now
 		}
-		pend = append(pend, item{seq: md.Sequence.Stream, pending: md.NumPending})
-		it := &pend[len(pend)-1]
-		it.ev, it.err = jsstore.FromRaw(m.Subject(), md.Sequence.Stream, md.Timestamp, m.Data())
-		if len(pend) >= handoff || md.NumPending == 0 || now.Sub(since) >= handoffWait || (upTo > 0 && it.seq >= upTo) {
-			select {
-			case ch <- pend:
-			case <-ctx.Done():
-			}
+		pend = append(pend, item{seq: md.Sequence.Stream, pending: md.NumPending, subject: m.Subject(), at: md.Timestamp, data: m.Data()})
+		if len(pend) >= handoff || md.NumPending == 0 || now.Sub(since) >= handoffWait || (upTo > 0 && md.Sequence.Stream >= upTo) {
+			c := &chunk{items: pend, decoded: make(chan struct{})}
 			pend = nil
+			select {
+			case work <- c:
+			case <-ctx.Done():
+				return
+			case <-quit:
+				return
+			}
+			select {
+			case ch <- c:
+			case <-ctx.Done():
+			case <-quit:
+			}
 		}
 	}, jetstream.PullMaxMessages(4096), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -537,13 +581,19 @@ func (s *Service) pump(ctx context.Context, cons jetstream.Consumer, upTo uint64
 	}
 	defer cc.Stop()
 	batch := make([]item, 0, s.maxBatch+handoff)
-	take := func(part []item) {
-		batch = append(batch, part...)
-		clear(part) // let the events go
+	take := func(c *chunk) bool {
 		select {
-		case free <- part[:0]:
+		case <-c.decoded:
+		case <-ctx.Done():
+			return false
+		}
+		batch = append(batch, c.items...)
+		clear(c.items) // let the events go
+		select {
+		case free <- c.items[:0]:
 		default:
 		}
+		return true
 	}
 	for {
 		batch = batch[:0]
@@ -552,14 +602,18 @@ func (s *Service) pump(ctx context.Context, cons jetstream.Consumer, upTo uint64
 			return ctx.Err()
 		case err := <-errc:
 			return err
-		case part := <-ch:
-			take(part)
+		case c := <-ch:
+			if !take(c) {
+				return ctx.Err()
+			}
 		}
 	drain:
 		for len(batch) < s.maxBatch {
 			select {
-			case part := <-ch:
-				take(part)
+			case c := <-ch:
+				if !take(c) {
+					return ctx.Err()
+				}
 			default:
 				break drain
 			}
@@ -577,6 +631,9 @@ func (s *Service) pump(ctx context.Context, cons jetstream.Consumer, upTo uint64
 		}
 	}
 }
+
+// decoders is how many goroutines decode delivered messages: one a CPU.
+func decoders() int { return max(1, runtime.GOMAXPROCS(0)) }
 
 func (s *Service) done(info BatchInfo) {
 	if info.Checkpoint == 0 {
