@@ -31,21 +31,30 @@ func (r *File) Watch(ctx context.Context, ts []Target, changed func(resourceID s
 	}
 	defer w.Close()
 
-	// index maps a watched directory and a name in it to resource ids.
+	// index maps a watched directory and a name in it to resource ids;
+	// ancestors are the watched directories that stand in for a missing
+	// parent (a directory created there may be on a watched path).
 	var index map[string]map[string][]string
+	var ancestors map[string]bool
 	watched := map[string]bool{}
 	rewatch := func() {
 		index = map[string]map[string][]string{}
+		ancestors = map[string]bool{}
+		res, err := newResolver(r.root)
+		if err != nil {
+			return
+		}
 		for _, t := range ts {
 			if t.Resource.File == nil {
 				continue
 			}
-			p, err := resolveUnder(r.root, t.Resource.File.Path)
+			p, err := res.resolve(t.Resource.File.Path)
 			if err != nil {
 				continue
 			}
 			dir, name := existingAncestor(p.dir), p.name
 			if dir != p.dir {
+				ancestors[dir] = true
 				rel, err := filepath.Rel(dir, p.dir)
 				if err != nil {
 					continue
@@ -67,6 +76,7 @@ func (r *File) Watch(ctx context.Context, ts []Target, changed func(resourceID s
 	rewatch()
 
 	pending := map[string]bool{}
+	stale := false // directories appeared or went: set the watches up again
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for {
@@ -79,16 +89,25 @@ func (r *File) Watch(ctx context.Context, ts []Target, changed func(resourceID s
 			}
 			if watched[ev.Name] && ev.Has(fsnotify.Remove|fsnotify.Rename) {
 				delete(watched, ev.Name) // the kernel dropped this watch
+				stale = true
 			}
-			for _, id := range index[filepath.Dir(ev.Name)][filepath.Base(ev.Name)] {
+			dir := filepath.Dir(ev.Name)
+			if ancestors[dir] && ev.Has(fsnotify.Create|fsnotify.Rename) {
+				stale = true
+			}
+			ids := index[dir][filepath.Base(ev.Name)]
+			for _, id := range ids {
 				pending[id] = true
 			}
-			timer.Reset(watchDebounce)
+			if len(ids) > 0 || stale {
+				timer.Reset(watchDebounce)
+			}
 		case <-w.Errors:
 			// Overflow or a vanished directory: check everything.
 			for _, t := range ts {
 				pending[t.Resource.ID] = true
 			}
+			stale = true
 			timer.Reset(watchDebounce)
 		case <-timer.C:
 			ids := make([]string, 0, len(pending))
@@ -97,7 +116,10 @@ func (r *File) Watch(ctx context.Context, ts []Target, changed func(resourceID s
 			}
 			slices.Sort(ids)
 			clear(pending)
-			rewatch() // directories may have appeared or gone
+			if stale {
+				stale = false
+				rewatch()
+			}
 			for _, id := range ids {
 				changed(id)
 			}
