@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -241,12 +242,47 @@ func FromRaw(subject string, seq uint64, t time.Time, data []byte) (events.Store
 	if err != nil {
 		return events.Stored{}, &events.BadMessage{Seq: seq, Subject: subject, Err: err}
 	}
-	if want, serr := events.SubjectFor(st.Event); serr != nil || want != subject {
+	if !onSubject(st.Event, subject) {
 		return events.Stored{}, &events.BadMessage{Seq: seq, Subject: subject,
 			Err: fmt.Errorf("%w: event %s of type %s does not belong on subject %s", events.ErrInvalid, st.ID, st.Type, subject)}
 	}
 	st.Seq, st.StreamTime, st.Subject = seq, t, subject
 	return st, nil
+}
+
+// onSubject reports whether subject is events.SubjectFor(e), without
+// building it (every message read is checked).
+func onSubject(e events.Event, subject string) bool {
+	var kind string
+	perResource := true
+	switch e.Type {
+	case events.TypeManifestApplied:
+		kind, perResource = events.KindManifest, false
+	case events.TypeDeviceRegistered, events.TypeDeviceDeregistered, events.TypeManifestRejected:
+		kind, perResource = events.KindLifecycle, false
+	case events.TypeReconcileAttempted:
+		kind = events.KindAttempt
+	case events.TypeStatusChanged:
+		kind = events.KindStatus
+	case events.TypeDriftDetected:
+		kind = events.KindDrift
+	default:
+		return false
+	}
+	rest, ok := strings.CutPrefix(subject, events.Prefix+".")
+	if !ok {
+		return false
+	}
+	if rest, ok = strings.CutPrefix(rest, e.Device); !ok || len(rest) == 0 || rest[0] != '.' {
+		return false
+	}
+	if rest, ok = strings.CutPrefix(rest[1:], kind); !ok {
+		return false
+	}
+	if !perResource {
+		return rest == ""
+	}
+	return len(rest) > 0 && rest[0] == '.' && rest[1:] == e.Resource
 }
 
 // FromMsg decodes a message delivered by a consumer.
@@ -259,7 +295,9 @@ func FromMsg(m jetstream.Msg) (events.Stored, error) {
 }
 
 // Read implements events.Store with an ordered consumer, which reads without
-// acks at close to the stream's raw speed.
+// acks at close to the stream's raw speed. Messages are decoded on several
+// goroutines (one a CPU) in chunks and yielded in stream order on the
+// caller's goroutine; stopping early (yield returns false) stops them all.
 func (s *Store) Read(ctx context.Context, f events.Filter) iter.Seq2[events.Stored, error] {
 	return func(yield func(events.Stored, error) bool) {
 		if f.Resource != "" && f.Device == "" {
@@ -293,34 +331,129 @@ func (s *Store) Read(ctx context.Context, f events.Filter) iter.Seq2[events.Stor
 		if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
 			return
 		}
-		for {
-			m, err := it.Next(jetstream.NextContext(ctx))
-			if err != nil {
-				yield(events.Stored{}, fmt.Errorf("read log: %w", unavailable(err)))
-				return
-			}
-			md, err := m.Metadata()
-			if err != nil {
-				yield(events.Stored{}, fmt.Errorf("read log: %w", err))
-				return
-			}
-			if f.ToSeq > 0 && md.Sequence.Stream > f.ToSeq {
-				return
-			}
-			st, err := FromRaw(m.Subject(), md.Sequence.Stream, md.Timestamp, m.Data())
-			if err != nil {
-				if !yield(events.Stored{}, err) {
+		rctx, cancel := context.WithCancel(ctx)
+		ordered := make(chan *readChunk, 4*decoders()) // in stream order, to the caller
+		work := make(chan *readChunk, cap(ordered))    // to the decoders
+		fetched := make(chan struct{})
+		defer func() {
+			cancel()
+			it.Stop()
+			<-fetched
+		}()
+		for range decoders() {
+			go func() {
+				for {
+					select {
+					case c := <-work:
+						for i := range c.msgs {
+							m := &c.msgs[i]
+							m.st, m.err = FromRaw(m.subject, m.seq, m.at, m.data)
+						}
+						close(c.decoded)
+					case <-rctx.Done():
+						return
+					}
+				}
+			}()
+		}
+		go func() {
+			defer close(fetched)
+			defer close(ordered)
+			for {
+				c := fetchChunk(rctx, it, f.ToSeq)
+				select {
+				case work <- c:
+				case <-rctx.Done():
 					return
 				}
-			} else if f.Match(st) && !yield(st, nil) {
+				select {
+				case ordered <- c:
+				case <-rctx.Done():
+					return
+				}
+				if c.last {
+					return
+				}
+			}
+		}()
+		for c := range ordered {
+			select {
+			case <-c.decoded:
+			case <-rctx.Done():
+				yield(events.Stored{}, fmt.Errorf("read log: %w", unavailable(context.Cause(ctx))))
 				return
 			}
-			if md.NumPending == 0 || (f.ToSeq > 0 && md.Sequence.Stream >= f.ToSeq) {
+			for _, m := range c.msgs {
+				if m.err != nil {
+					if !yield(events.Stored{}, m.err) {
+						return
+					}
+				} else if f.Match(m.st) && !yield(m.st, nil) {
+					return
+				}
+			}
+			if c.err != nil {
+				yield(events.Stored{}, c.err)
+				return
+			}
+			if c.last {
 				return
 			}
 		}
+		// ctx ended the read before its end
+		yield(events.Stored{}, fmt.Errorf("read log: %w", unavailable(context.Cause(ctx))))
 	}
 }
+
+// readChunkSize is how many messages Read hands a decoder at once.
+const readChunkSize = 256
+
+// readChunk is a run of messages read, decoded on one of Read's decoders.
+type readChunk struct {
+	msgs    []readMsg
+	err     error         // the read failed after msgs
+	last    bool          // the read is over after msgs (its end, or err)
+	decoded chan struct{} // closed once msgs are decoded
+}
+
+type readMsg struct {
+	subject string
+	seq     uint64
+	at      time.Time
+	data    []byte
+	st      events.Stored
+	err     error
+}
+
+// fetchChunk reads up to readChunkSize messages; the chunk is the last when
+// the read is over (the stream's end or toSeq reached, or an error).
+func fetchChunk(ctx context.Context, it jetstream.MessagesContext, toSeq uint64) *readChunk {
+	c := &readChunk{msgs: make([]readMsg, 0, readChunkSize), decoded: make(chan struct{}), last: true}
+	for len(c.msgs) < readChunkSize {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			c.err = fmt.Errorf("read log: %w", unavailable(err))
+			return c
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			c.err = fmt.Errorf("read log: %w", err)
+			return c
+		}
+		if toSeq > 0 && md.Sequence.Stream > toSeq {
+			return c
+		}
+		c.msgs = append(c.msgs, readMsg{subject: m.Subject(), seq: md.Sequence.Stream, at: md.Timestamp, data: m.Data()})
+		if md.NumPending == 0 || (toSeq > 0 && md.Sequence.Stream >= toSeq) {
+			return c
+		}
+	}
+	c.last = false
+	return c
+}
+
+// decoders is how many goroutines decode messages for one Read: one a CPU.
+func decoders() int { return max(1, runtime.GOMAXPROCS(0)) }
 
 // LastSeq returns the stream's last sequence.
 func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
