@@ -16,7 +16,7 @@ import (
 // old name (a symlink there is replaced, never followed) and the directory is
 // fsynced. uid/gid < 0 leave the owner as created.
 func writeAtomic(dir, name string, content []byte, mode os.FileMode, uid, gid int) error {
-	tmp, err := writeTemp(dir, name, content, mode, uid, gid)
+	tmp, _, err := writeTemp(dir, name, content, mode, uid, gid)
 	if err != nil {
 		return err
 	}
@@ -28,13 +28,13 @@ func writeAtomic(dir, name string, content []byte, mode os.FileMode, uid, gid in
 }
 
 // writeTemp writes content to a new temp file in dir (named after name),
-// gives it its owner and mode and fsyncs it; it returns its path. On error
-// nothing is left behind. Owner and mode are set only where creation did not
+// gives it its owner and mode and fsyncs it; it returns its path and its
+// identity (device and inode). On error nothing is left behind. Owner and mode are set only where creation did not
 // already give them: each such change is one more journal write.
-func writeTemp(dir, name string, content []byte, mode os.FileMode, uid, gid int) (tmp string, err error) {
+func writeTemp(dir, name string, content []byte, mode os.FileMode, uid, gid int) (tmp string, id fileID, err error) {
 	f, err := createTemp(dir, ".fleet-"+name+".", mode.Perm())
 	if err != nil {
-		return "", fmt.Errorf("create temp file in %s: %w", dir, err)
+		return "", id, fmt.Errorf("create temp file in %s: %w", dir, err)
 	}
 	tmp = f.Name()
 	defer func() {
@@ -44,30 +44,64 @@ func writeTemp(dir, name string, content []byte, mode os.FileMode, uid, gid int)
 		}
 	}()
 	if _, err = f.Write(content); err != nil {
-		return "", fmt.Errorf("write %s: %w", tmp, err)
+		return "", id, fmt.Errorf("write %s: %w", tmp, err)
 	}
 	var st syscall.Stat_t
 	if err = syscall.Fstat(int(f.Fd()), &st); err != nil {
-		return "", fmt.Errorf("stat %s: %w", tmp, err)
+		return "", id, fmt.Errorf("stat %s: %w", tmp, err)
 	}
+	id = idOf(&st) // chown and chmod below change neither inode, size nor mtime
 	if (uid >= 0 && uint32(uid) != st.Uid) || (gid >= 0 && uint32(gid) != st.Gid) {
 		if err = f.Chown(uid, gid); err != nil {
-			return "", fmt.Errorf("chown %s: %w", tmp, err)
+			return "", id, fmt.Errorf("chown %s: %w", tmp, err)
+		}
+		if uid >= 0 {
+			id.uid = uint32(uid)
+		}
+		if gid >= 0 {
+			id.gid = uint32(gid)
 		}
 		st.Mode = 0 // chown cleared setuid/setgid bits: set the mode again
 	}
 	if st.Mode&0o7777 != unixMode(mode) {
 		if err = f.Chmod(mode); err != nil {
-			return "", fmt.Errorf("chmod %s: %w", tmp, err)
+			return "", id, fmt.Errorf("chmod %s: %w", tmp, err)
 		}
 	}
+	id.mode = syscall.S_IFREG | unixMode(mode)
 	if err = f.Sync(); err != nil {
-		return "", fmt.Errorf("fsync %s: %w", tmp, err)
+		return "", id, fmt.Errorf("fsync %s: %w", tmp, err)
 	}
 	if err = f.Close(); err != nil {
-		return "", fmt.Errorf("close %s: %w", tmp, err)
+		return "", id, fmt.Errorf("close %s: %w", tmp, err)
 	}
-	return tmp, nil
+	return tmp, id, nil
+}
+
+// fileID identifies one version of a file: its inode, size, last
+// modification, type and mode bits, and owner.
+type fileID struct {
+	dev, ino   uint64
+	size       int64
+	mtimeNanos int64
+	mode       uint32
+	uid, gid   uint32
+}
+
+func idOf(st *syscall.Stat_t) fileID {
+	return fileID{dev: uint64(st.Dev), ino: uint64(st.Ino), size: st.Size, mtimeNanos: st.Mtim.Nano(),
+		mode: st.Mode, uid: st.Uid, gid: st.Gid}
+}
+
+// stillAt reports whether the file at full (not followed if a symlink) is
+// id, unchanged: the version this agent wrote and fsynced, with the same
+// size, modification time, mode and owner.
+func stillAt(full string, id fileID) bool {
+	var st syscall.Stat_t
+	if err := syscall.Lstat(full, &st); err != nil {
+		return false
+	}
+	return idOf(&st) == id
 }
 
 // createTemp creates a new file dir/prefix<random> with perm (less the

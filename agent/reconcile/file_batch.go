@@ -61,6 +61,7 @@ func (r *File) ApplyBatch(ctx context.Context, ts []Target) []BatchResult {
 	}
 	plans := make([]filePlan, len(ts))
 	tmps := make([]string, len(ts))
+	ids := make([]fileID, len(ts))
 	var mkdirs sync.Map // directory → *dirOnce
 	parallel(len(ts), func(i int) {
 		pl, err := r.plan(ctx, ts[i], res)
@@ -79,7 +80,7 @@ func (r *File) ApplyBatch(ctx context.Context, ts []Target) []BatchResult {
 			out[i].Err = err
 			return
 		}
-		tmps[i], out[i].Err = writeTemp(pl.p.dir, pl.p.name, pl.w.content, fileMode(pl.w.mode), pl.uid, pl.gid)
+		tmps[i], ids[i], out[i].Err = writeTemp(pl.p.dir, pl.p.name, pl.w.content, fileMode(pl.w.mode), pl.uid, pl.gid)
 		if out[i].Err != nil {
 			out[i].Err = fmt.Errorf("file %s: %w", pl.spec.Path, out[i].Err)
 		}
@@ -130,12 +131,18 @@ func (r *File) ApplyBatch(ctx context.Context, ts []Target) []BatchResult {
 		}
 	})
 
-	// Observe what changed.
+	// Observe what changed. A file still being the inode written, fsynced
+	// and renamed above, unchanged since (size, mtime, mode, owner), holds
+	// the content written: the stat is the observation. Anything else is
+	// observed in full.
 	parallel(len(ts), func(i int) {
 		if !out[i].Changed || out[i].Err != nil {
 			return
 		}
 		pl := plans[i]
+		if tmps[i] != "" && stillAt(pl.p.full(), ids[i]) {
+			return
+		}
 		have, err := observeFile(pl.p.full())
 		switch {
 		case err != nil:
