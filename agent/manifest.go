@@ -89,11 +89,12 @@ func (a *Agent) watchManifests(ctx context.Context, conn *logConn, out chan<- ma
 			read()
 		case <-hint:
 			// The hint can arrive before the stream has stored the message:
-			// read now, and again a little later if it was not there yet.
+			// read now, and again, waiting 1, 2, 4 ... 512 ms, until it is
+			// there (a read that finds nothing new decodes nothing).
 			if read() {
 				break
 			}
-			for _, d := range []time.Duration{5 * time.Millisecond, 50 * time.Millisecond, 500 * time.Millisecond} {
+			for d := time.Millisecond; d <= 512*time.Millisecond; d *= 2 {
 				select {
 				case <-ctx.Done():
 					return
