@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -87,7 +88,15 @@ type quietLogger struct{}
 
 func (quietLogger) Infof(string, ...any)           {}
 func (quietLogger) Errorf(format string, a ...any) {}
-func (quietLogger) Fatalf(format string, a ...any) { panic(fmt.Sprintf(format, a...)) }
+
+// Fatalf is called by Pebble when its store cannot go on (a failed log write,
+// such as a full disk); Pebble requires that it does not return. Like
+// Pebble's own default logger it exits, but with one line that says what to
+// do instead of a stack dump: the store recovers from its log on restart.
+func (quietLogger) Fatalf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "fleet agent: local state store stopped: %s (free space or fix the disk under --state, then restart the agent: the store recovers from its log)\n", fmt.Sprintf(format, a...))
+	os.Exit(1)
+}
 
 func openDB(dir string) (*pebble.DB, error) {
 	db, err := pebble.Open(dir, &pebble.Options{

@@ -349,8 +349,8 @@ func TestFaultAgentHelper(t *testing.T) {
 
 // TestAgentStateDiskFullStopsTheAgentAndItResumes fills the filesystem of
 // the agent's state (a small tmpfs) while it converges: the agent exits
-// non-zero with a message that names the full disk (today Pebble's "fatal
-// commit error ... no space left on device", as a panic), and when space
+// non-zero with one line that names the full disk and what to do (no stack
+// dump), and when space
 // returns the restarted agent opens its store (not corrupt) and converges,
 // every event on the log once. Needs permission to mount a tmpfs (root);
 // skipped otherwise.
@@ -430,6 +430,8 @@ wait:
 		}
 	}
 	is.True(strings.Contains(stderr.String(), "no space left on device")) // the error says why
+	is.True(strings.Contains(stderr.String(), "free space"))              // and what to do
+	is.True(!strings.Contains(stderr.String(), "goroutine "))             // as a message, not a stack dump
 	t.Logf("agent stopped at generation %d of the log: %s", lastGen, strings.TrimSpace(stderr.String()))
 
 	// space returns: the agent opens its store and converges
