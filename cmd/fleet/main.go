@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sort"
 	"syscall"
 
 	"github.com/alecthomas/kong"
@@ -37,6 +38,18 @@ var commands []command
 // register adds a command; called from each command file's init.
 func register(name, help, group string, cmd any) {
 	commands = append(commands, command{name, help, group, cmd})
+}
+
+// groupOrder is the order of command groups in --help: first things first.
+var groupOrder = []string{"Getting started", "Control plane", "Device", "Read side", "History", "Trust"}
+
+func groupRank(g string) int {
+	for i, o := range groupOrder {
+		if o == g {
+			return i
+		}
+	}
+	return len(groupOrder)
 }
 
 // Exit codes.
@@ -81,6 +94,7 @@ func run(args []string) int {
 		kong.Vars{"version": version, "default_nats": DefaultNATS},
 		kong.BindTo(ctx, (*context.Context)(nil)),
 	}
+	sort.SliceStable(commands, func(i, j int) bool { return groupRank(commands[i].group) < groupRank(commands[j].group) })
 	for _, c := range commands {
 		opts = append(opts, kong.DynamicCommand(c.name, c.help, c.group, c.cmd))
 	}
