@@ -90,6 +90,7 @@ type models struct {
 	checkpoint uint64 // last sequence written to Pebble with the parts
 	applied    uint64 // last sequence folded in memory (>= checkpoint)
 	dirty      map[part]struct{}
+	allDirty   bool   // every part will be written (a rebuild): apply need not note which
 	skipped    []item // bad messages not yet written
 }
 
@@ -337,7 +338,9 @@ func (s *Service) apply(m *models, items []item, live bool) BatchInfo {
 		}
 		m.fleet.Apply(it.ev)
 		m.drift.Apply(it.ev)
-		touched(m.dirty, it.ev)
+		if !m.allDirty {
+			touched(m.dirty, it.ev)
+		}
 		info.Events++
 	}
 	return info
@@ -824,6 +827,7 @@ func (s *Service) Rebuild(ctx context.Context, js jetstream.JetStream, progress 
 			return fmt.Errorf("rebuild: %w", err)
 		}
 		lastReport := time.Now()
+		nm.allDirty = true // written whole below
 		err = s.pump(ctx, cons, total, func(items []item) error {
 			s.apply(nm, items, false)
 			if len(nm.skipped) > 10000 {
@@ -841,6 +845,7 @@ func (s *Service) Rebuild(ctx context.Context, js jetstream.JetStream, progress 
 			return fmt.Errorf("rebuild: %w", err)
 		}
 	}
+	nm.allDirty = false
 	clear(nm.dirty)
 	for _, p := range allParts(nm.fleet, nm.drift) {
 		nm.dirty[p] = struct{}{}
