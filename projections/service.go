@@ -395,7 +395,13 @@ func (s *Service) flush(m *models, sync, live bool, info *BatchInfo) error {
 	s.skipped.Add(uint64(len(m.skipped)))
 	m.skipped = m.skipped[:0]
 	clear(m.dirty)
+	if live { // readers (Checkpoint, Lag) read it under s.mu
+		s.mu.Lock()
+	}
 	m.checkpoint = m.applied
+	if live {
+		s.mu.Unlock()
+	}
 	info.Checkpoint = m.checkpoint
 	slices.Sort(info.Devices)
 	return nil
