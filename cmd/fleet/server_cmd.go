@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -31,6 +32,7 @@ type ServerCmd struct {
 	Replicas     int           `default:"1" help:"Stream replicas when using an existing cluster (--nats)."`
 	HeartbeatTTL time.Duration `default:"30s" help:"How long a device's heartbeat counts before it is Stale."`
 	Auth         bool          `help:"Require credentials: per-device least privilege ('fleet device add'); keys under DIR/auth."`
+	Output
 }
 
 // Help is shown by `fleet server --help`.
@@ -80,7 +82,7 @@ func (c *ServerCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	<-ctx.Done()
-	fmt.Println("fleet server: stopping")
+	fmt.Fprintln(os.Stderr, "fleet server: stopping")
 	rs.Stop()
 	return nil
 }
@@ -185,7 +187,21 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 		}()
 	}
 	rs.Env = env
-	if out != nil {
+	if out != nil && c.JSON() {
+		info := map[string]any{"nats": env.NATSURL, "stream": events.Stream, "data": c.Data,
+			"embedded": rs.Embedded != nil, "fsyncBeforeAck": rs.Embedded != nil && !c.RelaxedSync, "auth": authDir != ""}
+		if authDir != "" {
+			info["operatorCreds"] = filepath.Join(authDir, "operator.creds")
+		}
+		if env.HTTPAddr != "" {
+			info["dashboard"] = "http://" + env.HTTPAddr + "/"
+		}
+		enc := json.NewEncoder(out)
+		if err := enc.Encode(info); err != nil {
+			rs.Stop()
+			return nil, err
+		}
+	} else if out != nil {
 		fmt.Fprintf(out, "fleet server: NATS %s (stream %s", env.NATSURL, events.Stream)
 		if rs.Embedded != nil {
 			if c.RelaxedSync {
