@@ -29,19 +29,19 @@ func TestHeartbeatValueInKV(t *testing.T) {
 	gen := apply(t, env, "hb-01", threeFiles("v1")...)
 	waitFor(t, 10*time.Second, "3 Ready", func() bool { return allReady(r.h.Agent, 3, gen) })
 	var hb agent.Heartbeat
-	waitFor(t, 10*time.Second, "a heartbeat with 3 Ready", func() bool {
+	waitFor(t, 10*time.Second, "outbox drained", func() bool { return r.h.Agent.OutboxLen() == 0 })
+	waitFor(t, 10*time.Second, "a heartbeat with 3 Ready and an empty outbox", func() bool {
 		e, err := kv.Get(ctx, "hb-01")
 		if err != nil {
 			return false
 		}
 		hb = agent.Heartbeat{}
 		is.NoErr(json.Unmarshal(e.Value(), &hb))
-		return hb.Counts["Ready"] == 3 && hb.Generation == gen
+		return hb.Counts["Ready"] == 3 && hb.Generation == gen && hb.Outbox == 0
 	})
 	is.Equal(hb.Device, "hb-01")
 	is.Equal(hb.AgentVersion, agent.Version)
 	is.Equal(len(hb.Counts), 1) // nothing but Ready
-	is.True(hb.Outbox >= 0)
 	is.True(time.Since(hb.At) < 10*time.Second) // a fresh heartbeat
 	is.True(!hb.At.After(time.Now()))
 
