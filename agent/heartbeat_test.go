@@ -41,7 +41,7 @@ func TestHeartbeatValueInKV(t *testing.T) {
 	})
 	is.Equal(hb.Device, "hb-01")
 	is.Equal(hb.AgentVersion, agent.Version)
-	is.Equal(len(hb.Counts), 1) // nothing but Ready
+	is.Equal(len(hb.Counts), 1)                 // nothing but Ready
 	is.True(time.Since(hb.At) < 10*time.Second) // a fresh heartbeat
 	is.True(!hb.At.After(time.Now()))
 

@@ -205,7 +205,6 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 		var results [][]result
 		var mans []manifestUpdate
 		var notes []string
-		timedOut := false
 		select {
 		case <-ctx.Done():
 			if !l.shutdown {
@@ -221,7 +220,7 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 		case id := <-l.notify:
 			notes = append(notes, id)
 		case <-timer.C:
-			timedOut = true
+			// due work (retries, drift checks, the heartbeat) is found by schedule below
 		case <-graceEnd:
 			a.log.Warn("stopping: grace period over, interrupting running attempts", "running", l.inflight)
 			cancelWork()
@@ -231,7 +230,6 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 			a.log.Warn("stopping: attempts did not end after interruption", "running", l.inflight)
 			return nil
 		}
-		_ = timedOut
 	more:
 		for {
 			select {

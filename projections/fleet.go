@@ -249,8 +249,7 @@ func (f *Fleet) Apply(e events.Stored) {
 	case *events.ReconcileAttempted:
 		d.applyAttempt(e, p)
 	case *events.DriftDetected:
-		r := d.resource(e.Resource, p.Kind)
-		_ = r // drift history is the Drift fold's; the resource now exists
+		d.resource(e.Resource, p.Kind) // drift history is the Drift fold's; the resource now exists
 	case *events.DeviceRegistered:
 		d.Registered, d.Deregistered = true, false
 		d.Labels = maps(p.Labels)
