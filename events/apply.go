@@ -22,7 +22,9 @@ type Applied struct {
 // (its sequence and generation) and appends generation+1 expecting that
 // sequence, so of two operators racing one wins and the other gets a
 // *ConflictError. m must already be valid (ParseManifest); it is validated
-// again here so no caller can skip it. signer may be nil.
+// again here so no caller can skip it. signer may be nil. If the subject's
+// last message is not a valid event, the manifest is written after it as the
+// generation after the last good one.
 func Apply(ctx context.Context, s Store, clock *Clock, device string, m Manifest, actor string, signer Signer) (Applied, error) {
 	if err := CheckID("device", device); err != nil {
 		return Applied{}, err
@@ -33,14 +35,40 @@ func Apply(ctx context.Context, s Store, clock *Clock, device string, m Manifest
 	var expected uint64
 	var gen int64
 	last, err := s.LastManifest(ctx, device)
+	var bad *BadMessage
 	switch {
 	case err == nil:
 		expected, gen = last.Seq, last.Generation
 	case errors.Is(err, ErrNotFound):
+	case errors.As(err, &bad):
+		// The subject's last message is not a manifest (agents and read
+		// models skip it): write after it, as the generation after the
+		// last good manifest, so that one bad message cannot block the
+		// device's desired state for good.
+		if expected, gen, err = afterBadManifest(ctx, s, device, bad.Seq); err != nil {
+			return Applied{}, err
+		}
 	default:
 		return Applied{}, err
 	}
 	return ApplyAfter(ctx, s, clock, device, m, actor, signer, expected, gen)
+}
+
+// afterBadManifest returns the sequence of the bad message last on device's
+// manifest subject and the highest generation of the good manifests before it.
+func afterBadManifest(ctx context.Context, s Store, device string, badSeq uint64) (uint64, int64, error) {
+	var gen int64
+	for st, err := range s.Read(ctx, Filter{Device: device, Types: []string{TypeManifestApplied}, ToSeq: badSeq}) {
+		var bm *BadMessage
+		switch {
+		case errors.As(err, &bm):
+			continue
+		case err != nil:
+			return 0, 0, fmt.Errorf("manifests of %s: %w", device, err)
+		}
+		gen = max(gen, st.Generation)
+	}
+	return badSeq, gen, nil
 }
 
 // ApplyAfter appends m as generation prevGen+1, expecting the manifest
