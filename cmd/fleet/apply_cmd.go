@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 
 	"github.com/fleet-dev/fleet/events"
@@ -60,6 +62,9 @@ func (c *ApplyCmd) Run(ctx context.Context, g *Globals) error {
 	if c.Key != "" {
 		s, err := events.LoadSigner(c.Key)
 		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return usageError{fmt.Errorf("--key: %w", err)} // a missing file is bad usage, like a missing -f
+			}
 			return err
 		}
 		signer, keyID = s, s.KeyID()
