@@ -127,7 +127,7 @@ func (x Explanation) chain(r *resourceState) []string {
 		why = append(why, "next retry not before "+ts(*x.RetryAfter))
 	case x.State == "Failed":
 		why = append(why, "no retry scheduled (the agent will not retry without a spec change)")
-	case x.State == "Pending" || x.State == "Reconciling":
+	case r.Reported && (x.State == "Pending" || x.State == "Reconciling"):
 		why = append(why, "the agent is working on it")
 	}
 	return why

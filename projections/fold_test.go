@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -214,4 +215,18 @@ func TestManifestSpecDigestsAreTheResourcesOwnAlsoWhenCached(t *testing.T) {
 	}
 	is.True(manifests > 20)
 	is.True(cached > 0) // unchanged resources took the cache
+}
+
+func TestExplainUnreportedResourceDoesNotSayTheAgentIsWorkingOnIt(t *testing.T) {
+	is := is.New(t)
+	m := events.Manifest{Resources: []events.Resource{{ID: "motd", Kind: events.KindFile, File: &events.FileSpec{Path: "/etc/motd", Content: "hi"}}}}
+	e := must(events.New("pi-01", "", 1, "user:ann", events.ManifestApplied{Manifest: m, Digest: m.Digest()}))
+	e.ID = fixtureID(1)
+	f := NewFleet()
+	f.Apply(events.Stored{Event: e, Seq: 1})
+	x, ok := f.Explain("pi-01", "motd")
+	is.True(ok)
+	why := strings.Join(x.Why, "\n")
+	is.True(strings.Contains(why, "the agent has not reported on it yet"))
+	is.True(!strings.Contains(why, "working on it")) // nothing says the agent is at it
 }
