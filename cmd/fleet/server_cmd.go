@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -115,6 +116,9 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 		}
 		env.NATSURL = g.NATS
 	} else {
+		if _, port, err := net.SplitHostPort(c.Listen); err != nil || !validPort(port) {
+			return nil, usagef("--listen %q: must be host:port with a port from 0 to 65535, such as 127.0.0.1:4222", c.Listen)
+		}
 		eo := embedded.Options{Dir: filepath.Join(c.Data, "jetstream"), Listen: c.Listen, RelaxedSync: c.RelaxedSync}
 		var copts []nats.Option
 		if c.Auth {
@@ -235,4 +239,10 @@ func (rs *RunningServer) Stop() {
 		rs.stops[i]()
 	}
 	rs.stops = nil
+}
+
+// validPort reports whether p is a TCP port number (0: any free one).
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 0 && n <= 65535
 }
