@@ -391,7 +391,8 @@ func (l *loop) problem(rec *resourceRecord) (reason, detail string) {
 // retries whose backoff elapsed, drift checks, deletions. Applies of a kind
 // whose reconciler is a reconcile.BatchApplier share one call (up to
 // maxBatch resources), so a new manifest of many files is applied in one
-// batch. Transitions to Reconciling are recorded in t, so they are durable
+// batch. Transitions to Reconciling are recorded in t, so they are
+// committed to the store (fsynced by the drainer before it publishes them)
 // before the attempt runs.
 func (l *loop) schedule(t *txn, now time.Time) ([]call, error) {
 	var calls []call

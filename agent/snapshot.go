@@ -268,8 +268,10 @@ func (t *txn) deleteResource(id string) error {
 	return t.b.Delete(resourceKey(id), nil)
 }
 
-// commit writes the batch with the clock state, synced, and wakes the
-// drainer. It returns the committed events.
+// commit writes the batch with the clock state and wakes the drainer. It
+// does not fsync: drainAll syncs (syncLocal) before it publishes, so no event
+// leaves the device before it is on disk; a power cut can lose the last
+// commits, none of them published. It returns the committed events.
 func (t *txn) commit() ([]events.Event, error) {
 	a := t.a
 	defer a.commitMu.Unlock()
