@@ -447,25 +447,33 @@ func fastDecode(b []byte) (e Event, p Payload, ok bool) {
 		return Event{}, nil, false
 	}
 	e.Data = json.RawMessage(append([]byte(nil), data...))
-	switch e.Type {
+	p, _ = fastPayload(e.Type, e.Data)
+	return e, p, true
+}
+
+// fastPayload decodes the payload of the frequent event types in one pass;
+// ok is false when the type has no fast path or the data has anything the
+// standard decoder must judge.
+func fastPayload(typ string, data []byte) (Payload, bool) {
+	switch typ {
 	case TypeStatusChanged:
-		if x, ok := fastStatus(e.Data); ok {
-			p = x
+		if x, ok := fastStatus(data); ok {
+			return x, true
 		}
 	case TypeReconcileAttempted:
-		if x, ok := fastAttempt(e.Data); ok {
-			p = x
+		if x, ok := fastAttempt(data); ok {
+			return x, true
 		}
 	case TypeDriftDetected:
-		if x, ok := fastDrift(e.Data); ok {
-			p = x
+		if x, ok := fastDrift(data); ok {
+			return x, true
 		}
 	case TypeManifestApplied:
-		if x, ok := fastManifest(e.Data); ok {
-			p = x
+		if x, ok := fastManifest(data); ok {
+			return x, true
 		}
 	}
-	return e, p, true
+	return nil, false
 }
 
 func fastStatus(b []byte) (*StatusChanged, bool) {

@@ -53,10 +53,13 @@ func (e Event) Payload() (Payload, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: event %s type %q: not an event type fleet knows", ErrInvalid, e.ID, e.Type)
 	}
-	p := spec.new()
-	dec := json.NewDecoder(bytes.NewReader(e.Data))
-	if err := dec.Decode(p); err != nil {
-		return nil, fmt.Errorf("%w: event %s data: not a %s payload: %v", ErrInvalid, e.ID, e.Type, err)
+	p, fast := fastPayload(e.Type, e.Data)
+	if !fast {
+		p = spec.new()
+		dec := json.NewDecoder(bytes.NewReader(e.Data))
+		if err := dec.Decode(p); err != nil {
+			return nil, fmt.Errorf("%w: event %s data: not a %s payload: %v", ErrInvalid, e.ID, e.Type, err)
+		}
 	}
 	if c, ok := p.(interface{ check() error }); ok {
 		if err := c.check(); err != nil {
