@@ -304,22 +304,29 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 	}
 }
 
-// publishView copies the resources changed in the last step to the status view.
+// publishView copies the resources changed in the last step to the status
+// view, then publishes the generation in force. Both happen after the step's
+// commit, and the generation after the view: whoever reads Generation() and
+// then Status() never sees a new generation with the statuses of the old one
+// (a manifest taken in the step it was read, not yet committed, not yet
+// started).
 func (l *loop) publishView() {
-	if len(l.touched) == 0 {
-		return
-	}
 	a := l.a
-	a.viewMu.Lock()
-	for id := range l.touched {
-		if x, ok := l.res[id]; ok {
-			a.view[id] = statusOf(x.rec)
-		} else {
-			delete(a.view, id)
+	if len(l.touched) > 0 {
+		a.viewMu.Lock()
+		for id := range l.touched {
+			if x, ok := l.res[id]; ok {
+				a.view[id] = statusOf(x.rec)
+			} else {
+				delete(a.view, id)
+			}
 		}
+		a.viewMu.Unlock()
+		clear(l.touched)
 	}
-	a.viewMu.Unlock()
-	clear(l.touched)
+	if l.manifest != nil {
+		a.gen.Store(l.manifest.Generation)
+	}
 }
 
 // nextWake is when the loop must look again without any input.

@@ -144,8 +144,7 @@ func (l *loop) handleManifest(t *txn, m manifestUpdate) error {
 	if err := t.putJSON(keyManifest, rec); err != nil {
 		return err
 	}
-	l.manifest = rec
-	l.a.gen.Store(rec.Generation)
+	l.manifest = rec // Generation() reports it once committed (publishView)
 	l.a.log.Info("manifest: new generation", "generation", rec.Generation, "resources", len(rec.Manifest.Resources))
 	return l.diff(t)
 }

@@ -52,8 +52,9 @@ func TestVerifyPassesRealAgentLogs(t *testing.T) {
 	ready := func(h *agent.Handle, n int, gen int64) {
 		deadline := time.Now().Add(15 * time.Second)
 		for {
+			g := h.Agent.Generation() // first: the Status read after it is of that generation or newer
 			st := h.Agent.Status()
-			ok := len(st) == n && h.Agent.Generation() == gen && h.Agent.OutboxLen() == 0
+			ok := len(st) == n && g == gen && h.Agent.OutboxLen() == 0
 			for _, s := range st {
 				ok = ok && s.State == fsm.Ready
 			}
