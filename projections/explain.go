@@ -118,7 +118,11 @@ func (x Explanation) chain(r *resourceState) []string {
 			}
 			parts = append(parts, p)
 		}
-		why = append(why, fmt.Sprintf("%d attempts this generation; last %d: %s", x.Attempts, n, strings.Join(parts, "; ")))
+		noun := "attempts"
+		if x.Attempts == 1 {
+			noun = "attempt"
+		}
+		why = append(why, fmt.Sprintf("%d %s this generation; the last %d recorded: %s", x.Attempts, noun, n, strings.Join(parts, "; ")))
 	}
 	switch {
 	case x.Ready:
