@@ -99,16 +99,7 @@ func (r *rig) start(t testing.TB, device string, opts ...agent.Option) {
 func (r *rig) path(p string) string { return filepath.Join(r.root, p) }
 
 // waitFor polls cond until it holds or the timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+var waitFor = eventstest.WaitFor
 
 // allReady reports whether the agent has exactly n resources, all Ready at generation gen.
 func allReady(a *agent.Agent, n int, gen int64) bool {

@@ -20,18 +20,13 @@ import (
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/auth"
 	"github.com/fleet-dev/fleet/events/embedded"
+	"github.com/fleet-dev/fleet/events/eventstest"
 	"github.com/fleet-dev/fleet/events/jsstore"
 )
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after 15s waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventstest.WaitFor(t, 15*time.Second, what, cond)
 }
 
 // TestTrustedAgentAppliesOnlySignedManifests runs the agent command's

@@ -17,6 +17,7 @@ import (
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/auth"
 	"github.com/fleet-dev/fleet/events/embedded"
+	"github.com/fleet-dev/fleet/events/eventstest"
 	"github.com/fleet-dev/fleet/events/jsstore"
 )
 
@@ -141,13 +142,7 @@ func quick() (context.Context, context.CancelFunc) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventstest.WaitFor(t, 5*time.Second, what, cond)
 }
 
 func TestDeviceCredentialsAreLeastPrivilege(t *testing.T) {

@@ -4,6 +4,7 @@ package eventstest
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -62,5 +63,18 @@ func (e *Env) Stop() {
 	}
 	if e.Server != nil {
 		e.Server.Stop()
+	}
+}
+
+// WaitFor polls cond every 10ms until it holds, failing t with what was
+// awaited once timeout passes. It waits for behaviour; it times nothing.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
