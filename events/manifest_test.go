@@ -20,7 +20,7 @@ resources:
     driftPolicy: report
     systemdUnit: {name: nginx.service, content: "[Service]\nExecStart=/usr/sbin/nginx\n", enabled: true}
   - id: web
-    container: {image: docker.io/library/nginx:1.27, ports: ["8080:80"], env: {A: b}, volumes: ["/srv:/usr/share/nginx/html:ro"], restart: always}
+    container: {image: nginx:1.27, ports: ["8080:80"], env: {A: b}, volumes: ["/srv:/usr/share/nginx/html:ro"], restart: always}
   - id: once
     exec: {argv: [/usr/bin/true], timeout: 30s}
 `))
@@ -96,6 +96,40 @@ func TestParseManifestRefusals(t *testing.T) {
 					t.Errorf("error %q does not mention %q", err, w)
 				}
 			}
+		})
+	}
+}
+
+// TestNameLengthLimits: each name rule takes a name at its length limit and
+// refuses one byte more (the limits are checked apart from the patterns).
+func TestNameLengthLimits(t *testing.T) {
+	cases := []struct {
+		field    string
+		resource func(string) string
+		ok, long string
+	}{
+		{"systemdUnit.name", func(v string) string { return "systemdUnit: {name: " + v + ", content: x}" },
+			strings.Repeat("u", 200) + ".service", strings.Repeat("u", 201) + ".service"},
+		{"container.image", func(v string) string { return "container: {image: " + v + "}" },
+			strings.Repeat("i", 255), strings.Repeat("i", 256)},
+		{"container.name", func(v string) string { return "container: {image: nginx, name: " + v + "}" },
+			strings.Repeat("n", 128), strings.Repeat("n", 129)},
+		{"container.env", func(v string) string { return "container: {image: nginx, env: {" + v + ": x}}" },
+			strings.Repeat("E", 128), strings.Repeat("E", 129)},
+		{"file.owner", func(v string) string { return "file: {path: /a, content: x, owner: " + v + "}" },
+			strings.Repeat("o", 32), strings.Repeat("o", 33)},
+		{"file.owner", func(v string) string { return "file: {path: /a, content: x, owner: " + v + "}" },
+			`"4294967295"`, `"42949672950"`},
+	}
+	for _, c := range cases {
+		t.Run(c.field, func(t *testing.T) {
+			is := is.New(t)
+			doc := func(v string) []byte { return []byte("resources:\n  - id: a\n    " + c.resource(v)) }
+			_, err := events.ParseManifest(doc(c.ok))
+			is.NoErr(err)
+			_, err = events.ParseManifest(doc(c.long))
+			is.True(errors.Is(err, events.ErrInvalid))
+			is.True(strings.Contains(err.Error(), c.field))
 		})
 	}
 }
