@@ -45,10 +45,10 @@ func standinContainer(t *testing.T, state, name string) (map[string]any, bool) {
 func TestContainerContract(t *testing.T) {
 	reconciletest.Run(t, reconciletest.Case{New: func(t *testing.T) reconciletest.Subject {
 		reconciletest.UseStandins(t, standinBin) // stand-in podman on PATH
-		changed := containerTarget("docker.io/library/nginx:1.28")
+		changed := containerTarget("nginx:1.28")
 		return reconciletest.Subject{
 			Reconciler: reconcile.NewContainer(""),
-			Target:     containerTarget("docker.io/library/nginx:1.27"),
+			Target:     containerTarget("nginx:1.27"),
 			Changed:    &changed,
 			Tamper: func(t *testing.T) {
 				if out, err := exec.Command("podman", "stop", "fleet-web").CombinedOutput(); err != nil {
@@ -64,16 +64,16 @@ func TestContainerRunArguments(t *testing.T) {
 	is := is.New(t)
 	state := reconciletest.UseStandins(t, standinBin)
 	r := reconcile.NewContainer("")
-	tg := containerTarget("docker.io/library/nginx:1.27")
+	tg := containerTarget("nginx:1.27")
 	_, err := r.Apply(context.Background(), tg)
 	is.NoErr(err)
 	calls := reconciletest.Calls(t, state)
 	digest := reconcile.ContainerDigest(tg.Resource)
 	is.Equal(calls[len(calls)-1], "podman run -d --name fleet-web --label fleet.resource=web --label fleet.spec="+digest+
-		" --restart always -e A=1 -e B=2 -p 8080:80/tcp -v /srv/www:/usr/share/nginx/html:ro -- docker.io/library/nginx:1.27 nginx -g daemon off;")
+		" --restart always -e A=1 -e B=2 -p 8080:80/tcp -v /srv/www:/usr/share/nginx/html:ro -- nginx:1.27 nginx -g daemon off;")
 	c, ok := standinContainer(t, state, "fleet-web")
 	is.True(ok)
-	is.Equal(c["ImageName"], "docker.io/library/nginx:1.27")
+	is.Equal(c["ImageName"], "nginx:1.27")
 	is.Equal(c["Args"], []any{"-g", "daemon off;"})
 }
 
@@ -83,7 +83,7 @@ func TestContainerObserveDifferences(t *testing.T) {
 	reconciletest.UseStandins(t, standinBin)
 	r := reconcile.NewContainer("")
 	ctx := context.Background()
-	tg := containerTarget("docker.io/library/nginx:1.27")
+	tg := containerTarget("nginx:1.27")
 	digest := reconcile.ContainerDigest(tg.Resource)
 	d, err := r.Observe(ctx, tg)
 	is.NoErr(err)
@@ -91,7 +91,7 @@ func TestContainerObserveDifferences(t *testing.T) {
 
 	_, err = r.Apply(ctx, tg)
 	is.NoErr(err)
-	next := containerTarget("docker.io/library/nginx:1.28")
+	next := containerTarget("nginx:1.28")
 	d, err = r.Observe(ctx, next)
 	is.NoErr(err)
 	is.Equal(d, []events.Difference{{Field: "spec", Expected: reconcile.ContainerDigest(next.Resource), Observed: digest}})
@@ -112,15 +112,15 @@ func TestContainerSpecChangeReplaces(t *testing.T) {
 	state := reconciletest.UseStandins(t, standinBin)
 	r := reconcile.NewContainer("")
 	ctx := context.Background()
-	_, err := r.Apply(ctx, containerTarget("docker.io/library/nginx:1.27"))
+	_, err := r.Apply(ctx, containerTarget("nginx:1.27"))
 	is.NoErr(err)
 	before, _ := standinContainer(t, state, "fleet-web")
-	res, err := r.Apply(ctx, containerTarget("docker.io/library/nginx:1.28"))
+	res, err := r.Apply(ctx, containerTarget("nginx:1.28"))
 	is.NoErr(err)
 	is.True(res.Changed)
 	after, _ := standinContainer(t, state, "fleet-web")
 	is.True(before["Id"] != after["Id"]) // a new container
-	is.Equal(after["ImageName"], "docker.io/library/nginx:1.28")
+	is.Equal(after["ImageName"], "nginx:1.28")
 	calls := reconciletest.Calls(t, state)
 	is.Equal(calls[len(calls)-2], "podman rm --force --ignore fleet-web")
 }
@@ -129,11 +129,11 @@ func TestContainerSpecChangeReplaces(t *testing.T) {
 func TestContainerDeleteLeavesForeignContainer(t *testing.T) {
 	is := is.New(t)
 	state := reconciletest.UseStandins(t, standinBin)
-	out, err := exec.Command("podman", "run", "-d", "--name", "fleet-web", "docker.io/library/busybox").CombinedOutput()
+	out, err := exec.Command("podman", "run", "-d", "--name", "fleet-web", "busybox").CombinedOutput()
 	is.NoErr(err)
 	is.True(len(strings.TrimSpace(string(out))) == 64) // a container id, as podman prints
 	r := reconcile.NewContainer("")
-	is.NoErr(r.Delete(context.Background(), containerTarget("docker.io/library/nginx:1.27")))
+	is.NoErr(r.Delete(context.Background(), containerTarget("nginx:1.27")))
 	_, ok := standinContainer(t, state, "fleet-web")
 	is.True(ok) // not ours: left alone
 }
