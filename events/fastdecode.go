@@ -3,7 +3,9 @@ package events
 import (
 	"bytes"
 	"encoding/json"
+	"hash/maphash"
 	"strconv"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -90,6 +92,9 @@ func (s *scan) text() (string, bool) {
 	}
 	esc := bytes.IndexByte(lit, '\\')
 	if esc < 0 {
+		if w, ok := word(lit); ok {
+			return w, true
+		}
 		return string(lit), true
 	}
 	// the one-letter escapes; \u (and its surrogate rules) go to encoding/json
@@ -157,6 +162,111 @@ func (s *scan) texts() ([]string, bool) {
 func (s *scan) str() (string, bool) {
 	b, ok := s.rawStr()
 	return string(b), ok
+}
+
+// strShared is str for strings that recur on many events (device,
+// resource, actor, type): the same text gives a string shared with earlier
+// events, not a new one (see shared).
+func (s *scan) strShared() (string, bool) {
+	b, ok := s.rawStr()
+	if !ok {
+		return "", false
+	}
+	if w, ok := word(b); ok {
+		return w, true
+	}
+	return shared(b), true
+}
+
+// word returns the string constant equal to b, for the words fleet's
+// writers put on most events (types, kinds, states, triggers, outcomes,
+// policies), so that decoding them allocates nothing.
+func word(b []byte) (string, bool) {
+	switch string(b) {
+	case TypeStatusChanged:
+		return TypeStatusChanged, true
+	case TypeReconcileAttempted:
+		return TypeReconcileAttempted, true
+	case TypeDriftDetected:
+		return TypeDriftDetected, true
+	case TypeManifestApplied:
+		return TypeManifestApplied, true
+	case TypeDeviceRegistered:
+		return TypeDeviceRegistered, true
+	case TypeDeviceDeregistered:
+		return TypeDeviceDeregistered, true
+	case TypeManifestRejected:
+		return TypeManifestRejected, true
+	case KindFile:
+		return KindFile, true
+	case KindSystemdUnit:
+		return KindSystemdUnit, true
+	case KindContainer:
+		return KindContainer, true
+	case KindExec:
+		return KindExec, true
+	case "Pending":
+		return "Pending", true
+	case "Reconciling":
+		return "Reconciling", true
+	case "Ready":
+		return "Ready", true
+	case "Failed":
+		return "Failed", true
+	case "Removed":
+		return "Removed", true
+	case "specChanged":
+		return "specChanged", true
+	case "reconcile":
+		return "reconcile", true
+	case OutcomeSucceeded:
+		return OutcomeSucceeded, true
+	case OutcomeFailed:
+		return OutcomeFailed, true
+	case "removed":
+		return "removed", true
+	case "spec":
+		return "spec", true
+	case "retry":
+		return "retry", true
+	case "drift":
+		return "drift", true
+	case "resume":
+		return "resume", true
+	case DriftCorrect:
+		return DriftCorrect, true
+	case DriftReport:
+		return DriftReport, true
+	case "interval":
+		return "interval", true
+	case "notify":
+		return "notify", true
+	case "UnknownKind":
+		return "UnknownKind", true
+	case "":
+		return "", true
+	}
+	return "", false
+}
+
+// sharedStrings caches recently decoded ids (devices, resources, actors):
+// a slot per hash of the text, replaced on a miss. Lock-free and bounded;
+// at worst (more ids in turn than slots) a decode allocates as it would
+// without it.
+var (
+	sharedStrings [4096]atomic.Pointer[string]
+	sharedSeed    = maphash.MakeSeed()
+)
+
+// shared returns string(b), from sharedStrings when it holds it.
+func shared(b []byte) string {
+	slot := &sharedStrings[maphash.Bytes(sharedSeed, b)%uint64(len(sharedStrings))]
+	if p := slot.Load(); p != nil && *p == string(b) {
+		return *p
+	}
+	v := string(b)
+	slot.Store(&v)
+	return v
 }
 
 // intN parses an integer that fits Go's int (32 bits on some Pis).
@@ -414,19 +524,19 @@ func fastDecode(b []byte) (e Event, p Payload, ok bool) {
 		case "id":
 			e.ID, ok = s.str()
 		case "type":
-			e.Type, ok = s.str()
+			e.Type, ok = s.strShared()
 		case "schema":
 			e.Schema, ok = s.intN()
 		case "device":
-			e.Device, ok = s.str()
+			e.Device, ok = s.strShared()
 		case "resource":
-			e.Resource, ok = s.str()
+			e.Resource, ok = s.strShared()
 		case "generation":
 			e.Generation, ok = s.int()
 		case "at":
 			e.At, ok = s.time()
 		case "actor":
-			e.Actor, ok = s.str()
+			e.Actor, ok = s.strShared()
 		case "causation":
 			e.Causation, ok = s.str()
 		case "correlation":
@@ -434,6 +544,14 @@ func fastDecode(b []byte) (e Event, p Payload, ok bool) {
 		case "data":
 			s.ws()
 			if s.i < len(s.b) && s.b[s.i] == '{' {
+				// the type came first (as fleet's writers put it): decode
+				// the payload while passing over it
+				start := s.i
+				if p, ok = s.payload(e.Type); ok {
+					data = s.b[start:s.i]
+					break
+				}
+				s.i, p = start, nil
 				data, ok = s.value(0)
 			}
 		}
@@ -447,7 +565,9 @@ func fastDecode(b []byte) (e Event, p Payload, ok bool) {
 		return Event{}, nil, false
 	}
 	e.Data = json.RawMessage(append([]byte(nil), data...))
-	p, _ = fastPayload(e.Type, e.Data)
+	if p == nil {
+		p, _ = fastPayload(e.Type, e.Data)
+	}
 	return e, p, true
 }
 
@@ -455,30 +575,39 @@ func fastDecode(b []byte) (e Event, p Payload, ok bool) {
 // ok is false when the type has no fast path or the data has anything the
 // standard decoder must judge.
 func fastPayload(typ string, data []byte) (Payload, bool) {
+	s := &scan{b: data}
+	if p, ok := s.payload(typ); ok && s.i == len(data) {
+		return p, true
+	}
+	return nil, false
+}
+
+// payload parses the payload object of an event of type typ at s.i, for
+// the types with a fast path; ok false: give up (s.i is then anywhere).
+func (s *scan) payload(typ string) (Payload, bool) {
 	switch typ {
 	case TypeStatusChanged:
-		if x, ok := fastStatus(data); ok {
+		if x, ok := s.status(); ok {
 			return x, true
 		}
 	case TypeReconcileAttempted:
-		if x, ok := fastAttempt(data); ok {
+		if x, ok := s.attempt(); ok {
 			return x, true
 		}
 	case TypeDriftDetected:
-		if x, ok := fastDrift(data); ok {
+		if x, ok := s.drift(); ok {
 			return x, true
 		}
 	case TypeManifestApplied:
-		if x, ok := fastManifest(data); ok {
+		if x, ok := s.manifest(); ok {
 			return x, true
 		}
 	}
 	return nil, false
 }
 
-func fastStatus(b []byte) (*StatusChanged, bool) {
+func (s *scan) status() (*StatusChanged, bool) {
 	p := &StatusChanged{}
-	s := &scan{b: b}
 	ok := s.object(func(key []byte) bool {
 		var ok bool
 		switch string(key) {
@@ -504,12 +633,11 @@ func fastStatus(b []byte) (*StatusChanged, bool) {
 		}
 		return ok
 	})
-	return p, ok && s.i == len(b)
+	return p, ok
 }
 
-func fastAttempt(b []byte) (*ReconcileAttempted, bool) {
+func (s *scan) attempt() (*ReconcileAttempted, bool) {
 	p := &ReconcileAttempted{}
-	s := &scan{b: b}
 	ok := s.object(func(key []byte) bool {
 		var ok bool
 		switch string(key) {
@@ -541,12 +669,11 @@ func fastAttempt(b []byte) (*ReconcileAttempted, bool) {
 		}
 		return ok
 	})
-	return p, ok && s.i == len(b)
+	return p, ok
 }
 
-func fastDrift(b []byte) (*DriftDetected, bool) {
+func (s *scan) drift() (*DriftDetected, bool) {
 	p := &DriftDetected{}
-	s := &scan{b: b}
 	ok := s.object(func(key []byte) bool {
 		var ok bool
 		switch string(key) {
@@ -591,19 +718,18 @@ func fastDrift(b []byte) (*DriftDetected, bool) {
 		}
 		return ok
 	})
-	return p, ok && s.i == len(b)
+	return p, ok
 }
 
-// fastManifest parses a ManifestApplied payload whose resources each have a
+// manifest parses a ManifestApplied payload whose resources each have a
 // string id, an optional string driftPolicy and exactly one kind key: a
 // known kind's spec with only its own fields (exact names, no nulls), or
 // any value under a kind this build does not know (kept as Raw). That is
 // what Resource.UnmarshalJSON gives for such input; anything else (a
 // resource with a Problem, a case-folded or unknown field, a null) gives
 // up, and Event.Payload decodes it.
-func fastManifest(b []byte) (*ManifestApplied, bool) {
+func (s *scan) manifest() (*ManifestApplied, bool) {
 	p := &ManifestApplied{}
-	s := &scan{b: b}
 	ok := s.object(func(key []byte) bool {
 		var ok bool
 		switch string(key) {
@@ -639,10 +765,10 @@ func fastManifest(b []byte) (*ManifestApplied, bool) {
 		}
 		return ok
 	})
-	return p, ok && s.i == len(b)
+	return p, ok
 }
 
-// resource parses one resource of a manifest (see fastManifest).
+// resource parses one resource of a manifest (see manifest).
 func (s *scan) resource(r *Resource) bool {
 	ok := s.object(func(key []byte) bool {
 		var ok bool

@@ -2,6 +2,7 @@ package events_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -219,5 +220,36 @@ func TestFastDecodeManifestsAsResourceUnmarshalJSONDoes(t *testing.T) {
 		if _, p := sameAsStandard(t, env(d)); p {
 			t.Errorf("fast payload taken for %s", d)
 		}
+	}
+}
+
+func TestFastDecodeGivesTheSamePayloadWhicheverOfTypeAndDataComesFirst(t *testing.T) {
+	is := is.New(t)
+	data := `{"kind":"file","from":"Reconciling","to":"Failed","trigger":"failed","reason":"x","error":"boom","attempts":2}`
+	typeFirst := []byte(`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"StatusChanged","schema":1,"device":"pi-002","resource":"motd","generation":3,"at":"2025-01-01T00:00:00Z","actor":"agent:pi-002","data":` + data + `}`)
+	dataFirst := []byte(`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","data":` + data + `,"schema":1,"device":"pi-002","resource":"motd","generation":3,"at":"2025-01-01T00:00:00Z","actor":"agent:pi-002","type":"StatusChanged"}`)
+	for _, b := range [][]byte{typeFirst, dataFirst} {
+		fast, payload := sameAsStandard(t, b)
+		is.True(fast && payload) // decoded on the fast path, payload too
+	}
+	e1, p1, _ := events.FastDecode(typeFirst)
+	e2, p2, _ := events.FastDecode(dataFirst)
+	is.Equal(e1, e2)
+	is.Equal(p1, p2)
+	is.Equal(string(e1.Data), data) // Data is the payload's bytes, as sent
+}
+
+func TestFastDecodeSharesRecurringStringsWithoutMixingThemUp(t *testing.T) {
+	is := is.New(t)
+	// many devices and resources in turn: shared strings must never hand
+	// one event another's id, also when slots are replaced
+	for i := range 20000 {
+		dev, res := fmt.Sprintf("pi-%05d", i%9000), fmt.Sprintf("r%d", i%7)
+		b := []byte(`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"StatusChanged","schema":1,"device":"` + dev + `","resource":"` + res + `","generation":3,"at":"2025-01-01T00:00:00Z","actor":"agent:` + dev + `","data":{"kind":"file","from":"Pending","to":"Reconciling","trigger":"reconcile"}}`)
+		e, _, ok := events.FastDecode(b)
+		is.True(ok)
+		is.Equal(e.Device, dev)
+		is.Equal(e.Resource, res)
+		is.Equal(e.Actor, "agent:"+dev)
 	}
 }

@@ -3,6 +3,8 @@ package projections
 import (
 	"context"
 	"flag"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"testing"
@@ -15,7 +17,10 @@ import (
 	"github.com/fleet-dev/fleet/fixtures"
 )
 
-var benchEvents = flag.Int("bench-events", 100000, "events in the rebuild benchmark's log (the issue asks 1,000,000)")
+var (
+	benchEvents    = flag.Int("bench-events", 100000, "events in the rebuild benchmark's log (the issue asks 1,000,000)")
+	rebuildProfile = flag.String("rebuild-cpuprofile", "", "write a CPU profile of BenchmarkRebuild's rebuilds only (not the log's setup nor the raw read) to this file")
+)
 
 // BenchmarkRebuild rebuilds the read models from a generated log and reports
 // events/s beside a raw ordered-consumer read of the same stream.
@@ -50,11 +55,13 @@ func BenchmarkRebuild(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		stopProfile := startProfile(b, *rebuildProfile)
 		start = time.Now()
 		if err := s.Rebuild(ctx, env.JS, nil); err != nil {
 			b.Fatal(err)
 		}
 		rebuildTime += time.Since(start)
+		stopProfile()
 		s.Close()
 	}
 	rawRate := float64(last) * float64(b.N) / rawTime.Seconds()
@@ -62,6 +69,25 @@ func BenchmarkRebuild(b *testing.B) {
 	b.ReportMetric(rate, "events/s")
 	b.ReportMetric(rawRate, "raw-events/s")
 	b.ReportMetric(rate/rawRate, "of-raw")
+}
+
+// startProfile starts a CPU profile into file ("" : none) and returns
+// what stops it.
+func startProfile(b *testing.B, file string) (stop func()) {
+	if file == "" {
+		return func() {}
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 var (

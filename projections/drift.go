@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/fleet-dev/fleet/events"
@@ -107,7 +108,8 @@ func (h *Drift) Apply(e events.Stored) {
 		r.Count++
 		r.Open++
 		if len(r.Drifts) > keptDrifts {
-			r.Drifts = slices.Clone(r.Drifts[len(r.Drifts)-keptDrifts:])
+			// drop the oldest without copying (see applyAttempt)
+			r.Drifts = r.Drifts[len(r.Drifts)-keptDrifts:]
 		}
 	case *events.ReconcileAttempted:
 		if p.Outcome == events.OutcomeSucceeded && d.Resources[e.Resource] != nil {
@@ -126,12 +128,12 @@ func (h *Drift) Apply(e events.Stored) {
 		case p.To == "Ready":
 			how, by = CorrectedReconciled, "reconciled by "+e.Actor
 			if n := d.LastTry[e.Resource]; n > 0 {
-				by += fmt.Sprintf(" (attempt %d)", n)
+				by += " (attempt " + strconv.Itoa(n) + ")"
 			}
 		case p.To == "Removed":
 			how, by = CorrectedRemoved, "removed from the manifest"
 		case p.To == "Pending" && p.Trigger == "specChanged":
-			how, by = CorrectedSpecChanged, fmt.Sprintf("spec replaced by manifest generation %d", e.Generation)
+			how, by = CorrectedSpecChanged, "spec replaced by manifest generation "+strconv.FormatInt(e.Generation, 10)
 		default:
 			return
 		}

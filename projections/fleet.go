@@ -358,7 +358,9 @@ func (d *deviceState) applyAttempt(e events.Stored, p *events.ReconcileAttempted
 	r.Last = append(r.Last, Attempt{Seq: e.Seq, At: e.At, Generation: e.Generation, Attempt: p.Attempt,
 		Trigger: p.Trigger, Outcome: p.Outcome, Error: p.Error, Duration: p.Duration})
 	if len(r.Last) > keptAttempts {
-		r.Last = slices.Clone(r.Last[len(r.Last)-keptAttempts:])
+		// drop the oldest without copying: append moves the kept ones to a
+		// new array only when this one is full (about every keptAttempts)
+		r.Last = r.Last[len(r.Last)-keptAttempts:]
 	}
 }
 
