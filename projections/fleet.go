@@ -15,7 +15,6 @@ package projections
 import (
 	"encoding/json"
 	"fmt"
-	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -188,11 +187,11 @@ type specDigest struct {
 }
 
 // digest returns r's SpecDigest, from the cache when the last manifest had
-// the same resource (reflect.DeepEqual: every field, nil and empty apart,
+// the same resource (sameResource: every field, nil and empty apart,
 // which is what the canonical JSON distinguishes).
 func (d *deviceState) digest(r events.Resource, next map[string]specDigest) string {
 	c, ok := d.specs[r.ID]
-	if !ok || !reflect.DeepEqual(c.res, r) {
+	if !ok || !sameResource(c.res, r) {
 		c = specDigest{res: r, digest: r.SpecDigest()}
 	}
 	next[r.ID] = c
