@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"sync"
@@ -20,6 +21,7 @@ import (
 var (
 	benchEvents    = flag.Int("bench-events", 100000, "events in the rebuild benchmark's log (the issue asks 1,000,000)")
 	rebuildProfile = flag.String("rebuild-cpuprofile", "", "write a CPU profile of BenchmarkRebuild's rebuilds only (not the log's setup nor the raw read) to this file")
+	rebuildHeap    = flag.String("rebuild-heapprofile", "", "write a heap profile taken just before BenchmarkRebuild's first rebuild to this file")
 )
 
 // BenchmarkRebuild rebuilds the read models from a generated log and reports
@@ -55,6 +57,10 @@ func BenchmarkRebuild(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		if *rebuildHeap != "" {
+			writeHeap(b, *rebuildHeap)
+			*rebuildHeap = ""
+		}
 		stopProfile := startProfile(b, *rebuildProfile)
 		start = time.Now()
 		if err := s.Rebuild(ctx, env.JS, nil); err != nil {
@@ -87,6 +93,19 @@ func startProfile(b *testing.B, file string) (stop func()) {
 	return func() {
 		pprof.StopCPUProfile()
 		f.Close()
+	}
+}
+
+// writeHeap writes a heap profile of what is live now into file.
+func writeHeap(b *testing.B, file string) {
+	runtime.GC()
+	f, err := os.Create(file)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		b.Fatal(err)
 	}
 }
 

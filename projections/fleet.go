@@ -236,9 +236,11 @@ func (f *Fleet) Apply(e events.Stored) {
 		return
 	}
 	d.LastSeq = e.Seq
-	if e.Actor == "agent:"+e.Device && (d.LastSeen == nil || e.At.After(*d.LastSeen)) {
-		t := e.At
-		d.LastSeen = &t
+	if isAgentOf(e.Actor, e.Device) && (d.LastSeen == nil || e.At.After(*d.LastSeen)) {
+		if d.LastSeen == nil {
+			d.LastSeen = new(time.Time)
+		}
+		*d.LastSeen = e.At // views copy it
 	}
 	switch p := p.(type) {
 	case *events.ManifestApplied:
@@ -260,6 +262,12 @@ func (f *Fleet) Apply(e events.Stored) {
 		d.Rejected = &rejection{Seq: e.Seq, At: e.At, Reason: p.Reason, Generation: p.Generation, KeptGeneration: p.KeptGeneration}
 	}
 	d.settle()
+}
+
+// isAgentOf reports whether actor is "agent:"+device, without building it.
+func isAgentOf(actor, device string) bool {
+	rest, ok := strings.CutPrefix(actor, "agent:")
+	return ok && rest == device
 }
 
 func (f *Fleet) skip(seq uint64, reason string) {

@@ -548,9 +548,13 @@ func (s *Service) pump(ctx context.Context, cons jetstream.Consumer, upTo uint64
 	var pend []item // the callback's alone
 	var since time.Time
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		md, err := m.Metadata()
-		if err != nil {
-			return
+		seq, pending, at, ok := ackMetadata(m.Reply())
+		if !ok {
+			md, err := m.Metadata()
+			if err != nil {
+				return
+			}
+			seq, pending, at = md.Sequence.Stream, md.NumPending, md.Timestamp
 		}
 		now := time.Now()
 		if pend == nil {
@@ -561,8 +565,8 @@ func (s *Service) pump(ctx context.Context, cons jetstream.Consumer, upTo uint64
 			}
 			since = now
 		}
-		pend = append(pend, item{seq: md.Sequence.Stream, pending: md.NumPending, subject: m.Subject(), at: md.Timestamp, data: m.Data()})
-		if len(pend) >= handoff || md.NumPending == 0 || now.Sub(since) >= handoffWait || (upTo > 0 && md.Sequence.Stream >= upTo) {
+		pend = append(pend, item{seq: seq, pending: pending, subject: m.Subject(), at: at, data: m.Data()})
+		if len(pend) >= handoff || pending == 0 || now.Sub(since) >= handoffWait || (upTo > 0 && seq >= upTo) {
 			c := &chunk{items: pend, decoded: make(chan struct{})}
 			pend = nil
 			select {
@@ -640,6 +644,67 @@ func (s *Service) pump(ctx context.Context, cons jetstream.Consumer, upTo uint64
 			return nil
 		}
 	}
+}
+
+// ackMetadata reads a delivered message's stream sequence, pending count
+// and stream time from its reply subject, as jetstream.Msg.Metadata does
+// but without building the metadata (it runs for every message, on the
+// connection's goroutine). ok false: not a form it knows; use Metadata.
+//
+//	$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>
+//	$JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>[.<token>]
+func ackMetadata(reply string) (seq, pending uint64, at time.Time, ok bool) {
+	rest, ok := strings.CutPrefix(reply, "$JS.ACK.")
+	if !ok {
+		return 0, 0, time.Time{}, false
+	}
+	var tok [10]string
+	n := 0
+	for n < len(tok) {
+		var t string
+		var more bool
+		t, rest, more = strings.Cut(rest, ".")
+		tok[n] = t
+		n++
+		if !more {
+			break
+		}
+	}
+	if rest != "" && n == len(tok) { // more than 10 tokens after $JS.ACK.
+		return 0, 0, time.Time{}, false
+	}
+	var f []string // delivered, sseq, cseq, tm, pending
+	switch n {
+	case 7: // v1
+		f = tok[2:7]
+	case 9, 10: // v2, with or without the last token
+		f = tok[4:9]
+	default:
+		return 0, 0, time.Time{}, false
+	}
+	seq, ok1 := number(f[1])
+	ts, ok2 := number(f[3])
+	pending, ok3 := number(f[4])
+	if !ok1 || !ok2 || !ok3 {
+		return 0, 0, time.Time{}, false
+	}
+	return seq, pending, time.Unix(0, int64(ts)), true
+}
+
+// number parses a reply subject's decimal token.
+func number(s string) (uint64, bool) {
+	if s == "" || len(s) > 19 {
+		return 0, false
+	}
+	var n uint64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n, true
 }
 
 // decoders is how many goroutines decode delivered messages: one a CPU.
