@@ -47,6 +47,7 @@ type Agent struct {
 	commitMu   sync.Mutex // one txn at a time
 	outboxNext uint64     // guarded by commitMu
 	outboxLen  atomic.Int64
+	parked     atomic.Int64 // outbox events the log refused, kept under prefixParked
 	drainWake  chan struct{}
 	drainMu    sync.Mutex // one drain at a time
 	commits    atomic.Uint64
@@ -135,6 +136,7 @@ func New(device string, opts ...Option) (*Agent, error) {
 		outboxNext: snap.outboxNext, drainWake: make(chan struct{}, 1), view: map[string]ResourceStatus{},
 	}
 	a.outboxLen.Store(int64(snap.outboxLen))
+	a.parked.Store(int64(snap.parked))
 	a.durableSeq = snap.outboxNext - 1 // what a restart found is on disk
 	for id, r := range snap.resources {
 		a.view[id] = statusOf(r)

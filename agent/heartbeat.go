@@ -19,8 +19,9 @@ type Heartbeat struct {
 	At           time.Time      `json:"at"`
 	Generation   int64          `json:"generation"`
 	AgentVersion string         `json:"agentVersion"`
-	Counts       map[string]int `json:"counts"` // resources by state
-	Outbox       int            `json:"outbox"` // events not yet acknowledged by the log
+	Counts       map[string]int `json:"counts"`           // resources by state
+	Outbox       int            `json:"outbox"`           // events not yet acknowledged by the log
+	Parked       int            `json:"parked,omitempty"` // events the log refused, kept on the device
 }
 
 type heartbeat = Heartbeat
@@ -29,7 +30,7 @@ type heartbeat = Heartbeat
 // one it has not written yet.
 func (l *loop) sendBeat(beats chan heartbeat, now time.Time) {
 	hb := Heartbeat{Device: l.a.device, At: now.UTC(), Generation: l.a.Generation(), AgentVersion: Version,
-		Counts: map[string]int{}, Outbox: l.a.OutboxLen()}
+		Counts: map[string]int{}, Outbox: l.a.OutboxLen(), Parked: l.a.Parked()}
 	for _, x := range l.res {
 		hb.Counts[string(x.rec.State)]++
 	}

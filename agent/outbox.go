@@ -73,6 +73,8 @@ func decodeOutbox(v []byte) (jsstore.Encoded, error) {
 // outboxBatch is a run of outbox events and the keys they occupy.
 type outboxBatch struct {
 	evs         []jsstore.Encoded
+	raw         [][]byte // each event's outbox value, for parking
+	seqs        []uint64 // each event's outbox sequence
 	first, last []byte
 	upTo        uint64 // last sequence in the batch
 }
@@ -99,6 +101,8 @@ func (a *Agent) peekOutbox(max int, after, upTo uint64) (outboxBatch, error) {
 		}
 		ob.last = append(ob.last[:0], it.Key()...)
 		ob.evs = append(ob.evs, e)
+		ob.raw = append(ob.raw, append([]byte(nil), it.Value()...))
+		ob.seqs = append(ob.seqs, binary.BigEndian.Uint64(it.Key()[len(prefixOutbox):]))
 	}
 	if len(ob.evs) > 0 {
 		ob.upTo = binary.BigEndian.Uint64(ob.last[len(prefixOutbox):])
@@ -108,6 +112,50 @@ func (a *Agent) peekOutbox(max int, after, upTo uint64) (outboxBatch, error) {
 
 // OutboxLen returns how many events wait for the log's acknowledgement.
 func (a *Agent) OutboxLen() int { return int(a.outboxLen.Load()) }
+
+// Parked returns how many events the log refused for good (not for being
+// unreachable): they are kept in the agent's store under parked/, out of
+// the outbox, so that the events after them still reach the log.
+func (a *Agent) Parked() int { return int(a.parked.Load()) }
+
+// ParkedEvent is an event the log refused, as kept in the agent's store.
+type ParkedEvent struct {
+	Seq     uint64 `json:"seq"` // its outbox sequence
+	Subject string `json:"subject"`
+	ID      string `json:"id"`
+	Error   string `json:"error"` // the log's answer
+	Event   []byte `json:"event"` // its JSON, as it was produced
+}
+
+// parkedValue is a parked event's store value: the error, then the outbox
+// value as it was.
+type parkedValue struct {
+	Error  string `json:"error"`
+	Outbox []byte `json:"outbox"`
+}
+
+// ParkedEvents lists the parked events, oldest first.
+func (a *Agent) ParkedEvents() ([]ParkedEvent, error) {
+	it, err := a.db.NewIter(&pebble.IterOptions{LowerBound: prefixParked, UpperBound: prefixEnd(prefixParked)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []ParkedEvent
+	for it.First(); it.Valid(); it.Next() {
+		var pv parkedValue
+		if err := json.Unmarshal(it.Value(), &pv); err != nil {
+			return nil, fmt.Errorf("agent store key %x: %w", it.Key(), err)
+		}
+		e, err := decodeOutbox(pv.Outbox)
+		if err != nil {
+			return nil, fmt.Errorf("agent store key %x: %w", it.Key(), err)
+		}
+		out = append(out, ParkedEvent{Seq: binary.BigEndian.Uint64(it.Key()[len(prefixParked):]),
+			Subject: e.Subject, ID: e.ID, Error: pv.Error, Event: e.Data})
+	}
+	return out, it.Error()
+}
 
 // drain runs until ctx is done, publishing the outbox whenever it has events
 // and the log can be reached; it retries with backoff while it cannot.
@@ -176,10 +224,14 @@ func (a *Agent) drainAll(ctx context.Context, conn *logConn) error {
 			next, err = a.peekOutbox(jsstore.MaxBatch, cur.upTo, durable)
 		}
 		if perr := <-sent; perr != nil {
-			if errors.Is(perr, events.ErrInvalid) {
-				a.log.Error("outbox: event refused by the log", "err", perr)
+			if ctx.Err() != nil || errors.Is(perr, events.ErrUnavailable) {
+				return perr
 			}
-			return perr
+			// The log answered and refused the batch: publish it one event
+			// at a time, in order, and park the events it refuses.
+			if perr := a.publishOrPark(ctx, st, cur); perr != nil {
+				return perr
+			}
 		}
 		// Losing this delete in a crash only republishes the batch, which the
 		// stream drops as duplicates: no sync needed.
@@ -189,4 +241,45 @@ func (a *Agent) drainAll(ctx context.Context, conn *logConn) error {
 		a.outboxLen.Add(-int64(len(cur.evs)))
 	}
 	return err
+}
+
+// publishOrPark appends the events of a batch the log refused one at a
+// time, in order. An event the log refuses (it answered, with an error: too
+// large for the stream, a subject it does not take) is parked: moved out of
+// the outbox into parked/ with the log's answer, and logged, so that one bad
+// event cannot hold back every event after it. An unreachable log stops
+// the walk; the batch stays in the outbox (what was appended is dropped as
+// a duplicate when it is sent again).
+func (a *Agent) publishOrPark(ctx context.Context, st appender, cur outboxBatch) error {
+	for i, e := range cur.evs {
+		err := st.AppendEncoded(ctx, cur.evs[i:i+1])
+		if err == nil {
+			continue
+		}
+		if ctx.Err() != nil || errors.Is(err, events.ErrUnavailable) {
+			return err
+		}
+		seq := cur.seqs[i]
+		v, merr := json.Marshal(parkedValue{Error: err.Error(), Outbox: cur.raw[i]})
+		if merr != nil {
+			return merr
+		}
+		b := a.db.NewBatch()
+		_ = b.Set(parkedKey(seq), v, nil)
+		_ = b.Delete(outboxKey(seq), nil)
+		if cerr := b.Commit(pebble.Sync); cerr != nil {
+			b.Close()
+			return fmt.Errorf("outbox park: %w", cerr)
+		}
+		b.Close()
+		a.parked.Add(1)
+		a.log.Error("outbox: the log refused an event; it is parked in the agent's store and the events after it go on",
+			"id", e.ID, "subject", e.Subject, "err", err, "parked", a.Parked())
+	}
+	return nil
+}
+
+// appender is the part of the log the drainer uses.
+type appender interface {
+	AppendEncoded(ctx context.Context, evs []jsstore.Encoded) error
 }

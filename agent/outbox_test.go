@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -80,4 +81,72 @@ func encodeOutboxEvent(t *testing.T, device, resource string) jsstore.Encoded {
 		t.Fatal(err)
 	}
 	return enc
+}
+
+// TestRefusedEventIsParkedAndTheRestGoOn: an event the log refuses for good
+// (here: larger than the stream takes) is parked in the agent's store with
+// the log's answer, and the events before and after it still reach the log,
+// in order; a restart keeps it parked and never reuses its place.
+func TestRefusedEventIsParkedAndTheRestGoOn(t *testing.T) {
+	is := is.New(t)
+	ctx := context.Background()
+	env := eventstest.Start(t, true)
+	stream, err := env.JS.Stream(ctx, events.Stream)
+	is.NoErr(err)
+	cfg := stream.CachedInfo().Config
+	cfg.MaxMsgSize = 4096
+	_, err = env.JS.UpdateStream(ctx, cfg)
+	is.NoErr(err)
+
+	state := t.TempDir()
+	open := func() *Agent {
+		a, err := New("park-01", WithStateDir(state), WithRoot(t.TempDir()), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+		is.NoErr(err)
+		return a
+	}
+	emit := func(a *Agent, output string) string {
+		tx := a.begin()
+		e, err := tx.emit("job", 1, "", "", &events.ReconcileAttempted{Kind: events.KindExec, Attempt: 1, Outcome: events.OutcomeSucceeded, Output: output})
+		is.NoErr(err)
+		_, err = tx.commit()
+		is.NoErr(err)
+		return e.ID
+	}
+	logged := func() []string {
+		var ids []string
+		for s, err := range env.Store.Read(ctx, events.Filter{Device: "park-01"}) {
+			is.NoErr(err)
+			ids = append(ids, s.ID)
+		}
+		return ids
+	}
+
+	a := open()
+	first := emit(a, "small")
+	big := emit(a, strings.Repeat("x", 8000))
+	third := emit(a, "small again")
+	is.NoErr(a.Flush(ctx, env.Conn)) // the refusal does not stop the drain
+	is.Equal(a.OutboxLen(), 0)
+	is.Equal(a.Parked(), 1)
+	is.Equal(logged(), []string{first, third}) // the rest arrived, in order
+
+	parked, err := a.ParkedEvents()
+	is.NoErr(err)
+	is.Equal(len(parked), 1)
+	is.Equal(parked[0].ID, big)
+	is.True(strings.Contains(parked[0].Error, "maximum")) // the log's answer is kept
+	var kept events.Event
+	is.NoErr(json.Unmarshal(parked[0].Event, &kept))
+	is.Equal(kept.ID, big) // the event itself is kept, as produced
+	is.NoErr(a.Close())
+
+	a = open()
+	defer a.Close()
+	is.Equal(a.Parked(), 1)
+	fourth := emit(a, "after the restart")
+	is.NoErr(a.Flush(ctx, env.Conn))
+	is.Equal(logged(), []string{first, third, fourth})
+	after, err := a.ParkedEvents()
+	is.NoErr(err)
+	is.Equal(after, parked) // not overwritten by a new event
 }

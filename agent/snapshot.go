@@ -36,6 +36,7 @@ var (
 	keyRegistration = []byte("registration")
 	prefixResource  = []byte("res/")
 	prefixOutbox    = []byte("out/")
+	prefixParked    = []byte("parked/")
 )
 
 // manifestRecord is the manifest in force.
@@ -68,6 +69,15 @@ type resourceRecord struct {
 }
 
 func resourceKey(id string) []byte { return append(append([]byte{}, prefixResource...), id...) }
+
+// parkedKey is where an outbox event the log refused is kept, under its
+// outbox sequence.
+func parkedKey(seq uint64) []byte {
+	k := make([]byte, len(prefixParked)+8)
+	copy(k, prefixParked)
+	binary.BigEndian.PutUint64(k[len(prefixParked):], seq)
+	return k
+}
 
 func outboxKey(seq uint64) []byte {
 	k := make([]byte, len(prefixOutbox)+8)
@@ -135,6 +145,7 @@ type snapshot struct {
 	resources    map[string]*resourceRecord
 	outboxNext   uint64 // next outbox sequence
 	outboxLen    int
+	parked       int
 }
 
 func loadSnapshot(db *pebble.DB) (*snapshot, error) {
@@ -181,6 +192,18 @@ func loadSnapshot(db *pebble.DB) (*snapshot, error) {
 	}
 	if it.Last() {
 		s.outboxNext = binary.BigEndian.Uint64(it.Key()[len(prefixOutbox):]) + 1
+	}
+	if err := it.Close(); err != nil {
+		return nil, err
+	}
+	it, err = db.NewIter(&pebble.IterOptions{LowerBound: prefixParked, UpperBound: prefixEnd(prefixParked)})
+	if err != nil {
+		return nil, err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		s.parked++
+		// A parked event keeps its sequence: the outbox never reuses one.
+		s.outboxNext = max(s.outboxNext, binary.BigEndian.Uint64(it.Key()[len(prefixParked):])+1)
 	}
 	return s, it.Close()
 }
