@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/jsstore"
@@ -224,7 +226,10 @@ func (a *Agent) drainAll(ctx context.Context, conn *logConn) error {
 			next, err = a.peekOutbox(jsstore.MaxBatch, cur.upTo, durable)
 		}
 		if perr := <-sent; perr != nil {
-			if ctx.Err() != nil || errors.Is(perr, events.ErrUnavailable) {
+			if ctx.Err() != nil || !refused(perr) {
+				if errors.Is(perr, events.ErrInvalid) {
+					a.log.Error("outbox: event refused by the log", "err", perr)
+				}
 				return perr
 			}
 			// The log answered and refused the batch: publish it one event
@@ -256,7 +261,7 @@ func (a *Agent) publishOrPark(ctx context.Context, st appender, cur outboxBatch)
 		if err == nil {
 			continue
 		}
-		if ctx.Err() != nil || errors.Is(err, events.ErrUnavailable) {
+		if ctx.Err() != nil || !refused(err) {
 			return err
 		}
 		seq := cur.seqs[i]
@@ -277,6 +282,18 @@ func (a *Agent) publishOrPark(ctx context.Context, st appender, cur outboxBatch)
 			"id", e.ID, "subject", e.Subject, "err", err, "parked", a.Parked())
 	}
 	return nil
+}
+
+// refused reports whether err is the log's answer that it will never take
+// a message as it is: a bad request (too large, a header too large) or one
+// larger than the connection carries. Anything else (unreachable, no
+// stream, no leader, a timeout) may pass and is retried.
+func refused(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code == 400 || apiErr.Code == 413
+	}
+	return errors.Is(err, nats.ErrMaxPayload)
 }
 
 // appender is the part of the log the drainer uses.
