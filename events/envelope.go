@@ -59,9 +59,13 @@ func DecodeStored(b []byte) (Stored, error) {
 	return Stored{Event: e, payload: p}, nil
 }
 
-// New builds an event of payload's type with the payload encoded as Data.
+// New builds an event of payload's type with the payload encoded as Data;
+// actor must pass CheckActor.
 // The caller sets ID and At (see Clock) and the ids that relate it to others.
 func New(device, resource string, generation int64, actor string, payload Payload) (Event, error) {
+	if err := CheckActor(actor); err != nil {
+		return Event{}, err
+	}
 	data, err := json.Marshal(payload)
 	if err != nil {
 		return Event{}, fmt.Errorf("encode %s: %w", payload.EventType(), err)

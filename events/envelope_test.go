@@ -127,3 +127,19 @@ func TestIDRule(t *testing.T) {
 		is.True(strings.Contains(err.Error(), "one subject token"))
 	}
 }
+
+// TestActorRule: events are created only with an actor that is user:NAME or
+// agent:DEVICE; anything else is refused naming the rule.
+func TestActorRule(t *testing.T) {
+	is := is.New(t)
+	for _, ok := range []string{"user:ops", "user:ops@site-1", "agent:pi-01", "user:a.b_c-d"} {
+		is.NoErr(events.CheckActor(ok))
+	}
+	for _, bad := range []string{"", "ops", "user:", "robot:x", "user:two words", "user:a\nb", "user:" + strings.Repeat("x", 65)} {
+		err := events.CheckActor(bad)
+		is.True(errors.Is(err, events.ErrInvalid))
+		is.True(strings.Contains(err.Error(), "actor"))
+		_, err = events.New("pi-01", "", 1, bad, &events.DeviceDeregistered{})
+		is.True(errors.Is(err, events.ErrInvalid)) // New refuses it too
+	}
+}

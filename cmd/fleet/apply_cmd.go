@@ -49,6 +49,10 @@ func (c *ApplyCmd) Run(ctx context.Context, g *Globals) error {
 	if err := events.CheckID("--device", c.Device); err != nil {
 		return err
 	}
+	actor, err := operator()
+	if err != nil {
+		return err
+	}
 	data, err := readInput(c.File)
 	if err != nil {
 		return usageError{err}
@@ -82,7 +86,7 @@ func (c *ApplyCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	defer nc.Close()
 	clock, _ := events.NewClock(events.ClockState{}, nil)
-	res, err := events.Apply(ctx, st, clock, c.Device, m, operator(), signer)
+	res, err := events.Apply(ctx, st, clock, c.Device, m, actor, signer)
 	if err != nil {
 		return fmt.Errorf("apply to %s: %w", c.Device, err)
 	}

@@ -16,10 +16,10 @@ func init() {
 
 // ExportCmd is `fleet export`.
 type ExportCmd struct {
-	Out     string `short:"O" name:"out" default:"-" placeholder:"FILE" help:"File to write ('-': standard output)."`
-	Device  string `placeholder:"ID" help:"Only this device's events."`
-	FromSeq uint64 `name:"from-seq" placeholder:"N" help:"Start at stream sequence N."`
-	ToSeq   uint64 `name:"to-seq" placeholder:"N" help:"Stop after stream sequence N."`
+	Out     string  `short:"O" name:"out" default:"-" placeholder:"FILE" help:"File to write ('-': standard output)."`
+	Device  string  `placeholder:"ID" help:"Only this device's events."`
+	FromSeq seqFlag `name:"from-seq" placeholder:"N" help:"Start at stream sequence N."`
+	ToSeq   seqFlag `name:"to-seq" placeholder:"N" help:"Stop after stream sequence N."`
 }
 
 // Help is shown by `fleet export --help`.
@@ -39,7 +39,7 @@ Examples:
 
 // Run writes the export.
 func (c *ExportCmd) Run(ctx context.Context, g *Globals) error {
-	f := events.Filter{Device: c.Device, FromSeq: c.FromSeq, ToSeq: c.ToSeq}
+	f := events.Filter{Device: c.Device, FromSeq: uint64(c.FromSeq), ToSeq: uint64(c.ToSeq)}
 	if c.Device != "" {
 		if err := events.CheckID("--device", c.Device); err != nil {
 			return err

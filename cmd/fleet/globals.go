@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/auth"
 	"github.com/fleet-dev/fleet/events/jsstore"
 )
@@ -68,13 +69,28 @@ func (g *Globals) Store(ctx context.Context, name string) (*nats.Conn, *jsstore.
 	return nc, st, nil
 }
 
-// operator names the person running a command, for the actor field.
-func operator() string {
+// operator names the person running a command, for the actor field:
+// user:$FLEET_ACTOR if set (refused unless it follows events.ActorRule),
+// else user: and the login name, any character the rule does not allow
+// replaced by '_'.
+func operator() (string, error) {
 	if n := os.Getenv("FLEET_ACTOR"); n != "" {
-		return "user:" + n
+		if err := events.CheckActor("user:" + n); err != nil {
+			return "", fmt.Errorf("%w: FLEET_ACTOR %q: must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', '@' or '-' (it names you in the log as user:NAME); unset it to use your login name", events.ErrInvalid, n)
+		}
+		return "user:" + n, nil
 	}
 	if u, err := user.Current(); err == nil && u.Username != "" {
-		return "user:" + u.Username
+		name := []byte(u.Username)
+		for i, c := range name {
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '.' || c == '@') {
+				name[i] = '_'
+			}
+		}
+		if len(name) > 64 {
+			name = name[:64]
+		}
+		return "user:" + string(name), nil
 	}
-	return "user:unknown"
+	return "user:unknown", nil
 }

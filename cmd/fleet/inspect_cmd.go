@@ -24,11 +24,11 @@ func init() {
 
 // InspectCmd is `fleet inspect`.
 type InspectCmd struct {
-	Device string `arg:"" placeholder:"DEVICE" help:"Device id."`
-	At     string `placeholder:"TIME" help:"Moment to show (event time): RFC 3339 or a duration ago like 2h; default now."`
-	Seq    uint64 `placeholder:"N" help:"Show the device as of stream sequence N instead of a time."`
-	Diff   string `placeholder:"TIME2" help:"Also compute the device at TIME2 and show what changed from --at (or --seq) to it."`
-	Fold   bool   `help:"Fold the device's events from the log even if the time-travel service runs (slow on long logs)."`
+	Device string  `arg:"" placeholder:"DEVICE" help:"Device id."`
+	At     string  `placeholder:"TIME" help:"Moment to show (event time): RFC 3339 or a duration ago like 2h; default now."`
+	Seq    seqFlag `placeholder:"N" help:"Show the device as of stream sequence N (1 or more) instead of a time."`
+	Diff   string  `placeholder:"TIME2" help:"Also compute the device at TIME2 and show what changed from --at (or --seq) to it."`
+	Fold   bool    `help:"Fold the device's events from the log even if the time-travel service runs (slow on long logs)."`
 	Output
 }
 
@@ -67,7 +67,8 @@ func (c *InspectCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return usagef("--at: %v", err)
 	}
-	if !at.IsZero() && c.Seq > 0 {
+	seq := uint64(c.Seq)
+	if !at.IsZero() && seq > 0 {
 		return usagef("--at and --seq: give one")
 	}
 	var to time.Time
@@ -76,8 +77,8 @@ func (c *InspectCmd) Run(ctx context.Context, g *Globals) error {
 			return usagef("--diff: %v", err)
 		}
 	}
-	q := timetravel.Query{Device: c.Device, At: at, Seq: c.Seq}
-	if at.IsZero() && c.Seq == 0 {
+	q := timetravel.Query{Device: c.Device, At: at, Seq: seq}
+	if at.IsZero() && seq == 0 {
 		q.At = now
 	}
 	nc, st, err := g.Store(ctx, "fleet-inspect")

@@ -31,8 +31,8 @@ type ReplayCmd struct {
 	Type     []string `placeholder:"TYPE" help:"Only these event types (repeat or comma-separate): ManifestApplied, ReconcileAttempted, StatusChanged, DriftDetected, DeviceRegistered, DeviceDeregistered, ManifestRejected."`
 	Since    string   `placeholder:"TIME" help:"Only events that happened at or after TIME (event time): RFC 3339 or a duration ago like 2h, 7d."`
 	Until    string   `placeholder:"TIME" help:"Only events that happened at or before TIME (event time): RFC 3339 or a duration ago."`
-	FromSeq  uint64   `name:"from-seq" placeholder:"N" help:"Start at stream sequence N."`
-	ToSeq    uint64   `name:"to-seq" placeholder:"N" help:"Stop after stream sequence N."`
+	FromSeq  seqFlag  `name:"from-seq" placeholder:"N" help:"Start at stream sequence N."`
+	ToSeq    seqFlag  `name:"to-seq" placeholder:"N" help:"Stop after stream sequence N."`
 	Follow   bool     `short:"f" help:"Keep printing new events as they are stored (Ctrl-C to stop)."`
 	Verify   bool     `help:"Check the events instead of printing them; exit 1 listing each violation."`
 	File     string   `placeholder:"FILE" help:"Read an export (NDJSON from 'fleet export', or 'fleet replay -o ndjson') instead of the server; an export's sequences are its line numbers."`
@@ -66,7 +66,7 @@ Examples:
 
 // filter builds the events filter from the flags, refusing bad values.
 func (c *ReplayCmd) filter(now time.Time) (events.Filter, error) {
-	f := events.Filter{Device: c.Device, Resource: c.Resource, FromSeq: c.FromSeq, ToSeq: c.ToSeq}
+	f := events.Filter{Device: c.Device, Resource: c.Resource, FromSeq: uint64(c.FromSeq), ToSeq: uint64(c.ToSeq)}
 	if c.Device != "" {
 		if err := events.CheckID("--device", c.Device); err != nil {
 			return f, err
