@@ -3,6 +3,7 @@ package events_test
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -50,6 +51,18 @@ func sameAsStandard(t *testing.T, b []byte) (fast, fastPayload bool) {
 		p2, _ := st.Payload()
 		if string(must(json.Marshal(e1))) != string(must(json.Marshal(st.Event))) || string(must(json.Marshal(p1))) != string(must(json.Marshal(p2))) {
 			t.Fatalf("DecodeStored differs from the standard decoder on %q", b)
+		}
+	}
+	// DecodeStoredOwned (Data not copied) answers as DecodeStored
+	own, err3 := events.DecodeStoredOwned(slices.Clone(b))
+	if (err2 == nil) != (err3 == nil) || (err2 != nil && err2.Error() != err3.Error()) {
+		t.Fatalf("DecodeStoredOwned errors differ: %v vs %v", err2, err3)
+	}
+	if err2 == nil {
+		p2, _ := st.Payload()
+		p3, _ := own.Payload()
+		if !reflect.DeepEqual(st.Event, own.Event) || string(must(json.Marshal(p2))) != string(must(json.Marshal(p3))) {
+			t.Fatalf("DecodeStoredOwned differs from DecodeStored on %q", b)
 		}
 	}
 	return true, fp != nil

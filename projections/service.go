@@ -303,7 +303,7 @@ type item struct {
 
 // decode decodes the item's raw message and lets go of it.
 func (it *item) decode() {
-	it.ev, it.err = jsstore.FromRaw(it.subject, it.seq, it.at, it.data)
+	it.ev, it.err = jsstore.FromRawOwned(it.subject, it.seq, it.at, it.data) // the message's buffer is the event's now
 	it.subject, it.data = "", nil
 }
 

@@ -238,7 +238,18 @@ func (s *Store) LastManifest(ctx context.Context, device string) (events.Stored,
 
 // FromRaw decodes a stored message; an invalid one is a *events.BadMessage.
 func FromRaw(subject string, seq uint64, t time.Time, data []byte) (events.Stored, error) {
-	st, err := events.DecodeStored(data) // keeps the payload, decoded once
+	return fromRaw(subject, seq, t, data, events.DecodeStored)
+}
+
+// FromRawOwned is FromRaw for a message body handed over to the event
+// (events.DecodeStoredOwned: Data may be a part of data, which must not
+// change afterwards).
+func FromRawOwned(subject string, seq uint64, t time.Time, data []byte) (events.Stored, error) {
+	return fromRaw(subject, seq, t, data, events.DecodeStoredOwned)
+}
+
+func fromRaw(subject string, seq uint64, t time.Time, data []byte, decode func([]byte) (events.Stored, error)) (events.Stored, error) {
+	st, err := decode(data) // keeps the payload, decoded once
 	if err != nil {
 		return events.Stored{}, &events.BadMessage{Seq: seq, Subject: subject, Err: err}
 	}
