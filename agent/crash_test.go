@@ -35,7 +35,10 @@ func fleetAgentBinary(t testing.TB) string {
 			return
 		}
 		agentBin = filepath.Join(dir, "fleet-agent")
-		out, err := exec.Command("go", "build", "-o", agentBin, "../cmd/fleet-agent").CombinedOutput()
+		// Built as it ships (see README): static, stripped.
+		build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", agentBin, "../cmd/fleet-agent")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		out, err := build.CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
