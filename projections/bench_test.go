@@ -33,7 +33,9 @@ func BenchmarkRebuild(b *testing.B) {
 	ctx := context.Background()
 	b.ResetTimer()
 	var rawTime, rebuildTime time.Duration // summed over iterations: each iteration reads raw, then rebuilds
+	var rawAlloc, rebuildAlloc uint64      // bytes allocated (by the whole process, the server's part included)
 	for range b.N {
+		a0 := totalAlloc()
 		start := time.Now()
 		cons, err := env.JS.OrderedConsumer(ctx, events.Stream, jetstream.OrderedConsumerConfig{})
 		if err != nil {
@@ -52,6 +54,8 @@ func BenchmarkRebuild(b *testing.B) {
 		<-done
 		cc.Stop()
 		rawTime += time.Since(start)
+		a1 := totalAlloc()
+		rawAlloc += a1 - a0
 
 		s, err := Open(b.TempDir())
 		if err != nil {
@@ -68,6 +72,7 @@ func BenchmarkRebuild(b *testing.B) {
 		}
 		rebuildTime += time.Since(start)
 		stopProfile()
+		rebuildAlloc += totalAlloc() - a1
 		s.Close()
 	}
 	rawRate := float64(last) * float64(b.N) / rawTime.Seconds()
@@ -75,6 +80,15 @@ func BenchmarkRebuild(b *testing.B) {
 	b.ReportMetric(rate, "events/s")
 	b.ReportMetric(rawRate, "raw-events/s")
 	b.ReportMetric(rate/rawRate, "of-raw")
+	b.ReportMetric(float64(rebuildAlloc)/float64(last)/float64(b.N), "B/event")
+	b.ReportMetric(float64(rawAlloc)/float64(last)/float64(b.N), "raw-B/event")
+}
+
+// totalAlloc is how many bytes the process has allocated so far.
+func totalAlloc() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.TotalAlloc
 }
 
 // startProfile starts a CPU profile into file ("" : none) and returns

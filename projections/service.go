@@ -356,16 +356,29 @@ func (s *Service) flush(m *models, sync, live bool, info *BatchInfo) error {
 	if m.applied == m.checkpoint {
 		return nil
 	}
-	b := m.db.NewBatch()
-	defer b.Close()
+	// encode first, so that the batch is made at its size (a rebuild
+	// writes every part at once: growing the batch would copy it again and again)
+	type kv struct{ k, v []byte }
+	kvs := make([]kv, 0, len(m.dirty))
+	size := 1 << 10
 	for p := range m.dirty {
 		if p.kind == 'f' {
 			info.Devices = append(info.Devices, p.device)
 		}
+		x := kv{k: p.key()}
 		if v, ok := encodePart(m.fleet, m.drift, p); ok {
-			_ = b.Set(p.key(), v, nil)
+			x.v = v
+		}
+		kvs = append(kvs, x)
+		size += len(x.k) + len(x.v) + 16
+	}
+	b := m.db.NewBatchWithSize(size)
+	defer b.Close()
+	for _, x := range kvs {
+		if x.v != nil {
+			_ = b.Set(x.k, x.v, nil)
 		} else {
-			_ = b.Delete(p.key(), nil)
+			_ = b.Delete(x.k, nil)
 		}
 	}
 	for _, it := range m.skipped {
