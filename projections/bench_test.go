@@ -21,6 +21,7 @@ import (
 var (
 	benchEvents    = flag.Int("bench-events", 100000, "events in the rebuild benchmark's log (the issue asks 1,000,000)")
 	rebuildProfile = flag.String("rebuild-cpuprofile", "", "write a CPU profile of BenchmarkRebuild's rebuilds only (not the log's setup nor the raw read) to this file")
+	rawProfile     = flag.String("raw-cpuprofile", "", "write a CPU profile of BenchmarkRebuild's raw reads only to this file")
 	rebuildHeap    = flag.String("rebuild-heapprofile", "", "write a heap profile taken just before BenchmarkRebuild's first rebuild to this file")
 )
 
@@ -36,6 +37,7 @@ func BenchmarkRebuild(b *testing.B) {
 	var rawAlloc, rebuildAlloc uint64      // bytes allocated (by the whole process, the server's part included)
 	for range b.N {
 		a0 := totalAlloc()
+		stopRaw := startProfile(b, *rawProfile)
 		start := time.Now()
 		cons, err := env.JS.OrderedConsumer(ctx, events.Stream, jetstream.OrderedConsumerConfig{})
 		if err != nil {
@@ -54,6 +56,7 @@ func BenchmarkRebuild(b *testing.B) {
 		<-done
 		cc.Stop()
 		rawTime += time.Since(start)
+		stopRaw()
 		a1 := totalAlloc()
 		rawAlloc += a1 - a0
 
