@@ -376,12 +376,15 @@ func settled(r *resourceState, specGen int64) bool {
 	return r != nil && r.Reported && r.Generation >= specGen && (r.State == "Ready" || r.State == "Failed")
 }
 
-// settle raises the observed generation when every resource of the last
-// manifest has settled (Ready or Failed) on its current spec and every
-// resource that left the manifest has been removed.
+// settle raises the observed generation when the device's agent has been
+// seen, every resource of the last manifest has settled (Ready or Failed)
+// on its current spec and every resource that left the manifest has been
+// removed. Without the first condition a manifest with no resources would
+// count as observed the moment it is applied, on a device no agent ever ran
+// on.
 func (d *deviceState) settle() {
 	m := d.Manifest
-	if m == nil || d.Observed >= m.Generation {
+	if m == nil || d.Observed >= m.Generation || !d.seen() {
 		return
 	}
 	if len(d.Resources) != len(m.Resources) {
@@ -393,6 +396,22 @@ func (d *deviceState) settle() {
 		}
 	}
 	d.Observed = m.Generation
+}
+
+// seen reports whether the device's side has ever reported: its agent
+// wrote an event (lastSeen), the device registered, or a status of one of
+// its resources was reported. Heartbeats are not in the log; Stale tells a
+// device seen once but silent now.
+func (d *deviceState) seen() bool {
+	if d.LastSeen != nil || d.Registered {
+		return true
+	}
+	for _, r := range d.Resources {
+		if r.Reported {
+			return true
+		}
+	}
+	return false
 }
 
 // Device returns the read model of one device; false if the log holds
@@ -469,10 +488,13 @@ func list(ids []string) string {
 }
 
 func (d *deviceState) conditions(notReady, failed, busy []string) []Condition {
+	seen := d.seen()
 	ready := Condition{Type: CondReady, Status: False}
 	switch {
 	case d.Manifest == nil:
 		ready.Reason, ready.Message = "NoManifest", "no manifest applied yet"
+	case !seen:
+		ready.Reason, ready.Message = "AwaitingAgent", fmt.Sprintf("no agent has reported from this device: generation %d not yet observed", d.Generation)
 	case d.Observed < d.Generation:
 		ready.Reason, ready.Message = "GenerationNotObserved", fmt.Sprintf("generation %d not yet settled (observed %d)", d.Generation, d.Observed)
 	case len(notReady) > 0:
@@ -482,6 +504,8 @@ func (d *deviceState) conditions(notReady, failed, busy []string) []Condition {
 	}
 	prog := Condition{Type: CondProgressing, Status: False}
 	switch {
+	case d.Manifest != nil && !seen: // nothing moves until an agent runs
+		prog.Reason, prog.Message = "AwaitingAgent", "no agent has reported from this device"
 	case len(busy) > 0:
 		prog.Status, prog.Reason, prog.Message = True, "Reconciling", fmt.Sprintf("%d resources Pending or Reconciling: %s", len(busy), list(busy))
 	case d.Manifest != nil && d.Observed < d.Generation:
