@@ -319,11 +319,23 @@ type chunk struct {
 // (redeliveries) are skipped. The caller holds applyMu (or owns m alone);
 // with live, readers are locked out while the folds change.
 func (s *Service) apply(m *models, items []item, live bool) BatchInfo {
+	return s.applyParts(m, [][]item{items}, live)
+}
+
+// applyParts is apply for items in parts, in order.
+func (s *Service) applyParts(m *models, parts [][]item, live bool) BatchInfo {
 	info := BatchInfo{}
 	if live {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 	}
+	for _, items := range parts {
+		s.applyItems(m, items, &info)
+	}
+	return info
+}
+
+func (s *Service) applyItems(m *models, items []item, info *BatchInfo) {
 	for i := range items {
 		it := &items[i]
 		if it.seq <= m.applied {
@@ -344,7 +356,6 @@ func (s *Service) apply(m *models, items []item, live bool) BatchInfo {
 		}
 		info.Events++
 	}
-	return info
 }
 
 // flush writes the parts changed since the last flush, the skipped messages
@@ -504,11 +515,11 @@ func (s *Service) consume(ctx context.Context, js jetstream.JetStream) error {
 	if err != nil {
 		return fmt.Errorf("create consumer %s: %w", s.durable, err)
 	}
-	return s.pump(ctx, cons, 0, func(items []item) error {
+	return s.pump(ctx, cons, 0, func(parts [][]item) error {
 		start := time.Now()
 		s.applyMu.Lock()
 		defer s.applyMu.Unlock()
-		info := s.apply(s.m, items, true)
+		info := s.applyParts(s.m, parts, true)
 		if err := s.flush(s.m, s.syncEvery <= 0, true, &info); err != nil {
 			return err
 		}
@@ -536,7 +547,7 @@ const (
 // fold takes them in delivery order while the previous batch is folded and
 // written: a three-stage pipeline. It stops at ctx's end, on an error, or
 // after sequence upTo (0: never).
-func (s *Service) pump(ctx context.Context, cons jetstream.Consumer, upTo uint64, apply func([]item) error) error {
+func (s *Service) pump(ctx context.Context, cons jetstream.Consumer, upTo uint64, apply func([][]item) error) error {
 	ch := make(chan *chunk, 2*s.maxBatch/handoff+2) // in delivery order, to the fold
 	work := make(chan *chunk, cap(ch))              // to the decoders
 	free := make(chan []item, cap(ch)+2)
@@ -607,23 +618,34 @@ func (s *Service) pump(ctx context.Context, cons jetstream.Consumer, upTo uint64
 		return fmt.Errorf("consume: %w", err)
 	}
 	defer cc.Stop()
-	batch := make([]item, 0, s.maxBatch+handoff)
+	// A batch is the chunks' items as they are (not copied); the chunks go
+	// back to the callback once applied. Their items are overwritten as it
+	// fills them again, so what a chunk in the free list still holds is
+	// bounded by the list's length.
+	var batch [][]item
+	n := 0 // items in batch
 	take := func(c *chunk) bool {
 		select {
 		case <-c.decoded:
 		case <-ctx.Done():
 			return false
 		}
-		batch = append(batch, c.items...)
-		clear(c.items) // let the events go
-		select {
-		case free <- c.items[:0]:
-		default:
-		}
+		batch = append(batch, c.items)
+		n += len(c.items)
 		return true
 	}
+	release := func() {
+		for _, items := range batch {
+			select {
+			case free <- items[:0]:
+			default:
+			}
+		}
+		clear(batch)
+		batch, n = batch[:0], 0
+	}
 	for {
-		batch = batch[:0]
+		release()
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -635,7 +657,7 @@ func (s *Service) pump(ctx context.Context, cons jetstream.Consumer, upTo uint64
 			}
 		}
 	drain:
-		for len(batch) < s.maxBatch {
+		for n < s.maxBatch {
 			select {
 			case c := <-ch:
 				if !take(c) {
@@ -645,10 +667,13 @@ func (s *Service) pump(ctx context.Context, cons jetstream.Consumer, upTo uint64
 				break drain
 			}
 		}
-		last := batch[len(batch)-1]
+		lastPart := batch[len(batch)-1]
+		last := lastPart[len(lastPart)-1]
 		s.noteLast(last.seq + last.pending)
 		if upTo > 0 {
-			batch = slices.DeleteFunc(batch, func(it item) bool { return it.seq > upTo })
+			for i, items := range batch {
+				batch[i] = slices.DeleteFunc(items, func(it item) bool { return it.seq > upTo })
+			}
 		}
 		if err := apply(batch); err != nil {
 			return err
@@ -667,37 +692,44 @@ func (s *Service) pump(ctx context.Context, cons jetstream.Consumer, upTo uint64
 //	$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>
 //	$JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>[.<token>]
 func ackMetadata(reply string) (seq, pending uint64, at time.Time, ok bool) {
-	rest, ok := strings.CutPrefix(reply, "$JS.ACK.")
-	if !ok {
+	const prefix = "$JS.ACK."
+	if len(reply) <= len(prefix) || reply[:len(prefix)] != prefix {
 		return 0, 0, time.Time{}, false
 	}
-	var tok [10]string
+	// the tokens after the prefix, by the positions of the dots between them
+	var dots [11]int
 	n := 0
-	for n < len(tok) {
-		var t string
-		var more bool
-		t, rest, more = strings.Cut(rest, ".")
-		tok[n] = t
-		n++
-		if !more {
-			break
+	for i := len(prefix); i < len(reply); i++ {
+		if reply[i] == '.' {
+			if n == len(dots) {
+				return 0, 0, time.Time{}, false // more tokens than either form has
+			}
+			dots[n] = i
+			n++
 		}
 	}
-	if rest != "" && n == len(tok) { // more than 10 tokens after $JS.ACK.
-		return 0, 0, time.Time{}, false
+	tok := func(i int) string { // i-th token after the prefix; 0 <= i <= n
+		from, to := len(prefix), len(reply)
+		if i > 0 {
+			from = dots[i-1] + 1
+		}
+		if i < n {
+			to = dots[i]
+		}
+		return reply[from:to]
 	}
-	var f []string // delivered, sseq, cseq, tm, pending
-	switch n {
+	first := 0 // of delivered, sseq, cseq, tm, pending
+	switch n + 1 {
 	case 7: // v1
-		f = tok[2:7]
+		first = 2
 	case 9, 10: // v2, with or without the last token
-		f = tok[4:9]
+		first = 4
 	default:
 		return 0, 0, time.Time{}, false
 	}
-	seq, ok1 := number(f[1])
-	ts, ok2 := number(f[3])
-	pending, ok3 := number(f[4])
+	seq, ok1 := number(tok(first + 1))
+	ts, ok2 := number(tok(first + 3))
+	pending, ok3 := number(tok(first + 4))
 	if !ok1 || !ok2 || !ok3 {
 		return 0, 0, time.Time{}, false
 	}
@@ -916,8 +948,8 @@ func (s *Service) Rebuild(ctx context.Context, js jetstream.JetStream, progress 
 		}
 		lastReport := time.Now()
 		nm.allDirty = true // written whole below
-		err = s.pump(ctx, cons, total, func(items []item) error {
-			s.apply(nm, items, false)
+		err = s.pump(ctx, cons, total, func(parts [][]item) error {
+			s.applyParts(nm, parts, false)
 			if len(nm.skipped) > 10000 {
 				if err := s.flush(nm, false, false, &BatchInfo{}); err != nil {
 					return err
