@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"os"
@@ -181,10 +182,17 @@ func (a *Agent) Kinds() []string {
 	return slices.Sorted(maps.Keys(a.recs))
 }
 
-// Close syncs and closes the agent's store. Call it after Run returned.
+// Close syncs and closes the agent's store and closes the reconcilers that
+// have background work (io.Closer). Call it after Run returned.
 func (a *Agent) Close() error {
 	_, serr := a.syncLocal()
-	return errors.Join(serr, a.db.Close())
+	errs := []error{serr, a.db.Close()}
+	for _, r := range a.recs {
+		if c, ok := r.(io.Closer); ok {
+			errs = append(errs, c.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Run converges the device until ctx is done, reading its manifest and

@@ -17,43 +17,77 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fleet-dev/fleet/agent"
+	"github.com/fleet-dev/fleet/agent/reconcile"
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/eventstest"
 	"github.com/fleet-dev/fleet/fsm"
 )
 
-// benchConverge measures ManifestApplied to all n resources Ready: each
-// iteration applies a generation that changes every file. Beside it, in the
-// same run, the floor the disk sets: the same n durable file replaces done
-// by hand (temp file, write, fsync, rename, 16 at a time; then one fsync per
-// directory), with no agent, no events and no store.
+// benchConverge measures ManifestApplied to all n file resources Ready.
+// First, once, a new device: every file is created. Then each iteration
+// applies a generation that changes every file. Beside them, in the same
+// run, the floor the disk sets, by hand, with no agent, no events and no
+// store (16 files at a time, then one fsync per directory):
+//
+//   - raw-files: n durable replaces the usual way: temp file, write, fsync,
+//     rename;
+//   - raw-spares: the way the agent's file reconciler does it when spares
+//     are ready (see agent/reconcile/spares.go): write into an empty file
+//     made ahead of time, fsync, swap into place with RENAME_EXCHANGE.
+//
+// The agent makes its spares, and deletes the old versions, in the
+// background after a generation converged; each iteration waits for that
+// (reported as spares-refill-s, not timed) so that every measurement,
+// agent's and by hand, starts on a quiet disk.
 //
 //	go test -run '^$' -bench 'Converge' -benchtime 3x ./agent/
 func benchConverge(b *testing.B, n int) {
 	env := eventstest.Start(b, true)
 	r := &rig{env: env, root: b.TempDir(), state: b.TempDir(), rec: &recorder{}}
 	r.nc = connect(b, env)
-	r.start(b, "bench-01", agent.WithDriftInterval(time.Hour), agent.WithOnEvent(func([]events.Event) {}))
-	rawRoot := b.TempDir()
-	var convergeDur, rawDur time.Duration
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
+	recs := reconcile.Defaults(reconcile.Options{Root: r.root, StateDir: r.state})
+	file := recs[0].(*reconcile.File)
+	r.start(b, "bench-01", agent.WithDriftInterval(time.Hour), agent.WithOnEvent(func([]events.Event) {}), agent.WithReconcilers(recs...))
+	converge := func(v string) time.Duration {
 		t0 := time.Now()
-		gen := apply(b, env, "bench-01", manyFiles(n, fmt.Sprintf("v%d", i))...)
+		gen := apply(b, env, "bench-01", manyFiles(n, v)...)
 		for !allReady(r.h.Agent, n, gen) {
 			time.Sleep(time.Millisecond)
 		}
-		convergeDur += time.Since(t0)
+		return time.Since(t0)
+	}
+	rawRoot, spareDir := b.TempDir(), b.TempDir()
+	firstDur := converge("first")
+	file.WaitSpares()
+	t0 := time.Now()
+	rawFiles(b, rawRoot, manyFiles(n, "first"))
+	rawFirst := time.Since(t0)
+
+	var convergeDur, rawDur, rawSpareDur, refillDur time.Duration
+	used0, missed0 := file.SparesUsed()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		convergeDur += converge(fmt.Sprintf("v%d", i))
 		b.StopTimer()
+		t0 := time.Now()
+		file.WaitSpares()
+		refillDur += time.Since(t0)
 		t0 = time.Now()
 		rawFiles(b, rawRoot, manyFiles(n, fmt.Sprintf("v%d", i)))
 		rawDur += time.Since(t0)
+		rawSpareDur += rawSpares(b, rawRoot, spareDir, manyFiles(n, fmt.Sprintf("w%d", i)))
 		b.StartTimer()
 	}
 	b.StopTimer()
+	used, missed := file.SparesUsed()
 	b.ReportMetric(float64(n*b.N)/convergeDur.Seconds(), "resources/s")
 	b.ReportMetric(convergeDur.Seconds()/float64(b.N), "converge-s")
 	b.ReportMetric(rawDur.Seconds()/float64(b.N), "raw-files-s")
+	b.ReportMetric(rawSpareDur.Seconds()/float64(b.N), "raw-spares-s")
+	b.ReportMetric(refillDur.Seconds()/float64(b.N), "spares-refill-s")
+	b.ReportMetric(float64(missed-missed0)/float64(max(1, used-used0+missed-missed0)), "spare-misses")
+	b.ReportMetric(firstDur.Seconds(), "new-device-s")
+	b.ReportMetric(rawFirst.Seconds(), "raw-new-files-s")
 }
 
 // rawFiles replaces the files of rs under root durably, by hand: the floor
@@ -116,6 +150,84 @@ func rawFiles(b *testing.B, root string, rs []events.Resource) {
 		}
 		d.Close()
 	}
+}
+
+// rawSpares replaces the (existing) files of rs under root durably, by hand,
+// the way the agent's spares do: n empty files are made first (not timed),
+// then, timed, each is written, fsynced and swapped into place with
+// RENAME_EXCHANGE, the old version moved aside; then one fsync per
+// directory. The old versions are deleted after (not timed).
+func rawSpares(b *testing.B, root, spareDir string, rs []events.Resource) time.Duration {
+	fresh, old := filepath.Join(spareDir, "fresh"), filepath.Join(spareDir, "old")
+	for _, d := range []string{fresh, old} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := range rs {
+		f, err := os.OpenFile(filepath.Join(fresh, strconv.Itoa(i)), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+	}
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	next := make(chan int)
+	var failed atomic.Value
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				sp := filepath.Join(fresh, strconv.Itoa(i))
+				f, err := os.OpenFile(sp, os.O_WRONLY, 0)
+				if err == nil {
+					_, err = f.WriteString(rs[i].File.Content)
+					if err == nil {
+						err = f.Sync()
+					}
+					if cerr := f.Close(); err == nil {
+						err = cerr
+					}
+				}
+				if err == nil {
+					err = unix.Renameat2(unix.AT_FDCWD, sp, unix.AT_FDCWD, filepath.Join(root, rs[i].File.Path), unix.RENAME_EXCHANGE)
+				}
+				if err == nil {
+					err = os.Rename(sp, filepath.Join(old, strconv.Itoa(i)))
+				}
+				if err != nil {
+					failed.Store(err)
+				}
+			}
+		}()
+	}
+	dirs := map[string]bool{}
+	for i, r := range rs {
+		dirs[filepath.Join(root, filepath.Dir(r.File.Path))] = true
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if err, ok := failed.Load().(error); ok {
+		b.Fatal(err)
+	}
+	for dir := range dirs {
+		d, err := os.Open(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := d.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		d.Close()
+	}
+	took := time.Since(t0)
+	if err := os.RemoveAll(old); err != nil {
+		b.Fatal(err)
+	}
+	return took
 }
 
 func BenchmarkConverge1(b *testing.B)    { benchConverge(b, 1) }

@@ -11,49 +11,90 @@ import (
 	"syscall"
 )
 
-// writeAtomic replaces dir/name with content: a temp file in the same
-// directory is written, given its owner and mode, fsynced, renamed over the
-// old name (a symlink there is replaced, never followed) and the directory is
+// writeAtomic replaces dir/name with content: a new version is written (to
+// a spare of sp, or to a temp file in the same directory), given its owner
+// and mode, fsynced, put in place (swapped with the regular file there when
+// replace is set and a spare was used; else renamed over the old name, a
+// symlink there being replaced, never followed) and the directory is
 // fsynced. uid/gid < 0 leave the owner as created.
-func writeAtomic(dir, name string, content []byte, mode os.FileMode, uid, gid int) error {
-	tmp, _, err := writeTemp(dir, name, content, mode, uid, gid)
+func writeAtomic(sp *spares, dir, name string, content []byte, mode os.FileMode, uid, gid int, replace bool) error {
+	tmp, _, spare, err := writeTemp(sp, dir, name, content, mode, uid, gid)
 	if err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("rename into place: %w", err)
+	if err := install(sp, tmp, spare, replace, dir, name); err != nil {
+		return err
 	}
 	return syncDir(dir)
 }
 
-// writeTemp writes content to a new temp file in dir (named after name),
-// gives it its owner and mode and fsyncs it; it returns its path and its
-// identity (device and inode). On error nothing is left behind. Owner and mode are set only where creation did not
-// already give them: each such change is one more journal write.
-func writeTemp(dir, name string, content []byte, mode os.FileMode, uid, gid int) (tmp string, id fileID, err error) {
-	f, err := createTemp(dir, ".fleet-"+name+".", mode.Perm())
-	if err != nil {
-		return "", id, fmt.Errorf("create temp file in %s: %w", dir, err)
+// install puts the version written at tmp in place at dir/name (see
+// writeAtomic); on error tmp is removed or retired.
+func install(sp *spares, tmp string, spare, replace bool, dir, name string) error {
+	target := filepath.Join(dir, name)
+	if spare && replace {
+		exchanged, err := sp.swap(tmp, target)
+		if err != nil {
+			if !exchanged {
+				sp.retire(tmp)
+			}
+			return fmt.Errorf("swap into place: %w", err)
+		}
+		if exchanged {
+			return nil
+		}
 	}
-	tmp = f.Name()
+	if err := os.Rename(tmp, target); err != nil {
+		if spare {
+			sp.retire(tmp)
+		} else {
+			os.Remove(tmp)
+		}
+		return fmt.Errorf("rename into place: %w", err)
+	}
+	return nil
+}
+
+// writeTemp writes content to a spare of sp if one is ready for dir, else to
+// a new temp file in dir (named after name); it gives the file its owner and
+// mode and fsyncs it, and returns its path, its identity (device and inode)
+// and whether it is a spare. On error nothing is left behind. Owner and mode
+// are set only where creation did not already give them: each such change is
+// one more journal write.
+func writeTemp(sp *spares, dir, name string, content []byte, mode os.FileMode, uid, gid int) (tmp string, id fileID, spare bool, err error) {
+	var f *os.File
+	if p, ok := sp.take(dir); ok {
+		if f, ok = sp.open(p); ok {
+			tmp, spare = p, true
+		}
+	}
+	if f == nil {
+		if f, err = createTemp(dir, ".fleet-"+name+".", mode.Perm()); err != nil {
+			return "", id, false, fmt.Errorf("create temp file in %s: %w", dir, err)
+		}
+		tmp = f.Name()
+	}
 	defer func() {
 		if err != nil {
 			f.Close()
-			os.Remove(tmp)
+			if spare {
+				sp.retire(tmp)
+			} else {
+				os.Remove(tmp)
+			}
 		}
 	}()
 	if _, err = f.Write(content); err != nil {
-		return "", id, fmt.Errorf("write %s: %w", tmp, err)
+		return "", id, false, fmt.Errorf("write %s: %w", tmp, err)
 	}
 	var st syscall.Stat_t
 	if err = syscall.Fstat(int(f.Fd()), &st); err != nil {
-		return "", id, fmt.Errorf("stat %s: %w", tmp, err)
+		return "", id, false, fmt.Errorf("stat %s: %w", tmp, err)
 	}
 	id = idOf(&st) // chown and chmod below change neither inode, size nor mtime
 	if (uid >= 0 && uint32(uid) != st.Uid) || (gid >= 0 && uint32(gid) != st.Gid) {
 		if err = f.Chown(uid, gid); err != nil {
-			return "", id, fmt.Errorf("chown %s: %w", tmp, err)
+			return "", id, false, fmt.Errorf("chown %s: %w", tmp, err)
 		}
 		if uid >= 0 {
 			id.uid = uint32(uid)
@@ -65,17 +106,17 @@ func writeTemp(dir, name string, content []byte, mode os.FileMode, uid, gid int)
 	}
 	if st.Mode&0o7777 != unixMode(mode) {
 		if err = f.Chmod(mode); err != nil {
-			return "", id, fmt.Errorf("chmod %s: %w", tmp, err)
+			return "", id, false, fmt.Errorf("chmod %s: %w", tmp, err)
 		}
 	}
 	id.mode = syscall.S_IFREG | unixMode(mode)
 	if err = f.Sync(); err != nil {
-		return "", id, fmt.Errorf("fsync %s: %w", tmp, err)
+		return "", id, false, fmt.Errorf("fsync %s: %w", tmp, err)
 	}
 	if err = f.Close(); err != nil {
-		return "", id, fmt.Errorf("close %s: %w", tmp, err)
+		return "", id, false, fmt.Errorf("close %s: %w", tmp, err)
 	}
-	return tmp, id, nil
+	return tmp, id, spare, nil
 }
 
 // fileID identifies one version of a file: its inode, size, last

@@ -17,7 +17,7 @@ func TestStillAtSeesAnyLaterChange(t *testing.T) {
 	dir := t.TempDir()
 	full := filepath.Join(dir, "f")
 	put := func() fileID {
-		tmp, id, err := writeTemp(dir, "f", []byte("abc\n"), 0o640, -1, -1)
+		tmp, id, _, err := writeTemp(nil, dir, "f", []byte("abc\n"), 0o640, -1, -1)
 		is.NoErr(err)
 		is.NoErr(os.Rename(tmp, full))
 		return id

@@ -26,12 +26,50 @@ import (
 //
 // Safe for concurrent use on different resources.
 type File struct {
-	root string
+	root   string
+	spares *spares // nil: every write takes a temp file
 }
 
 // NewFile returns the file reconciler for resources rooted under root
 // ("/" on a device, a temp dir in tests). The root must exist.
 func NewFile(root string) *File { return &File{root: root} }
+
+// KeepSpares makes r write new versions into spares kept ready in dir (see
+// spares.go); without it, every write creates a temp file. Call it before
+// the first apply; Close stops the spares' background work.
+func (r *File) KeepSpares(dir string) error {
+	sp, err := openSpares(dir)
+	if err != nil {
+		return fmt.Errorf("file spares in %s: %w", dir, err)
+	}
+	r.spares = sp
+	return nil
+}
+
+// Close stops the background work of KeepSpares and waits for it.
+func (r *File) Close() error {
+	r.spares.close()
+	return nil
+}
+
+// SparesUsed reports how many writes used a spare and how many found none
+// ready (tests and benchmarks).
+func (r *File) SparesUsed() (used, missed int) {
+	if r.spares == nil {
+		return 0, 0
+	}
+	r.spares.mu.Lock()
+	defer r.spares.mu.Unlock()
+	return r.spares.used, r.spares.missed
+}
+
+// WaitSpares blocks until the spares' background work is done (tests and
+// benchmarks: a measurement then starts from a quiet disk).
+func (r *File) WaitSpares() {
+	if r.spares != nil {
+		r.spares.wait()
+	}
+}
 
 // Kind returns events.KindFile.
 func (*File) Kind() string { return events.KindFile }
@@ -260,7 +298,9 @@ func (r *File) Apply(ctx context.Context, t Target) (Result, error) {
 		if err := mkdirUnder(r.root, pl.p); err != nil {
 			return Result{}, err
 		}
-		if err := writeAtomic(pl.p.dir, pl.p.name, pl.w.content, fileMode(pl.w.mode), pl.uid, pl.gid); err != nil {
+		err := writeAtomic(r.spares, pl.p.dir, pl.p.name, pl.w.content, fileMode(pl.w.mode), pl.uid, pl.gid, pl.replace)
+		r.spares.ensure(1)
+		if err != nil {
 			return Result{}, fmt.Errorf("file %s: %w", pl.spec.Path, err)
 		}
 		return Result{Changed: true}, nil
@@ -279,6 +319,7 @@ type filePlan struct {
 	w        wantFile
 	diffs    []events.Difference // none: converged
 	uid, gid int                 // owner of a rewritten file (-1: as created)
+	replace  bool                // a regular file is in place
 }
 
 // plan resolves t's path under the root (through res, which may be nil),
@@ -308,7 +349,7 @@ func (r *File) plan(ctx context.Context, t Target, res *resolver) (filePlan, err
 	if err != nil {
 		return filePlan{}, err
 	}
-	pl := filePlan{spec: s, p: p, w: w, diffs: w.differences(s, have), uid: -1, gid: -1}
+	pl := filePlan{spec: s, p: p, w: w, diffs: w.differences(s, have), uid: -1, gid: -1, replace: have.kind == "file"}
 	if len(pl.diffs) == 0 {
 		return pl, nil
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 
@@ -44,8 +43,8 @@ func parallel(n int, f func(i int)) {
 
 // ApplyBatch implements BatchApplier. Each target is planned as Apply plans
 // it (one observation); then, in parallel, every content change is written
-// to a temp file beside its path and fsynced, and every owner/mode change is
-// made in place and fsynced; then the temp files are renamed into place and
+// to a spare (or a temp file beside its path) and fsynced, and every owner/mode change is
+// made in place and fsynced; then the new versions are swapped or renamed into place and
 // each directory that received one is fsynced once; then every changed file
 // is observed again. A target is reported converged only after that last
 // observation (or, unchanged, after the first) found no difference.
@@ -62,6 +61,8 @@ func (r *File) ApplyBatch(ctx context.Context, ts []Target) []BatchResult {
 	plans := make([]filePlan, len(ts))
 	tmps := make([]string, len(ts))
 	ids := make([]fileID, len(ts))
+	spare := make([]bool, len(ts))
+	defer r.spares.ensure(len(ts))
 	var mkdirs sync.Map // directory → *dirOnce
 	parallel(len(ts), func(i int) {
 		pl, err := r.plan(ctx, ts[i], res)
@@ -80,7 +81,7 @@ func (r *File) ApplyBatch(ctx context.Context, ts []Target) []BatchResult {
 			out[i].Err = err
 			return
 		}
-		tmps[i], ids[i], out[i].Err = writeTemp(pl.p.dir, pl.p.name, pl.w.content, fileMode(pl.w.mode), pl.uid, pl.gid)
+		tmps[i], ids[i], spare[i], out[i].Err = writeTemp(r.spares, pl.p.dir, pl.p.name, pl.w.content, fileMode(pl.w.mode), pl.uid, pl.gid)
 		if out[i].Err != nil {
 			out[i].Err = fmt.Errorf("file %s: %w", pl.spec.Path, out[i].Err)
 		}
@@ -95,7 +96,11 @@ func (r *File) ApplyBatch(ctx context.Context, ts []Target) []BatchResult {
 	}
 	if err := ctx.Err(); err != nil {
 		for _, i := range written {
-			os.Remove(tmps[i])
+			if spare[i] {
+				r.spares.retire(tmps[i])
+			} else {
+				os.Remove(tmps[i])
+			}
 			out[i].Err = err
 		}
 		return out
@@ -105,9 +110,8 @@ func (r *File) ApplyBatch(ctx context.Context, ts []Target) []BatchResult {
 	parallel(len(written), func(k int) {
 		i := written[k]
 		pl := plans[i]
-		if err := os.Rename(tmps[i], filepath.Join(pl.p.dir, pl.p.name)); err != nil {
-			os.Remove(tmps[i])
-			out[i].Err = fmt.Errorf("file %s: rename into place: %w", pl.spec.Path, err)
+		if err := install(r.spares, tmps[i], spare[i], pl.replace, pl.p.dir, pl.p.name); err != nil {
+			out[i].Err = fmt.Errorf("file %s: %w", pl.spec.Path, err)
 			return
 		}
 		mu.Lock()

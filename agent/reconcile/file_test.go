@@ -42,6 +42,33 @@ func TestFileContract(t *testing.T) {
 	}})
 }
 
+// TestFileWithSparesContract: the same contract when new versions are
+// written into spares and swapped into place.
+func TestFileWithSparesContract(t *testing.T) {
+	reconciletest.Run(t, reconciletest.Case{New: func(t *testing.T) reconciletest.Subject {
+		root := t.TempDir()
+		f := reconcile.NewFile(root)
+		if err := f.KeepSpares(filepath.Join(t.TempDir(), "spares")); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		tg := fileTarget("motd", "/etc/motd", "hello\n")
+		changed := fileTarget("motd", "/etc/motd", "hello again\n")
+		changed.Generation = 2
+		return reconciletest.Subject{
+			Reconciler: f,
+			Target:     tg,
+			Changed:    &changed,
+			Tamper: func(t *testing.T) {
+				f.WaitSpares()
+				if err := os.WriteFile(filepath.Join(root, "etc/motd"), []byte("tampered\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			},
+		}
+	}})
+}
+
 func TestFileApplyWritesContentModeAndParents(t *testing.T) {
 	is := is.New(t)
 	root := t.TempDir()

@@ -1,5 +1,7 @@
 package reconcile
 
+import "path/filepath"
+
 // Options configure the reconcilers of an agent.
 type Options struct {
 	// Root is the directory file resources and unit files are placed under
@@ -17,10 +19,16 @@ type Options struct {
 }
 
 // Defaults returns one reconciler per kind this build knows: file,
-// systemdUnit, container and exec.
+// systemdUnit, container and exec. With a StateDir, the file reconciler
+// keeps spares in StateDir/spares (see File.KeepSpares; if that directory
+// cannot be made, it writes through temp files only).
 func Defaults(o Options) []Reconciler {
+	f := NewFile(o.Root)
+	if o.StateDir != "" {
+		_ = f.KeepSpares(filepath.Join(o.StateDir, "spares"))
+	}
 	return []Reconciler{
-		NewFile(o.Root),
+		f,
 		NewSystemdUnit(o.Root, o.Systemctl),
 		NewContainer(o.Podman),
 		NewExec(o.StateDir, o.AllowExec),

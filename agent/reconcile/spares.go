@@ -1,0 +1,293 @@
+package reconcile
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Spares: creating a file (allocating its inode) and later freeing the one
+// it replaced are most of what a durable file write costs on ext4: about
+// 0.5 ms each on the project's test disk against 0.2 ms for the fsync. The
+// file reconciler therefore writes a new version into a spare, an empty file
+// created ahead of need in the agent's state directory, and swaps it with the
+// file in place in one step (renameat2 RENAME_EXCHANGE): the path shows the
+// old version or the new one, never a mix, as with a rename. The old version
+// ends up under the spare's name; it is moved aside ("retired") and deleted
+// later, never written again, so a process that still has it open keeps
+// reading it intact, as after a rename. Creating spares and deleting retired
+// files happen on a background goroutine, after the writes that need them.
+//
+// Spares are used only for a file on the same file system as the state
+// directory and only where a regular file is replaced; anything else (no
+// spare ready, another file system, a new path, a symlink in place, a kernel
+// without RENAME_EXCHANGE) takes the temp file and rename of writeTemp.
+//
+// A crash can leave spares, or a retired old version not yet moved aside,
+// in the spare directory: openSpares retires all of it and starts afresh.
+
+// maxSpares bounds the spares kept ready.
+const maxSpares = 4096
+
+type spares struct {
+	fresh, old string // spares ready; retired old versions to delete
+	dev        uint64 // file system of the spares
+
+	mu      sync.Mutex
+	free    []string // paths of spares ready, empty, never swapped in
+	next    uint64   // name counter
+	want    int      // spares to keep ready
+	running bool     // the refill goroutine runs
+	pending bool     // a refill is scheduled (timer)
+	timer   *time.Timer
+	again   bool // work arrived while it ran
+	closed  bool
+	wg      sync.WaitGroup
+
+	devs sync.Map // directory → device, for take
+
+	// Counters, for tests and benchmarks.
+	used, missed int
+}
+
+// openSpares opens (creating) the spare directory dir.
+func openSpares(dir string) (*spares, error) {
+	fresh, old := filepath.Join(dir, "fresh"), filepath.Join(dir, "old")
+	if err := os.MkdirAll(old, 0o700); err != nil {
+		return nil, err
+	}
+	// What a previous run left ready may since have been swapped in (a
+	// crash between a swap and the retirement of what it swapped out):
+	// retire all of it.
+	if _, err := os.Lstat(fresh); err == nil {
+		if err := os.Rename(fresh, filepath.Join(old, "fresh-"+strconv.FormatInt(time.Now().UnixNano(), 36))); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.Mkdir(fresh, 0o700); err != nil {
+		return nil, err
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(fresh, &st); err != nil {
+		return nil, err
+	}
+	s := &spares{fresh: fresh, old: old, dev: uint64(st.Dev)}
+	s.kick() // delete what is retired
+	return s, nil
+}
+
+// take returns a spare for a new version of a file in dir, if one is ready
+// and dir is on the spares' file system.
+func (s *spares) take(dir string) (string, bool) {
+	if s == nil {
+		return "", false
+	}
+	dev, ok := s.devs.Load(dir)
+	if !ok {
+		var st syscall.Stat_t
+		if err := syscall.Stat(dir, &st); err != nil {
+			return "", false
+		}
+		dev = uint64(st.Dev)
+		s.devs.Store(dir, dev)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if dev.(uint64) != s.dev || len(s.free) == 0 {
+		s.missed++
+		return "", false
+	}
+	p := s.free[len(s.free)-1]
+	s.free = s.free[:len(s.free)-1]
+	s.used++
+	return p, true
+}
+
+// retire moves what is at path (a spare no longer wanted, or the old version
+// a swap left under the spare's name) aside, to be deleted by the next
+// refill.
+func (s *spares) retire(path string) {
+	if err := os.Rename(path, filepath.Join(s.old, filepath.Base(path))); err != nil {
+		os.Remove(path)
+	}
+}
+
+// refillDelay is how long writes must pause before the refill starts, so
+// that it does not compete with a batch of writes or what follows it.
+const refillDelay = 250 * time.Millisecond
+
+// ensure asks for n spares to be kept ready (at most maxSpares); the
+// refill starts once writes paused for refillDelay.
+func (s *spares) ensure(n int) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.want = min(max(s.want, n), maxSpares)
+	if s.closed {
+		return
+	}
+	if s.timer == nil {
+		s.timer = time.AfterFunc(refillDelay, s.kick)
+	} else {
+		s.timer.Reset(refillDelay)
+	}
+	s.pending = true
+}
+
+func (s *spares) kick() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pending = false
+	if s.closed {
+		return
+	}
+	if s.running {
+		s.again = true
+		return
+	}
+	s.running = true
+	s.wg.Add(1)
+	go s.refill()
+}
+
+// refill deletes what is retired and creates spares until want are ready.
+func (s *spares) refill() {
+	defer s.wg.Done()
+	for {
+		if ents, err := os.ReadDir(s.old); err == nil {
+			for _, e := range ents {
+				if s.isClosed() {
+					break
+				}
+				os.RemoveAll(filepath.Join(s.old, e.Name()))
+			}
+		}
+		for !s.isClosed() {
+			s.mu.Lock()
+			if len(s.free) >= s.want {
+				s.mu.Unlock()
+				break
+			}
+			s.next++
+			p := filepath.Join(s.fresh, "s"+strconv.FormatUint(s.next, 36))
+			s.mu.Unlock()
+			if err := createSpare(p); err != nil {
+				break // a full disk: writes fall back to temp files
+			}
+			s.mu.Lock()
+			s.free = append(s.free, p)
+			s.mu.Unlock()
+		}
+		s.mu.Lock()
+		if !s.again || s.closed {
+			s.running = false
+			s.mu.Unlock()
+			return
+		}
+		s.again = false
+		s.mu.Unlock()
+	}
+}
+
+// createSpare creates an empty file, mode 0644 whatever the umask (the
+// most common mode: no chmod when a spare becomes such a file).
+func createSpare(p string) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_CLOEXEC, 0o644)
+	if err != nil {
+		return err
+	}
+	err = f.Chmod(0o644)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(p)
+	}
+	return err
+}
+
+func (s *spares) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// wait blocks until no refill is scheduled or running (tests, benchmarks).
+func (s *spares) wait() {
+	for {
+		s.mu.Lock()
+		busy := s.running || s.pending
+		s.mu.Unlock()
+		if !busy {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// close stops the refill and waits for it.
+func (s *spares) close() {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	s.closed = true
+	s.pending = false
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// openSpare opens spare p for writing, checking that it still is what take
+// promised: an empty regular file with one link. Otherwise it is retired
+// and ok is false.
+func (s *spares) open(p string) (*os.File, bool) {
+	f, err := os.OpenFile(p, os.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		s.retire(p)
+		return nil, false
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG || st.Size != 0 || st.Nlink != 1 {
+		f.Close()
+		s.retire(p)
+		return nil, false
+	}
+	return f, true
+}
+
+// swap puts the new version at spare p in place of the regular file at
+// target, in one step, and retires the old version. exchanged is false
+// (and nothing changed) where the kernel or file system has no
+// RENAME_EXCHANGE or nothing is at target: the caller renames instead. If
+// what was at target turns out not to be a regular file (replaced since it
+// was observed), the swap is undone and err says so.
+func (s *spares) swap(p, target string) (exchanged bool, err error) {
+	err = unix.Renameat2(unix.AT_FDCWD, p, unix.AT_FDCWD, target, unix.RENAME_EXCHANGE)
+	switch {
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOSYS), errors.Is(err, unix.EXDEV):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(p, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		// Not a file we may delete: put it back.
+		if uerr := unix.Renameat2(unix.AT_FDCWD, p, unix.AT_FDCWD, target, unix.RENAME_EXCHANGE); uerr != nil {
+			return true, errors.Join(errors.New("swapped out something that is not a regular file and could not put it back"), uerr)
+		}
+		return false, errors.New("what is in place is no longer a regular file: refusing to replace it")
+	}
+	s.retire(p)
+	return true, nil
+}

@@ -1,0 +1,143 @@
+package reconcile_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/matryer/is"
+
+	"github.com/fleet-dev/fleet/agent/reconcile"
+)
+
+func newFileWithSpares(t *testing.T) (*reconcile.File, string, string) {
+	t.Helper()
+	root, spares := t.TempDir(), filepath.Join(t.TempDir(), "spares")
+	f := reconcile.NewFile(root)
+	if err := f.KeepSpares(spares); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f, root, spares
+}
+
+func inode(t *testing.T, p string) uint64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Lstat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+// TestSparesSwapInNewVersionsAndKeepOpenReadersIntact: once spares are
+// ready, a changed file is written into one and swapped into place: the path
+// holds the new version (a new inode, mode and content right), the old
+// version is deleted later, and a process that had it open still reads it
+// whole.
+func TestSparesSwapInNewVersionsAndKeepOpenReadersIntact(t *testing.T) {
+	is := is.New(t)
+	ctx := context.Background()
+	f, root, spares := newFileWithSpares(t)
+	var v1, v2 []reconcile.Target
+	for i := range 20 {
+		v1 = append(v1, fileTarget(fmt.Sprintf("f%d", i), fmt.Sprintf("/etc/app/f%d.conf", i), fmt.Sprintf("one %d\n", i)))
+		v2 = append(v2, fileTarget(fmt.Sprintf("f%d", i), fmt.Sprintf("/etc/app/f%d.conf", i), fmt.Sprintf("two %d\n", i)))
+	}
+	for _, r := range f.ApplyBatch(ctx, v1) {
+		is.NoErr(r.Err)
+	}
+	f.WaitSpares() // 20 spares ready
+	path0 := filepath.Join(root, "etc/app/f0.conf")
+	before := inode(t, path0)
+	reader, err := os.Open(path0)
+	is.NoErr(err)
+	defer reader.Close()
+
+	used0, _ := f.SparesUsed()
+	for _, r := range f.ApplyBatch(ctx, v2) {
+		is.NoErr(r.Err)
+		is.True(r.Changed)
+	}
+	used, _ := f.SparesUsed()
+	is.Equal(used-used0, 20) // every write took a spare
+	for i := range 20 {
+		b, err := os.ReadFile(filepath.Join(root, fmt.Sprintf("etc/app/f%d.conf", i)))
+		is.NoErr(err)
+		is.Equal(string(b), fmt.Sprintf("two %d\n", i))
+	}
+	is.True(inode(t, path0) != before) // a new inode, as with a rename
+	var st syscall.Stat_t
+	is.NoErr(syscall.Stat(path0, &st))
+	is.Equal(st.Mode&0o7777, uint32(0o644))
+	f.WaitSpares()
+	old, err := os.ReadDir(filepath.Join(spares, "old"))
+	is.NoErr(err)
+	is.Equal(len(old), 0) // the old versions are deleted
+	b, err := io.ReadAll(reader)
+	is.NoErr(err)
+	is.Equal(string(b), "one 0\n") // the open reader still has the old version, whole
+	ents, err := os.ReadDir(filepath.Join(root, "etc/app"))
+	is.NoErr(err)
+	is.Equal(len(ents), 20) // nothing else left beside the files
+	for _, r := range f.ApplyBatch(ctx, v2) {
+		is.NoErr(r.Err)
+		is.True(!r.Changed) // idempotent
+	}
+}
+
+// TestSparesLeftByACrashAreRetired: what a previous run left in the spare
+// directory (ready spares, old versions not yet deleted) is deleted when the
+// reconciler starts again, and files in place are untouched.
+func TestSparesLeftByACrashAreRetired(t *testing.T) {
+	is := is.New(t)
+	ctx := context.Background()
+	root, spares := t.TempDir(), filepath.Join(t.TempDir(), "spares")
+	f := reconcile.NewFile(root)
+	is.NoErr(f.KeepSpares(spares))
+	tg := fileTarget("a", "/etc/a.conf", "a\n")
+	_, err := f.Apply(ctx, tg)
+	is.NoErr(err)
+	f.WaitSpares()
+	is.NoErr(f.Close()) // as if killed: spares stay on disk
+	is.NoErr(os.WriteFile(filepath.Join(spares, "fresh", "leftover"), []byte("old version"), 0o644))
+
+	f2 := reconcile.NewFile(root)
+	is.NoErr(f2.KeepSpares(spares))
+	defer f2.Close()
+	f2.WaitSpares()
+	fresh, err := os.ReadDir(filepath.Join(spares, "fresh"))
+	is.NoErr(err)
+	is.Equal(len(fresh), 0) // nothing of the last run is reused
+	old, err := os.ReadDir(filepath.Join(spares, "old"))
+	is.NoErr(err)
+	is.Equal(len(old), 0) // and it is deleted
+	b, err := os.ReadFile(filepath.Join(root, "etc/a.conf"))
+	is.NoErr(err)
+	is.Equal(string(b), "a\n")
+}
+
+// TestSparesNeverReplaceADirectory: a directory put where a file was, after
+// spares are ready, is refused as without spares, and left as it is.
+func TestSparesNeverReplaceADirectory(t *testing.T) {
+	is := is.New(t)
+	ctx := context.Background()
+	f, root, _ := newFileWithSpares(t)
+	_, err := f.Apply(ctx, fileTarget("a", "/etc/a.conf", "a\n"))
+	is.NoErr(err)
+	f.WaitSpares()
+	p := filepath.Join(root, "etc/a.conf")
+	is.NoErr(os.Remove(p))
+	is.NoErr(os.Mkdir(p, 0o755))
+	is.NoErr(os.WriteFile(filepath.Join(p, "keep"), []byte("k"), 0o644))
+	_, err = f.Apply(ctx, fileTarget("a", "/etc/a.conf", "b\n"))
+	is.True(err != nil)
+	f.WaitSpares()
+	b, err := os.ReadFile(filepath.Join(p, "keep"))
+	is.NoErr(err)
+	is.Equal(string(b), "k")
+}
