@@ -299,7 +299,9 @@ func (r *File) Apply(ctx context.Context, t Target) (Result, error) {
 			return Result{}, err
 		}
 		err := writeAtomic(r.spares, pl.p.dir, pl.p.name, pl.w.content, fileMode(pl.w.mode), pl.uid, pl.gid, pl.replace)
-		r.spares.ensure(1)
+		if r.spares.suits(pl.p.dir) {
+			r.spares.ensure(1)
+		}
 		if err != nil {
 			return Result{}, fmt.Errorf("file %s: %w", pl.spec.Path, err)
 		}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/fleet-dev/fleet/events"
 )
@@ -62,7 +63,8 @@ func (r *File) ApplyBatch(ctx context.Context, ts []Target) []BatchResult {
 	tmps := make([]string, len(ts))
 	ids := make([]fileID, len(ts))
 	spare := make([]bool, len(ts))
-	defer r.spares.ensure(len(ts))
+	var wanted atomic.Int64 // writes a spare suits: keep as many ready
+	defer func() { r.spares.ensure(int(wanted.Load())) }()
 	var mkdirs sync.Map // directory → *dirOnce
 	parallel(len(ts), func(i int) {
 		pl, err := r.plan(ctx, ts[i], res)
@@ -80,6 +82,9 @@ func (r *File) ApplyBatch(ctx context.Context, ts []Target) []BatchResult {
 		if err := d.(*dirOnce).do(func() error { return mkdirUnder(r.root, pl.p) }); err != nil {
 			out[i].Err = err
 			return
+		}
+		if r.spares.suits(pl.p.dir) {
+			wanted.Add(1)
 		}
 		tmps[i], ids[i], spare[i], out[i].Err = writeTemp(r.spares, pl.p.dir, pl.p.name, pl.w.content, fileMode(pl.w.mode), pl.uid, pl.gid)
 		if out[i].Err != nil {

@@ -25,9 +25,11 @@ import (
 // files happen on a background goroutine, after the writes that need them.
 //
 // Spares are used only for a file on the same file system as the state
-// directory and only where a regular file is replaced; anything else (no
-// spare ready, another file system, a new path, a symlink in place, a kernel
-// without RENAME_EXCHANGE) takes the temp file and rename of writeTemp.
+// directory, in a directory without a default ACL, and not at all under
+// SELinux (a file's label and ACL come from the directory it is created
+// in). Where no regular file is in place, a spare is renamed into place.
+// Anything else (no spare ready, another file system, a kernel without
+// RENAME_EXCHANGE) takes the temp file and rename of writeTemp.
 //
 // A crash can leave spares, or a retired old version not yet moved aside,
 // in the spare directory: openSpares retires all of it and starts afresh.
@@ -50,7 +52,7 @@ type spares struct {
 	closed  bool
 	wg      sync.WaitGroup
 
-	devs sync.Map // directory → device, for take
+	devs sync.Map // directory → whether spares suit it (suits)
 
 	// Counters, for tests and benchmarks.
 	used, missed int
@@ -58,6 +60,11 @@ type spares struct {
 
 // openSpares opens (creating) the spare directory dir.
 func openSpares(dir string) (*spares, error) {
+	if _, err := os.Stat("/sys/fs/selinux/enforce"); err == nil {
+		// SELinux labels a new file by the directory it is created in; a
+		// spare made in the state directory would carry the wrong label.
+		return nil, errors.New("SELinux is on: writing through temp files beside each file")
+	}
 	fresh, old := filepath.Join(dir, "fresh"), filepath.Join(dir, "old")
 	if err := os.MkdirAll(old, 0o700); err != nil {
 		return nil, err
@@ -88,18 +95,12 @@ func (s *spares) take(dir string) (string, bool) {
 	if s == nil {
 		return "", false
 	}
-	dev, ok := s.devs.Load(dir)
-	if !ok {
-		var st syscall.Stat_t
-		if err := syscall.Stat(dir, &st); err != nil {
-			return "", false
-		}
-		dev = uint64(st.Dev)
-		s.devs.Store(dir, dev)
+	if !s.suits(dir) {
+		return "", false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if dev.(uint64) != s.dev || len(s.free) == 0 {
+	if len(s.free) == 0 {
 		s.missed++
 		return "", false
 	}
@@ -107,6 +108,26 @@ func (s *spares) take(dir string) (string, bool) {
 	s.free = s.free[:len(s.free)-1]
 	s.used++
 	return p, true
+}
+
+// suits reports whether a spare may become a file in dir: dir is on the
+// spares' file system and gives its files no default ACL (a file created in
+// dir would get it; a spare made elsewhere would not). Remembered per dir.
+func (s *spares) suits(dir string) bool {
+	if s == nil {
+		return false
+	}
+	if ok, seen := s.devs.Load(dir); seen {
+		return ok.(bool)
+	}
+	var st syscall.Stat_t
+	ok := syscall.Stat(dir, &st) == nil && uint64(st.Dev) == s.dev
+	if ok {
+		_, err := unix.Getxattr(dir, "system.posix_acl_default", nil)
+		ok = errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOTSUP)
+	}
+	s.devs.Store(dir, ok)
+	return ok
 }
 
 // retire moves what is at path (a spare no longer wanted, or the old version

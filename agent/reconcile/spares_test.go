@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/matryer/is"
+	"golang.org/x/sys/unix"
 
 	"github.com/fleet-dev/fleet/agent/reconcile"
 )
@@ -140,4 +141,39 @@ func TestSparesNeverReplaceADirectory(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(p, "keep"))
 	is.NoErr(err)
 	is.Equal(string(b), "k")
+}
+
+// TestSparesAvoidDirectoriesWithADefaultACL: a file created in a directory
+// with a default ACL inherits it, a spare made elsewhere would not: such a
+// directory gets its files through temp files created in it.
+func TestSparesAvoidDirectoriesWithADefaultACL(t *testing.T) {
+	is := is.New(t)
+	ctx := context.Background()
+	f, root, _ := newFileWithSpares(t)
+	dir := filepath.Join(root, "etc/acl")
+	is.NoErr(os.MkdirAll(dir, 0o755))
+	// A default ACL in the kernel's xattr form: version 2, then
+	// user::rwx, user:1234:rw-, group::r-x, mask::rwx, other::r-x (tag,
+	// permissions, id).
+	acl := []byte{2, 0, 0, 0,
+		0x01, 0, 7, 0, 0xff, 0xff, 0xff, 0xff,
+		0x02, 0, 6, 0, 0xd2, 0x04, 0, 0,
+		0x04, 0, 5, 0, 0xff, 0xff, 0xff, 0xff,
+		0x10, 0, 7, 0, 0xff, 0xff, 0xff, 0xff,
+		0x20, 0, 5, 0, 0xff, 0xff, 0xff, 0xff}
+	is.NoErr(unix.Setxattr(dir, "system.posix_acl_default", acl, 0))
+	ts := []reconcile.Target{fileTarget("a", "/etc/acl/a.conf", "1\n"), fileTarget("b", "/etc/plain/b.conf", "1\n")}
+	for _, r := range f.ApplyBatch(ctx, ts) {
+		is.NoErr(r.Err)
+	}
+	f.WaitSpares()
+	used0, _ := f.SparesUsed()
+	ts = []reconcile.Target{fileTarget("a", "/etc/acl/a.conf", "2\n"), fileTarget("b", "/etc/plain/b.conf", "2\n")}
+	for _, r := range f.ApplyBatch(ctx, ts) {
+		is.NoErr(r.Err)
+	}
+	used, _ := f.SparesUsed()
+	is.Equal(used-used0, 1) // the plain directory's file only
+	_, err := unix.Getxattr(filepath.Join(dir, "a.conf"), "system.posix_acl_access", nil)
+	is.NoErr(err) // the file in the ACL directory inherited it
 }
