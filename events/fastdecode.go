@@ -250,22 +250,35 @@ func word(b []byte) (string, bool) {
 }
 
 // sharedStrings caches recently decoded ids (devices, resources, actors):
-// a slot per hash of the text, replaced on a miss. Lock-free and bounded;
-// at worst (more ids in turn than slots) a decode allocates as it would
-// without it.
+// two slots per hash of the text, one replaced on a miss. Lock-free and
+// bounded; at worst (more ids in turn than slots) a decode allocates as it
+// would without it. The same text keeps giving the same string, so that
+// maps keyed by it compare pointers, not bytes.
 var (
-	sharedStrings [4096]atomic.Pointer[string]
+	sharedStrings [2 * 8192]atomic.Pointer[string]
 	sharedSeed    = maphash.MakeSeed()
 )
 
 // shared returns string(b), from sharedStrings when it holds it.
 func shared(b []byte) string {
-	slot := &sharedStrings[maphash.Bytes(sharedSeed, b)%uint64(len(sharedStrings))]
-	if p := slot.Load(); p != nil && *p == string(b) {
-		return *p
+	h := maphash.Bytes(sharedSeed, b)
+	set := sharedStrings[2*(h%(uint64(len(sharedStrings))/2)):][:2]
+	p0, p1 := set[0].Load(), set[1].Load()
+	if p0 != nil && *p0 == string(b) {
+		return *p0
+	}
+	if p1 != nil && *p1 == string(b) {
+		return *p1
 	}
 	v := string(b)
-	slot.Store(&v)
+	switch {
+	case p0 == nil:
+		set[0].Store(&v)
+	case p1 == nil:
+		set[1].Store(&v)
+	default:
+		set[(h>>32)&1].Store(&v)
+	}
 	return v
 }
 
