@@ -125,6 +125,17 @@ func (s *scan) text() (string, bool) {
 	return string(append(out, lit...)), true
 }
 
+// textShared is text for a string that recurs on many events (a
+// resource's id in a manifest): shared, as strShared, when it is plain.
+func (s *scan) textShared() (string, bool) {
+	start := s.i
+	if b, ok := s.rawStr(); ok {
+		return shared(b), true
+	}
+	s.i = start
+	return s.text()
+}
+
 // textStandard unquotes the string literal from start to s.i with encoding/json.
 func (s *scan) textStandard(start int) (string, bool) {
 	var v string
@@ -816,7 +827,7 @@ func (s *scan) resource(r *Resource) bool {
 		var ok bool
 		switch string(key) {
 		case "id":
-			r.ID, ok = s.text()
+			r.ID, ok = s.textShared() // the id events name the resource by
 			return ok
 		case "driftPolicy":
 			r.DriftPolicy, ok = s.text()
