@@ -176,7 +176,7 @@ type deviceState struct {
 	Seen         dedup                     `json:"seen"`
 	LastSeq      uint64                    `json:"lastSeq"`
 
-	specs map[string]specDigest // the last manifest's resources and their spec digests; a cache, not persisted
+	specs map[string]*specDigest // resources of the last manifests by id, with their spec digests; a cache, not persisted
 }
 
 // specDigest is a resource with its SpecDigest, so that a manifest that
@@ -186,16 +186,37 @@ type specDigest struct {
 	digest string
 }
 
-// digest returns r's SpecDigest, from the cache when the last manifest had
-// the same resource (sameResource: every field, nil and empty apart,
-// which is what the canonical JSON distinguishes).
-func (d *deviceState) digest(r events.Resource, next map[string]specDigest) string {
-	c, ok := d.specs[r.ID]
-	if !ok || !sameResource(c.res, r) {
-		c = specDigest{res: r, digest: r.SpecDigest()}
+// digest returns r's SpecDigest, from the cache when a manifest before had
+// the same resource (sameResource: every field, nil and empty apart, which
+// is what the canonical JSON distinguishes), and caches it.
+func (d *deviceState) digest(r events.Resource) string {
+	c := d.specs[r.ID]
+	if c != nil && sameResource(c.res, r) {
+		return c.digest
 	}
-	next[r.ID] = c
-	return c.digest
+	if d.specs == nil {
+		d.specs = map[string]*specDigest{}
+	}
+	d.specs[r.ID] = &specDigest{res: r, digest: r.SpecDigest()}
+	return d.specs[r.ID].digest
+}
+
+// trimSpecs keeps the cache to the last manifest's resources (an entry of
+// an id no longer there is harmless, the digest being r's own, but takes
+// memory).
+func (d *deviceState) trimSpecs(rs []events.Resource) {
+	if len(d.specs) <= len(rs) {
+		return
+	}
+	keep := make(map[string]bool, len(rs))
+	for _, r := range rs {
+		keep[r.ID] = true
+	}
+	for id := range d.specs {
+		if !keep[id] {
+			delete(d.specs, id)
+		}
+	}
 }
 
 // Fleet is the fleet-state read model: a pure fold of the log.
@@ -308,9 +329,8 @@ func (d *deviceState) applyManifest(e events.Stored, p *events.ManifestApplied) 
 	}
 	m := &manifestInfo{Generation: e.Generation, ID: e.ID, Seq: e.Seq, Actor: e.Actor, At: e.At,
 		Digest: p.Digest, Signed: p.Signature != ""}
-	specs := make(map[string]specDigest, len(p.Manifest.Resources))
 	for _, r := range p.Manifest.Resources {
-		mr := manifestResource{ID: r.ID, Kind: r.Kind, Digest: d.digest(r, specs), SpecGen: e.Generation}
+		mr := manifestResource{ID: r.ID, Kind: r.Kind, Digest: d.digest(r), SpecGen: e.Generation}
 		if old, ok := prev[r.ID]; ok && old.Digest == mr.Digest {
 			mr.SpecGen = old.SpecGen
 		}
@@ -321,7 +341,7 @@ func (d *deviceState) applyManifest(e events.Stored, p *events.ManifestApplied) 
 	}
 	d.Manifest = m
 	d.Generation = e.Generation
-	d.specs = specs
+	d.trimSpecs(p.Manifest.Resources)
 }
 
 func (d *deviceState) applyStatus(e events.Stored, p *events.StatusChanged) {

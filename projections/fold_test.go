@@ -194,9 +194,11 @@ func TestManifestSpecDigestsAreTheResourcesOwnAlsoWhenCached(t *testing.T) {
 	f := NewFleet()
 	manifests, cached := 0, 0
 	for _, e := range stored(evs) {
-		var prev map[string]specDigest
+		prev := map[string]specDigest{} // the cache before this event
 		if d := f.devices[e.Device]; d != nil {
-			prev = d.specs
+			for id, c := range d.specs {
+				prev[id] = *c
+			}
 		}
 		f.Apply(e)
 		if e.Type != events.TypeManifestApplied {
