@@ -3,9 +3,9 @@ package events_test
 import (
 	"encoding/json"
 	"fmt"
-	"slices"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/matryer/is"
