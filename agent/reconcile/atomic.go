@@ -47,6 +47,9 @@ func install(sp *spares, tmp string, spare, replace bool, dir, name string) erro
 	if err := os.Rename(tmp, target); err != nil {
 		if spare {
 			sp.retire(tmp)
+			if errors.Is(err, syscall.EXDEV) {
+				sp.devs.Store(dir, false) // not there again: the retry takes a temp file
+			}
 		} else {
 			os.Remove(tmp)
 		}

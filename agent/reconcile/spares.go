@@ -39,7 +39,7 @@ const maxSpares = 4096
 
 type spares struct {
 	fresh, old string // spares ready; retired old versions to delete
-	dev        uint64 // file system of the spares
+	mount      mount  // where the spares are: a rename works only within it
 
 	mu      sync.Mutex
 	free    []string // paths of spares ready, empty, never swapped in
@@ -80,11 +80,11 @@ func openSpares(dir string) (*spares, error) {
 	if err := os.Mkdir(fresh, 0o700); err != nil {
 		return nil, err
 	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(fresh, &st); err != nil {
-		return nil, err
+	m := mountOf(fresh)
+	if m == (mount{}) {
+		return nil, errors.New("cannot tell the mount of the spare directory")
 	}
-	s := &spares{fresh: fresh, old: old, dev: uint64(st.Dev)}
+	s := &spares{fresh: fresh, old: old, mount: m}
 	s.kick() // delete what is retired
 	return s, nil
 }
@@ -110,8 +110,26 @@ func (s *spares) take(dir string) (string, bool) {
 	return p, true
 }
 
-// suits reports whether a spare may become a file in dir: dir is on the
-// spares' file system and gives its files no default ACL (a file created in
+// mount identifies a mount (a bind mount of the same file system is
+// another one: rename does not cross it). Zero: unknown.
+type mount struct{ dev, id uint64 }
+
+// mountOf returns the mount dir is in (statx's mount id where the kernel
+// has it, else the device).
+func mountOf(dir string) mount {
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, dir, 0, unix.STATX_MNT_ID, &stx); err != nil {
+		return mount{}
+	}
+	m := mount{dev: unix.Mkdev(stx.Dev_major, stx.Dev_minor) + 1} // +1: never zero
+	if stx.Mask&unix.STATX_MNT_ID != 0 {
+		m.id = stx.Mnt_id
+	}
+	return m
+}
+
+// suits reports whether a spare may become a file in dir: dir is in the
+// spares' mount and gives its files no default ACL (a file created in
 // dir would get it; a spare made elsewhere would not). Remembered per dir.
 func (s *spares) suits(dir string) bool {
 	if s == nil {
@@ -120,8 +138,7 @@ func (s *spares) suits(dir string) bool {
 	if ok, seen := s.devs.Load(dir); seen {
 		return ok.(bool)
 	}
-	var st syscall.Stat_t
-	ok := syscall.Stat(dir, &st) == nil && uint64(st.Dev) == s.dev
+	ok := s.mount == mountOf(dir)
 	if ok {
 		_, err := unix.Getxattr(dir, "system.posix_acl_default", nil)
 		ok = errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOTSUP)

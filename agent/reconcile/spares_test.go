@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -176,4 +177,34 @@ func TestSparesAvoidDirectoriesWithADefaultACL(t *testing.T) {
 	is.Equal(used-used0, 1) // the plain directory's file only
 	_, err := unix.Getxattr(filepath.Join(dir, "a.conf"), "system.posix_acl_access", nil)
 	is.NoErr(err) // the file in the ACL directory inherited it
+}
+
+// TestSparesStayOnTheirMount: files under a bind mount of the spares' own
+// file system (where a rename cannot go) are written through temp files,
+// and still converge.
+func TestSparesStayOnTheirMount(t *testing.T) {
+	is := is.New(t)
+	ctx := context.Background()
+	f, root, _ := newFileWithSpares(t)
+	src, dst := t.TempDir(), filepath.Join(root, "etc/bound")
+	is.NoErr(os.MkdirAll(dst, 0o755))
+	if out, err := exec.Command("mount", "--bind", src, dst).CombinedOutput(); err != nil {
+		t.Skipf("cannot bind-mount (%v: %s): run as root to test a mount boundary", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", dst).Run() })
+	ts := []reconcile.Target{fileTarget("a", "/etc/bound/a.conf", "1\n")}
+	for _, r := range f.ApplyBatch(ctx, ts) {
+		is.NoErr(r.Err)
+	}
+	f.WaitSpares()
+	ts = []reconcile.Target{fileTarget("a", "/etc/bound/a.conf", "2\n")}
+	used0, _ := f.SparesUsed()
+	for _, r := range f.ApplyBatch(ctx, ts) {
+		is.NoErr(r.Err)
+	}
+	used, _ := f.SparesUsed()
+	is.Equal(used, used0) // no spare crossed the mount
+	b, err := os.ReadFile(filepath.Join(src, "a.conf"))
+	is.NoErr(err)
+	is.Equal(string(b), "2\n")
 }
