@@ -36,6 +36,11 @@ func BenchmarkRebuild(b *testing.B) {
 	var rawTime, rebuildTime time.Duration // summed over iterations: each iteration reads raw, then rebuilds
 	var rawAlloc, rebuildAlloc uint64      // bytes allocated (by the whole process, the server's part included)
 	for range b.N {
+		// each phase starts from a collected heap: neither pays for the
+		// garbage of what ran before it (without this the raw read, right
+		// after generating and appending the log, collected the setup's
+		// garbage on its own time)
+		runtime.GC()
 		a0 := totalAlloc()
 		stopRaw := startProfile(b, *rawProfile)
 		start := time.Now()
@@ -64,6 +69,8 @@ func BenchmarkRebuild(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		runtime.GC()
+		a1 = totalAlloc()
 		if *rebuildHeap != "" {
 			writeHeap(b, *rebuildHeap)
 			*rebuildHeap = ""
