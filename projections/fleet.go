@@ -189,16 +189,17 @@ type specDigest struct {
 // digest returns r's SpecDigest, from the cache when a manifest before had
 // the same resource (sameResource: every field, nil and empty apart, which
 // is what the canonical JSON distinguishes), and caches it.
-func (d *deviceState) digest(r events.Resource) string {
+func (d *deviceState) digest(r *events.Resource) string {
 	c := d.specs[r.ID]
-	if c != nil && sameResource(c.res, r) {
+	if c != nil && sameResource(&c.res, r) {
 		return c.digest
 	}
 	if d.specs == nil {
 		d.specs = map[string]*specDigest{}
 	}
-	d.specs[r.ID] = &specDigest{res: r, digest: r.SpecDigest()}
-	return d.specs[r.ID].digest
+	c = &specDigest{res: *r, digest: r.SpecDigest()}
+	d.specs[r.ID] = c
+	return c.digest
 }
 
 // trimSpecs keeps the cache to the last manifest's resources (an entry of
@@ -329,7 +330,8 @@ func (d *deviceState) applyManifest(e events.Stored, p *events.ManifestApplied) 
 	}
 	m := &manifestInfo{Generation: e.Generation, ID: e.ID, Seq: e.Seq, Actor: e.Actor, At: e.At,
 		Digest: p.Digest, Signed: p.Signature != ""}
-	for _, r := range p.Manifest.Resources {
+	for i := range p.Manifest.Resources {
+		r := &p.Manifest.Resources[i]
 		mr := manifestResource{ID: r.ID, Kind: r.Kind, Digest: d.digest(r), SpecGen: e.Generation}
 		if old, ok := prev[r.ID]; ok && old.Digest == mr.Digest {
 			mr.SpecGen = old.SpecGen

@@ -13,7 +13,7 @@ import (
 // TestSameResourceIsDeepEqual pins it to reflect.DeepEqual and fails when
 // a field is added to events.Resource or a spec without being compared
 // here.
-func sameResource(a, b events.Resource) bool {
+func sameResource(a, b *events.Resource) bool {
 	return a.ID == b.ID && a.DriftPolicy == b.DriftPolicy && a.Kind == b.Kind && a.Problem == b.Problem &&
 		sameBytes(a.Raw, b.Raw) &&
 		samePtr(a.File, b.File, func(x, y *events.FileSpec) bool { return *x == *y }) &&

@@ -118,8 +118,8 @@ func TestSameResourceIsDeepEqual(t *testing.T) {
 		for _, change := range changes {
 			a, b := base()[i], base()[i]
 			change(&b)
-			is.Equal(sameResource(a, b), reflect.DeepEqual(a, b)) // same answer as reflect.DeepEqual
-			is.Equal(sameResource(b, a), reflect.DeepEqual(b, a))
+			is.Equal(sameResource(&a, &b), reflect.DeepEqual(a, b)) // same answer as reflect.DeepEqual
+			is.Equal(sameResource(&b, &a), reflect.DeepEqual(b, a))
 		}
 	}
 }
