@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -111,13 +112,8 @@ func New(device string, opts ...Option) (*Agent, error) {
 	if err := os.MkdirAll(o.stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory %s: %w", o.stateDir, err)
 	}
-	if o.reconcilers == nil {
-		o.reconcilers = reconcile.Defaults(reconcile.Options{Root: o.root, StateDir: o.stateDir, AllowExec: o.allowExec})
-	}
-	recs := map[string]reconcile.Reconciler{}
-	for _, r := range o.reconcilers {
-		recs[r.Kind()] = r
-	}
+	// The store first: its lock keeps a second agent (say, a --deregister
+	// run beside the daemon) from touching anything else of this state.
 	db, err := openDB(o.stateDir + "/store")
 	if err != nil {
 		return nil, err
@@ -131,6 +127,20 @@ func New(device string, opts ...Option) (*Agent, error) {
 	if err != nil {
 		db.Close()
 		return nil, err
+	}
+	if o.reconcilers == nil {
+		o.reconcilers = reconcile.Defaults(reconcile.Options{Root: o.root, StateDir: o.stateDir, AllowExec: o.allowExec})
+		for _, r := range o.reconcilers {
+			if f, ok := r.(*reconcile.File); ok {
+				if err := f.KeepSpares(filepath.Join(o.stateDir, "spares")); err != nil {
+					log.Warn("file writes go through temp files only", "err", err)
+				}
+			}
+		}
+	}
+	recs := map[string]reconcile.Reconciler{}
+	for _, r := range o.reconcilers {
+		recs[r.Kind()] = r
 	}
 	a := &Agent{
 		device: device, o: o, log: log, db: db, clock: clock, recs: recs, snap: snap,

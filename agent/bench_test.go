@@ -47,6 +47,9 @@ func benchConverge(b *testing.B, n int) {
 	r.nc = connect(b, env)
 	recs := reconcile.Defaults(reconcile.Options{Root: r.root, StateDir: r.state})
 	file := recs[0].(*reconcile.File)
+	if err := file.KeepSpares(filepath.Join(r.state, "spares")); err != nil { // as agent.New does
+		b.Fatal(err)
+	}
 	r.start(b, "bench-01", agent.WithDriftInterval(time.Hour), agent.WithOnEvent(func([]events.Event) {}), agent.WithReconcilers(recs...))
 	converge := func(v string) time.Duration {
 		t0 := time.Now()

@@ -1,7 +1,5 @@
 package reconcile
 
-import "path/filepath"
-
 // Options configure the reconcilers of an agent.
 type Options struct {
 	// Root is the directory file resources and unit files are placed under
@@ -19,16 +17,11 @@ type Options struct {
 }
 
 // Defaults returns one reconciler per kind this build knows: file,
-// systemdUnit, container and exec. With a StateDir, the file reconciler
-// keeps spares in StateDir/spares (see File.KeepSpares; if that directory
-// cannot be made, it writes through temp files only).
+// systemdUnit, container and exec. (The agent then has the file reconciler
+// keep spares in its state directory: File.KeepSpares.)
 func Defaults(o Options) []Reconciler {
-	f := NewFile(o.Root)
-	if o.StateDir != "" {
-		_ = f.KeepSpares(filepath.Join(o.StateDir, "spares"))
-	}
 	return []Reconciler{
-		f,
+		NewFile(o.Root),
 		NewSystemdUnit(o.Root, o.Systemctl),
 		NewContainer(o.Podman),
 		NewExec(o.StateDir, o.AllowExec),
