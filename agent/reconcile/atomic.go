@@ -22,11 +22,24 @@ func writeAtomic(sp *spares, dir, name string, content []byte, mode os.FileMode,
 	if err != nil {
 		return err
 	}
-	if err := install(sp, tmp, spare, replace, dir, name); err != nil {
+	err = install(sp, tmp, spare, replace, dir, name)
+	if errors.Is(err, errSpareCrossed) { // once more, through a temp file
+		if tmp, _, _, err = writeTemp(nil, dir, name, content, mode, uid, gid); err != nil {
+			return err
+		}
+		err = install(nil, tmp, false, replace, dir, name)
+	}
+	if err != nil {
 		return err
 	}
 	return syncDir(dir)
 }
+
+// errSpareCrossed: the spare could not be renamed into dir (a boundary
+// suits did not see: a project quota, an encrypted directory, a bind mount
+// on an old kernel). The spare is retired and dir marked unsuitable; the
+// caller writes again through a temp file.
+var errSpareCrossed = errors.New("a spare cannot be renamed into this directory")
 
 // install puts the version written at tmp in place at dir/name (see
 // writeAtomic); on error tmp is removed or retired.
@@ -48,7 +61,8 @@ func install(sp *spares, tmp string, spare, replace bool, dir, name string) erro
 		if spare {
 			sp.retire(tmp)
 			if errors.Is(err, syscall.EXDEV) {
-				sp.devs.Store(dir, false) // not there again: the retry takes a temp file
+				sp.devs.Store(dir, false)
+				return errSpareCrossed
 			}
 		} else {
 			os.Remove(tmp)

@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -115,7 +116,14 @@ func (r *File) ApplyBatch(ctx context.Context, ts []Target) []BatchResult {
 	parallel(len(written), func(k int) {
 		i := written[k]
 		pl := plans[i]
-		if err := install(r.spares, tmps[i], spare[i], pl.replace, pl.p.dir, pl.p.name); err != nil {
+		err := install(r.spares, tmps[i], spare[i], pl.replace, pl.p.dir, pl.p.name)
+		if errors.Is(err, errSpareCrossed) { // once more, through a temp file
+			tmps[i], ids[i], spare[i], err = writeTemp(nil, pl.p.dir, pl.p.name, pl.w.content, fileMode(pl.w.mode), pl.uid, pl.gid)
+			if err == nil {
+				err = install(nil, tmps[i], false, pl.replace, pl.p.dir, pl.p.name)
+			}
+		}
+		if err != nil {
 			out[i].Err = fmt.Errorf("file %s: %w", pl.spec.Path, err)
 			return
 		}

@@ -2,9 +2,11 @@ package reconcile
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -48,9 +50,11 @@ type spares struct {
 	running bool     // the refill goroutine runs
 	pending bool     // a refill is scheduled (timer)
 	timer   *time.Timer
-	again   bool // work arrived while it ran
-	closed  bool
-	wg      sync.WaitGroup
+	// pendingSince is when the scheduled refill was first asked for.
+	pendingSince time.Time
+	again        bool // work arrived while it ran
+	closed       bool
+	wg           sync.WaitGroup
 
 	devs sync.Map // directory → whether spares suit it (suits)
 
@@ -79,6 +83,11 @@ func openSpares(dir string) (*spares, error) {
 	}
 	if err := os.Mkdir(fresh, 0o700); err != nil {
 		return nil, err
+	}
+	// A default ACL on the state directory would pass to every spare, and
+	// from there to the files they become.
+	if err := unix.Removexattr(fresh, "system.posix_acl_default"); err != nil && !errors.Is(err, unix.ENODATA) && !errors.Is(err, unix.ENOTSUP) {
+		return nil, fmt.Errorf("remove the default ACL of %s: %w", fresh, err)
 	}
 	m := mountOf(fresh)
 	if m == (mount{}) {
@@ -129,7 +138,7 @@ func mountOf(dir string) mount {
 }
 
 // suits reports whether a spare may become a file in dir: dir is in the
-// spares' mount and gives its files no default ACL (a file created in
+// spares' mount, is not setgid and gives its files no default ACL (a file created in
 // dir would get it; a spare made elsewhere would not). Remembered per dir.
 func (s *spares) suits(dir string) bool {
 	if s == nil {
@@ -139,6 +148,11 @@ func (s *spares) suits(dir string) bool {
 		return ok.(bool)
 	}
 	ok := s.mount == mountOf(dir)
+	if ok {
+		// A file created in a setgid directory takes the directory's group.
+		var st syscall.Stat_t
+		ok = syscall.Stat(dir, &st) == nil && st.Mode&syscall.S_ISGID == 0
+	}
 	if ok {
 		_, err := unix.Getxattr(dir, "system.posix_acl_default", nil)
 		ok = errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOTSUP)
@@ -160,6 +174,9 @@ func (s *spares) retire(path string) {
 // that it does not compete with a batch of writes or what follows it.
 const refillDelay = 250 * time.Millisecond
 
+// maxRefillDelay bounds how long steady writes can postpone the refill.
+const maxRefillDelay = 2 * time.Second
+
 // ensure asks for n spares to be kept ready (at most maxSpares); the
 // refill starts once writes paused for refillDelay.
 func (s *spares) ensure(n int) {
@@ -172,10 +189,15 @@ func (s *spares) ensure(n int) {
 	if s.closed {
 		return
 	}
-	if s.timer == nil {
+	switch {
+	case s.timer == nil:
 		s.timer = time.AfterFunc(refillDelay, s.kick)
-	} else {
+		s.pendingSince = time.Now()
+	case !s.pending:
 		s.timer.Reset(refillDelay)
+		s.pendingSince = time.Now()
+	case time.Since(s.pendingSince) < maxRefillDelay:
+		s.timer.Reset(refillDelay) // steady writes postpone it, up to maxRefillDelay
 	}
 	s.pending = true
 }
@@ -200,14 +222,7 @@ func (s *spares) kick() {
 func (s *spares) refill() {
 	defer s.wg.Done()
 	for {
-		if ents, err := os.ReadDir(s.old); err == nil {
-			for _, e := range ents {
-				if s.isClosed() {
-					break
-				}
-				os.RemoveAll(filepath.Join(s.old, e.Name()))
-			}
-		}
+		s.deleteRetired()
 		for !s.isClosed() {
 			s.mu.Lock()
 			if len(s.free) >= s.want {
@@ -232,6 +247,41 @@ func (s *spares) refill() {
 		}
 		s.again = false
 		s.mu.Unlock()
+	}
+}
+
+// deleteRetired deletes what is retired: the files in old/, and in the
+// directories a start retired whole (old/fresh-*), which it then removes
+// once empty. It never deletes a directory's contents recursively: a
+// directory found where a file was expected (swapped in by a race and not
+// put back before a crash) is left as it is, for a person to look at.
+func (s *spares) deleteRetired() {
+	ents, err := os.ReadDir(s.old)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if s.isClosed() {
+			return
+		}
+		p := filepath.Join(s.old, e.Name())
+		if !e.IsDir() {
+			os.Remove(p)
+			continue
+		}
+		if !strings.HasPrefix(e.Name(), "fresh-") {
+			continue
+		}
+		inner, err := os.ReadDir(p)
+		if err != nil {
+			continue
+		}
+		for _, f := range inner {
+			if !f.IsDir() {
+				os.Remove(filepath.Join(p, f.Name()))
+			}
+		}
+		os.Remove(p) // only if now empty
 	}
 }
 
@@ -291,17 +341,19 @@ func (s *spares) close() {
 // and ok is false.
 func (s *spares) open(p string) (*os.File, bool) {
 	f, err := os.OpenFile(p, os.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		s.retire(p)
-		return nil, false
-	}
-	var st syscall.Stat_t
-	if err := syscall.Fstat(int(f.Fd()), &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG || st.Size != 0 || st.Nlink != 1 {
+	if err == nil {
+		var st syscall.Stat_t
+		if err := syscall.Fstat(int(f.Fd()), &st); err == nil && st.Mode&syscall.S_IFMT == syscall.S_IFREG && st.Size == 0 && st.Nlink == 1 {
+			return f, true
+		}
 		f.Close()
-		s.retire(p)
-		return nil, false
 	}
-	return f, true
+	s.retire(p)
+	s.mu.Lock()
+	s.used--
+	s.missed++
+	s.mu.Unlock()
+	return nil, false
 }
 
 // swap puts the new version at spare p in place of the regular file at
