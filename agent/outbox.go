@@ -122,11 +122,11 @@ func (a *Agent) Parked() int { return int(a.parked.Load()) }
 
 // ParkedEvent is an event the log refused, as kept in the agent's store.
 type ParkedEvent struct {
-	Seq     uint64 `json:"seq"` // its outbox sequence
-	Subject string `json:"subject"`
-	ID      string `json:"id"`
-	Error   string `json:"error"` // the log's answer
-	Event   []byte `json:"event"` // its JSON, as it was produced
+	Seq     uint64          `json:"seq"` // its outbox sequence
+	Subject string          `json:"subject"`
+	ID      string          `json:"id"`
+	Error   string          `json:"error"` // the log's answer
+	Event   json.RawMessage `json:"event"` // its JSON, as it was produced
 }
 
 // parkedValue is a parked event's store value: the error, then the outbox
@@ -225,16 +225,17 @@ func (a *Agent) drainAll(ctx context.Context, conn *logConn) error {
 		if err == nil {
 			next, err = a.peekOutbox(jsstore.MaxBatch, cur.upTo, durable)
 		}
+		parked := 0
 		if perr := <-sent; perr != nil {
-			if ctx.Err() != nil || !refused(perr) {
+			if ctx.Err() != nil || !answered(perr) {
 				if errors.Is(perr, events.ErrInvalid) {
 					a.log.Error("outbox: event refused by the log", "err", perr)
 				}
 				return perr
 			}
 			// The log answered and refused the batch: publish it one event
-			// at a time, in order, and park the events it refuses.
-			if perr := a.publishOrPark(ctx, st, cur); perr != nil {
+			// at a time, in order, and park the events it will never take.
+			if parked, perr = a.publishOrPark(ctx, st, cur); perr != nil {
 				return perr
 			}
 		}
@@ -243,7 +244,7 @@ func (a *Agent) drainAll(ctx context.Context, conn *logConn) error {
 		if derr := a.db.DeleteRange(cur.first, append(cur.last, 0), pebble.NoSync); derr != nil {
 			return fmt.Errorf("outbox delete: %w", derr)
 		}
-		a.outboxLen.Add(-int64(len(cur.evs)))
+		a.outboxLen.Add(-int64(len(cur.evs) - parked)) // the parked ones left it already
 	}
 	return err
 }
@@ -255,46 +256,64 @@ func (a *Agent) drainAll(ctx context.Context, conn *logConn) error {
 // event cannot hold back every event after it. An unreachable log stops
 // the walk; the batch stays in the outbox (what was appended is dropped as
 // a duplicate when it is sent again).
-func (a *Agent) publishOrPark(ctx context.Context, st appender, cur outboxBatch) error {
+func (a *Agent) publishOrPark(ctx context.Context, st appender, cur outboxBatch) (parked int, err error) {
 	for i, e := range cur.evs {
 		err := st.AppendEncoded(ctx, cur.evs[i:i+1])
 		if err == nil {
 			continue
 		}
-		if ctx.Err() != nil || !refused(err) {
-			return err
+		if ctx.Err() != nil || !tooLarge(err) {
+			return parked, err
 		}
 		seq := cur.seqs[i]
 		v, merr := json.Marshal(parkedValue{Error: err.Error(), Outbox: cur.raw[i]})
 		if merr != nil {
-			return merr
+			return parked, merr
 		}
 		b := a.db.NewBatch()
 		_ = b.Set(parkedKey(seq), v, nil)
 		_ = b.Delete(outboxKey(seq), nil)
 		if cerr := b.Commit(pebble.Sync); cerr != nil {
 			b.Close()
-			return fmt.Errorf("outbox park: %w", cerr)
+			return parked, fmt.Errorf("outbox park: %w", cerr)
 		}
 		b.Close()
+		parked++
+		a.outboxLen.Add(-1)
 		a.parked.Add(1)
 		a.log.Error("outbox: the log refused an event; it is parked in the agent's store and the events after it go on",
 			"id", e.ID, "subject", e.Subject, "err", err, "parked", a.Parked())
 	}
-	return nil
+	return parked, nil
 }
 
-// refused reports whether err is the log's answer that it will never take
-// a message as it is: a bad request (too large, a header too large) or one
-// larger than the connection carries. Anything else (unreachable, no
-// stream, no leader, a timeout) may pass and is retried.
-func refused(err error) bool {
+// answered reports whether err is the log's answer refusing a message (a
+// bad request), or one larger than the connection carries: the batch is
+// then sent one event at a time to find which. Anything else (unreachable,
+// no stream, no leader, a timeout) is retried as it is.
+func answered(err error) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		return apiErr.Code == 400 || apiErr.Code == 413
 	}
 	return errors.Is(err, nats.ErrMaxPayload)
 }
+
+// tooLarge reports whether err says the log will never take this message
+// as it is: larger than the stream's maximum message or header size, or
+// than the connection carries. Only such events are parked; any other
+// refusal (a sealed stream, say) leaves them in the outbox, retried.
+func tooLarge(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum || apiErr.ErrorCode == errHeaderExceedsMaximum
+	}
+	return errors.Is(err, nats.ErrMaxPayload)
+}
+
+// errHeaderExceedsMaximum is the stream's answer to a header larger than it
+// takes (nats.go has no constant for it).
+const errHeaderExceedsMaximum jetstream.ErrorCode = 10097
 
 // appender is the part of the log the drainer uses.
 type appender interface {

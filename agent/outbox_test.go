@@ -144,9 +144,15 @@ func TestRefusedEventIsParkedAndTheRestGoOn(t *testing.T) {
 	defer a.Close()
 	is.Equal(a.Parked(), 1)
 	fourth := emit(a, "after the restart")
+	big2 := emit(a, strings.Repeat("y", 8000))
 	is.NoErr(a.Flush(ctx, env.Conn))
 	is.Equal(logged(), []string{first, third, fourth})
+	is.Equal(a.OutboxLen(), 0)
+	is.Equal(a.Parked(), 2)
 	after, err := a.ParkedEvents()
 	is.NoErr(err)
-	is.Equal(after, parked) // not overwritten by a new event
+	is.Equal(len(after), 2)
+	is.Equal(after[0], parked[0]) // not overwritten by an event after the restart
+	is.Equal(after[1].ID, big2)
+	is.True(after[1].Seq > after[0].Seq) // a place of its own
 }

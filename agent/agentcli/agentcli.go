@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"text/tabwriter"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,6 +29,7 @@ type Cmd struct {
 	AllowExec     bool              `help:"Allow exec resources (every run is recorded as an event)."`
 	Label         map[string]string `placeholder:"K=V" mapsep:"none" help:"A device label, recorded in DeviceRegistered; repeat for more."`
 	Deregister    bool              `help:"Record that this device leaves the fleet (DeviceDeregistered), publish it, and exit."`
+	Parked        bool              `help:"List the events the log refused for good (too large for it), kept in the local store, and exit. Stop the running agent first: it holds the store."`
 	Trust         []string          `placeholder:"PUBKEY" env:"FLEET_TRUST" help:"Apply only manifests signed by this key (ed25519:... or a key file; see 'fleet key'); repeat to trust several. Others are recorded as ManifestRejected."`
 	Format        string            `short:"o" enum:"table,json" default:"table" help:"Output format: table (text logs) or json (JSON logs and result)."`
 }
@@ -46,6 +48,7 @@ Examples:
   fleet-agent --nats nats://hub:4222 --creds pi-01.creds --device pi-01 --label site=lab --label rack=3
   fleet agent --device pi-01 --drift-interval 10s --concurrency 4 -o json
   fleet agent --device pi-01 --state /var/lib/fleet-agent/pi-01 --deregister
+  fleet-agent --device pi-01 --parked -o json      # events the log refused for good
   fleet agent --device pi-01 --trust ed25519:aBFZRizS8HJUyS9CgBwQc6u+Ii1jKfqjrUviXVUm8I0=`
 }
 
@@ -108,11 +111,17 @@ func (c *Cmd) Exec(ctx context.Context, nc *nats.Conn, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if c.Parked && c.Deregister {
+		return fmt.Errorf("%w: --parked and --deregister: give one", events.ErrInvalid)
+	}
 	a, err := agent.New(c.Device, opts...)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
+	if c.Parked {
+		return c.printParked(a, out)
+	}
 	if !c.Deregister {
 		return a.Run(ctx, nc)
 	}
@@ -138,4 +147,30 @@ func (c *Cmd) Exec(ctx context.Context, nc *nats.Conn, out io.Writer) error {
 		return fmt.Errorf("publish DeviceDeregistered: %w", ferr)
 	}
 	return nil
+}
+
+// printParked lists the events the log refused for good.
+func (c *Cmd) printParked(a *agent.Agent, out io.Writer) error {
+	parked, err := a.ParkedEvents()
+	if err != nil {
+		return err
+	}
+	if c.Format == "json" {
+		if parked == nil {
+			parked = []agent.ParkedEvent{}
+		}
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(parked)
+	}
+	if len(parked) == 0 {
+		fmt.Fprintf(out, "device %s: no parked events\n", c.Device)
+		return nil
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tID\tSUBJECT\tBYTES\tREFUSED WITH")
+	for _, p := range parked {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\n", p.Seq, p.ID, p.Subject, len(p.Event), p.Error)
+	}
+	return tw.Flush()
 }
