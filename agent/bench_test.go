@@ -106,53 +106,25 @@ func rawFiles(b *testing.B, root string, rs []events.Resource) {
 			dirs[dir] = true
 		}
 	}
-	var wg sync.WaitGroup
-	next := make(chan events.Resource)
-	var failed atomic.Value
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for r := range next {
-				full := filepath.Join(root, r.File.Path)
-				tmp := full + ".tmp"
-				f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-				if err == nil {
-					_, err = f.WriteString(r.File.Content)
-					if err == nil {
-						err = f.Sync()
-					}
-					if cerr := f.Close(); err == nil {
-						err = cerr
-					}
-				}
-				if err == nil {
-					err = os.Rename(tmp, full)
-				}
-				if err != nil {
-					failed.Store(err)
-				}
+	inParallel(b, len(rs), func(i int) error {
+		full := filepath.Join(root, rs[i].File.Path)
+		tmp := full + ".tmp"
+		f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err == nil {
+			_, err = f.WriteString(rs[i].File.Content)
+			if err == nil {
+				err = f.Sync()
 			}
-		}()
-	}
-	for _, r := range rs {
-		next <- r
-	}
-	close(next)
-	wg.Wait()
-	if err, ok := failed.Load().(error); ok {
-		b.Fatal(err)
-	}
-	for dir := range dirs {
-		d, err := os.Open(dir)
-		if err != nil {
-			b.Fatal(err)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
 		}
-		if err := d.Sync(); err != nil {
-			b.Fatal(err)
+		if err == nil {
+			err = os.Rename(tmp, full)
 		}
-		d.Close()
-	}
+		return err
+	})
+	syncDirs(b, dirs)
 }
 
 // rawSpares replaces the (existing) files of rs under root durably, by hand,
@@ -174,48 +146,41 @@ func rawSpares(b *testing.B, root, spareDir string, rs []events.Resource) time.D
 		}
 		f.Close()
 	}
-	t0 := time.Now()
-	var wg sync.WaitGroup
-	next := make(chan int)
-	var failed atomic.Value
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				sp := filepath.Join(fresh, strconv.Itoa(i))
-				f, err := os.OpenFile(sp, os.O_WRONLY, 0)
-				if err == nil {
-					_, err = f.WriteString(rs[i].File.Content)
-					if err == nil {
-						err = f.Sync()
-					}
-					if cerr := f.Close(); err == nil {
-						err = cerr
-					}
-				}
-				if err == nil {
-					err = unix.Renameat2(unix.AT_FDCWD, sp, unix.AT_FDCWD, filepath.Join(root, rs[i].File.Path), unix.RENAME_EXCHANGE)
-				}
-				if err == nil {
-					err = os.Rename(sp, filepath.Join(old, strconv.Itoa(i)))
-				}
-				if err != nil {
-					failed.Store(err)
-				}
-			}
-		}()
-	}
 	dirs := map[string]bool{}
-	for i, r := range rs {
+	for _, r := range rs {
 		dirs[filepath.Join(root, filepath.Dir(r.File.Path))] = true
-		next <- i
 	}
-	close(next)
-	wg.Wait()
-	if err, ok := failed.Load().(error); ok {
+	t0 := time.Now()
+	inParallel(b, len(rs), func(i int) error {
+		sp := filepath.Join(fresh, strconv.Itoa(i))
+		f, err := os.OpenFile(sp, os.O_WRONLY, 0)
+		if err == nil {
+			_, err = f.WriteString(rs[i].File.Content)
+			if err == nil {
+				err = f.Sync()
+			}
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err == nil {
+			err = unix.Renameat2(unix.AT_FDCWD, sp, unix.AT_FDCWD, filepath.Join(root, rs[i].File.Path), unix.RENAME_EXCHANGE)
+		}
+		if err == nil {
+			err = os.Rename(sp, filepath.Join(old, strconv.Itoa(i)))
+		}
+		return err
+	})
+	syncDirs(b, dirs)
+	took := time.Since(t0)
+	if err := os.RemoveAll(old); err != nil {
 		b.Fatal(err)
 	}
+	return took
+}
+
+// syncDirs fsyncs each directory of dirs.
+func syncDirs(b *testing.B, dirs map[string]bool) {
 	for dir := range dirs {
 		d, err := os.Open(dir)
 		if err != nil {
@@ -226,11 +191,33 @@ func rawSpares(b *testing.B, root, spareDir string, rs []events.Resource) time.D
 		}
 		d.Close()
 	}
-	took := time.Since(t0)
-	if err := os.RemoveAll(old); err != nil {
+}
+
+// inParallel calls f(0) ... f(n-1) on 16 goroutines, as the file
+// reconciler does, and fails b with an error any of them returned.
+func inParallel(b *testing.B, n int, f func(i int) error) {
+	var wg sync.WaitGroup
+	next := make(chan int)
+	var failed atomic.Value
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := f(i); err != nil {
+					failed.Store(err)
+				}
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if err, ok := failed.Load().(error); ok {
 		b.Fatal(err)
 	}
-	return took
 }
 
 func BenchmarkConverge1(b *testing.B)    { benchConverge(b, 1) }

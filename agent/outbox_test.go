@@ -91,12 +91,7 @@ func TestRefusedEventIsParkedAndTheRestGoOn(t *testing.T) {
 	is := is.New(t)
 	ctx := context.Background()
 	env := eventstest.Start(t, true)
-	stream, err := env.JS.Stream(ctx, events.Stream)
-	is.NoErr(err)
-	cfg := stream.CachedInfo().Config
-	cfg.MaxMsgSize = 4096
-	_, err = env.JS.UpdateStream(ctx, cfg)
-	is.NoErr(err)
+	env.LimitMessageSize(t, 4096)
 
 	state := t.TempDir()
 	open := func() *Agent {

@@ -24,12 +24,7 @@ func TestParkedListsWhatTheLogRefused(t *testing.T) {
 	is := is.New(t)
 	ctx := context.Background()
 	env := eventstest.Start(t, true)
-	stream, err := env.JS.Stream(ctx, events.Stream)
-	is.NoErr(err)
-	cfg := stream.CachedInfo().Config
-	cfg.MaxMsgSize = 4096
-	_, err = env.JS.UpdateStream(ctx, cfg)
-	is.NoErr(err)
+	env.LimitMessageSize(t, 4096)
 
 	state, root := t.TempDir(), t.TempDir()
 	a, err := agent.New("big-01", agent.WithStateDir(state), agent.WithRoot(root), agent.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/embedded"
 	"github.com/fleet-dev/fleet/events/jsstore"
 )
@@ -76,5 +77,21 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// LimitMessageSize makes the FLEET stream refuse messages larger than n
+// bytes (the stream's answer: "message size exceeds maximum allowed").
+func (e *Env) LimitMessageSize(t testing.TB, n int32) {
+	t.Helper()
+	ctx := context.Background()
+	stream, err := e.JS.Stream(ctx, events.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := stream.CachedInfo().Config
+	cfg.MaxMsgSize = n
+	if _, err := e.JS.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
 	}
 }
