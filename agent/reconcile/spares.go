@@ -66,7 +66,7 @@ type spares struct {
 
 // openSpares opens (creating) the spare directory dir.
 func openSpares(dir string) (*spares, error) {
-	if _, err := os.Stat("/sys/fs/selinux/enforce"); err == nil {
+	if selinuxOn() {
 		// SELinux labels a new file by the directory it is created in; a
 		// spare made in the state directory would carry the wrong label.
 		return nil, errors.New("SELinux is on: writing through temp files beside each file")
@@ -98,6 +98,18 @@ func openSpares(dir string) (*spares, error) {
 	s := &spares{fresh: fresh, old: old, mount: m}
 	s.kick() // delete what is retired
 	return s, nil
+}
+
+// selinuxOn reports whether SELinux may label files here: its file system
+// is mounted, or this process runs in an SELinux context (user:role:type,
+// as in a container on an SELinux host without selinuxfs inside; an
+// AppArmor profile name has no colon).
+func selinuxOn() bool {
+	if _, err := os.Stat("/sys/fs/selinux/enforce"); err == nil {
+		return true
+	}
+	b, err := os.ReadFile("/proc/self/attr/current")
+	return err == nil && strings.Count(string(b), ":") >= 2
 }
 
 // take returns a spare for a new version of a file in dir, if one is ready
