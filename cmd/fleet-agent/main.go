@@ -8,10 +8,10 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
-	"github.com/alecthomas/kong"
 	"github.com/nats-io/nats.go"
 
 	"github.com/fleet-dev/fleet/agent"
@@ -22,11 +22,13 @@ import (
 
 // CLI is fleet-agent's flags: the connection, then the agent command's.
 type CLI struct {
-	NATS    string           `name:"nats" env:"FLEET_NATS" default:"nats://127.0.0.1:4222" placeholder:"URL" help:"NATS server to use."`
-	Creds   string           `name:"creds" env:"FLEET_CREDS" placeholder:"FILE" help:"NATS credentials file (from 'fleet device add')."`
-	Version kong.VersionFlag `help:"Print the version and exit."`
+	NATS    string `name:"nats" env:"FLEET_NATS" default:"nats://127.0.0.1:4222" placeholder:"URL" help:"NATS server to use."`
+	Creds   string `name:"creds" env:"FLEET_CREDS" placeholder:"FILE" help:"NATS credentials file (from 'fleet device add')."`
+	Version bool   `help:"Print the version and exit."`
 	agentcli.Cmd
 }
+
+const description = "fleet-agent converges this device on its manifest and records every step."
 
 func main() { os.Exit(run(os.Args[1:])) }
 
@@ -34,13 +36,18 @@ func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var cli CLI
-	parser, err := kong.New(&cli, kong.Name("fleet-agent"),
-		kong.Description("fleet-agent converges this device on its manifest and records every step."),
-		kong.UsageOnError(), kong.Vars{"version": agent.Version})
-	if err == nil {
-		_, err = parser.Parse(args)
-	}
-	if err != nil {
+	err := parseFlags(&cli, args, os.Getenv)
+	switch {
+	case errors.Is(err, errHelp):
+		usage(os.Stdout, &cli, "fleet-agent", description, cli.Help())
+		return 0
+	case err == nil && cli.Version:
+		fmt.Println(agent.Version)
+		return 0
+	case err != nil && slices.Contains(args, "--version"):
+		fmt.Println(agent.Version) // as kong: --version wins over a missing --device
+		return 0
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "fleet-agent:", err)
 		return 2
 	}
