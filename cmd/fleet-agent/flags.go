@@ -249,7 +249,7 @@ func parseFlags(v any, args []string, getenv func(string) string) error {
 				ok = ok || e == got
 			}
 			if !ok {
-				return fmt.Errorf("--%s must be one of %q but got %q", s.name, strings.Join(s.enum, `","`), got)
+				return fmt.Errorf("--%s must be one of %s but got %q", s.name, `"`+strings.Join(s.enum, `","`)+`"`, got)
 			}
 		}
 	}

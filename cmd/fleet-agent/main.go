@@ -49,6 +49,7 @@ func run(args []string) int {
 		return 0
 	case err != nil:
 		fmt.Fprintln(os.Stderr, "fleet-agent:", err)
+		fmt.Fprintln(os.Stderr, "Run 'fleet-agent --help' for the flags and examples.")
 		return 2
 	}
 	if err := exec(ctx, &cli); err != nil {
