@@ -11,39 +11,79 @@ import (
 	"syscall"
 )
 
-// writeAtomic replaces dir/name with content: a new version is written (to
+// version is a new version of dir/name on its way into place: written (to
 // a spare of sp, or to a temp file in the same directory), given its owner
-// and mode, fsynced, put in place (swapped with the regular file there when
-// replace is set and a spare was used; else renamed over the old name, a
-// symlink there being replaced, never followed) and the directory is
-// fsynced. uid/gid < 0 leave the owner as created.
-func writeAtomic(sp *spares, dir, name string, content []byte, mode os.FileMode, uid, gid int, replace bool) error {
-	tmp, _, spare, err := writeTemp(sp, dir, name, content, mode, uid, gid)
-	if err != nil {
-		return err
-	}
-	err = install(sp, tmp, spare, replace, dir, name)
-	if errors.Is(err, errSpareCrossed) { // once more, through a temp file
-		if tmp, _, _, err = writeTemp(nil, dir, name, content, mode, uid, gid); err != nil {
-			return err
-		}
-		err = install(nil, tmp, false, replace, dir, name)
-	}
-	if err != nil {
-		return err
-	}
-	return syncDir(dir)
+// and mode and fsynced by write; put in place by install (swapped with the
+// regular file there when replace is set and a spare was used; else renamed
+// over the old name, a symlink there being replaced, never followed).
+// uid/gid < 0 leave the owner as created.
+type version struct {
+	sp        *spares
+	dir, name string
+	content   []byte
+	mode      os.FileMode
+	uid, gid  int
+	replace   bool // a regular file is in place
+
+	tmp   string // where write put it
+	id    fileID // its identity there (see stillAt)
+	spare bool   // tmp is a spare of sp
 }
 
-// errSpareCrossed: the spare could not be renamed into dir (a boundary
+func (v *version) write() (err error) {
+	v.tmp, v.id, v.spare, err = writeTemp(v.sp, v.dir, v.name, v.content, v.mode, v.uid, v.gid)
+	return err
+}
+
+// install puts the written version in place; on error it is removed (or
+// its spare retired). A spare that cannot be renamed into dir (a boundary
 // suits did not see: a project quota, an encrypted directory, a bind mount
-// on an old kernel). The spare is retired and dir marked unsuitable; the
-// caller writes again through a temp file.
+// on a kernel without mount ids) marks dir unsuitable, and the version is
+// written again through a temp file.
+func (v *version) install() error {
+	err := installAt(v.sp, v.tmp, v.spare, v.replace, v.dir, v.name)
+	if errors.Is(err, errSpareCrossed) {
+		if err = v.write(); err == nil { // suits(dir) is false now: a temp file
+			err = installAt(v.sp, v.tmp, v.spare, v.replace, v.dir, v.name)
+		}
+	}
+	return err
+}
+
+// discard removes a written version that is not to be installed.
+func (v *version) discard() {
+	if v.spare {
+		v.sp.retire(v.tmp)
+	} else {
+		os.Remove(v.tmp)
+	}
+}
+
+// writeAtomic replaces dir/name with content through a temp file (see
+// version), then fsyncs the directory.
+func writeAtomic(dir, name string, content []byte, mode os.FileMode, uid, gid int) error {
+	v := version{dir: dir, name: name, content: content, mode: mode, uid: uid, gid: gid}
+	return v.put()
+}
+
+// put writes the version, installs it and fsyncs its directory.
+func (v *version) put() error {
+	if err := v.write(); err != nil {
+		return err
+	}
+	if err := v.install(); err != nil {
+		return err
+	}
+	return syncDir(v.dir)
+}
+
+// errSpareCrossed: a spare could not be renamed into its directory (see
+// version.install).
 var errSpareCrossed = errors.New("a spare cannot be renamed into this directory")
 
-// install puts the version written at tmp in place at dir/name (see
-// writeAtomic); on error tmp is removed or retired.
-func install(sp *spares, tmp string, spare, replace bool, dir, name string) error {
+// installAt puts the version written at tmp in place at dir/name; on error
+// tmp is removed or retired.
+func installAt(sp *spares, tmp string, spare, replace bool, dir, name string) error {
 	target := filepath.Join(dir, name)
 	if spare && replace {
 		exchanged, err := sp.swap(tmp, target)
@@ -61,7 +101,7 @@ func install(sp *spares, tmp string, spare, replace bool, dir, name string) erro
 		if spare {
 			sp.retire(tmp)
 			if errors.Is(err, syscall.EXDEV) {
-				sp.devs.Store(dir, false)
+				sp.suitable.Store(dir, false)
 				return errSpareCrossed
 			}
 		} else {

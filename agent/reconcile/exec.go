@@ -132,7 +132,7 @@ func (r *Exec) Apply(ctx context.Context, t Target) (Result, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return res, fmt.Errorf("exec %s: record run: %w", t.Resource.ID, err)
 	}
-	if err := writeAtomic(nil, dir, markerName(t.Generation), rec, 0o600, -1, -1, false); err != nil {
+	if err := writeAtomic(dir, markerName(t.Generation), rec, 0o600, -1, -1); err != nil {
 		return res, fmt.Errorf("exec %s: record run: %w", t.Resource.ID, err)
 	}
 	// Only the newest generation's marker matters.

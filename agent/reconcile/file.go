@@ -298,7 +298,7 @@ func (r *File) Apply(ctx context.Context, t Target) (Result, error) {
 		if err := mkdirUnder(r.root, pl.p); err != nil {
 			return Result{}, err
 		}
-		err := writeAtomic(r.spares, pl.p.dir, pl.p.name, pl.w.content, fileMode(pl.w.mode), pl.uid, pl.gid, pl.replace)
+		err := pl.version(r.spares).put()
 		if r.spares.suits(pl.p.dir) {
 			r.spares.ensure(1)
 		}
@@ -386,6 +386,12 @@ func (r *File) plan(ctx context.Context, t Target, res *resolver) (filePlan, err
 		}
 	}
 	return pl, nil
+}
+
+// version is the new version of the file the plan writes.
+func (pl filePlan) version(sp *spares) *version {
+	return &version{sp: sp, dir: pl.p.dir, name: pl.p.name, content: pl.w.content, mode: fileMode(pl.w.mode),
+		uid: pl.uid, gid: pl.gid, replace: pl.replace}
 }
 
 // fixInPlace fixes owner and mode of a file whose content matches, on the

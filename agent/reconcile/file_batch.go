@@ -2,9 +2,7 @@ package reconcile
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,10 +59,8 @@ func (r *File) ApplyBatch(ctx context.Context, ts []Target) []BatchResult {
 		return out
 	}
 	plans := make([]filePlan, len(ts))
-	tmps := make([]string, len(ts))
-	ids := make([]fileID, len(ts))
-	spare := make([]bool, len(ts))
-	var wanted atomic.Int64 // writes a spare suits: keep as many ready
+	vs := make([]*version, len(ts)) // the content writes
+	var wanted atomic.Int64         // writes a spare suits: keep as many ready
 	defer func() { r.spares.ensure(int(wanted.Load())) }()
 	var mkdirs sync.Map // directory → *dirOnce
 	parallel(len(ts), func(i int) {
@@ -87,26 +83,24 @@ func (r *File) ApplyBatch(ctx context.Context, ts []Target) []BatchResult {
 		if r.spares.suits(pl.p.dir) {
 			wanted.Add(1)
 		}
-		tmps[i], ids[i], spare[i], out[i].Err = writeTemp(r.spares, pl.p.dir, pl.p.name, pl.w.content, fileMode(pl.w.mode), pl.uid, pl.gid)
-		if out[i].Err != nil {
-			out[i].Err = fmt.Errorf("file %s: %w", pl.spec.Path, out[i].Err)
+		v := pl.version(r.spares)
+		if err := v.write(); err != nil {
+			out[i].Err = fmt.Errorf("file %s: %w", pl.spec.Path, err)
+			return
 		}
+		vs[i] = v
 	})
 
 	// Renames, then one fsync per directory that got one.
 	var written []int
-	for i, tmp := range tmps {
-		if tmp != "" && out[i].Err == nil {
+	for i, v := range vs {
+		if v != nil {
 			written = append(written, i)
 		}
 	}
 	if err := ctx.Err(); err != nil {
 		for _, i := range written {
-			if spare[i] {
-				r.spares.retire(tmps[i])
-			} else {
-				os.Remove(tmps[i])
-			}
+			vs[i].discard()
 			out[i].Err = err
 		}
 		return out
@@ -116,14 +110,7 @@ func (r *File) ApplyBatch(ctx context.Context, ts []Target) []BatchResult {
 	parallel(len(written), func(k int) {
 		i := written[k]
 		pl := plans[i]
-		err := install(r.spares, tmps[i], spare[i], pl.replace, pl.p.dir, pl.p.name)
-		if errors.Is(err, errSpareCrossed) { // once more, through a temp file
-			tmps[i], ids[i], spare[i], err = writeTemp(nil, pl.p.dir, pl.p.name, pl.w.content, fileMode(pl.w.mode), pl.uid, pl.gid)
-			if err == nil {
-				err = install(nil, tmps[i], false, pl.replace, pl.p.dir, pl.p.name)
-			}
-		}
-		if err != nil {
+		if err := vs[i].install(); err != nil {
 			out[i].Err = fmt.Errorf("file %s: %w", pl.spec.Path, err)
 			return
 		}
@@ -157,7 +144,7 @@ func (r *File) ApplyBatch(ctx context.Context, ts []Target) []BatchResult {
 			return
 		}
 		pl := plans[i]
-		if tmps[i] != "" && stillAt(pl.p.full(), ids[i]) {
+		if vs[i] != nil && stillAt(pl.p.full(), vs[i].id) {
 			return
 		}
 		have, err := observeFile(pl.p.full())

@@ -2,6 +2,7 @@ package reconcile_test
 
 import (
 	"context"
+	"fmt"
 	"errors"
 	"os"
 	"os/user"
@@ -43,8 +44,12 @@ func TestFileContract(t *testing.T) {
 }
 
 // TestFileWithSparesContract: the same contract when new versions are
-// written into spares and swapped into place.
+// written into spares and swapped into place. Each subject starts with
+// spares ready (made by writing files elsewhere), and the test checks that
+// the contract's writes did take them.
 func TestFileWithSparesContract(t *testing.T) {
+	var files []*reconcile.File
+	base := map[*reconcile.File]int{} // spares used before the contract's writes
 	reconciletest.Run(t, reconciletest.Case{New: func(t *testing.T) reconciletest.Subject {
 		root := t.TempDir()
 		f := reconcile.NewFile(root)
@@ -52,6 +57,18 @@ func TestFileWithSparesContract(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { f.Close() })
+		var warm []reconcile.Target
+		for i := range 8 {
+			warm = append(warm, fileTarget(fmt.Sprintf("w%d", i), fmt.Sprintf("/warm/w%d", i), "w\n"))
+		}
+		for _, r := range f.ApplyBatch(context.Background(), warm) {
+			if r.Err != nil {
+				t.Fatal(r.Err)
+			}
+		}
+		f.WaitSpares() // 8 spares ready
+		files = append(files, f)
+		base[f], _ = f.SparesUsed()
 		tg := fileTarget("motd", "/etc/motd", "hello\n")
 		changed := fileTarget("motd", "/etc/motd", "hello again\n")
 		changed.Generation = 2
@@ -60,13 +77,21 @@ func TestFileWithSparesContract(t *testing.T) {
 			Target:     tg,
 			Changed:    &changed,
 			Tamper: func(t *testing.T) {
-				f.WaitSpares()
 				if err := os.WriteFile(filepath.Join(root, "etc/motd"), []byte("tampered\n"), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			},
 		}
 	}})
+	used := 0
+	for _, f := range files {
+		u, _ := f.SparesUsed()
+		used += u - base[f]
+	}
+	if used == 0 {
+		t.Fatal("no write of the contract went through a spare")
+	}
+	t.Logf("%d writes of the contract went through spares", used)
 }
 
 func TestFileApplyWritesContentModeAndParents(t *testing.T) {

@@ -58,7 +58,7 @@ type spares struct {
 	closed       bool
 	wg           sync.WaitGroup
 
-	devs sync.Map // directory → whether spares suit it (suits)
+	suitable sync.Map // directory → whether spares suit it (suits)
 
 	// Counters, for tests and benchmarks.
 	used, missed int
@@ -158,7 +158,7 @@ func (s *spares) suits(dir string) bool {
 	if s == nil {
 		return false
 	}
-	if ok, seen := s.devs.Load(dir); seen {
+	if ok, seen := s.suitable.Load(dir); seen {
 		return ok.(bool)
 	}
 	ok := s.mount == mountOf(dir)
@@ -171,7 +171,7 @@ func (s *spares) suits(dir string) bool {
 		_, err := unix.Getxattr(dir, "system.posix_acl_default", nil)
 		ok = errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOTSUP)
 	}
-	s.devs.Store(dir, ok)
+	s.suitable.Store(dir, ok)
 	return ok
 }
 

@@ -121,13 +121,41 @@ func TestASpareThatCannotCrossIsRewrittenThroughATempFile(t *testing.T) {
 	_, err := f.Apply(ctx, target("/etc/other.conf", "1\n")) // makes the pool want a spare
 	is.NoErr(err)
 	f.WaitSpares()
-	f.spares.devs.Store(dst, true) // as on a kernel without mount ids
+	f.spares.suitable.Store(dst, true) // as on a kernel without mount ids
 	for _, r := range f.ApplyBatch(ctx, []Target{target("/etc/bound/a.conf", "1\n")}) {
 		is.NoErr(r.Err) // crossed, retried through a temp file
 	}
 	b, err := os.ReadFile(filepath.Join(src, "a.conf"))
 	is.NoErr(err)
 	is.Equal(string(b), "1\n")
-	ok, _ := f.spares.devs.Load(dst)
+	ok, _ := f.spares.suitable.Load(dst)
 	is.Equal(ok, false) // not tried again
+}
+
+// TestSwapPutsBackWhatIsNotAFile: if what is in place is no longer a
+// regular file when the swap happens (a directory made there after the
+// plan observed a file), the swap is undone: the directory is back at its
+// path with what it holds, and the error says why.
+func TestSwapPutsBackWhatIsNotAFile(t *testing.T) {
+	is := is.New(t)
+	sp, err := openSpares(filepath.Join(t.TempDir(), "spares"))
+	is.NoErr(err)
+	defer sp.close()
+	sp.ensure(1)
+	sp.wait()
+	spare, ok := sp.take(sp.fresh)
+	is.True(ok)
+	target := filepath.Join(t.TempDir(), "a.conf")
+	is.NoErr(os.MkdirAll(filepath.Join(target, "sub"), 0o755))
+	is.NoErr(os.WriteFile(filepath.Join(target, "sub", "keep"), []byte("k"), 0o644))
+
+	exchanged, err := sp.swap(spare, target)
+	is.True(err != nil) // refused
+	is.True(!exchanged) // and undone
+	b, err := os.ReadFile(filepath.Join(target, "sub", "keep"))
+	is.NoErr(err)
+	is.Equal(string(b), "k") // the directory is back, whole
+	var st syscall.Stat_t
+	is.NoErr(syscall.Lstat(spare, &st))
+	is.Equal(st.Mode&syscall.S_IFMT, uint32(syscall.S_IFREG)) // the spare is back at its name
 }

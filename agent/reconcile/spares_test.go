@@ -123,9 +123,11 @@ func TestSparesLeftByACrashAreRetired(t *testing.T) {
 	is.Equal(string(b), "a\n")
 }
 
-// TestSparesNeverReplaceADirectory: a directory put where a file was, after
-// spares are ready, is refused as without spares, and left as it is.
-func TestSparesNeverReplaceADirectory(t *testing.T) {
+// TestDirectoryInPlaceIsRefusedWithSparesReady: a directory put where a
+// file was, after spares are ready, is refused as without spares (by the
+// plan), and left as it is. (A directory that appears after the plan is
+// swapped back: TestSwapPutsBackWhatIsNotAFile.)
+func TestDirectoryInPlaceIsRefusedWithSparesReady(t *testing.T) {
 	is := is.New(t)
 	ctx := context.Background()
 	f, root, _ := newFileWithSpares(t)

@@ -152,7 +152,7 @@ func (r *SystemdUnit) Apply(ctx context.Context, t Target) (Result, error) {
 		if err := mkdirUnder(r.root, p); err != nil {
 			return res, err
 		}
-		if err := writeAtomic(nil, p.dir, p.name, []byte(u.Content), 0o644, -1, -1, false); err != nil {
+		if err := writeAtomic(p.dir, p.name, []byte(u.Content), 0o644, -1, -1); err != nil {
 			return res, fmt.Errorf("unit %s: %w", u.Name, err)
 		}
 		res.Changed = true
