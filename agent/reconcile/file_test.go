@@ -2,8 +2,8 @@ package reconcile_test
 
 import (
 	"context"
-	"fmt"
 	"errors"
+	"fmt"
 	"os"
 	"os/user"
 	"path/filepath"
