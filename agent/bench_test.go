@@ -109,16 +109,7 @@ func rawFiles(b *testing.B, root string, rs []events.Resource) {
 	inParallel(b, len(rs), func(i int) error {
 		full := filepath.Join(root, rs[i].File.Path)
 		tmp := full + ".tmp"
-		f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-		if err == nil {
-			_, err = f.WriteString(rs[i].File.Content)
-			if err == nil {
-				err = f.Sync()
-			}
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-		}
+		err := writeSynced(tmp, os.O_CREATE|os.O_EXCL, rs[i].File.Content)
 		if err == nil {
 			err = os.Rename(tmp, full)
 		}
@@ -153,16 +144,7 @@ func rawSpares(b *testing.B, root, spareDir string, rs []events.Resource) time.D
 	t0 := time.Now()
 	inParallel(b, len(rs), func(i int) error {
 		sp := filepath.Join(fresh, strconv.Itoa(i))
-		f, err := os.OpenFile(sp, os.O_WRONLY, 0)
-		if err == nil {
-			_, err = f.WriteString(rs[i].File.Content)
-			if err == nil {
-				err = f.Sync()
-			}
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-		}
+		err := writeSynced(sp, 0, rs[i].File.Content)
 		if err == nil {
 			err = unix.Renameat2(unix.AT_FDCWD, sp, unix.AT_FDCWD, filepath.Join(root, rs[i].File.Path), unix.RENAME_EXCHANGE)
 		}
@@ -177,6 +159,23 @@ func rawSpares(b *testing.B, root, spareDir string, rs []events.Resource) time.D
 		b.Fatal(err)
 	}
 	return took
+}
+
+// writeSynced opens path for writing (with the extra open flags), writes
+// content, fsyncs and closes it.
+func writeSynced(path string, flags int, content string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|flags, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(content)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // syncDirs fsyncs each directory of dirs.

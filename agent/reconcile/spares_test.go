@@ -27,6 +27,16 @@ func newFileWithSpares(t *testing.T) (*reconcile.File, string, string) {
 	return f, root, spares
 }
 
+// applyAll applies ts as one batch and fails t on any error.
+func applyAll(t *testing.T, f *reconcile.File, ts []reconcile.Target) {
+	t.Helper()
+	for _, r := range f.ApplyBatch(context.Background(), ts) {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+}
+
 func inode(t *testing.T, p string) uint64 {
 	t.Helper()
 	var st syscall.Stat_t
@@ -50,9 +60,7 @@ func TestSparesSwapInNewVersionsAndKeepOpenReadersIntact(t *testing.T) {
 		v1 = append(v1, fileTarget(fmt.Sprintf("f%d", i), fmt.Sprintf("/etc/app/f%d.conf", i), fmt.Sprintf("one %d\n", i)))
 		v2 = append(v2, fileTarget(fmt.Sprintf("f%d", i), fmt.Sprintf("/etc/app/f%d.conf", i), fmt.Sprintf("two %d\n", i)))
 	}
-	for _, r := range f.ApplyBatch(ctx, v1) {
-		is.NoErr(r.Err)
-	}
+	applyAll(t, f, v1)
 	f.WaitSpares() // 20 spares ready
 	path0 := filepath.Join(root, "etc/app/f0.conf")
 	before := inode(t, path0)
@@ -151,7 +159,6 @@ func TestDirectoryInPlaceIsRefusedWithSparesReady(t *testing.T) {
 // directory gets its files through temp files created in it.
 func TestSparesAvoidDirectoriesWithADefaultACL(t *testing.T) {
 	is := is.New(t)
-	ctx := context.Background()
 	f, root, _ := newFileWithSpares(t)
 	dir := filepath.Join(root, "etc/acl")
 	is.NoErr(os.MkdirAll(dir, 0o755))
@@ -166,15 +173,11 @@ func TestSparesAvoidDirectoriesWithADefaultACL(t *testing.T) {
 		0x20, 0, 5, 0, 0xff, 0xff, 0xff, 0xff}
 	is.NoErr(unix.Setxattr(dir, "system.posix_acl_default", acl, 0))
 	ts := []reconcile.Target{fileTarget("a", "/etc/acl/a.conf", "1\n"), fileTarget("b", "/etc/plain/b.conf", "1\n")}
-	for _, r := range f.ApplyBatch(ctx, ts) {
-		is.NoErr(r.Err)
-	}
+	applyAll(t, f, ts)
 	f.WaitSpares()
 	used0, _ := f.SparesUsed()
 	ts = []reconcile.Target{fileTarget("a", "/etc/acl/a.conf", "2\n"), fileTarget("b", "/etc/plain/b.conf", "2\n")}
-	for _, r := range f.ApplyBatch(ctx, ts) {
-		is.NoErr(r.Err)
-	}
+	applyAll(t, f, ts)
 	used, _ := f.SparesUsed()
 	is.Equal(used-used0, 1) // the plain directory's file only
 	_, err := unix.Getxattr(filepath.Join(dir, "a.conf"), "system.posix_acl_access", nil)
@@ -186,7 +189,6 @@ func TestSparesAvoidDirectoriesWithADefaultACL(t *testing.T) {
 // and still converge.
 func TestSparesStayOnTheirMount(t *testing.T) {
 	is := is.New(t)
-	ctx := context.Background()
 	f, root, _ := newFileWithSpares(t)
 	src, dst := t.TempDir(), filepath.Join(root, "etc/bound")
 	is.NoErr(os.MkdirAll(dst, 0o755))
@@ -195,15 +197,11 @@ func TestSparesStayOnTheirMount(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", "-l", dst).Run() })
 	ts := []reconcile.Target{fileTarget("a", "/etc/bound/a.conf", "1\n")}
-	for _, r := range f.ApplyBatch(ctx, ts) {
-		is.NoErr(r.Err)
-	}
+	applyAll(t, f, ts)
 	f.WaitSpares()
 	ts = []reconcile.Target{fileTarget("a", "/etc/bound/a.conf", "2\n")}
 	used0, _ := f.SparesUsed()
-	for _, r := range f.ApplyBatch(ctx, ts) {
-		is.NoErr(r.Err)
-	}
+	applyAll(t, f, ts)
 	used, _ := f.SparesUsed()
 	is.Equal(used, used0) // no spare crossed the mount
 	b, err := os.ReadFile(filepath.Join(src, "a.conf"))
