@@ -143,3 +143,14 @@ func TestActorRule(t *testing.T) {
 		is.True(errors.Is(err, events.ErrInvalid)) // New refuses it too
 	}
 }
+
+// TestActorNameFollowsTheRule: any login name becomes a name the actor
+// rule takes, keeping what it allows.
+func TestActorNameFollowsTheRule(t *testing.T) {
+	is := is.New(t)
+	is.Equal(events.ActorName(`DOMAIN\jo doe`), "DOMAIN_jo_doe")
+	is.Equal(events.ActorName("ops@site-1.lab"), "ops@site-1.lab")
+	for _, s := range []string{"", "é", strings.Repeat("x", 100), "a\nb", "user:x"} {
+		is.NoErr(events.CheckActor("user:" + events.ActorName(s)))
+	}
+}

@@ -16,18 +16,43 @@ const IDRule = "1 to 64 characters of A-Z, a-z, 0-9, '_' or '-' (one subject tok
 // ValidID reports whether s can be a device or resource id: exactly one NATS
 // subject token, so no '.', '*', '>' or white space can reach a subject.
 // (A loop rather than a regexp: every event read is checked with it.)
-func ValidID(s string) bool {
+func ValidID(s string) bool { return validName(s, false) }
+
+// validName: 1 to 64 of A-Z, a-z, 0-9, '_', '-', and with dotAt also '.'
+// and '@'.
+func validName(s string, dotAt bool) bool {
 	if len(s) < 1 || len(s) > 64 {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '-':
-		default:
+		if !nameChar(s[i], dotAt) {
 			return false
 		}
 	}
 	return true
+}
+
+func nameChar(c byte, dotAt bool) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' ||
+		dotAt && (c == '.' || c == '@')
+}
+
+// ActorName makes a name follow ActorRule's NAME: every character the rule
+// does not allow becomes '_', and it is cut to 64 bytes ("unknown" if empty).
+func ActorName(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !nameChar(c, true) {
+			b[i] = '_'
+		}
+	}
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	if len(b) == 0 {
+		return "unknown"
+	}
+	return string(b)
 }
 
 // CheckID returns nil for a valid id, else an error naming the field and the rule.
@@ -46,22 +71,8 @@ const ActorRule = "user:NAME or agent:DEVICE, NAME 1 to 64 characters of A-Z, a-
 // rule. Events are only created with a valid actor (New checks it).
 func CheckActor(s string) error {
 	kind, name, ok := strings.Cut(s, ":")
-	if ok && (kind == "user" || kind == "agent") && validActorName(name) {
+	if ok && (kind == "user" || kind == "agent") && validName(name, true) {
 		return nil
 	}
 	return fmt.Errorf("%w: actor %q: must be %s", ErrInvalid, s, ActorRule)
-}
-
-func validActorName(s string) bool {
-	if len(s) < 1 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '-', c == '.', c == '@':
-		default:
-			return false
-		}
-	}
-	return true
 }

@@ -80,17 +80,8 @@ func operator() (string, error) {
 		}
 		return "user:" + n, nil
 	}
-	if u, err := user.Current(); err == nil && u.Username != "" {
-		name := []byte(u.Username)
-		for i, c := range name {
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '.' || c == '@') {
-				name[i] = '_'
-			}
-		}
-		if len(name) > 64 {
-			name = name[:64]
-		}
-		return "user:" + string(name), nil
+	if u, err := user.Current(); err == nil {
+		return "user:" + events.ActorName(u.Username), nil
 	}
 	return "user:unknown", nil
 }
