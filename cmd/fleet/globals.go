@@ -76,7 +76,7 @@ func (g *Globals) Store(ctx context.Context, name string) (*nats.Conn, *jsstore.
 func operator() (string, error) {
 	if n := os.Getenv("FLEET_ACTOR"); n != "" {
 		if err := events.CheckActor("user:" + n); err != nil {
-			return "", fmt.Errorf("%w: FLEET_ACTOR %q: must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', '@' or '-' (it names you in the log as user:NAME); unset it to use your login name", events.ErrInvalid, n)
+			return "", fmt.Errorf("FLEET_ACTOR names you in the log as user:$FLEET_ACTOR: %w (unset it to use your login name)", err)
 		}
 		return "user:" + n, nil
 	}
