@@ -75,7 +75,6 @@ func decodeOutbox(v []byte) (jsstore.Encoded, error) {
 // outboxBatch is a run of outbox events and the keys they occupy.
 type outboxBatch struct {
 	evs         []jsstore.Encoded
-	raw         [][]byte // each event's outbox value, for parking
 	seqs        []uint64 // each event's outbox sequence
 	first, last []byte
 	upTo        uint64 // last sequence in the batch
@@ -103,7 +102,6 @@ func (a *Agent) peekOutbox(max int, after, upTo uint64) (outboxBatch, error) {
 		}
 		ob.last = append(ob.last[:0], it.Key()...)
 		ob.evs = append(ob.evs, e)
-		ob.raw = append(ob.raw, append([]byte(nil), it.Value()...))
 		ob.seqs = append(ob.seqs, binary.BigEndian.Uint64(it.Key()[len(prefixOutbox):]))
 	}
 	if len(ob.evs) > 0 {
@@ -266,7 +264,12 @@ func (a *Agent) publishOrPark(ctx context.Context, st appender, cur outboxBatch)
 			return parked, err
 		}
 		seq := cur.seqs[i]
-		v, merr := json.Marshal(parkedValue{Error: err.Error(), Outbox: cur.raw[i]})
+		raw, closer, gerr := a.db.Get(outboxKey(seq)) // read again: only parking needs it
+		if gerr != nil {
+			return parked, fmt.Errorf("outbox park: %w", gerr)
+		}
+		v, merr := json.Marshal(parkedValue{Error: err.Error(), Outbox: raw})
+		closer.Close()
 		if merr != nil {
 			return parked, merr
 		}
