@@ -2,7 +2,8 @@ package events
 
 import "encoding/json"
 
-// Fast decoders for ManifestApplied and the resource specs it carries.
+// The fast decoder of ManifestApplied. Each resource kind's spec decoder
+// is declared with the kind (kind_*.go).
 
 // manifest parses a ManifestApplied payload whose resources each have a
 // string id, an optional string driftPolicy and exactly one kind key: a
@@ -26,11 +27,12 @@ func (s *scan) manifest() (*ManifestApplied, bool) {
 					return true
 				}
 				for {
-					var r Resource
-					if !s.resource(&r) {
+					// decoded in place: a Resource of its own would
+					// escape (the kinds' decoders are function values)
+					p.Manifest.Resources = append(p.Manifest.Resources, Resource{})
+					if !s.resource(&p.Manifest.Resources[len(p.Manifest.Resources)-1]) {
 						return false
 					}
-					p.Manifest.Resources = append(p.Manifest.Resources, r)
 					if s.tok(']') {
 						return true
 					}
@@ -66,105 +68,21 @@ func (s *scan) resource(r *Resource) bool {
 		if r.Kind != "" {
 			return false // a second kind key: the resource has a Problem
 		}
-		r.Kind = string(key)
-		switch string(key) {
-		case KindFile:
-			r.File = &FileSpec{}
-			return s.fileSpec(r.File)
-		case KindSystemdUnit:
-			r.SystemdUnit = &SystemdUnitSpec{}
-			return s.unitSpec(r.SystemdUnit)
-		case KindContainer:
-			r.Container = &ContainerSpec{}
-			return s.containerSpec(r.Container)
-		case KindExec:
-			r.Exec = &ExecSpec{}
-			return s.execSpec(r.Exec)
+		if k := kindOf(key); k != nil {
+			r.Kind = k.Name
+			// a kind without a fast decoder gives up: the standard
+			// decoder gives its spec (never Raw for a known kind)
+			if k.fast == nil {
+				return false
+			}
+			var ok bool
+			s.i, ok = k.fast(s.b, s.i, r)
+			return ok
 		}
+		r.Kind = string(key)
 		raw, ok := s.value(0)
 		r.Raw = append(json.RawMessage(nil), raw...)
 		return ok
 	})
 	return ok && r.Kind != ""
-}
-
-func (s *scan) fileSpec(f *FileSpec) bool {
-	return s.object(func(key []byte) bool {
-		var ok bool
-		switch string(key) {
-		case "path":
-			f.Path, ok = s.text()
-		case "content":
-			f.Content, ok = s.text()
-		case "mode":
-			f.Mode, ok = s.text()
-		case "owner":
-			f.Owner, ok = s.text()
-		case "group":
-			f.Group, ok = s.text()
-		}
-		return ok
-	})
-}
-
-func (s *scan) unitSpec(u *SystemdUnitSpec) bool {
-	return s.object(func(key []byte) bool {
-		var ok, v bool
-		switch string(key) {
-		case "name":
-			u.Name, ok = s.text()
-		case "content":
-			u.Content, ok = s.text()
-		case "enabled":
-			if v, ok = s.bool(); ok {
-				u.Enabled = &v
-			}
-		case "active":
-			if v, ok = s.bool(); ok {
-				u.Active = &v
-			}
-		}
-		return ok
-	})
-}
-
-func (s *scan) containerSpec(c *ContainerSpec) bool {
-	return s.object(func(key []byte) bool {
-		var ok bool
-		switch string(key) {
-		case "name":
-			c.Name, ok = s.text()
-		case "image":
-			c.Image, ok = s.text()
-		case "command":
-			c.Command, ok = s.texts()
-		case "ports":
-			c.Ports, ok = s.texts()
-		case "volumes":
-			c.Volumes, ok = s.texts()
-		case "restart":
-			c.Restart, ok = s.text()
-		case "env":
-			c.Env = map[string]string{}
-			ok = s.object(func(key []byte) bool {
-				v, ok := s.text()
-				c.Env[string(key)] = v
-				return ok
-			})
-		}
-		return ok
-	})
-}
-
-func (s *scan) execSpec(e *ExecSpec) bool {
-	return s.object(func(key []byte) bool {
-		var ok bool
-		switch string(key) {
-		case "argv":
-			e.Argv, ok = s.texts()
-		case "timeout":
-			e.Timeout, ok = s.text()
-		}
-		return ok
-	})
 }
