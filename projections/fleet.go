@@ -187,11 +187,11 @@ type specDigest struct {
 }
 
 // digest returns r's SpecDigest, from the cache when a manifest before had
-// the same resource (sameResource: every field, nil and empty apart, which
+// the same resource (Resource.Same: every field, nil and empty apart, which
 // is what the canonical JSON distinguishes), and caches it.
 func (d *deviceState) digest(r *events.Resource) string {
 	c := d.specs[r.ID]
-	if c != nil && sameResource(&c.res, r) {
+	if c != nil && c.res.Same(r) {
 		return c.digest
 	}
 	if d.specs == nil {

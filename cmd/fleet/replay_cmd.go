@@ -283,7 +283,7 @@ func (p *linePrinter) print(seq iter.Seq2[events.Stored, error]) (uint64, error)
 		last = s.Seq
 		switch p.format {
 		case "ndjson":
-			line = append(replay.AppendStored(line[:0], s), '\n')
+			line = append(events.AppendStoredJSON(line[:0], s), '\n')
 			p.w.Write(line)
 		case "json":
 			if p.n > 0 {
