@@ -851,6 +851,15 @@ func (s *Service) Device(id string) (Device, bool) {
 	return s.m.fleet.Device(id)
 }
 
+// DeviceIDs returns the id of every device the read model knows, sorted
+// (deregistered ones too: Device says false for them). It copies no device,
+// so listing a page of a large fleet costs the page, not the fleet.
+func (s *Service) DeviceIDs() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.m.fleet.DeviceIDs()
+}
+
 // Devices returns every device, sorted by id.
 func (s *Service) Devices() []Device {
 	s.mu.RLock()
