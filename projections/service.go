@@ -837,8 +837,12 @@ func (s *Service) Stats() Stats {
 		st.StreamLast = st.Checkpoint
 	}
 	s.mu.RLock()
-	if s.m != nil {
-		st.Devices = len(s.m.fleet.Devices())
+	if s.m != nil { // counted, not copied: Stats is asked for by every open stream
+		for _, d := range s.m.fleet.devices {
+			if !d.Deregistered {
+				st.Devices++
+			}
+		}
 	}
 	s.mu.RUnlock()
 	return st

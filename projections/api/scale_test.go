@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -24,35 +23,13 @@ import (
 	"github.com/fleet-dev/fleet/projections/api"
 )
 
-// BigFleet returns the events of a fleet of n devices with res resources
-// each: registered, a manifest applied, every resource reported Ready. It
-// is written straight to the log, which is much faster than running agents.
+// bigFleet is fixtures.BigFleet for a test.
 func bigFleet(t testing.TB, n, res int) []events.Event {
-	var out []events.Event
-	for i := range n {
-		id := fmt.Sprintf("pi-%04d", i)
-		clock, _ := events.NewClock(events.ClockState{}, nil)
-		add := func(resource string, gen int64, actor string, p events.Payload) {
-			e, err := events.New(id, resource, gen, actor, p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			clock.Stamp(&e)
-			out = append(out, e)
-		}
-		add("", 0, "agent:"+id, &events.DeviceRegistered{Labels: map[string]string{"site": fmt.Sprintf("site-%d", i%5)}, AgentVersion: "0.1.0",
-			Kinds: []string{events.KindFile}})
-		m := events.Manifest{}
-		for j := range res {
-			m.Resources = append(m.Resources, events.Resource{ID: fmt.Sprintf("file-%03d", j), Kind: events.KindFile,
-				File: &events.FileSpec{Path: fmt.Sprintf("/etc/app/conf-%03d.conf", j), Content: "setting=1\n", Mode: "0644"}})
-		}
-		add("", 1, "user:ops", &events.ManifestApplied{Manifest: m, Digest: m.Digest()})
-		for _, r := range m.Resources {
-			add(r.ID, 1, "agent:"+id, &events.StatusChanged{Kind: events.KindFile, From: "Reconciling", To: "Ready", Trigger: "succeeded", Attempts: 1})
-		}
+	evs, err := fixtures.BigFleet(n, res, time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	return evs
 }
 
 // serveFleet is serve with a log of one's own and server options.
