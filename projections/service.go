@@ -837,8 +837,12 @@ func (s *Service) Stats() Stats {
 		st.StreamLast = st.Checkpoint
 	}
 	s.mu.RLock()
-	if s.m != nil {
-		st.Devices = len(s.m.fleet.Devices())
+	if s.m != nil { // counted, not copied: Stats is asked for by every open stream
+		for _, d := range s.m.fleet.devices {
+			if !d.Deregistered {
+				st.Devices++
+			}
+		}
 	}
 	s.mu.RUnlock()
 	return st
@@ -849,6 +853,15 @@ func (s *Service) Device(id string) (Device, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.m.fleet.Device(id)
+}
+
+// DeviceIDs returns the id of every device the read model knows, sorted
+// (deregistered ones too: Device says false for them). It copies no device,
+// so listing a page of a large fleet costs the page, not the fleet.
+func (s *Service) DeviceIDs() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.m.fleet.DeviceIDs()
 }
 
 // Devices returns every device, sorted by id.
