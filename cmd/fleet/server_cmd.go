@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/events/auth"
 	"github.com/fleet-dev/fleet/events/embedded"
 	"github.com/fleet-dev/fleet/events/jsstore"
 )
@@ -155,12 +156,10 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 		rs.Stop()
 		return nil, err
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: events.HeartbeatBucket, Description: "fleet agent heartbeats (not history)",
-		TTL: c.HeartbeatTTL, Storage: jetstream.FileStorage, Replicas: replicas, History: 1,
-	}); err != nil {
+	// roll-ups refused: a device's put with Nats-Rollup would purge the others' heartbeats
+	if _, err := auth.EnsureHeartbeatBucket(ctx, js, auth.HeartbeatBucketConfig{TTL: c.HeartbeatTTL, Replicas: replicas}); err != nil {
 		rs.Stop()
-		return nil, fmt.Errorf("heartbeat bucket: %w", err)
+		return nil, err
 	}
 	env.Conn, env.JS, env.Store = nc, js, st
 	if c.HTTP != "" {
