@@ -93,6 +93,8 @@ func (a *Server) metrics() *prometheus.Registry {
 			stat(func(s projections.Stats) float64 { return float64(s.Applied) })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleet_projection_messages_skipped_total", Help: "Messages on the log that are not valid events."},
 			stat(func(s projections.Stats) float64 { return float64(s.Skipped) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleet_projection_events_forged_total", Help: "Events whose actor may not have written them (events.CheckWriter): reported, not folded; counted in skipped too."},
+			stat(func(s projections.Stats) float64 { return float64(s.Forged) })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleet_projection_fold_seconds_total", Help: "Time spent folding and writing batches."},
 			stat(func(s projections.Stats) float64 { return s.FoldSecs })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fleet_projection_lag", Help: "Stream last sequence minus the checkpoint."},
