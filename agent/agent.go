@@ -96,6 +96,8 @@ func New(device string, opts ...Option) (*Agent, error) {
 		return nil, fmt.Errorf("%w: backoff %s..%s: base must be positive and at most the cap", events.ErrInvalid, o.backoffBase, o.backoffMax)
 	case o.heartbeatInterval <= 0 || o.attemptTimeout <= 0 || o.manifestPoll <= 0:
 		return nil, fmt.Errorf("%w: heartbeat interval, attempt timeout and manifest poll must be positive", events.ErrInvalid)
+	case o.maxClockSkew <= 0:
+		return nil, fmt.Errorf("%w: max clock skew %s: must be positive", events.ErrInvalid, o.maxClockSkew)
 	case o.stateDir == "":
 		return nil, fmt.Errorf("%w: state directory: must be set", events.ErrInvalid)
 	}
@@ -122,6 +124,12 @@ func New(device string, opts ...Option) (*Agent, error) {
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("load agent store: %w", err)
+	}
+	if snap.clock.Writer == "" {
+		// A new store (first start, or wiped): a new writer incarnation, so
+		// its sequence starting from 1 cannot collide with what an earlier
+		// store of this device wrote. Persisted with the first commit.
+		snap.clock.Writer = events.NewWriter()
 	}
 	clock, err := events.NewClock(snap.clock, o.now)
 	if err != nil {
