@@ -14,16 +14,16 @@ import (
 // any NATS client can read the log. Stream sequence and stream time are not
 // part of it: they come from JetStream and are carried beside it in Stored.
 type Event struct {
-	ID          string          `json:"id"`     // ULID; also the Nats-Msg-Id, so a retried append is stored once
-	Type        string          `json:"type"`   // one of the Type* constants
-	Schema      int             `json:"schema"` // payload version for Type
-	Device      string          `json:"device"`
-	Resource    string          `json:"resource,omitempty"`
-	Generation  int64           `json:"generation"` // manifest generation the event refers to
-	At          time.Time       `json:"at"`         // the writer's clock, monotonic per writer
-	Actor       string          `json:"actor"`      // agent:<device> or user:<name>
-	Causation   string          `json:"causation,omitempty"`
-	Correlation string          `json:"correlation,omitempty"`
+	ID          string    `json:"id"`     // ULID; also the Nats-Msg-Id, so a retried append is stored once
+	Type        string    `json:"type"`   // one of the Type* constants
+	Schema      int       `json:"schema"` // payload version for Type
+	Device      string    `json:"device"`
+	Resource    string    `json:"resource,omitempty"`
+	Generation  int64     `json:"generation"` // manifest generation the event refers to
+	At          time.Time `json:"at"`         // the writer's clock, monotonic per writer
+	Actor       string    `json:"actor"`      // agent:<device> or user:<name>
+	Causation   string    `json:"causation,omitempty"`
+	Correlation string    `json:"correlation,omitempty"`
 	// Writer and WriterSeq order a writer's events without trusting its
 	// clock: Writer names one incarnation of a writer (a ULID the agent
 	// makes when its local store is created; a wiped or re-flashed device is
