@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"encoding/json"
 	"os"
 	"slices"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/fleet-dev/fleet/agent"
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/projections"
+	"github.com/fleet-dev/fleet/replay"
 	"github.com/fleet-dev/fleet/replay/timetravel"
 )
 
@@ -131,6 +133,53 @@ func TestClockThirtyMinutesAheadComesBackToServerTime(t *testing.T) {
 	is.NoErr(err)
 	is.True(ok)
 	is.True(allReadyAt(at, 3, gen2)) // the state at now has the new events
+	checkVerifiesAndTimeTravels(t, log, dev)
+}
+
+// checkVerifiesAndTimeTravels: replay --verify's checks find nothing in
+// the device's log, and the time-travel index answers as the full fold at
+// every event time of it (before, at and after the clock ran back) and now.
+func checkVerifiesAndTimeTravels(t *testing.T, log []events.Stored, dev string) {
+	t.Helper()
+	rep, err := replay.Verify(seqOf(log), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Violations) > 0 {
+		t.Fatalf("verify: %+v", rep.Violations)
+	}
+	x, err := timetravel.Open(t.TempDir(), timetravel.WithSnapshotEvery(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	msgs := make([]timetravel.Msg, len(log))
+	for i, s := range log {
+		msgs[i] = timetravel.Msg{Stored: s}
+	}
+	if err := x.Apply(msgs); err != nil {
+		t.Fatal(err)
+	}
+	moments := []time.Time{time.Now()}
+	for _, s := range log {
+		moments = append(moments, s.At, s.At.Add(-time.Nanosecond))
+	}
+	for _, m := range moments {
+		q := timetravel.Query{Device: dev, At: m}
+		want, wok, _, err := timetravel.FoldAt(seqOf(log), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, gok, _, err := x.Answer(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wj, _ := json.Marshal(want)
+		gj, _ := json.Marshal(got)
+		if wok != gok || string(wj) != string(gj) {
+			t.Fatalf("at %s: index %v %s, full fold %v %s", m, gok, gj, wok, wj)
+		}
+	}
 }
 
 // TestClockFiveYearsAheadIsVisibleAndCorrected: an agent whose wall clock is
@@ -211,6 +260,7 @@ func TestReflashedDeviceWithClockAheadIsFolded(t *testing.T) {
 	is.NoErr(err)
 	is.True(ok)
 	is.True(allReadyAt(at, 3, gen2))
+	checkVerifiesAndTimeTravels(t, log, dev)
 }
 
 func seqOf(log []events.Stored) func(func(events.Stored, error) bool) {
