@@ -54,9 +54,15 @@ type Agent struct {
 	drainMu    sync.Mutex // one drain at a time
 	commits    atomic.Uint64
 
+	markMu  sync.Mutex // guards the three below (storedamage.go)
+	mark    storeMark  // last written
+	markErr bool
+	acked   uint64 // last outbox sequence the log acknowledged (or parked); guarded by markMu
+
 	syncMu        sync.Mutex // guards the two below
 	syncedCommits uint64
-	durableSeq    uint64 // last outbox sequence known to be fsynced
+	durableSeq    uint64            // last outbox sequence known to be fsynced
+	durableClock  events.ClockState // the clock as of durableSeq's commits
 
 	running atomic.Bool
 	viewMu  sync.Mutex
@@ -116,7 +122,7 @@ func New(device string, opts ...Option) (*Agent, error) {
 	}
 	// The store first: its lock keeps a second agent (say, a --deregister
 	// run beside the daemon) from touching anything else of this state.
-	db, err := openDB(o.stateDir + "/store")
+	db, replaced, err := openStore(o.stateDir+"/store", log)
 	if err != nil {
 		return nil, err
 	}
@@ -125,6 +131,7 @@ func New(device string, opts ...Option) (*Agent, error) {
 		db.Close()
 		return nil, fmt.Errorf("load agent store: %w", err)
 	}
+	damaged := checkStore(snap, o.stateDir, replaced, log)
 	if snap.clock.Writer == "" {
 		// A new store (first start, or wiped): a new writer incarnation, so
 		// its sequence starting from 1 cannot collide with what an earlier
@@ -157,6 +164,12 @@ func New(device string, opts ...Option) (*Agent, error) {
 	a.outboxLen.Store(int64(snap.outboxLen))
 	a.parked.Store(int64(snap.parked))
 	a.durableSeq = snap.outboxNext - 1 // what a restart found is on disk
+	a.durableClock = clock.State()
+	a.acked = a.durableSeq - uint64(snap.outboxLen) - uint64(snap.parked)
+	if damaged {
+		a.acked = a.durableSeq // the lost ones are not waited for
+		a.writeMark()          // the damage is reported once
+	}
 	for id, r := range snap.resources {
 		a.view[id] = statusOf(r)
 	}
