@@ -38,6 +38,7 @@ type options struct {
 	manifestPoll      time.Duration
 	manifestCheck     func(events.Stored, *events.ManifestApplied) error
 	now               func() time.Time
+	maxClockSkew      time.Duration
 	logger            *slog.Logger
 	onEvent           func([]events.Event)
 }
@@ -54,6 +55,7 @@ func defaultOptions() options {
 		attemptTimeout:    DefaultAttemptTimeout,
 		shutdownGrace:     DefaultShutdownGrace,
 		manifestPoll:      DefaultManifestPoll,
+		maxClockSkew:      DefaultMaxClockSkew,
 	}
 }
 
@@ -122,7 +124,9 @@ func WithManifestCheck(check func(events.Stored, *events.ManifestApplied) error)
 }
 
 // WithClock sets the wall clock the agent stamps events from (tests: a clock
-// that jumps backwards). Stamps never go backwards whatever it returns.
+// that jumps backwards or runs ahead). Stamps never go backwards whatever it
+// returns, unless the agent measured them ahead of the server's time (see
+// WithMaxClockSkew and events.ClockSkewDetected).
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
 // WithLogger sets where the agent logs (slog.Default by default).

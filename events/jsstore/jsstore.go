@@ -269,7 +269,7 @@ func onSubject(e events.Event, subject string) bool {
 	switch e.Type {
 	case events.TypeManifestApplied:
 		kind, perResource = events.KindManifest, false
-	case events.TypeDeviceRegistered, events.TypeDeviceDeregistered, events.TypeManifestRejected:
+	case events.TypeDeviceRegistered, events.TypeDeviceDeregistered, events.TypeManifestRejected, events.TypeClockSkewDetected:
 		kind, perResource = events.KindLifecycle, false
 	case events.TypeReconcileAttempted:
 		kind = events.KindAttempt
