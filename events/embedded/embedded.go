@@ -6,6 +6,7 @@ package embedded
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"time"
@@ -32,12 +33,18 @@ type Options struct {
 	Configure func(*server.Options)
 	// Name of the server; default "fleet".
 	Name string
+	// Logger receives the server's own log: notices at Info, warnings at
+	// Warn, errors at Error (debug and trace stay off). Nil: slog.Default()
+	// at Warn and above, so that a damaged store or a full disk is never
+	// silent.
+	Logger *slog.Logger
 }
 
 // Server is a running embedded server.
 type Server struct {
 	*server.Server
 	opts Options
+	log  *logger
 }
 
 // Start starts a server and waits until it accepts connections.
@@ -86,12 +93,14 @@ func Start(o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded server: %w", err)
 	}
+	lg := newLogger(o.Logger)
+	s.SetLoggerV2(lg, false, false, false)
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
 		s.Shutdown()
 		return nil, fmt.Errorf("embedded server: not ready after 10s (is %s:%d free?)", so.Host, so.Port)
 	}
-	return &Server{Server: s, opts: o}, nil
+	return &Server{Server: s, opts: o, log: lg}, nil
 }
 
 // URL is the address agents and clients connect to.
