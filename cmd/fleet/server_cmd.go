@@ -60,6 +60,7 @@ type ServerEnv struct {
 	HTTPAddr     string
 	NATSURL      string
 	HeartbeatTTL time.Duration
+	Health       *serverHealth // checks for /healthz (server_health.go)
 }
 
 // serverPart starts one part of the server; it runs until ctx is done and
@@ -99,7 +100,7 @@ type RunningServer struct {
 // Start brings the server up and prints where to point agents and browsers.
 func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*RunningServer, error) {
 	rs := &RunningServer{}
-	env := &ServerEnv{DataDir: c.Data, HeartbeatTTL: c.HeartbeatTTL}
+	env := &ServerEnv{DataDir: c.Data, HeartbeatTTL: c.HeartbeatTTL, Health: &serverHealth{}}
 	if err := os.MkdirAll(c.Data, 0o755); err != nil {
 		return nil, fmt.Errorf("data directory %s: %w", c.Data, err)
 	}

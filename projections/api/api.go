@@ -62,6 +62,7 @@ type Server struct {
 	hasKV  bool
 	stream *hub
 	ctx    context.Context
+	checks healthChecks // health.go
 }
 
 // NewServer serves svc. js is used to read device histories and watch the
