@@ -60,7 +60,8 @@ type ServerEnv struct {
 	HTTPAddr     string
 	NATSURL      string
 	HeartbeatTTL time.Duration
-	Health       *serverHealth // checks for /healthz (server_health.go)
+	Health       *serverHealth    // checks for /healthz (server_health.go)
+	Embedded     *embedded.Server // nil with --nats
 }
 
 // serverPart starts one part of the server; it runs until ctx is done and
@@ -133,6 +134,7 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 			return nil, fmt.Errorf("%w (another server on %s? pick another with --listen)", err, c.Listen)
 		}
 		rs.Embedded = srv
+		env.Embedded = srv
 		rs.stops = append(rs.stops, srv.Stop)
 		env.NATSURL = srv.URL()
 		nc, err = srv.Connect(append(copts, nats.Name("fleet-server"))...)

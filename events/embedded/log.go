@@ -12,7 +12,8 @@ import (
 // logger is the server's log routed to a *slog.Logger (server.Logger). It
 // also keeps the last warnings and errors, for health reports.
 type logger struct {
-	l *slog.Logger
+	l       *slog.Logger
+	problem func(msg string) // told every warning and error
 
 	mu     sync.Mutex
 	recent []Problem // newest last, at most maxRecent
@@ -44,6 +45,9 @@ func (g *logger) log(level slog.Level, format string, v ...any) {
 	name := "warn"
 	if level >= slog.LevelError {
 		name = "error"
+	}
+	if g.problem != nil {
+		g.problem(msg)
 	}
 	g.mu.Lock()
 	g.recent = append(g.recent, Problem{At: time.Now(), Level: name, Message: msg})
