@@ -125,6 +125,8 @@ type Service struct {
 	rebuildDone  atomic.Uint64
 	rebuildTotal atomic.Uint64
 
+	guard logGuard // halts the service on a log that went backwards (health.go)
+
 	lmu       sync.Mutex
 	listeners map[int]func(BatchInfo)
 	nextL     int
@@ -458,8 +460,18 @@ func (s *Service) Run(ctx context.Context, js jetstream.JetStream) error {
 	if s.syncEvery > 0 {
 		go s.syncer(ctx)
 	}
+	s.checkLog(ctx, st) // before the first event: never fold onto a log that went backwards
+	go s.watchLog(ctx, st)
 	for {
-		err := s.consume(ctx, js)
+		cctx, cancel, ok := s.consumeContext(ctx)
+		if !ok { // halted until a rebuild (see Health)
+			if ctx.Err() != nil {
+				return nil
+			}
+			continue
+		}
+		err := s.consume(cctx, js)
+		cancel()
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -1000,6 +1012,9 @@ func (s *Service) Rebuild(ctx context.Context, js jetstream.JetStream, progress 
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	target := s.m.applied
+	if s.Halted() {
+		target = nm.applied // the live models folded events the log no longer has: take the log as it is
+	}
 	if target > nm.applied {
 		s.rebuildTotal.Store(target)
 		var tail []item
@@ -1034,6 +1049,7 @@ func (s *Service) Rebuild(ctx context.Context, js jetstream.JetStream, progress 
 	old.db.Close()
 	s.syncMu.Unlock()
 	os.RemoveAll(old.dir)
+	s.liftHalt()
 	s.done(BatchInfo{Checkpoint: nm.checkpoint, Devices: nm.fleet.DeviceIDs()})
 	return nil
 }

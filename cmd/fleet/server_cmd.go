@@ -102,6 +102,8 @@ type ServerEnv struct {
 	HTTPAddr     string
 	NATSURL      string
 	HeartbeatTTL time.Duration
+	Health       *serverHealth    // checks for /healthz (server_health.go)
+	Embedded     *embedded.Server // nil with --nats
 }
 
 // serverPart starts one part of the server; it runs until ctx is done and
@@ -141,7 +143,7 @@ type RunningServer struct {
 // Start brings the server up and prints where to point agents and browsers.
 func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*RunningServer, error) {
 	rs := &RunningServer{}
-	env := &ServerEnv{DataDir: c.Data, HeartbeatTTL: c.HeartbeatTTL}
+	env := &ServerEnv{DataDir: c.Data, HeartbeatTTL: c.HeartbeatTTL, Health: &serverHealth{}}
 	if err := os.MkdirAll(c.Data, 0o755); err != nil {
 		return nil, fmt.Errorf("data directory %s: %w", c.Data, err)
 	}
@@ -178,6 +180,7 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 			return nil, fmt.Errorf("%w (another server on %s? pick another with --listen)", err, c.Listen)
 		}
 		rs.Embedded = srv
+		env.Embedded = srv
 		rs.stops = append(rs.stops, srv.Stop)
 		env.NATSURL = srv.URL()
 		nc, err = srv.Connect(append(copts, nats.Name("fleet-server"))...)
