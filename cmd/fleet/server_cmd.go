@@ -155,7 +155,7 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 		rs.Stop()
 		return nil, err
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	if _, err := jsstore.EnsureKeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket: events.HeartbeatBucket, Description: "fleet agent heartbeats (not history)",
 		TTL: c.HeartbeatTTL, Storage: jetstream.FileStorage, Replicas: replicas, History: 1,
 	}); err != nil {
