@@ -142,7 +142,9 @@ func (c *Cluster) config(nd *Node) string {
 			c.Opts.Name, nd.ClusterPort, strings.Join(routes, ", "))
 	}
 	if c.Opts.Leafnodes {
-		fmt.Fprintf(&b, "leafnodes {\n  listen: 127.0.0.1:%d\n}\n", nd.LPort)
+		// no_advertise: a leaf node behind a test's proxy must not learn
+		// the real address and reconnect around a cut
+		fmt.Fprintf(&b, "leafnodes {\n  listen: 127.0.0.1:%d\n  no_advertise: true\n}\n", nd.LPort)
 	}
 	return b.String()
 }
