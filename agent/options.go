@@ -40,6 +40,7 @@ type options struct {
 	now               func() time.Time
 	logger            *slog.Logger
 	onEvent           func([]events.Event)
+	onPublished       func(n int)
 }
 
 func defaultOptions() options {
@@ -132,3 +133,9 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // order, once they are committed to the outbox (before they reach the log).
 // It runs on the agent's loop: it must not block.
 func WithOnEvent(f func([]events.Event)) Option { return func(o *options) { o.onEvent = f } }
+
+// WithOnPublished sets a hook called with the number of events of every
+// outbox batch the log acknowledged, in drain order (the simulator uses it to
+// replay the same batch shapes against a bare client). It runs on the
+// drainer: it must not block.
+func WithOnPublished(f func(n int)) Option { return func(o *options) { o.onPublished = f } }
