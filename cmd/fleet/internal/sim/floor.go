@@ -3,6 +3,7 @@ package sim
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -71,6 +72,7 @@ func (s *sim) floor(ctx context.Context, ro *ReadyStats) (*Floor, error) {
 	manifest := bytes.Repeat([]byte("m"), manifestSize)
 	payload := bytes.Repeat([]byte("e"), eventSize)
 	sem := make(chan struct{}, 64)
+	batches := make(chan struct{}, maxInflightBatches)
 	start := time.Now()
 	err = parallel(len(s.devs), len(s.devs), func(i int) error {
 		js := pool[i%len(pool)]
@@ -96,7 +98,7 @@ func (s *sim) floor(ctx context.Context, ro *ReadyStats) (*Floor, error) {
 			if n == 1 {
 				_, err = js.PublishMsg(pctx, msgs[0])
 			} else {
-				_, err = jetstreamext.PublishMsgBatch(pctx, js, msgs)
+				err = publishBatch(pctx, js, msgs, batches)
 			}
 			if err != nil {
 				return fmt.Errorf("floor batch %d of %s: %w", b, dev, err)
@@ -141,3 +143,30 @@ func (s *sim) sampleSizes(ctx context.Context) (manifest, event int, err error) 
 	}
 	return manifest, total / n, nil
 }
+
+// maxInflightBatches keeps the floor under the server's limit of atomic
+// batches in flight on a stream (it refuses more with 429 "atomic publish
+// too many inflight").
+const maxInflightBatches = 40
+
+// publishBatch publishes an atomic batch, at most maxInflightBatches at a
+// time, and retries one the server refused as too many in flight.
+func publishBatch(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg, slots chan struct{}) error {
+	for {
+		slots <- struct{}{}
+		_, err := jetstreamext.PublishMsgBatch(ctx, js, msgs)
+		<-slots
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == errTooManyInflight {
+			if serr := sleep(ctx, 5*time.Millisecond); serr != nil {
+				return err
+			}
+			continue
+		}
+		return err
+	}
+}
+
+// errTooManyInflight is JetStream's error code for "atomic publish too many
+// inflight".
+const errTooManyInflight = 10210

@@ -12,11 +12,6 @@ import (
 	"github.com/fleet-dev/fleet/events"
 )
 
-// settle is how long the fleet is left alone after a generation converged
-// before a window is measured (the file reconciler refills its spares in
-// the background once writes pause).
-var settle = 5 * time.Second
-
 // manifest is generation gen of every device: K files whose content names
 // the generation, so that each generation changes every file.
 func (s *sim) manifest(dev string, gen int64) events.Manifest {
@@ -38,7 +33,7 @@ func (s *sim) run(ctx context.Context, rep *Report) error {
 	if err != nil {
 		return err
 	}
-	if err := sleep(ctx, settle); err != nil {
+	if err := sleep(ctx, s.cfg.Settle); err != nil {
 		return err
 	}
 	w, err := s.beginWindow(ctx)
@@ -229,9 +224,6 @@ func (s *sim) reconnect(ctx context.Context) (*ReconnectStats, error) {
 	return rs, nil
 }
 
-// tamperEvery is how often the drift scenario tampers with 1% of the devices.
-var tamperEvery = time.Minute
-
 // tamper overwrites device d's first file with other content.
 func tamper(d *device, gen int64, at time.Time) error {
 	p := filepath.Join(d.root, "etc", "sim", "f0.conf")
@@ -242,7 +234,7 @@ func tamper(d *device, gen int64, at time.Time) error {
 }
 
 // drift tampers with one file on 1% of the devices (at least one) every
-// tamperEvery, for the phase, and times each until the agent has put the
+// s.cfg.TamperEvery, for the phase, and times each until the agent has put the
 // file back (checked on disk).
 func (s *sim) drift(ctx context.Context) (*DriftStats, error) {
 	ds := &DriftStats{}
@@ -283,7 +275,7 @@ func (s *sim) drift(ctx context.Context) (*DriftStats, error) {
 			}()
 		}
 		s.log("drift round %d: %d devices tampered with", round+1, per)
-		wait := min(tamperEvery, time.Until(end))
+		wait := min(s.cfg.TamperEvery, time.Until(end))
 		if wait <= 0 {
 			break
 		}

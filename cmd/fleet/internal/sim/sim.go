@@ -77,6 +77,13 @@ type Config struct {
 	// AgentOptions are added after the simulator's own (tests shorten
 	// intervals; `fleet sim` passes none, so agents run with the defaults).
 	AgentOptions []agent.Option
+	// Settle is how long the fleet is left alone after a generation
+	// converged before a phase is measured (default 5s: the file
+	// reconciler refills its spares once writes pause).
+	Settle time.Duration
+	// TamperEvery is how often the drift scenario tampers with 1% of the
+	// devices (default a minute).
+	TamperEvery time.Duration
 	// Log gets progress lines (nil: none).
 	Log io.Writer
 }
@@ -131,6 +138,12 @@ func (s *sim) controlOptions() []nats.Option {
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Outage == 0 {
 		cfg.Outage = 5 * time.Second
+	}
+	if cfg.Settle == 0 {
+		cfg.Settle = 5 * time.Second
+	}
+	if cfg.TamperEvery == 0 {
+		cfg.TamperEvery = time.Minute
 	}
 	if err := cfg.check(); err != nil {
 		return nil, err
