@@ -10,11 +10,16 @@ import (
 
 // Defaults of the options.
 const (
-	DefaultDriftInterval     = time.Minute
-	DefaultConcurrency       = 16
-	DefaultBackoffBase       = time.Second
-	DefaultBackoffMax        = 5 * time.Minute
-	DefaultHeartbeatInterval = 10 * time.Second
+	DefaultDriftInterval = time.Minute
+	DefaultConcurrency   = 16
+	DefaultBackoffBase   = time.Second
+	DefaultBackoffMax    = 5 * time.Minute
+	// DefaultHeartbeatInterval: each heartbeat is a KV write (about 300
+	// bytes on the wire and, on a file-backed bucket with fsync before ack,
+	// a durable write); at 10 s that was 2.6 MB a device a day and 1,000
+	// writes a second for 10,000 devices (fleet sim, BENCHMARKS.md). The
+	// server's default heartbeat TTL (3 min) is three intervals.
+	DefaultHeartbeatInterval = time.Minute
 	DefaultAttemptTimeout    = 2 * time.Minute
 	DefaultShutdownGrace     = 10 * time.Second
 	// DefaultManifestPoll is the safety-net read of the manifest subject. New
