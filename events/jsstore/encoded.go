@@ -7,7 +7,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/fleet-dev/fleet/events"
 )
@@ -58,11 +57,14 @@ func (s *Store) AppendEncoded(ctx context.Context, evs []Encoded) error {
 				return fmt.Errorf("append batch of 1: %w", unavailable(err))
 			}
 		} else {
-			msgs := make([]*nats.Msg, n)
-			for i, e := range batch {
-				msgs[i] = e.msg()
+			build := func() []*nats.Msg {
+				msgs := make([]*nats.Msg, n)
+				for i, e := range batch {
+					msgs[i] = e.msg()
+				}
+				return msgs
 			}
-			if _, err := jetstreamext.PublishMsgBatch(ctx, s.js, msgs); err != nil {
+			if err := s.publishBatch(ctx, build); err != nil {
 				var apiErr *jetstream.APIError
 				if !errors.As(err, &apiErr) || apiErr.ErrorCode != errBatchHasDuplicate {
 					return fmt.Errorf("append batch of %d: %w", n, unavailable(err))

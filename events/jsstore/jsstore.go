@@ -14,7 +14,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/fleet-dev/fleet/events"
 )
@@ -160,11 +159,23 @@ func (s *Store) AppendBatch(ctx context.Context, evs []events.Event) error {
 			}
 			msgs = append(msgs, m)
 		}
+		sent := false
+		build := func() []*nats.Msg { // a retry gets fresh messages: the batch publisher set batch headers
+			if !sent {
+				sent = true
+				return msgs
+			}
+			out := make([]*nats.Msg, len(msgs))
+			for i, e := range evs[:n] {
+				out[i], _ = Msg(e)
+			}
+			return out
+		}
 		if len(msgs) == 1 {
 			if _, err := s.js.PublishMsg(ctx, msgs[0]); err != nil {
 				return fmt.Errorf("append batch of 1: %w", unavailable(err))
 			}
-		} else if _, err := jetstreamext.PublishMsgBatch(ctx, s.js, msgs); err != nil {
+		} else if err := s.publishBatch(ctx, build); err != nil {
 			var apiErr *jetstream.APIError
 			if !errors.As(err, &apiErr) || apiErr.ErrorCode != errBatchHasDuplicate {
 				return fmt.Errorf("append batch of %d: %w", len(msgs), unavailable(err))

@@ -43,6 +43,7 @@ func (s *sim) finish(ctx context.Context, rep *Report) error {
 		rep.Counts.AgentEvents += d.committed.Load()
 	}
 	rep.Counts.Manifests = s.applied
+	rep.AgentLog = s.agentLog.snapshot()
 
 	vctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()

@@ -46,6 +46,9 @@ type Report struct {
 
 	Verify Verify `json:"verify"`
 	Counts Counts `json:"counts"`
+
+	// AgentLog counts the agents' warnings and errors by message.
+	AgentLog []LogCount `json:"agentLog"`
 }
 
 // ReadyStats is desired → Ready for the fleet, from the read model: per
@@ -210,6 +213,17 @@ func (r *Report) Print(w io.Writer) {
 	if x := r.Drift; x != nil {
 		fmt.Fprintf(w, "  drift:            %d rounds, %d files tampered, %d corrected, %d DriftDetected; tamper->corrected p50 %.0f ms, p99 %.0f ms\n",
 			x.Rounds, x.Tampered, x.Corrected, x.Detected, x.P50, x.P99)
+	}
+	for i, l := range r.AgentLog {
+		if i == 0 {
+			fmt.Fprintf(w, "  agent log:        ")
+		} else {
+			fmt.Fprintf(w, "                    ")
+		}
+		fmt.Fprintf(w, "%d x %s\n", l.Count, l.Message)
+		if i == 4 {
+			break
+		}
 	}
 	fmt.Fprintf(w, "  verify:           %s\n", r.Verify.Summary)
 	fmt.Fprintf(w, "  counts:           agents %d = log %d, manifests %d = log %d, %d devices differ, %d undrained: equal %v\n",

@@ -113,19 +113,20 @@ func (c *Config) check() error {
 
 // sim is a running simulation.
 type sim struct {
-	cfg     Config
-	log     func(format string, args ...any)
-	dir     string
-	srv     *child // nil with an existing server
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	st      *jsstore.Store
-	model   readModel
-	devs    []*device
-	applied int64 // manifests the simulator appended
-	clock   *events.Clock
-	gen     int64 // generation in force on every device
-	copts   []nats.Option
+	cfg      Config
+	log      func(format string, args ...any)
+	dir      string
+	srv      *child // nil with an existing server
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	st       *jsstore.Store
+	model    readModel
+	devs     []*device
+	applied  int64 // manifests the simulator appended
+	clock    *events.Clock
+	gen      int64 // generation in force on every device
+	copts    []nats.Option
+	agentLog *logCounter
 }
 
 // controlOptions are the options of the simulator's own connections.
@@ -148,7 +149,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
-	s := &sim{cfg: cfg, log: func(string, ...any) {}}
+	s := &sim{cfg: cfg, log: func(string, ...any) {}, agentLog: newLogCounter()}
 	if cfg.Log != nil {
 		s.log = func(f string, a ...any) { fmt.Fprintf(cfg.Log, "fleet sim: "+f+"\n", a...) }
 	}
@@ -240,7 +241,7 @@ func (s *sim) setup(ctx context.Context) error {
 			return err
 		}
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	logger := slog.New(s.agentLog)
 	s.devs = make([]*device, s.cfg.Devices)
 	for i := range s.devs {
 		id := deviceID(i)
