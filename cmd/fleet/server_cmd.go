@@ -33,7 +33,7 @@ type ServerCmd struct {
 	HTTP         string        `name:"http" default:"127.0.0.1:8080" placeholder:"ADDR" help:"Address of the HTTP API and dashboard; empty to turn it off."`
 	RelaxedSync  bool          `help:"Acknowledge writes before fsync (faster, may lose the last acknowledged events on power loss)."`
 	Replicas     int           `default:"1" help:"Stream replicas when using an existing cluster (--nats)."`
-	HeartbeatTTL time.Duration `default:"30s" help:"How long a device's heartbeat counts before it is Stale."`
+	HeartbeatTTL time.Duration `default:"3m" help:"How long a device's heartbeat counts before it is Stale (agents write one a minute by default)."`
 	Auth         bool          `help:"Require credentials: per-device least privilege ('fleet device add'); keys under DIR/auth."`
 	Output
 
