@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/alecthomas/kong"
+	kongcompletion "github.com/jotaen/kong-completion"
 
 	"github.com/fleet-dev/fleet/events"
 )
@@ -103,6 +104,8 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "fleet:", err)
 		return exitFailure
 	}
+	// A shell asking for completions (COMP_LINE set) is answered here.
+	kongcompletion.Register(parser)
 	kctx, err := parser.Parse(args)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fleet:", err)
