@@ -33,7 +33,7 @@ func TestShellCompletion(t *testing.T) {
 		out, err := exec.Command(bin, "completion", shell, "-c").Output()
 		is.NoErr(err)
 		is.True(strings.Contains(string(out), want)) // the shell's own wiring
-		is.True(strings.Contains(string(out), bin))   // calls this binary back
+		is.True(strings.Contains(string(out), bin))  // calls this binary back
 	}
 }
 
