@@ -22,6 +22,8 @@ import (
 	"github.com/matryer/is"
 
 	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/events/auth"
+	"github.com/fleet-dev/fleet/events/eventstest"
 )
 
 // selfSigned writes a self-signed certificate for 127.0.0.1 and localhost
@@ -184,5 +186,28 @@ func TestAuthServerRequiresATokenOnHTTPAndServesTLS(t *testing.T) {
 		// without the CA the server's certificate is not trusted
 		_, err = (&Globals{NATS: rs.Env.NATSURL, Creds: creds}).Connect("no-ca")
 		is.True(err != nil)
+
+		// an agent with its device's own credentials converges over TLS
+		a, err := auth.Open(filepath.Join(data, "auth"))
+		is.NoErr(err)
+		devCreds, _, err := a.AddDevice("pi-01")
+		is.NoErr(err)
+		devPath := filepath.Join(t.TempDir(), "pi-01.creds")
+		is.NoErr(os.WriteFile(devPath, devCreds, 0o600))
+		root := t.TempDir()
+		agent := &AgentCmd{}
+		agent.Device, agent.Root, agent.State = "pi-01", root, filepath.Join(t.TempDir(), "state")
+		agent.DriftInterval, agent.Concurrency, agent.Format = time.Minute, 4, "json"
+		actx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() {
+			done <- agent.Run(actx, &Globals{NATS: rs.Env.NATSURL, Creds: devPath, TLSCA: cert})
+		}()
+		eventstest.WaitFor(t, 15*time.Second, "motd written by the agent over TLS", func() bool {
+			b, err := os.ReadFile(filepath.Join(root, "etc", "motd"))
+			return err == nil && string(b) == "hi\n"
+		})
+		stop()
+		is.NoErr(<-done)
 	})
 }
