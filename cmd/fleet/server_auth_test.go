@@ -209,5 +209,12 @@ func TestAuthServerRequiresATokenOnHTTPAndServesTLS(t *testing.T) {
 		})
 		stop()
 		is.NoErr(<-done)
+
+		// and its revocation reaches the server over TLS
+		out, code = replayCLI(t, "device", "revoke", "pi-01", "--data", data, "--nats", rs.Env.NATSURL, "--tls-ca", cert, "-o", "json")
+		is.Equal(code, 0)
+		if !strings.Contains(out, `"serverTold": true`) {
+			t.Fatalf("revoke over TLS: %s", out)
+		}
 	})
 }
