@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -217,4 +218,30 @@ func TestAuthServerRequiresATokenOnHTTPAndServesTLS(t *testing.T) {
 			t.Fatalf("revoke over TLS: %s", out)
 		}
 	})
+}
+
+// TestServerTLSFlagsAreCheckedBeforeAnythingStarts: a certificate without
+// its key (or one that does not load) is bad usage, exit 2, naming the flags.
+func TestServerTLSFlagsAreCheckedBeforeAnythingStarts(t *testing.T) {
+	cert, key := selfSigned(t, t.TempDir())
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--tls-cert", cert}, "--tls-cert and --tls-key go together"},
+		{[]string{"--http-tls-key", key}, "--http-tls-cert and --http-tls-key go together"},
+		{[]string{"--tls-cert", key, "--tls-key", cert}, "--tls-cert " + key + ", --tls-key " + cert},
+	} {
+		t.Run(c.want, func(t *testing.T) {
+			is := is.New(t)
+			cmd, _, stderr := fleetChild(t, nil, append([]string{"server", "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--http", "127.0.0.1:0"}, c.args...)...)
+			stop := time.AfterFunc(20*time.Second, func() { _ = cmd.Process.Kill() })
+			defer stop.Stop()
+			err := cmd.Wait()
+			var ee *exec.ExitError
+			is.True(errorsAs(err, &ee))
+			is.Equal(ee.ExitCode(), 2)
+			is.True(strings.Contains(stderr.String(), c.want)) // names the flags
+		})
+	}
 }

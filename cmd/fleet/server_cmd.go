@@ -89,7 +89,13 @@ Examples:
   fleet server                                  # embedded, data in ./fleet-data
   fleet server --data /var/lib/fleet --listen 0.0.0.0:4222 --http :8080
   fleet server --nats nats://nats-1:4222 --replicas 3
-  fleet server --auth                           # credentials required; see 'fleet device --help'`
+  fleet server --auth                           # credentials required; see 'fleet device --help'
+  fleet server --auth --tls-cert cert.pem --tls-key key.pem \
+    --http-tls-cert cert.pem --http-tls-key key.pem   # NATS and HTTPS over TLS; clients: --tls-ca
+
+With --auth the HTTP API and dashboard require the token in DATA/auth/http.token
+(Authorization: Bearer TOKEN, or open /?token=TOKEN once in a browser);
+/healthz and /metrics stay open.`
 }
 
 // ServerEnv is what a running server gives the parts that run inside it
