@@ -234,7 +234,8 @@ func TestServerTLSFlagsAreCheckedBeforeAnythingStarts(t *testing.T) {
 	} {
 		t.Run(c.want, func(t *testing.T) {
 			is := is.New(t)
-			cmd, _, stderr := fleetChild(t, nil, append([]string{"server", "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--http", "127.0.0.1:0"}, c.args...)...)
+			data := filepath.Join(t.TempDir(), "data")
+			cmd, _, stderr := fleetChild(t, nil, append([]string{"server", "--listen", "127.0.0.1:0", "--data", data, "--http", "127.0.0.1:0"}, c.args...)...)
 			stop := time.AfterFunc(20*time.Second, func() { _ = cmd.Process.Kill() })
 			defer stop.Stop()
 			err := cmd.Wait()
@@ -242,6 +243,8 @@ func TestServerTLSFlagsAreCheckedBeforeAnythingStarts(t *testing.T) {
 			is.True(errorsAs(err, &ee))
 			is.Equal(ee.ExitCode(), 2)
 			is.True(strings.Contains(stderr.String(), c.want)) // names the flags
+			_, err = os.Stat(data)
+			is.True(os.IsNotExist(err)) // nothing left behind
 		})
 	}
 }

@@ -149,12 +149,7 @@ type RunningServer struct {
 func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*RunningServer, error) {
 	rs := &RunningServer{}
 	env := &ServerEnv{DataDir: c.Data, HeartbeatTTL: c.HeartbeatTTL}
-	if err := os.MkdirAll(c.Data, 0o755); err != nil {
-		return nil, fmt.Errorf("data directory %s: %w", c.Data, err)
-	}
-	var nc *nats.Conn
-	var err error
-	var authDir string
+	// flags first: a refused command leaves nothing behind
 	extURL, err := c.external(g)
 	if err != nil {
 		return nil, err
@@ -169,6 +164,14 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 	if err != nil {
 		return nil, err
 	}
+	if _, err := loadPair("--tls-cert", c.TLSCert, "--tls-key", c.TLSKey); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(c.Data, 0o755); err != nil {
+		return nil, fmt.Errorf("data directory %s: %w", c.Data, err)
+	}
+	var nc *nats.Conn
+	var authDir string
 	natsTLS := false
 	if extURL != "" {
 		nc, err = g.Connect("fleet-server")
