@@ -45,7 +45,7 @@ var payloadTypes = map[string]payloadSpec{
 // Types lists every event type.
 func Types() []string {
 	return []string{TypeManifestApplied, TypeReconcileAttempted, TypeStatusChanged, TypeDriftDetected,
-		TypeDeviceRegistered, TypeDeviceDeregistered, TypeManifestRejected, TypeClockSkewDetected}
+		TypeDeviceRegistered, TypeDeviceDeregistered, TypeManifestRejected, TypeClockSkewDetected, TypeDeviceLabeled}
 }
 
 // Payload decodes Data as the payload of e.Type. The result is a pointer to

@@ -15,8 +15,8 @@ const (
 )
 
 // WrittenByItsWriter reports whether e's actor is one that may write e:
-// on a device's manifest subject (ManifestApplied) the control plane, an
-// actor user:NAME; on every other subject of device X (lifecycle, attempt,
+// on a device's manifest subject (ManifestApplied) and labels subject
+// (DeviceLabeled) the control plane, an actor user:NAME; on every other subject of device X (lifecycle, attempt,
 // status, drift: events only the agent writes, DeviceRegistered,
 // DeviceDeregistered and ManifestRejected included) exactly agent:X.
 // Device credentials can publish only on their own device's agent subjects,
@@ -28,7 +28,7 @@ const (
 // Cheap enough for every fold: string comparisons, no allocation.
 func WrittenByItsWriter(e Event) bool {
 	a := e.Actor
-	if e.Type == TypeManifestApplied {
+	if e.Type == TypeManifestApplied || e.Type == TypeDeviceLabeled {
 		return len(a) > len(actorUser) && a[:len(actorUser)] == actorUser
 	}
 	return len(a) == len(actorAgent)+len(e.Device) && a[:len(actorAgent)] == actorAgent && a[len(actorAgent):] == e.Device
@@ -61,7 +61,7 @@ func CheckWriter(s Stored) error {
 		return nil
 	}
 	want := actorAgent + s.Device
-	if s.Type == TypeManifestApplied {
+	if s.Type == TypeManifestApplied || s.Type == TypeDeviceLabeled {
 		want = "the control plane (user:NAME)"
 	}
 	subj := s.Subject

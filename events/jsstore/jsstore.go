@@ -286,6 +286,8 @@ func onSubject(e events.Event, subject string) bool {
 		kind, perResource = events.KindManifest, false
 	case events.TypeDeviceRegistered, events.TypeDeviceDeregistered, events.TypeManifestRejected, events.TypeClockSkewDetected:
 		kind, perResource = events.KindLifecycle, false
+	case events.TypeDeviceLabeled:
+		kind, perResource = events.KindLabels, false
 	case events.TypeReconcileAttempted:
 		kind = events.KindAttempt
 	case events.TypeStatusChanged:
