@@ -80,5 +80,5 @@ func (DeviceLabeled) EventType() string  { return TypeDeviceLabeled }
 func (DeviceLabeled) SchemaVersion() int { return 1 }
 
 func init() {
-	payloadTypes[TypeDeviceLabeled] = payloadSpec{1, false, func() Payload { return new(DeviceLabeled) }}
+	payloadTypes[TypeDeviceLabeled] = payloadSpec{1, false, false, func() Payload { return new(DeviceLabeled) }}
 }

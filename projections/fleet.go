@@ -253,6 +253,9 @@ func NewFleet() *Fleet { return &Fleet{devices: map[string]*deviceState{}} }
 // recorded in Skipped and changes nothing, and so does a forged one (an
 // actor that may not write it, events.CheckWriter), counted in Forged.
 func (f *Fleet) Apply(e events.Stored) {
+	if e.Device == "" && events.IsRolloutDecision(e.Type) {
+		return // a rollout's decision: no device's state (the rollout's own read model folds it)
+	}
 	if events.CheckID("device", e.Device) != nil {
 		f.skip(e.Seq, "device id: must be "+events.IDRule)
 		return

@@ -288,6 +288,8 @@ func onSubject(e events.Event, subject string) bool {
 		kind, perResource = events.KindLifecycle, false
 	case events.TypeDeviceLabeled:
 		kind, perResource = events.KindLabels, false
+	case events.TypeDeviceTargeted:
+		kind = events.KindRollout
 	case events.TypeReconcileAttempted:
 		kind = events.KindAttempt
 	case events.TypeStatusChanged:
@@ -295,6 +297,9 @@ func onSubject(e events.Event, subject string) bool {
 	case events.TypeDriftDetected:
 		kind = events.KindDrift
 	default:
+		if events.IsRolloutDecision(e.Type) {
+			return e.Device == "" && subject == events.RolloutSubject(e.Resource)
+		}
 		return false
 	}
 	rest, ok := strings.CutPrefix(subject, events.Prefix+".")

@@ -291,6 +291,9 @@ func (x *Index) Apply(msgs []Msg) error {
 				return err
 			}
 		}
+		if s.Device == "" { // a rollout's decision (events.IsRolloutDecision): no device's state
+			continue
+		}
 		d := x.device(s.Device)
 		pos := len(d.at)
 		rec := encodeRecord(s, raw)
