@@ -1,0 +1,277 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/matryer/is"
+	"github.com/nats-io/nats.go"
+
+	"github.com/fleet-dev/fleet/agent"
+	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/projections"
+	"github.com/fleet-dev/fleet/projections/api"
+	"github.com/fleet-dev/fleet/projections/rollouts"
+	"github.com/fleet-dev/fleet/replay"
+	"github.com/fleet-dev/fleet/rollout"
+)
+
+// rolloutFleet is a server and n real agents labelled site=lab, every one
+// Ready on generation 1 (a file under /srv), the manifest a rollback brings back.
+type rolloutFleet struct {
+	t     *testing.T
+	rs    *RunningServer
+	dir   string
+	ids   []string
+	base  events.Manifest
+	cl    *api.Client
+	natsF string
+}
+
+func file(id, path string) events.Resource {
+	return events.Resource{ID: id, Kind: events.KindFile, File: &events.FileSpec{Path: path, Content: id + "\n", Mode: "0644"}}
+}
+
+func startRolloutFleet(t *testing.T, n int) *rolloutFleet {
+	t.Helper()
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	rs, err := (&ServerCmd{Data: filepath.Join(dir, "server"), Listen: "127.0.0.1:0", HTTP: "",
+		RelaxedSync: true, Replicas: 1, HeartbeatTTL: 10 * time.Second}).Start(ctx, &Globals{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rs.Stop)
+	nc, err := nats.Connect(rs.Env.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	f := &rolloutFleet{t: t, rs: rs, dir: dir, cl: api.NewClient(nc), natsF: "--nats=" + rs.Env.NATSURL,
+		base: events.Manifest{Resources: []events.Resource{file("base", "/srv/base")}}}
+	clock, _ := events.NewClock(events.ClockState{}, nil)
+	for i := range n {
+		id := fmt.Sprintf("pi-%03d", i)
+		f.ids = append(f.ids, id)
+		root := filepath.Join(dir, id, "root")
+		if err := os.MkdirAll(root, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		anc, err := nats.Connect(rs.Env.NATSURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := agent.Start(ctx, anc, id, agent.WithRoot(root), agent.WithStateDir(filepath.Join(dir, id, "state")),
+			agent.WithLabels(map[string]string{"site": "lab"}), agent.WithManifestPoll(time.Second),
+			agent.WithHeartbeatInterval(time.Second), agent.WithShutdownGrace(time.Second),
+			agent.WithBackoff(time.Second, 4*time.Second), agent.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = h.Stop(); anc.Close() })
+		if _, err := events.Apply(ctx, rs.Env.Store, clock, id, f.base, "user:ops", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range f.ids {
+		f.waitDevice(id, func(d projections.Device) bool { return d.ObservedGeneration >= 1 && ready(d) && len(d.Labels) > 0 })
+	}
+	return f
+}
+
+func ready(d projections.Device) bool {
+	c, _ := d.Condition(projections.CondReady)
+	return c.Status == projections.True
+}
+
+func (f *rolloutFleet) waitDevice(id string, ok func(projections.Device) bool) projections.Device {
+	f.t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		d, err := f.cl.Device(context.Background(), id)
+		if err == nil && ok(d) {
+			return d
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("device %s: not as expected within 90s: %+v %v", id, d, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// breakFile makes /etc unwritable on a device: a file where the directory
+// should be, so a file resource under /etc fails there (a real failure of
+// the real reconciler).
+func (f *rolloutFleet) breakFile(id string) {
+	if err := os.WriteFile(filepath.Join(f.dir, id, "root", "etc"), []byte("not a directory"), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// start starts rollout id of a manifest writing /etc/motd with the CLI.
+func (f *rolloutFleet) start(id string, extra ...string) {
+	f.t.Helper()
+	m := filepath.Join(f.dir, id+".yaml")
+	if err := os.WriteFile(m, []byte("resources:\n  - id: motd\n    file: {path: /etc/motd, content: \"new\\n\", mode: \"0644\"}\n"), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+	args := append([]string{"rollout", "start", "--id", id, "-f", m, "--selector", "site=lab", "--waves", "5%,25%,100%",
+		"--max-failures", "2", "--wave-deadline", "3m"}, extra...)
+	if out, code := replayCLI(f.t, append(args, f.natsF)...); code != 0 {
+		f.t.Fatalf("rollout start: exit %d: %s", code, out)
+	}
+}
+
+// controller runs one controller until the returned stop is called.
+func (f *rolloutFleet) controller() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	nc, err := nats.Connect(f.rs.Env.NATSURL)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	ctl, err := rollouts.NewController(f.rs.Env.Store, api.NewClient(nc), "user:rollout-controller")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); ctl.Run(ctx, 100*time.Millisecond, nil) }()
+	return func() { cancel(); wg.Wait(); nc.Close() }
+}
+
+func (f *rolloutFleet) waitRollout(id string, ok func(*rollout.Rollout) bool) *rollout.Rollout {
+	f.t.Helper()
+	deadline := time.Now().Add(120 * time.Second)
+	for {
+		r, err := rollouts.Load(context.Background(), f.rs.Env.Store, id)
+		if err == nil && ok(r) {
+			return r
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("rollout %s: not as expected within 120s: %+v %v", id, r, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// decisions counts the events of a rollout by type, and checks the log.
+func (f *rolloutFleet) decisions(id string) map[string]int {
+	f.t.Helper()
+	ctx := context.Background()
+	out := map[string]int{}
+	for s, err := range f.rs.Env.Store.Read(ctx, events.Filter{SubjectFilters: []string{events.RolloutSubject(id), events.TargetedSubject("*", id)}}) {
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		out[s.Type]++
+	}
+	rep, err := replay.Verify(f.rs.Env.Store.Read(ctx, events.Filter{}), true)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if !rep.OK() {
+		f.t.Fatalf("replay --verify: %v", rep.Violations)
+	}
+	return out
+}
+
+// TestRolloutPausesOnSpentBudgetAndNoDeviceOutsideTheFirstWave: 41 real
+// agents, waves 5%,25%,100% (3, 8, 30 devices), a budget of 2 failures,
+// the 3 devices of the first wave made to fail: the rollout pauses, and no
+// device outside the first wave ever gets a new generation. Two
+// controllers run at once from the start, and one of them is killed
+// (its goroutine stopped) mid-wave and a third started from the log: every
+// decision is on the log exactly once, each device targeted once, and
+// replaying the log (replay --verify, which recomputes every wave's
+// membership) finds it clean.
+func TestRolloutPausesOnSpentBudgetAndNoDeviceOutsideTheFirstWave(t *testing.T) {
+	if testing.Short() {
+		t.Skip("41 agents: not in -short")
+	}
+	is := is.New(t)
+	f := startRolloutFleet(t, 41)
+	plan := rollout.Plan("R1", f.ids, []string{"5%", "25%", "100%"})
+	is.Equal([]int{len(plan[0]), len(plan[1]), len(plan[2])}, []int{3, 8, 30})
+	for _, id := range plan[0] {
+		f.breakFile(id)
+	}
+	f.start("R1")
+	a, b := f.controller(), f.controller()
+	f.waitRollout("R1", func(r *rollout.Rollout) bool { return len(r.Targeted) > 0 })
+	a() // killed mid-wave
+	c := f.controller()
+	r := f.waitRollout("R1", func(r *rollout.Rollout) bool { return r.State == rollout.Paused })
+	b()
+	c()
+	is.Equal(len(r.Failed), 3)
+	is.True(r.Current == 0 && !r.Passed[0])
+	is.Equal(f.decisions("R1"), map[string]int{events.TypeRolloutStarted: 1, events.TypeWaveStarted: 1, events.TypeDeviceTargeted: 3,
+		events.TypeWaveFailed: 1, events.TypeRolloutPaused: 1})
+	for _, id := range f.ids {
+		lm, err := f.rs.Env.Store.LastManifest(context.Background(), id)
+		is.NoErr(err)
+		if slices.Contains(plan[0], id) {
+			is.Equal(lm.Generation, int64(2))
+		} else {
+			is.Equal(lm.Generation, int64(1)) // outside the first wave: never the new generation
+		}
+	}
+	out, code := replayCLI(t, "rollout", "status", "R1", f.natsF)
+	is.Equal(code, 0)
+	t.Log(out)
+}
+
+// TestRolloutRollsBackEveryDeviceItChanged: 100 real agents, waves
+// 5%,25%,100% (5, 20, 75), a budget of 2, 3 of the first wave made to
+// fail, --on-failure rollback: every device the rollout changed gets a new
+// generation (3) carrying the manifest it had before; the two that had
+// applied the new generation are Ready on it again; nothing outside the
+// first wave was touched; the log says why.
+func TestRolloutRollsBackEveryDeviceItChanged(t *testing.T) {
+	if testing.Short() {
+		t.Skip("100 agents: not in -short")
+	}
+	is := is.New(t)
+	f := startRolloutFleet(t, 100)
+	plan := rollout.Plan("R2", f.ids, []string{"5%", "25%", "100%"})
+	is.Equal(len(plan[0]), 5)
+	broken := plan[0][:3]
+	for _, id := range broken {
+		f.breakFile(id)
+	}
+	f.start("R2", "--on-failure", "rollback")
+	stop := f.controller()
+	r := f.waitRollout("R2", func(r *rollout.Rollout) bool { return r.State == rollout.RolledBack })
+	stop()
+	is.True(strings.Contains(r.Reason, "3 devices failed in wave 0"))
+	for _, id := range plan[0] {
+		lm, err := f.rs.Env.Store.LastManifest(context.Background(), id)
+		is.NoErr(err)
+		is.Equal(lm.Generation, int64(3))
+		p, _ := lm.Payload()
+		is.Equal(p.(*events.ManifestApplied).Digest, f.base.Digest()) // the manifest it had before
+		if slices.Contains(broken, id) {
+			continue // its removal of /etc/motd fails while /etc is a file (the agent's, see the report)
+		}
+		f.waitDevice(id, func(d projections.Device) bool { return d.ObservedGeneration >= 3 && ready(d) })
+	}
+	for _, id := range f.ids {
+		if !slices.Contains(plan[0], id) {
+			lm, err := f.rs.Env.Store.LastManifest(context.Background(), id)
+			is.NoErr(err)
+			is.Equal(lm.Generation, int64(1))
+		}
+	}
+	is.Equal(f.decisions("R2"), map[string]int{events.TypeRolloutStarted: 1, events.TypeWaveStarted: 1, events.TypeDeviceTargeted: 5,
+		events.TypeWaveFailed: 1, events.TypeRolloutRolledBack: 1})
+}
