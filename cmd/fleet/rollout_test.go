@@ -41,12 +41,14 @@ func file(id, path string) events.Resource {
 	return events.Resource{ID: id, Kind: events.KindFile, File: &events.FileSpec{Path: path, Content: id + "\n", Mode: "0644"}}
 }
 
-func startRolloutFleet(t *testing.T, n int) *rolloutFleet {
+// startRolloutFleet starts the fleet; serverCtl runs the server's own
+// rollout controller (else the test runs its controllers).
+func startRolloutFleet(t *testing.T, n int, serverCtl bool) *rolloutFleet {
 	t.Helper()
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	rs, err := (&ServerCmd{Data: filepath.Join(dir, "server"), Listen: "127.0.0.1:0", HTTP: "",
+	rs, err := (&ServerCmd{Data: filepath.Join(dir, "server"), Listen: "127.0.0.1:0", HTTP: "", NoRolloutController: !serverCtl,
 		RelaxedSync: true, Replicas: 1, HeartbeatTTL: 10 * time.Second}).Start(ctx, &Globals{}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -199,7 +201,7 @@ func TestRolloutPausesOnSpentBudgetAndNoDeviceOutsideTheFirstWave(t *testing.T) 
 		t.Skip("41 agents: not in -short")
 	}
 	is := is.New(t)
-	f := startRolloutFleet(t, 41)
+	f := startRolloutFleet(t, 41, false)
 	plan := rollout.Plan("R1", f.ids, []string{"5%", "25%", "100%"})
 	is.Equal([]int{len(plan[0]), len(plan[1]), len(plan[2])}, []int{3, 8, 30})
 	for _, id := range plan[0] {
@@ -242,7 +244,7 @@ func TestRolloutRollsBackEveryDeviceItChanged(t *testing.T) {
 		t.Skip("100 agents: not in -short")
 	}
 	is := is.New(t)
-	f := startRolloutFleet(t, 100)
+	f := startRolloutFleet(t, 100, false)
 	plan := rollout.Plan("R2", f.ids, []string{"5%", "25%", "100%"})
 	is.Equal(len(plan[0]), 5)
 	broken := plan[0][:3]
@@ -274,4 +276,75 @@ func TestRolloutRollsBackEveryDeviceItChanged(t *testing.T) {
 	}
 	is.Equal(f.decisions("R2"), map[string]int{events.TypeRolloutStarted: 1, events.TypeWaveStarted: 1, events.TypeDeviceTargeted: 5,
 		events.TypeWaveFailed: 1, events.TypeRolloutRolledBack: 1})
+}
+
+// TestRolloutSucceedsInWaveOrderDrivenByTheServer: the controller inside
+// 'fleet server' drives a rollout to every matching device (and none
+// other), wave after wave: every device of a wave is targeted before any
+// of the next. With a soak of an hour, each wave waits until an operator
+// promotes it ('fleet rollout promote'); pause holds it, resume goes on.
+func TestRolloutSucceedsInWaveOrderDrivenByTheServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real agents: not in -short")
+	}
+	is := is.New(t)
+	f := startRolloutFleet(t, 12, true)
+	_, code := replayCLI(t, "label", "pi-011", "site=elsewhere", f.natsF)
+	is.Equal(code, 0)
+	f.waitDevice("pi-011", func(d projections.Device) bool { return d.Labels["site"] == "elsewhere" })
+	f.start("R3", "--waves", "1,50%,100%", "--soak", "1h")
+	ids := f.ids[:11]
+	plan := rollout.Plan("R3", ids, []string{"1", "50%", "100%"})
+	for w := range plan {
+		r := f.waitRollout("R3", func(r *rollout.Rollout) bool {
+			if r.Current != w {
+				return false
+			}
+			for _, d := range plan[w] {
+				if r.Targeted[d] == nil {
+					return false
+				}
+			}
+			return true
+		})
+		is.True(!r.Passed[w]) // the soak holds it
+		for _, d := range plan[w] {
+			f.waitDevice(d, func(d projections.Device) bool { return d.ObservedGeneration >= 2 && ready(d) })
+		}
+		if w == 1 {
+			_, code = replayCLI(t, "rollout", "pause", "R3", "--reason", "lunch", f.natsF)
+			is.Equal(code, 0)
+			_, code = replayCLI(t, "rollout", "promote", "R3", f.natsF) // promote works on a paused rollout too
+			is.Equal(code, 0)
+			time.Sleep(300 * time.Millisecond)
+			r = f.waitRollout("R3", func(r *rollout.Rollout) bool { return r.State == rollout.Paused })
+			is.Equal(r.Current, 1) // paused: no next wave
+			_, code = replayCLI(t, "rollout", "resume", "R3", f.natsF)
+			is.Equal(code, 0)
+			continue
+		}
+		out, code := replayCLI(t, "rollout", "promote", "R3", "-o", "json", f.natsF)
+		is.Equal(code, 0)
+		is.True(strings.Contains(out, events.TypeWavePassed))
+	}
+	r := f.waitRollout("R3", func(r *rollout.Rollout) bool { return r.State == rollout.Succeeded })
+	is.Equal(len(r.Targeted), 11)
+	lm, err := f.rs.Env.Store.LastManifest(context.Background(), "pi-011")
+	is.NoErr(err)
+	is.Equal(lm.Generation, int64(1)) // not selected: untouched
+	// wave order on the log
+	last := -1
+	for s, err := range f.rs.Env.Store.Read(context.Background(), events.Filter{SubjectFilters: []string{events.TargetedSubject("*", "R3")}}) {
+		is.NoErr(err)
+		p, _ := s.Payload()
+		w := p.(*events.DeviceTargeted).Wave
+		is.True(w >= last)
+		last = w
+	}
+	is.Equal(f.decisions("R3")[events.TypeWavePassed], 3)
+	out, code := replayCLI(t, "rollout", "list", "-o", "json", f.natsF)
+	is.Equal(code, 0)
+	is.True(strings.Contains(out, `"state": "Succeeded"`))
+	_, code = replayCLI(t, "rollout", "abort", "R3", f.natsF) // ended: refused, naming the rule
+	is.Equal(code, 2)
 }

@@ -35,6 +35,8 @@ type ServerCmd struct {
 	Replicas     int           `default:"1" help:"Stream replicas when using an existing cluster (--nats)."`
 	HeartbeatTTL time.Duration `default:"3m" help:"How long a device's heartbeat counts before it is Stale (agents write one a minute by default)."`
 	Auth         bool          `help:"Require credentials: per-device least privilege on NATS ('fleet device add'), a bearer token on the HTTP API and dashboard; keys and token under DIR/auth."`
+	// NoRolloutController: see server_rollouts.go
+	NoRolloutController bool `help:"Do not run the rollout controller in this server (run 'fleet rollout controller' elsewhere; any number may run)."`
 	ServerTLS
 	Output
 
@@ -111,6 +113,7 @@ type ServerEnv struct {
 	HeartbeatTTL time.Duration
 	Health       *serverHealth    // checks for /healthz (server_health.go)
 	Embedded     *embedded.Server // nil with --nats
+	NoRollouts   bool             // --no-rollout-controller
 }
 
 // serverPart starts one part of the server; it runs until ctx is done and
@@ -150,7 +153,7 @@ type RunningServer struct {
 // Start brings the server up and prints where to point agents and browsers.
 func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*RunningServer, error) {
 	rs := &RunningServer{}
-	env := &ServerEnv{DataDir: c.Data, HeartbeatTTL: c.HeartbeatTTL, Health: &serverHealth{}}
+	env := &ServerEnv{DataDir: c.Data, HeartbeatTTL: c.HeartbeatTTL, Health: &serverHealth{}, NoRollouts: c.NoRolloutController}
 	// flags first: a refused command leaves nothing behind
 	extURL, err := c.external(g)
 	if err != nil {
