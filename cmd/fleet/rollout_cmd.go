@@ -360,7 +360,7 @@ func (c *RolloutControllerCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer nc.Close()
-	ctl, err := rollouts.NewController(st, api.NewClient(nc), "user:rollout-controller")
+	ctl, err := rollouts.NewController(st, rollouts.DevicesOf{Client: api.NewClient(nc)}, "user:rollout-controller")
 	if err != nil {
 		return err
 	}

@@ -141,7 +141,7 @@ func (f *rolloutFleet) controller() (stop func()) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	ctl, err := rollouts.NewController(f.rs.Env.Store, api.NewClient(nc), "user:rollout-controller")
+	ctl, err := rollouts.NewController(f.rs.Env.Store, rollouts.DevicesOf{Client: api.NewClient(nc)}, "user:rollout-controller")
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -282,7 +282,8 @@ func TestRolloutRollsBackEveryDeviceItChanged(t *testing.T) {
 // 'fleet server' drives a rollout to every matching device (and none
 // other), wave after wave: every device of a wave is targeted before any
 // of the next. With a soak of an hour, each wave waits until an operator
-// promotes it ('fleet rollout promote'); pause holds it, resume goes on.
+// promotes it ('fleet rollout promote'); pause holds it, resume goes on;
+// a device labelled to match during the rollout joins the wave in progress.
 func TestRolloutSucceedsInWaveOrderDrivenByTheServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real agents: not in -short")
@@ -319,6 +320,10 @@ func TestRolloutSucceedsInWaveOrderDrivenByTheServer(t *testing.T) {
 			time.Sleep(300 * time.Millisecond)
 			r = f.waitRollout("R3", func(r *rollout.Rollout) bool { return r.State == rollout.Paused })
 			is.Equal(r.Current, 1) // paused: no next wave
+			// pi-011 starts to match while the rollout is paused: it joins the wave in progress after resume
+			_, code = replayCLI(t, "label", "pi-011", "site=lab", f.natsF)
+			is.Equal(code, 0)
+			f.waitDevice("pi-011", func(d projections.Device) bool { return d.Labels["site"] == "lab" })
 			_, code = replayCLI(t, "rollout", "resume", "R3", f.natsF)
 			is.Equal(code, 0)
 			continue
@@ -328,10 +333,10 @@ func TestRolloutSucceedsInWaveOrderDrivenByTheServer(t *testing.T) {
 		is.True(strings.Contains(out, events.TypeWavePassed))
 	}
 	r := f.waitRollout("R3", func(r *rollout.Rollout) bool { return r.State == rollout.Succeeded })
-	is.Equal(len(r.Targeted), 11)
-	lm, err := f.rs.Env.Store.LastManifest(context.Background(), "pi-011")
-	is.NoErr(err)
-	is.Equal(lm.Generation, int64(1)) // not selected: untouched
+	is.Equal(len(r.Targeted), 12)
+	is.True(r.Targeted["pi-011"].Joined)
+	is.Equal(r.Targeted["pi-011"].Wave, 2) // the wave in progress after resume (wave 1 was promoted while paused)
+	f.waitDevice("pi-011", func(d projections.Device) bool { return d.ObservedGeneration >= 2 && ready(d) })
 	// wave order on the log
 	last := -1
 	for s, err := range f.rs.Env.Store.Read(context.Background(), events.Filter{SubjectFilters: []string{events.TargetedSubject("*", "R3")}}) {

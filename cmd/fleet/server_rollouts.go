@@ -24,7 +24,7 @@ func startRolloutController(ctx context.Context, env *ServerEnv) (func(), error)
 	if env.NoRollouts {
 		return nil, nil
 	}
-	ctl, err := rollouts.NewController(env.Store, api.NewClient(env.Conn), "user:rollout-controller")
+	ctl, err := rollouts.NewController(env.Store, rollouts.DevicesOf{Client: api.NewClient(env.Conn)}, "user:rollout-controller")
 	if err != nil {
 		return nil, err
 	}

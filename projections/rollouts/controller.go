@@ -20,6 +20,14 @@ type Devices interface {
 	Device(ctx context.Context, id string) (projections.Device, error)
 }
 
+// Matcher is an optional capability of Devices: the ids of the devices
+// whose labels match a selector now (api.Client has it as DeviceIDs). With
+// it, a device that starts to match during a rollout joins the wave in
+// progress (rollout.JoinWave).
+type Matcher interface {
+	Matching(ctx context.Context, selector string) ([]string, error)
+}
+
 // Controller drives rollouts. Every decision is an event appended
 // compare-and-set on the rollout's subject; a lost race (another
 // controller) ends the step, and the next step reads the log again. Safe
@@ -127,14 +135,14 @@ func (c *Controller) targetWave(ctx context.Context, r *rollout.Rollout) error {
 	if r.Spec.MaxPerMinute > 0 {
 		budget = r.Spec.MaxPerMinute - c.targetedSince(ctx, r, c.now().Add(-time.Minute))
 	}
-	for _, dev := range r.Waves[r.Current] {
+	for _, dev := range append(slices.Clone(r.Waves[r.Current]), c.joiners(ctx, r)...) {
 		t := r.Targeted[dev]
 		if t == nil {
 			if budget == 0 {
 				continue
 			}
 			var err error
-			if t, err = c.target(ctx, r, dev); err != nil {
+			if t, err = c.target(ctx, r, dev, !slices.Contains(r.Spec.Devices, dev)); err != nil {
 				if errors.Is(err, events.ErrConflict) {
 					continue // another controller targeted it
 				}
@@ -147,6 +155,26 @@ func (c *Controller) targetWave(ctx context.Context, r *rollout.Rollout) error {
 		}
 	}
 	return nil
+}
+
+// joiners are the devices that match the selector now but did not when
+// the rollout started and are not targeted yet (none without a Matcher).
+func (c *Controller) joiners(ctx context.Context, r *rollout.Rollout) []string {
+	m, ok := c.devices.(Matcher)
+	if !ok {
+		return nil
+	}
+	ids, err := m.Matching(ctx, r.Spec.Selector)
+	if err != nil {
+		return nil // the next step asks again
+	}
+	var out []string
+	for _, id := range ids {
+		if _, was := slices.BinarySearch(r.Spec.Devices, id); !was && r.Targeted[id] == nil {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // targetedSince counts the devices targeted after t (the rate limit).
@@ -162,8 +190,8 @@ func (c *Controller) targetedSince(ctx context.Context, r *rollout.Rollout, t ti
 
 // target appends DeviceTargeted for dev, expecting its subject empty: a
 // device is targeted once, by one controller.
-func (c *Controller) target(ctx context.Context, r *rollout.Rollout, dev string) (*rollout.Target, error) {
-	p := events.DeviceTargeted{Wave: r.Current}
+func (c *Controller) target(ctx context.Context, r *rollout.Rollout, dev string, joined bool) (*rollout.Target, error) {
+	p := events.DeviceTargeted{Wave: rollout.JoinWave(r.Current), Joined: joined}
 	last, err := c.log.LastManifest(ctx, dev)
 	switch {
 	case err == nil:

@@ -14,6 +14,8 @@ import (
 	"fmt"
 
 	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/projections"
+	"github.com/fleet-dev/fleet/projections/api"
 	"github.com/fleet-dev/fleet/rollout"
 )
 
@@ -87,4 +89,32 @@ func Decide(ctx context.Context, l Log, clock *events.Clock, r *rollout.Rollout,
 	}
 	clock.Stamp(&e)
 	return l.AppendExpect(ctx, e, r.LastSeq)
+}
+
+// DevicesOf is the controller's view of the projection service through its
+// client (api.Client): Device, and Matching for devices that start to
+// match during a rollout.
+type DevicesOf struct {
+	Client interface {
+		Device(ctx context.Context, id string) (projections.Device, error)
+		EachSummary(ctx context.Context, o api.ListOptions, max int) ([]api.DeviceSummary, api.FleetTotals, int, error)
+	}
+}
+
+// Device implements Devices.
+func (d DevicesOf) Device(ctx context.Context, id string) (projections.Device, error) {
+	return d.Client.Device(ctx, id)
+}
+
+// Matching implements Matcher.
+func (d DevicesOf) Matching(ctx context.Context, selector string) ([]string, error) {
+	ds, _, _, err := d.Client.EachSummary(ctx, api.ListOptions{Selector: selector, Limit: api.MaxLimit}, 0)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(ds))
+	for _, s := range ds {
+		ids = append(ids, s.Device)
+	}
+	return ids, nil
 }
