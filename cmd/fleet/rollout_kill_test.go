@@ -56,7 +56,7 @@ func TestRolloutControllerKilledAtTenMomentsEndsAsAnUninterruptedOne(t *testing.
 	}
 	t.Logf("controller killed %d times; progress at kills inside the rollout: %v", kills, mid)
 	is.True(len(mid) >= 2) // the kills fell at different moments of the rollout, not all before or after it
-	c := run() // the last one runs to the end
+	c := run()             // the last one runs to the end
 	r := f.waitRollout("R4", func(r *rollout.Rollout) bool { return rollout.Terminal(r.State) })
 	_ = c.Process.Signal(syscall.SIGKILL)
 	_ = c.Wait()

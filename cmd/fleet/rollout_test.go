@@ -28,13 +28,14 @@ import (
 // rolloutFleet is a server and n real agents labelled site=lab, every one
 // Ready on generation 1 (a file under /srv), the manifest a rollback brings back.
 type rolloutFleet struct {
-	t     *testing.T
-	rs    *RunningServer
-	dir   string
-	ids   []string
-	base  events.Manifest
-	cl    *api.Client
-	natsF string
+	t      *testing.T
+	rs     *RunningServer
+	dir    string
+	ids    []string
+	base   events.Manifest
+	cl     *api.Client
+	natsF  string
+	agents map[string]*agent.Handle
 }
 
 func file(id, path string) events.Resource {
@@ -60,7 +61,7 @@ func startRolloutFleet(t *testing.T, n int, serverCtl bool) *rolloutFleet {
 	}
 	t.Cleanup(nc.Close)
 	f := &rolloutFleet{t: t, rs: rs, dir: dir, cl: api.NewClient(nc), natsF: "--nats=" + rs.Env.NATSURL,
-		base: events.Manifest{Resources: []events.Resource{file("base", "/srv/base")}}}
+		base: events.Manifest{Resources: []events.Resource{file("base", "/srv/base")}}, agents: map[string]*agent.Handle{}}
 	clock, _ := events.NewClock(events.ClockState{}, nil)
 	for i := range n {
 		id := fmt.Sprintf("pi-%03d", i)
@@ -80,6 +81,7 @@ func startRolloutFleet(t *testing.T, n int, serverCtl bool) *rolloutFleet {
 		if err != nil {
 			t.Fatal(err)
 		}
+		f.agents[id] = h
 		t.Cleanup(func() { _ = h.Stop(); anc.Close() })
 		if _, err := events.Apply(ctx, rs.Env.Store, clock, id, f.base, "user:ops", nil); err != nil {
 			t.Fatal(err)
@@ -352,4 +354,43 @@ func TestRolloutSucceedsInWaveOrderDrivenByTheServer(t *testing.T) {
 	is.True(strings.Contains(out, `"state": "Succeeded"`))
 	_, code = replayCLI(t, "rollout", "abort", "R3", f.natsF) // ended: refused, naming the rule
 	is.Equal(code, 2)
+}
+
+// TestRolloutPausesInconclusiveWhenADeviceIsOfflinePastTheDeadline: a
+// device of the first wave whose agent stops before the rollout reaches it
+// goes Stale (heartbeat TTL 10 s); past the wave deadline the rollout
+// pauses as inconclusive, naming the offline device and the reason, and
+// the budget is not burnt (no WaveFailed); nothing outside the wave moved.
+func TestRolloutPausesInconclusiveWhenADeviceIsOfflinePastTheDeadline(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a heartbeat to expire")
+	}
+	is := is.New(t)
+	f := startRolloutFleet(t, 10, false)
+	plan := rollout.Plan("R5", f.ids, []string{"30%", "100%"})
+	gone := plan[0][0]
+	is.NoErr(f.agents[gone].Stop())
+	f.waitDevice(gone, func(d projections.Device) bool {
+		c, _ := d.Condition(projections.CondStale)
+		return c.Status == projections.True
+	})
+	m := filepath.Join(f.dir, "r5.yaml")
+	is.NoErr(os.WriteFile(m, []byte("resources:\n  - id: motd\n    file: {path: /etc/motd, content: \"new\\n\", mode: \"0644\"}\n"), 0o644))
+	_, code := replayCLI(t, "rollout", "start", "--id", "R5", "-f", m, "--selector", "site=lab", "--waves", "30%,100%",
+		"--wave-deadline", "2s", f.natsF)
+	is.Equal(code, 0)
+	stop := f.controller()
+	r := f.waitRollout("R5", func(r *rollout.Rollout) bool { return r.State == rollout.Paused })
+	stop()
+	is.Equal(r.Offline, []string{gone})
+	is.True(strings.Contains(r.Reason, "past its deadline"))
+	is.Equal(f.decisions("R5")[events.TypeWaveFailed], 0)
+	out, code := replayCLI(t, "rollout", "status", "R5", "-o", "json", f.natsF)
+	is.Equal(code, 0)
+	is.True(strings.Contains(out, gone))
+	for _, id := range plan[1] {
+		lm, err := f.rs.Env.Store.LastManifest(context.Background(), id)
+		is.NoErr(err)
+		is.Equal(lm.Generation, int64(1))
+	}
 }
