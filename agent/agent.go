@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -154,9 +153,9 @@ func New(device string, opts ...Option) (*Agent, error) {
 	if o.reconcilers == nil {
 		o.reconcilers = reconcile.Defaults(reconcile.Options{Root: o.root, StateDir: o.stateDir, AllowExec: o.allowExec})
 		for _, r := range o.reconcilers {
-			if f, ok := r.(*reconcile.File); ok {
-				if err := f.KeepSpares(filepath.Join(o.stateDir, "spares")); err != nil {
-					log.Warn("file writes go through temp files only", "err", err)
+			if sk, ok := r.(reconcile.SpareKeeper); ok {
+				if err := sk.KeepSparesIn(o.stateDir); err != nil {
+					log.Warn("writes go through temp files only", "kind", r.Kind(), "err", err)
 				}
 			}
 		}

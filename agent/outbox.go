@@ -237,6 +237,9 @@ func (a *Agent) drainAll(ctx context.Context, conn *logConn) error {
 				return perr
 			}
 		}
+		if f := a.o.onPublished; f != nil {
+			f(len(cur.evs) - parked)
+		}
 		// Losing this delete in a crash only republishes the batch, which the
 		// stream drops as duplicates: no sync needed.
 		if derr := a.db.DeleteRange(cur.first, append(cur.last, 0), pebble.NoSync); derr != nil {

@@ -58,6 +58,11 @@ const (
 // generation with Already set. A re-run after an OutcomeUnknownError thus
 // writes the manifest at most once, also after the dedup window.
 func ApplyOnce(ctx context.Context, s Store, clock *Clock, device string, m Manifest, actor string, signer Signer) (Applied, error) {
+	return ApplyOnceAbove(ctx, s, clock, device, m, actor, signer, 0)
+}
+
+// ApplyOnceAbove is ApplyOnce with ApplyAbove's generation floor.
+func ApplyOnceAbove(ctx context.Context, s Store, clock *Clock, device string, m Manifest, actor string, signer Signer, floor int64) (Applied, error) {
 	if err := CheckID("device", device); err != nil {
 		return Applied{}, err
 	}
@@ -72,7 +77,7 @@ func ApplyOnce(ctx context.Context, s Store, clock *Clock, device string, m Mani
 			}
 		}
 	}
-	return Apply(ctx, s, clock, device, m, actor, signer)
+	return ApplyAbove(ctx, s, clock, device, m, actor, signer, floor)
 }
 
 // sameSignature reports whether ma, stored as generation gen, carries the
@@ -94,6 +99,16 @@ func sameSignature(ma *ManifestApplied, device string, gen int64, signer Signer)
 // last message is not a valid event, the manifest is written after it as the
 // generation after the last good one.
 func Apply(ctx context.Context, s Store, clock *Clock, device string, m Manifest, actor string, signer Signer) (Applied, error) {
+	return ApplyAbove(ctx, s, clock, device, m, actor, signer, 0)
+}
+
+// ApplyAbove is Apply with a generation floor: the new generation is
+// max(the log's last generation, floor)+1. floor is the highest generation
+// known elsewhere (the read models, the agent's heartbeat), so that a log
+// that lost its last manifests (a damaged store) never has a generation
+// reused: an agent that already applied generation N would take a second
+// generation N for the one it has.
+func ApplyAbove(ctx context.Context, s Store, clock *Clock, device string, m Manifest, actor string, signer Signer, floor int64) (Applied, error) {
 	if err := CheckID("device", device); err != nil {
 		return Applied{}, err
 	}
@@ -119,7 +134,7 @@ func Apply(ctx context.Context, s Store, clock *Clock, device string, m Manifest
 	default:
 		return Applied{}, err
 	}
-	return ApplyAfter(ctx, s, clock, device, m, actor, signer, expected, gen)
+	return ApplyAfter(ctx, s, clock, device, m, actor, signer, expected, max(gen, floor))
 }
 
 // afterBadManifest returns the sequence of the bad message last on device's

@@ -190,11 +190,11 @@ type specDigest struct {
 }
 
 // digest returns r's SpecDigest, from the cache when a manifest before had
-// the same resource (sameResource: every field, nil and empty apart, which
+// the same resource (Resource.Same: every field, nil and empty apart, which
 // is what the canonical JSON distinguishes), and caches it.
 func (d *deviceState) digest(r *events.Resource) string {
 	c := d.specs[r.ID]
-	if c != nil && sameResource(&c.res, r) {
+	if c != nil && c.res.Same(r) {
 		return c.digest
 	}
 	if d.specs == nil {
@@ -227,7 +227,11 @@ func (d *deviceState) trimSpecs(rs []events.Resource) {
 type Fleet struct {
 	devices map[string]*deviceState
 	skipped []Skipped
+	forged  int // forged events seen (not folded)
 }
+
+// Forged is how many forged events the fold refused (events.CheckWriter).
+func (f *Fleet) Forged() int { return f.forged }
 
 // Skipped is a message a fold could not apply (not a valid event).
 type Skipped struct {
@@ -241,10 +245,16 @@ func NewFleet() *Fleet { return &Fleet{devices: map[string]*deviceState{}} }
 // Apply folds one event in. Events must come in log order. An event already
 // applied (same id, see dedup) changes nothing. Apply never panics on an
 // event that passes events.Event.Check; one whose payload does not decode is
-// recorded in Skipped and changes nothing.
+// recorded in Skipped and changes nothing, and so does a forged one (an
+// actor that may not write it, events.CheckWriter), counted in Forged.
 func (f *Fleet) Apply(e events.Stored) {
 	if events.CheckID("device", e.Device) != nil {
 		f.skip(e.Seq, "device id: must be "+events.IDRule)
+		return
+	}
+	if !events.WrittenByItsWriter(e.Event) {
+		f.forged++
+		f.skip(e.Seq, events.CheckWriter(e).Error())
 		return
 	}
 	p, err := e.Payload()

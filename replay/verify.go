@@ -22,11 +22,12 @@ const (
 	ViolationDuplicateID   = "duplicate-id"    // an event id stored twice
 	ViolationNotInManifest = "not-in-manifest" // a status for a resource absent from the manifest of its generation
 	ViolationUndecodable   = "undecodable"     // a message on the log that is not a valid event
+	ViolationForged        = "forged"          // an event whose actor may not write it (events.CheckWriter)
 )
 
 // ViolationKinds lists every kind, in the order summaries show them.
 var ViolationKinds = []string{ViolationTransition, ViolationGeneration, ViolationWriterOrder,
-	ViolationDuplicateID, ViolationNotInManifest, ViolationUndecodable}
+	ViolationDuplicateID, ViolationNotInManifest, ViolationUndecodable, ViolationForged}
 
 // Violation is one broken rule at one place in the log.
 type Violation struct {
@@ -101,7 +102,11 @@ func (r Report) SummaryLine() string {
 //   - not-in-manifest: a StatusChanged (other than to Removed) names a
 //     resource of the manifest of its generation; on a complete log that
 //     generation must have been applied;
-//   - undecodable: every message is a valid event.
+//   - undecodable: every message is a valid event;
+//   - forged: every event's actor may write it (events.CheckWriter: agent:X
+//     on device X's agent subjects, user:NAME on its manifest); a forged
+//     event is reported and not checked against the other rules, so it can
+//     neither blame the agent it names nor move that agent's marks.
 type Verifier struct {
 	complete   bool
 	seen       map[ulid.ULID]uint64
@@ -160,6 +165,12 @@ func (v *Verifier) Bad(err error) {
 func (v *Verifier) Add(s events.Stored) {
 	v.events++
 	e := s.Event
+	if err := events.CheckWriter(s); err != nil {
+		var f *events.ForgedEvent
+		errors.As(err, &f)
+		v.add(s.Seq, ViolationForged, e, "%s on %s claims actor %q, but only %s writes there: not folded", f.Type, f.Subject, f.Actor, f.Want)
+		return
+	}
 	id, idErr := ulid.ParseStrict(e.ID)
 	if idErr == nil {
 		if first, dup := v.seen[id]; dup {

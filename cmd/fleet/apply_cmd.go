@@ -94,9 +94,19 @@ func (c *ApplyCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	defer nc.Close()
 	clock, _ := events.NewClock(events.ClockState{}, nil)
-	res, err := events.ApplyOnce(ctx, st, clock, c.Device, m, actor, signer)
+	floor, seen := generationFloor(ctx, nc, st.JetStream(), c.Device)
+	var logGen int64
+	if lm, err := st.LastManifest(ctx, c.Device); err == nil {
+		logGen = lm.Generation
+	}
+	res, err := events.ApplyOnceAbove(ctx, st, clock, c.Device, m, actor, signer, floor)
 	if err != nil {
 		return fmt.Errorf("apply to %s: %w", c.Device, err)
+	}
+	if floor > logGen {
+		fmt.Fprintf(os.Stderr, "fleet apply: warning: the log's last manifest of %s is generation %d but %v: "+
+			"the log lost events (see the server's /healthz); applied as generation %d so that no generation is reused\n",
+			c.Device, logGen, seen, res.Generation)
 	}
 	if c.JSON() {
 		out := map[string]any{"device": c.Device, "generation": res.Generation, "seq": res.Seq, "id": res.Event.ID, "digest": m.Digest()}

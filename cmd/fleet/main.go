@@ -91,7 +91,7 @@ func run(args []string) int {
 		kong.Description("fleet keeps edge devices converged on a typed desired state, with an immutable record of every change.\n\nStart here: fleet demo"),
 		kong.UsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-		kong.Vars{"version": version, "default_nats": DefaultNATS},
+		kong.Vars{"version": "fleet " + buildInfo().String(), "default_nats": DefaultNATS},
 		kong.BindTo(ctx, (*context.Context)(nil)),
 	}
 	sort.SliceStable(commands, func(i, j int) bool { return groupRank(commands[i].group) < groupRank(commands[j].group) })
