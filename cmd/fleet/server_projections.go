@@ -46,6 +46,9 @@ func startProjections(ctx context.Context, nc *nats.Conn, js jetstream.JetStream
 	if err != nil {
 		return nil, err
 	}
+	if r := svc.Recovered(); r != "" {
+		fmt.Fprintln(os.Stderr, "fleet server:", r)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	a := api.NewServer(svc, js, ttl)
 	if err := a.Start(ctx); err != nil {
