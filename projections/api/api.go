@@ -79,7 +79,8 @@ type Server struct {
 	sums   map[string]DeviceSummary // cached summaries without Stale; a batch drops its devices'
 	sumGen uint64                   // bumped by every drop
 
-	maxReply int // bytes a micro reply may carry; 0: the connection's max payload less headers
+	maxReply int          // bytes a micro reply may carry; 0: the connection's max payload less headers
+	checks   healthChecks // health.go
 }
 
 // ServerOption configures a Server.
