@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -26,7 +27,7 @@ func startTimeTravel(ctx context.Context, env *ServerEnv) (func(), error) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := x.Follow(ctx, env.JS); err != nil {
+		if err := x.Follow(ctx, env.Store, slog.New(slog.NewTextHandler(os.Stderr, nil)).With("part", "time travel")); err != nil {
 			fmt.Fprintln(os.Stderr, "fleet server: time travel:", err)
 		}
 	}()
