@@ -137,3 +137,19 @@ func (b *BadMessage) Error() string {
 }
 
 func (b *BadMessage) Unwrap() error { return b.Err }
+
+// Heartbeat is one change of the heartbeat bucket (events.HeartbeatBucket):
+// a device's latest beat, or (Gone) its key removed, by its TTL or deleted.
+type Heartbeat struct {
+	Device string
+	At     time.Time // when the beat was stored
+	Gone   bool
+}
+
+// Heartbeats is the log's heartbeat bucket: agents' liveness, which is not
+// history and so not on the stream. Implementations: jsstore.
+type Heartbeats interface {
+	// WatchHeartbeats yields the bucket's current beats and then each
+	// change, until ctx is done or the caller stops. No bucket: ErrNotFound.
+	WatchHeartbeats(ctx context.Context) (iter.Seq[Heartbeat], error)
+}

@@ -9,11 +9,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/fleet-dev/fleet/events"
@@ -52,10 +52,11 @@ type Status struct {
 
 // Server answers from a projection service. Safe for concurrent use.
 type Server struct {
-	svc *projections.Service
-	js  jetstream.JetStream
-	ttl time.Duration
-	now func() time.Time
+	svc     *projections.Service
+	log     Log
+	rebuild func(ctx context.Context) error
+	ttl     time.Duration
+	now     func() time.Time
 
 	mu     sync.RWMutex
 	beats  map[string]time.Time // device -> last heartbeat
@@ -64,13 +65,34 @@ type Server struct {
 	ctx    context.Context
 }
 
-// NewServer serves svc. js is used to read device histories and watch the
+// Log is what the API needs of the log: a device's history and the agents'
+// heartbeats (*jsstore.Store has both).
+type Log interface {
+	Read(ctx context.Context, f events.Filter) iter.Seq2[events.Stored, error]
+	events.Heartbeats
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithRebuild lets the API start a rebuild of the read models (the micro
+// service's rebuild endpoint) by calling rebuild in the background.
+// Without it, a rebuild request is refused.
+func WithRebuild(rebuild func(ctx context.Context) error) Option {
+	return func(a *Server) { a.rebuild = rebuild }
+}
+
+// NewServer serves svc. log is used to read device histories and watch the
 // heartbeat bucket (events.HeartbeatBucket); ttl is how long a heartbeat counts.
-func NewServer(svc *projections.Service, js jetstream.JetStream, ttl time.Duration) *Server {
+func NewServer(svc *projections.Service, log Log, ttl time.Duration, opts ...Option) *Server {
 	if ttl <= 0 {
 		ttl = 30 * time.Second
 	}
-	return &Server{svc: svc, js: js, ttl: ttl, now: time.Now, beats: map[string]time.Time{}, stream: newHub()}
+	a := &Server{svc: svc, log: log, ttl: ttl, now: time.Now, beats: map[string]time.Time{}, stream: newHub()}
+	for _, o := range opts {
+		o(a)
+	}
+	return a
 }
 
 // Start watches heartbeats and feeds live updates until ctx is done. A
@@ -79,42 +101,26 @@ func (a *Server) Start(ctx context.Context) error {
 	a.ctx = ctx
 	remove := a.svc.OnBatch(func(b projections.BatchInfo) { a.stream.publish(b.Devices) })
 	go func() { <-ctx.Done(); remove() }()
-	kv, err := a.js.KeyValue(ctx, events.HeartbeatBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
+	beats, err := a.log.WatchHeartbeats(ctx)
+	if errors.Is(err, events.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("heartbeat bucket: %w", err)
-	}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch heartbeats: %w", err)
+		return err
 	}
 	a.mu.Lock()
 	a.hasKV = true
 	a.mu.Unlock()
 	go func() {
-		defer w.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil {
-					continue
-				}
-				a.mu.Lock()
-				if e.Operation() == jetstream.KeyValuePut {
-					a.beats[e.Key()] = e.Created()
-				} else {
-					delete(a.beats, e.Key())
-				}
-				a.mu.Unlock()
-				a.stream.publish([]string{e.Key()})
+		for b := range beats {
+			a.mu.Lock()
+			if b.Gone {
+				delete(a.beats, b.Device)
+			} else {
+				a.beats[b.Device] = b.At
 			}
+			a.mu.Unlock()
+			a.stream.publish([]string{b.Device})
 		}
 	}()
 	return nil
@@ -194,7 +200,7 @@ func (a *Server) AddMicro(nc *nats.Conn) (micro.Service, error) {
 		EpDrift:   a.drift,
 		EpExplain: a.explain,
 		EpStatus:  func(Request) (any, error) { return a.Status(), nil },
-		EpRebuild: a.rebuild,
+		EpRebuild: a.startRebuild,
 	} {
 		if err := add(name, fn); err != nil {
 			srv.Stop()
@@ -242,7 +248,10 @@ func (a *Server) explain(r Request) (any, error) {
 	return x, nil
 }
 
-func (a *Server) rebuild(Request) (any, error) {
+func (a *Server) startRebuild(Request) (any, error) {
+	if a.rebuild == nil {
+		return nil, fmt.Errorf("%w: this server was started without rebuilds", events.ErrInvalid)
+	}
 	if a.Status().Rebuilding {
 		return nil, fmt.Errorf("%w: a rebuild is already running", events.ErrInvalid)
 	}
@@ -250,7 +259,7 @@ func (a *Server) rebuild(Request) (any, error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	go func() { _ = a.svc.Rebuild(ctx, a.js, nil) }()
+	go func() { _ = a.rebuild(ctx) }()
 	for range 100 { // answer once it has started, so that status shows it
 		if a.svc.Stats().Rebuilding {
 			break
