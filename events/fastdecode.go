@@ -77,6 +77,8 @@ func fastDecodeData(b []byte, copyData bool) (e Event, p Payload, ok bool) {
 			e.Causation, ok = s.str()
 		case "correlation":
 			e.Correlation, ok = s.str()
+		case "writer", "wseq":
+			ok = s.writerField(key, &e) // fastdecode_writer.go
 		case "data":
 			s.ws()
 			if s.i < len(s.b) && s.b[s.i] == '{' {

@@ -24,6 +24,7 @@ import (
 type CLI struct {
 	NATS    string `name:"nats" env:"FLEET_NATS" default:"nats://127.0.0.1:4222" placeholder:"URL" help:"NATS server to use."`
 	Creds   string `name:"creds" env:"FLEET_CREDS" placeholder:"FILE" help:"NATS credentials file (from 'fleet device add')."`
+	TLSCA   string `name:"tls-ca" env:"FLEET_TLS_CA" placeholder:"FILE" help:"Connect over TLS, trusting the server certificates of this CA (PEM; for 'fleet server --tls-cert')."`
 	Version bool   `help:"Print the version and exit."`
 	agentcli.Cmd
 }
@@ -42,10 +43,10 @@ func run(args []string) int {
 		usage(os.Stdout, &cli, "fleet-agent", description, cli.Help())
 		return 0
 	case err == nil && cli.Version:
-		fmt.Println(agent.Version)
+		fmt.Println("fleet-agent", agent.Build())
 		return 0
 	case err != nil && slices.Contains(args, "--version"):
-		fmt.Println(agent.Version) // as kong: --version wins over a missing --device
+		fmt.Println("fleet-agent", agent.Build()) // as kong: --version wins over a missing --device
 		return 0
 	case err != nil:
 		fmt.Fprintln(os.Stderr, "fleet-agent:", err)
@@ -74,6 +75,11 @@ func exec(ctx context.Context, cli *CLI) error {
 		}
 		opts = append(opts, copts...)
 	}
+	topts, err := auth.TLSOptions(cli.TLSCA)
+	if err != nil {
+		return err
+	}
+	opts = append(opts, topts...)
 	nc, err := nats.Connect(cli.NATS, opts...)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", cli.NATS, err)

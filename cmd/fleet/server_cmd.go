@@ -12,10 +12,12 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/events/auth"
 	"github.com/fleet-dev/fleet/events/embedded"
 	"github.com/fleet-dev/fleet/events/jsstore"
 )
@@ -31,22 +33,69 @@ type ServerCmd struct {
 	HTTP         string        `name:"http" default:"127.0.0.1:8080" placeholder:"ADDR" help:"Address of the HTTP API and dashboard; empty to turn it off."`
 	RelaxedSync  bool          `help:"Acknowledge writes before fsync (faster, may lose the last acknowledged events on power loss)."`
 	Replicas     int           `default:"1" help:"Stream replicas when using an existing cluster (--nats)."`
-	HeartbeatTTL time.Duration `default:"30s" help:"How long a device's heartbeat counts before it is Stale."`
-	Auth         bool          `help:"Require credentials: per-device least privilege ('fleet device add'); keys under DIR/auth."`
+	HeartbeatTTL time.Duration `default:"3m" help:"How long a device's heartbeat counts before it is Stale (agents write one a minute by default)."`
+	Auth         bool          `help:"Require credentials: per-device least privilege on NATS ('fleet device add'), a bearer token on the HTTP API and dashboard; keys and token under DIR/auth."`
+	ServerTLS
 	Output
+
+	// which of --nats and --listen were given on the command line (not from
+	// the environment or defaults); set by AfterApply
+	natsFlag, listenFlag bool
+}
+
+// AfterApply records which flags were given on the command line: only an
+// explicit --nats makes the server a client of another NATS server;
+// FLEET_NATS in the environment (meant for client commands) does not.
+func (c *ServerCmd) AfterApply(kctx *kong.Context) error {
+	for _, p := range kctx.Path {
+		if p.Flag == nil {
+			continue
+		}
+		switch p.Flag.Name {
+		case "nats":
+			c.natsFlag = true
+		case "listen":
+			c.listenFlag = true
+		}
+	}
+	return nil
+}
+
+// external is the NATS URL the server attaches to instead of starting its
+// embedded server, or "". --listen and --data always mean the embedded
+// server: FLEET_NATS in the environment is ignored here (said on stderr),
+// and an explicit --nats with --listen is a usage error naming both.
+func (c *ServerCmd) external(g *Globals) (string, error) {
+	switch {
+	case c.natsFlag && c.listenFlag:
+		return "", usagef("--nats %s and --listen %s conflict: --listen is the address of the embedded server, --nats uses an existing server instead; give one of them", g.NATS, c.Listen)
+	case c.natsFlag:
+		return g.NATS, nil
+	case g.NATS != "" && os.Getenv("FLEET_NATS") == g.NATS:
+		fmt.Fprintf(os.Stderr, "fleet server: FLEET_NATS=%s in the environment is ignored: the server runs its embedded NATS on --listen %s (to use an existing server, pass --nats)\n", g.NATS, c.Listen)
+	}
+	return "", nil
 }
 
 // Help is shown by `fleet server --help`.
 func (c *ServerCmd) Help() string {
 	return `Runs everything the control side needs in one process. On one machine the
 JetStream server is embedded and fsyncs every write before acknowledging it;
-with --nats it uses an existing server or cluster instead.
+with --nats it uses an existing server or cluster instead. --listen and
+--data always mean the embedded server: FLEET_NATS in the environment (for
+client commands) is ignored here, and --nats with --listen is refused.
 
 Examples:
   fleet server                                  # embedded, data in ./fleet-data
   fleet server --data /var/lib/fleet --listen 0.0.0.0:4222 --http :8080
   fleet server --nats nats://nats-1:4222 --replicas 3
-  fleet server --auth                           # credentials required; see 'fleet device --help'`
+  fleet server --auth                           # credentials required; see 'fleet device --help'
+  fleet server --auth --tls-cert cert.pem --tls-key key.pem \
+    --http-tls-cert cert.pem --http-tls-key key.pem   # NATS and HTTPS over TLS; clients: --tls-ca
+
+With --auth the HTTP API and dashboard require the token in DATA/auth/http.token
+(Authorization: Bearer TOKEN, or open /?token=TOKEN once in a browser);
+/healthz and /metrics stay open.`
 }
 
 // ServerEnv is what a running server gives the parts that run inside it
@@ -60,6 +109,8 @@ type ServerEnv struct {
 	HTTPAddr     string
 	NATSURL      string
 	HeartbeatTTL time.Duration
+	Health       *serverHealth    // checks for /healthz (server_health.go)
+	Embedded     *embedded.Server // nil with --nats
 }
 
 // serverPart starts one part of the server; it runs until ctx is done and
@@ -99,22 +150,37 @@ type RunningServer struct {
 // Start brings the server up and prints where to point agents and browsers.
 func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*RunningServer, error) {
 	rs := &RunningServer{}
-	env := &ServerEnv{DataDir: c.Data, HeartbeatTTL: c.HeartbeatTTL}
+	env := &ServerEnv{DataDir: c.Data, HeartbeatTTL: c.HeartbeatTTL, Health: &serverHealth{}}
+	// flags first: a refused command leaves nothing behind
+	extURL, err := c.external(g)
+	if err != nil {
+		return nil, err
+	}
+	if c.Auth && extURL != "" {
+		return nil, usagef("--auth configures the embedded server: with --nats, configure auth on your own servers")
+	}
+	if c.TLSCert != "" && extURL != "" {
+		return nil, usagef("--tls-cert configures the embedded server's client port: with --nats, configure TLS on your own servers (and give fleet --tls-ca)")
+	}
+	httpTLS, err := c.httpTLS()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := loadPair("--tls-cert", c.TLSCert, "--tls-key", c.TLSKey); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(c.Data, 0o755); err != nil {
 		return nil, fmt.Errorf("data directory %s: %w", c.Data, err)
 	}
 	var nc *nats.Conn
-	var err error
 	var authDir string
-	if c.Auth && g.NATS != "" {
-		return nil, usagef("--auth configures the embedded server: with --nats, configure auth on your own servers")
-	}
-	if g.NATS != "" {
+	natsTLS := false
+	if extURL != "" {
 		nc, err = g.Connect("fleet-server")
 		if err != nil {
 			return nil, err
 		}
-		env.NATSURL = g.NATS
+		env.NATSURL = extURL
 	} else {
 		if _, port, err := net.SplitHostPort(c.Listen); err != nil || !validPort(port) {
 			return nil, usagef("--listen %q: must be host:port with a port from 0 to 65535, such as 127.0.0.1:4222", c.Listen)
@@ -127,14 +193,23 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 			}
 			copts = append(copts, nats.UserCredentials(filepath.Join(authDir, "operator.creds")))
 		}
+		if natsTLS, err = c.natsTLS(&eo); err != nil {
+			return nil, err
+		}
 		srv, err := embedded.Start(eo)
 		if err != nil {
 			return nil, fmt.Errorf("%w (another server on %s? pick another with --listen)", err, c.Listen)
 		}
 		rs.Embedded = srv
+		env.Embedded = srv
 		rs.stops = append(rs.stops, srv.Stop)
 		env.NATSURL = srv.URL()
-		nc, err = srv.Connect(append(copts, nats.Name("fleet-server"))...)
+		copts = append(copts, nats.Name("fleet-server"))
+		if natsTLS { // the server's own parts connect in-process, where TLS has no use
+			nc, err = nats.Connect("", append(copts, nats.InProcessServer(srv.Server))...)
+		} else {
+			nc, err = srv.Connect(copts...)
+		}
 		if err != nil {
 			rs.Stop()
 			return nil, err
@@ -155,12 +230,10 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 		rs.Stop()
 		return nil, err
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: events.HeartbeatBucket, Description: "fleet agent heartbeats (not history)",
-		TTL: c.HeartbeatTTL, Storage: jetstream.FileStorage, Replicas: replicas, History: 1,
-	}); err != nil {
+	// roll-ups refused: a device's put with Nats-Rollup would purge the others' heartbeats
+	if _, err := auth.EnsureHeartbeatBucket(ctx, js, auth.HeartbeatBucketConfig{TTL: c.HeartbeatTTL, Replicas: replicas}); err != nil {
 		rs.Stop()
-		return nil, fmt.Errorf("heartbeat bucket: %w", err)
+		return nil, err
 	}
 	env.Conn, env.JS, env.Store = nc, js, st
 	if c.HTTP != "" {
@@ -176,6 +249,7 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 			rs.stops = append(rs.stops, stop)
 		}
 	}
+	var httpTokenPath string
 	if env.Mux != nil {
 		ln, err := net.Listen("tcp", c.HTTP)
 		if err != nil {
@@ -183,22 +257,41 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 			return nil, fmt.Errorf("http on %s: %w (pick another with --http)", c.HTTP, err)
 		}
 		env.HTTPAddr = ln.Addr().String()
-		rs.httpSrv = &http.Server{Handler: env.Mux, ReadHeaderTimeout: 5 * time.Second}
+		h, tokenPath, err := httpAuth(authDir, env.Mux)
+		if err != nil {
+			ln.Close()
+			rs.Stop()
+			return nil, err
+		}
+		httpTokenPath = tokenPath
+		rs.httpSrv = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, TLSConfig: httpTLS}
 		go func() {
-			if err := rs.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			serve := rs.httpSrv.Serve
+			if httpTLS != nil {
+				serve = func(ln net.Listener) error { return rs.httpSrv.ServeTLS(ln, "", "") }
+			}
+			if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				fmt.Fprintln(os.Stderr, "fleet server: http:", err)
 			}
 		}()
 	}
 	rs.Env = env
+	scheme := "http"
+	if httpTLS != nil {
+		scheme = "https"
+	}
 	if out != nil && c.JSON() {
 		info := map[string]any{"nats": env.NATSURL, "stream": events.Stream, "data": c.Data,
 			"embedded": rs.Embedded != nil, "fsyncBeforeAck": rs.Embedded != nil && !c.RelaxedSync, "auth": authDir != ""}
+		info["tls"] = natsTLS
 		if authDir != "" {
 			info["operatorCreds"] = filepath.Join(authDir, "operator.creds")
 		}
+		if httpTokenPath != "" {
+			info["httpToken"] = httpTokenPath
+		}
 		if env.HTTPAddr != "" {
-			info["dashboard"] = "http://" + env.HTTPAddr + "/"
+			info["dashboard"] = scheme + "://" + env.HTTPAddr + "/"
 		}
 		enc := json.NewEncoder(out)
 		if err := enc.Encode(info); err != nil {
@@ -215,13 +308,20 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 			}
 		}
 		fmt.Fprintf(out, ", data %s)\n", c.Data)
-		fmt.Fprintf(out, "  agents:    fleet agent --nats %s --device ID\n", env.NATSURL)
+		if natsTLS {
+			fmt.Fprintf(out, "  agents:    fleet agent --nats %s --tls-ca CA.pem --device ID (TLS: the CA of %s)\n", env.NATSURL, c.TLSCert)
+		} else {
+			fmt.Fprintf(out, "  agents:    fleet agent --nats %s --device ID\n", env.NATSURL)
+		}
 		if authDir != "" {
 			fmt.Fprintf(out, "  auth:      on; operator credentials %s\n", filepath.Join(authDir, "operator.creds"))
 			fmt.Fprintf(out, "             devices: fleet device add ID --data %s (then the agent's --creds)\n", c.Data)
 		}
 		if env.HTTPAddr != "" {
-			fmt.Fprintf(out, "  dashboard: http://%s/\n", env.HTTPAddr)
+			fmt.Fprintf(out, "  dashboard: %s://%s/\n", scheme, env.HTTPAddr)
+		}
+		if httpTokenPath != "" {
+			fmt.Fprintf(out, "  http auth: token in %s: 'Authorization: Bearer TOKEN', or open %s://%s/?token=TOKEN once in a browser\n", httpTokenPath, scheme, env.HTTPAddr)
 		}
 		fmt.Fprintln(out, "  Ctrl-C to stop")
 	}

@@ -23,6 +23,9 @@ func init() {
 		if err != nil {
 			return nil, err
 		}
+		if env.Health != nil {
+			env.Health.attach(p.API)
+		}
 		return p.Stop, nil
 	})
 }

@@ -25,9 +25,16 @@ func startTimeTravel(ctx context.Context, env *ServerEnv) (func(), error) {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
+	guard := &indexGuard{x: x, dataDir: env.DataDir}
+	guard.check(ctx, env.JS) // before /healthz can be asked
+	if env.Health != nil {
+		env.Health.add(guard.health)
+	}
 	go func() {
 		defer close(done)
-		if err := x.Follow(ctx, env.Store, slog.New(slog.NewTextHandler(os.Stderr, nil)).With("part", "time travel")); err != nil {
+		logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("part", "time travel")
+		err := guard.follow(ctx, env.JS, func(ctx context.Context) error { return x.Follow(ctx, env.Store, logger) })
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "fleet server: time travel:", err)
 		}
 	}()

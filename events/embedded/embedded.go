@@ -6,8 +6,10 @@ package embedded
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -32,12 +34,29 @@ type Options struct {
 	Configure func(*server.Options)
 	// Name of the server; default "fleet".
 	Name string
+	// Logger receives the server's own log: notices at Info, warnings at
+	// Warn, errors at Error (debug and trace stay off). Nil: slog.Default()
+	// at Warn and above, so that a damaged store or a full disk is never
+	// silent.
+	Logger *slog.Logger
+	// MinFree is the free space (bytes) the store's disk must have to be
+	// healthy and before JetStream starts again after a full disk; 0:
+	// DefaultMinFree.
+	MinFree int64
+	// RecoverEvery is how often a server whose disk filled checks for
+	// space to start JetStream again; 0: every second.
+	RecoverEvery time.Duration
 }
 
 // Server is a running embedded server.
 type Server struct {
 	*server.Server
-	opts Options
+	opts     Options
+	log      *logger
+	disk     *diskState
+	jsConfig server.JetStreamConfig // as first started, to start it again (disk.go)
+	quit     chan struct{}
+	stopOnce sync.Once
 }
 
 // Start starts a server and waits until it accepts connections.
@@ -86,12 +105,25 @@ func Start(o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded server: %w", err)
 	}
+	disk := &diskState{}
+	lg := newLogger(o.Logger)
+	lg.problem = disk.noteProblem
+	s.SetLoggerV2(lg, false, false, false)
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
 		s.Shutdown()
 		return nil, fmt.Errorf("embedded server: not ready after 10s (is %s:%d free?)", so.Host, so.Port)
 	}
-	return &Server{Server: s, opts: o}, nil
+	es := &Server{Server: s, opts: o, log: lg, disk: disk, quit: make(chan struct{})}
+	if c := s.JetStreamConfig(); c != nil {
+		es.jsConfig = *c
+	}
+	every := o.RecoverEvery
+	if every <= 0 {
+		every = time.Second
+	}
+	go es.watchDisk(every)
+	return es, nil
 }
 
 // URL is the address agents and clients connect to.
@@ -109,6 +141,7 @@ func (s *Server) Connect(opts ...nats.Option) (*nats.Conn, error) {
 
 // Stop shuts the server down and waits until it has.
 func (s *Server) Stop() {
+	s.stopOnce.Do(func() { close(s.quit) })
 	s.Shutdown()
 	s.WaitForShutdown()
 }

@@ -1,0 +1,77 @@
+package api
+
+import (
+	"net/http"
+	"sync"
+)
+
+// Check is one part's health: OK, or why not and what to do.
+type Check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Reason string `json:"reason,omitempty"`
+	Action string `json:"action,omitempty"`
+	Detail any    `json:"detail,omitempty"`
+}
+
+// healthChecks are the checks /healthz runs besides the projection service's own.
+type healthChecks struct {
+	mu  sync.Mutex
+	fns []func() Check
+}
+
+// AddCheck makes /healthz run fn too (the JetStream server, the time-travel
+// index): /healthz fails when any check fails. Safe for concurrent use.
+func (a *Server) AddCheck(fn func() Check) {
+	a.checks.mu.Lock()
+	a.checks.fns = append(a.checks.fns, fn)
+	a.checks.mu.Unlock()
+}
+
+// maxHealthyLag is the lag past which /healthz fails: the read models are
+// too far behind the log to answer for it.
+const maxHealthyLag = 10000
+
+// Health runs every check: the projection service's (it applies the log,
+// the log did not go backwards, lag within maxHealthyLag) and the added ones.
+func (a *Server) Health() (ok bool, checks []Check) {
+	st := a.svc.Stats()
+	h := a.svc.Health()
+	pc := Check{Name: "projections", OK: h.OK, Reason: h.Reason, Action: h.Action, Detail: h}
+	if pc.OK && st.Lag > maxHealthyLag {
+		pc.OK, pc.Reason = false, "the read models are more than 10,000 events behind the log"
+		pc.Action = "wait for them to catch up; if the lag keeps growing, see 'fleet project --status'"
+	}
+	checks = append(checks, pc)
+	a.checks.mu.Lock()
+	fns := append([]func() Check(nil), a.checks.fns...)
+	a.checks.mu.Unlock()
+	for _, fn := range fns {
+		checks = append(checks, fn())
+	}
+	ok = true
+	for _, c := range checks {
+		ok = ok && c.OK
+	}
+	return ok, checks
+}
+
+// healthz is GET /healthz: 200 when every check passes, else 503; the body
+// names each check, and for a failed one the reason and what to do.
+func (a *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	ok, checks := a.Health()
+	st := a.svc.Stats()
+	body := map[string]any{"ok": ok, "checkpoint": st.Checkpoint, "lag": st.Lag, "checks": checks}
+	for _, c := range checks {
+		if !c.OK {
+			body["reason"] = c.Name + ": " + c.Reason
+			body["action"] = c.Action
+			break
+		}
+	}
+	if !ok {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	writeJSON(w, body)
+}
