@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -85,9 +86,16 @@ func TestDamagedBlockIsNoticedAndNoGenerationIsReused(t *testing.T) {
 	is.NoErr(err)
 	defer func() { rs.Stop() }()
 	url := "--nats=" + rs.Env.NATSURL
-	manifest := filepath.Join("..", "..", "fixtures", "manifests", "basic.yaml")
+	applied := 0
 	apply := func() (gen int64, stderr string) {
 		t.Helper()
+		// each apply another manifest: the same one again from the same
+		// actor is "already applied" and writes no generation
+		applied++
+		basic, err := os.ReadFile(filepath.Join("..", "..", "fixtures", "manifests", "basic.yaml"))
+		is.NoErr(err)
+		manifest := filepath.Join(t.TempDir(), "basic.yaml")
+		is.NoErr(os.WriteFile(manifest, bytes.Replace(basic, []byte("fleet device."), []byte(fmt.Sprintf("fleet device %d.", applied)), 1), 0o644))
 		var out string
 		var code int
 		errOut := captureStderr(t, func() { out, code = replayCLI(t, "apply", "-f", manifest, "--device", "pi-01", "-o", "json", url) })

@@ -47,6 +47,9 @@ func startProjections(ctx context.Context, nc *nats.Conn, js jetstream.JetStream
 	if err != nil {
 		return nil, err
 	}
+	if r := svc.Recovered(); r != "" {
+		fmt.Fprintln(os.Stderr, "fleet server:", r)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	store, err := jsstore.Attach(ctx, js)
 	if err != nil {

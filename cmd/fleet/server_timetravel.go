@@ -23,6 +23,9 @@ func startTimeTravel(ctx context.Context, env *ServerEnv) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
+	if r := x.Recovered(); r != "" {
+		fmt.Fprintln(os.Stderr, "fleet server:", r)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	guard := &indexGuard{x: x, dataDir: env.DataDir}

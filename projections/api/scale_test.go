@@ -33,7 +33,7 @@ func bigFleet(t testing.TB, n, res int) []events.Event {
 }
 
 // serveFleet is serve with a log of one's own and server options.
-func serveFleet(t *testing.T, evs []events.Event, opts ...api.ServerOption) *served {
+func serveFleet(t testing.TB, evs []events.Event, opts ...api.ServerOption) *served {
 	t.Helper()
 	env := eventstest.Start(t, true)
 	ctx, cancel := context.WithCancel(context.Background())
