@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -34,7 +35,8 @@ func startTimeTravel(ctx context.Context, env *ServerEnv) (func(), error) {
 	}
 	go func() {
 		defer close(done)
-		err := guard.follow(ctx, env.JS, func(ctx context.Context) error { return x.Follow(ctx, env.JS) })
+		logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("part", "time travel")
+		err := guard.follow(ctx, env.JS, func(ctx context.Context) error { return x.Follow(ctx, env.Store, logger) })
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "fleet server: time travel:", err)
 		}

@@ -54,7 +54,7 @@ func serveFleet(t testing.TB, evs []events.Event, opts ...api.ServerOption) *ser
 	if err := svc.WaitFor(wctx, last); err != nil {
 		t.Fatal(err)
 	}
-	a := api.NewServer(svc, env.JS, time.Minute, opts...)
+	a := api.NewServer(svc, env.Store, time.Minute, opts...)
 	if err := a.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
