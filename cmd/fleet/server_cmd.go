@@ -33,6 +33,7 @@ type ServerCmd struct {
 	Replicas     int           `default:"1" help:"Stream replicas when using an existing cluster (--nats)."`
 	HeartbeatTTL time.Duration `default:"30s" help:"How long a device's heartbeat counts before it is Stale."`
 	Auth         bool          `help:"Require credentials: per-device least privilege ('fleet device add'); keys under DIR/auth."`
+	ServerLimits `embed:""` // retention flags (server_limits.go)
 	Output
 }
 
@@ -46,7 +47,7 @@ Examples:
   fleet server                                  # embedded, data in ./fleet-data
   fleet server --data /var/lib/fleet --listen 0.0.0.0:4222 --http :8080
   fleet server --nats nats://nats-1:4222 --replicas 3
-  fleet server --auth                           # credentials required; see 'fleet device --help'`
+  fleet server --auth                           # credentials required; see 'fleet device --help'` + retentionHelp
 }
 
 // ServerEnv is what a running server gives the parts that run inside it
@@ -153,7 +154,12 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 	if replicas == 0 {
 		replicas = 1
 	}
-	st, err := jsstore.Open(ctx, js, jsstore.Config{Replicas: replicas})
+	scfg, err := c.ServerLimits.streamConfig(replicas)
+	if err != nil {
+		rs.Stop()
+		return nil, err
+	}
+	st, err := jsstore.Open(ctx, js, scfg)
 	if err != nil {
 		rs.Stop()
 		return nil, err
@@ -217,7 +223,7 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 				fmt.Fprint(out, ", fsync before ack")
 			}
 		}
-		fmt.Fprintf(out, ", data %s)\n", c.Data)
+		fmt.Fprintf(out, ", %s, data %s)\n", c.ServerLimits.describe(), c.Data)
 		fmt.Fprintf(out, "  agents:    fleet agent --nats %s --device ID\n", env.NATSURL)
 		if authDir != "" {
 			fmt.Fprintf(out, "  auth:      on; operator credentials %s\n", filepath.Join(authDir, "operator.creds"))
