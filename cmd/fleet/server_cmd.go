@@ -33,7 +33,7 @@ type ServerCmd struct {
 	Replicas     int           `default:"1" help:"Stream replicas when using an existing cluster (--nats)."`
 	HeartbeatTTL time.Duration `default:"30s" help:"How long a device's heartbeat counts before it is Stale."`
 	Auth         bool          `help:"Require credentials: per-device least privilege ('fleet device add'); keys under DIR/auth."`
-	ServerLimits `embed:""` // retention flags (server_limits.go)
+	ServerLimits `embed:""`    // retention flags (server_limits.go)
 	Output
 }
 
