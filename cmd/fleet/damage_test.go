@@ -41,7 +41,7 @@ func (l *lockedBuffer) String() string {
 }
 
 // healthz returns /healthz's status code and body.
-func healthz(t *testing.T, addr string) (int, map[string]any) {
+func healthz(t testing.TB, addr string) (int, map[string]any) {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/healthz")
 	if err != nil {

@@ -124,7 +124,7 @@ func (quiet) Fatalf(format string, args ...any) {
 // Open opens (or creates) the index in dir and loads it: the positions of
 // every indexed event and, per device, the live fold from its last snapshot.
 func Open(dir string, opts ...Option) (*Index, error) {
-	db, err := pebble.Open(dir, &pebble.Options{Logger: quiet{}})
+	db, err := pebble.Open(dir, projections.StoreOptions(quiet{}))
 	if err != nil {
 		return nil, fmt.Errorf("open time-travel index %s: %w", dir, err)
 	}
@@ -408,5 +408,5 @@ func (x *Index) Answer(q Query) (projections.Device, bool, Stats, error) {
 func (x *Index) Close() error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return x.db.Close()
+	return projections.CloseStore(x.db)
 }
