@@ -38,3 +38,7 @@ build:
 # Everything CI does.
 ci:
     bash .ci/run
+
+# Every binary for every device target, with version and revision, into dist/.
+release:
+    bash .ci/release

@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -54,9 +53,15 @@ type Agent struct {
 	drainMu    sync.Mutex // one drain at a time
 	commits    atomic.Uint64
 
+	markMu  sync.Mutex // guards the three below (storedamage.go)
+	mark    storeMark  // last written
+	markErr bool
+	acked   uint64 // last outbox sequence the log acknowledged (or parked); guarded by markMu
+
 	syncMu        sync.Mutex // guards the two below
 	syncedCommits uint64
-	durableSeq    uint64 // last outbox sequence known to be fsynced
+	durableSeq    uint64            // last outbox sequence known to be fsynced
+	durableClock  events.ClockState // the clock as of durableSeq's commits
 
 	running atomic.Bool
 	viewMu  sync.Mutex
@@ -96,6 +101,8 @@ func New(device string, opts ...Option) (*Agent, error) {
 		return nil, fmt.Errorf("%w: backoff %s..%s: base must be positive and at most the cap", events.ErrInvalid, o.backoffBase, o.backoffMax)
 	case o.heartbeatInterval <= 0 || o.attemptTimeout <= 0 || o.manifestPoll <= 0:
 		return nil, fmt.Errorf("%w: heartbeat interval, attempt timeout and manifest poll must be positive", events.ErrInvalid)
+	case o.maxClockSkew <= 0:
+		return nil, fmt.Errorf("%w: max clock skew %s: must be positive", events.ErrInvalid, o.maxClockSkew)
 	case o.stateDir == "":
 		return nil, fmt.Errorf("%w: state directory: must be set", events.ErrInvalid)
 	}
@@ -114,7 +121,7 @@ func New(device string, opts ...Option) (*Agent, error) {
 	}
 	// The store first: its lock keeps a second agent (say, a --deregister
 	// run beside the daemon) from touching anything else of this state.
-	db, err := openDB(o.stateDir + "/store")
+	db, replaced, err := openStore(o.stateDir+"/store", log)
 	if err != nil {
 		return nil, err
 	}
@@ -122,6 +129,13 @@ func New(device string, opts ...Option) (*Agent, error) {
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("load agent store: %w", err)
+	}
+	damaged := checkStore(snap, o.stateDir, replaced, log)
+	if snap.clock.Writer == "" {
+		// A new store (first start, or wiped): a new writer incarnation, so
+		// its sequence starting from 1 cannot collide with what an earlier
+		// store of this device wrote. Persisted with the first commit.
+		snap.clock.Writer = events.NewWriter()
 	}
 	clock, err := events.NewClock(snap.clock, o.now)
 	if err != nil {
@@ -131,9 +145,9 @@ func New(device string, opts ...Option) (*Agent, error) {
 	if o.reconcilers == nil {
 		o.reconcilers = reconcile.Defaults(reconcile.Options{Root: o.root, StateDir: o.stateDir, AllowExec: o.allowExec})
 		for _, r := range o.reconcilers {
-			if f, ok := r.(*reconcile.File); ok {
-				if err := f.KeepSpares(filepath.Join(o.stateDir, "spares")); err != nil {
-					log.Warn("file writes go through temp files only", "err", err)
+			if sk, ok := r.(reconcile.SpareKeeper); ok {
+				if err := sk.KeepSparesIn(o.stateDir); err != nil {
+					log.Warn("writes go through temp files only", "kind", r.Kind(), "err", err)
 				}
 			}
 		}
@@ -149,6 +163,12 @@ func New(device string, opts ...Option) (*Agent, error) {
 	a.outboxLen.Store(int64(snap.outboxLen))
 	a.parked.Store(int64(snap.parked))
 	a.durableSeq = snap.outboxNext - 1 // what a restart found is on disk
+	a.durableClock = clock.State()
+	a.acked = a.durableSeq - uint64(snap.outboxLen) - uint64(snap.parked)
+	if damaged {
+		a.acked = a.durableSeq // the lost ones are not waited for
+		a.writeMark()          // the damage is reported once
+	}
 	for id, r := range snap.resources {
 		a.view[id] = statusOf(r)
 	}

@@ -107,3 +107,18 @@ func TestExecTimeoutKillsAndFails(t *testing.T) {
 	is.Equal(p.(*events.ReconcileAttempted).Outcome, events.OutcomeFailed)
 	is.True(strings.Contains(p.(*events.ReconcileAttempted).Error, "timed out"))
 }
+
+// TestExecRunsForItsOwnTimeoutBeyondTheAgentsAttemptTimeout: the agent asks
+// the kind's reconciler how long an attempt may take (reconcile.AttemptTimer);
+// an exec resource gets its spec's timeout even when the agent's attempt
+// timeout is shorter than the program's run.
+func TestExecRunsForItsOwnTimeoutBeyondTheAgentsAttemptTimeout(t *testing.T) {
+	is := is.New(t)
+	count := filepath.Join(t.TempDir(), "count")
+	r := newRig(t, "ex-07", agent.WithAllowExec(true), agent.WithAttemptTimeout(100*time.Millisecond))
+	slow := events.Resource{ID: "slow", Kind: events.KindExec, Exec: &events.ExecSpec{
+		Argv: []string{"sh", "-c", `sleep 0.6; echo run >> "$0"`, count}, Timeout: "30s"}}
+	gen := apply(t, r.env, "ex-07", slow)
+	waitFor(t, 20*time.Second, "slow Ready", func() bool { return allReady(r.h.Agent, 1, gen) })
+	is.Equal(runs(t, count), 1) // ran to its end once, not cut off at the agent's 100 ms
+}

@@ -46,6 +46,7 @@ func (l *loop) sendBeat(beats chan heartbeat, now time.Time) {
 func (a *Agent) heartbeats(ctx context.Context, conn *logConn, beats <-chan heartbeat) {
 	var kv jetstream.KeyValue
 	loggedMissing, loggedDown := false, false
+	var clockChecked time.Time // wall time of the last clock measurement (zero: none since start)
 	for {
 		var hb heartbeat
 		select {
@@ -74,6 +75,21 @@ func (a *Agent) heartbeats(ctx context.Context, conn *logConn, beats <-chan hear
 			return err
 		}()
 		cancel()
+		if (err == nil || errors.Is(err, jetstream.ErrBucketNotFound)) && (clockChecked.IsZero() || a.wall().Sub(clockChecked) >= clockCheckEvery || a.wall().Before(clockChecked)) {
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			if js, jerr := conn.jetStream(); jerr == nil {
+				local, server, merr := a.measureClock(cctx, js)
+				if merr == nil {
+					clockChecked = a.wall()
+					if _, cerr := a.checkClock(local, server); cerr != nil {
+						a.log.Error("clock skew: not recorded", "err", cerr)
+					}
+				} else if ctx.Err() == nil {
+					a.log.Debug("clock: not measured", "err", merr)
+				}
+			}
+			cancel()
+		}
 		switch {
 		case err == nil:
 			loggedDown = false

@@ -550,8 +550,8 @@ func (l *loop) failWithoutAttempt(t *txn, x *resource, reason, detail string) er
 func (l *loop) start(workCtx context.Context, c call) {
 	timeout := l.a.o.attemptTimeout
 	for _, j := range c.jobs {
-		if e := j.target.Resource.Exec; e != nil {
-			timeout = max(timeout, e.TimeoutOrDefault()+10*time.Second)
+		if at, ok := j.rc.(reconcile.AttemptTimer); ok {
+			timeout = max(timeout, at.AttemptTimeout(j.target, l.a.o.attemptTimeout))
 		}
 	}
 	go func() {

@@ -24,7 +24,8 @@ type manifestUpdate struct {
 // core subscription on the subject hints that something was published, and
 // every manifest poll interval as a safety net (a hint is only a hint: a
 // publish the stream refused is seen by the subscription too, which is why
-// the stored message is read back). It works across disconnects: reads
+// the stored message is read back), and on every reconnect (a publish while
+// the connection was down sent no hint). It works across disconnects: reads
 // fail while the server is away and succeed again when it is back.
 func (a *Agent) watchManifests(ctx context.Context, conn *logConn, out chan<- manifestUpdate) {
 	hint := make(chan struct{}, 1)
@@ -78,6 +79,10 @@ func (a *Agent) watchManifests(ctx context.Context, conn *logConn, out chan<- ma
 		}
 		return false
 	}
+	// A publish while the connection was down sent no hint: read again on
+	// every reconnect, so the poll can be a rare safety net.
+	connected := conn.nc.StatusChanged(nats.CONNECTED)
+	defer conn.nc.RemoveStatusListener(connected)
 	poll := time.NewTicker(a.o.manifestPoll)
 	defer poll.Stop()
 	read()
@@ -86,6 +91,8 @@ func (a *Agent) watchManifests(ctx context.Context, conn *logConn, out chan<- ma
 		case <-ctx.Done():
 			return
 		case <-poll.C:
+			read()
+		case <-connected:
 			read()
 		case <-hint:
 			// The hint can arrive before the stream has stored the message:

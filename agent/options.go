@@ -10,14 +10,24 @@ import (
 
 // Defaults of the options.
 const (
-	DefaultDriftInterval     = time.Minute
-	DefaultConcurrency       = 16
-	DefaultBackoffBase       = time.Second
-	DefaultBackoffMax        = 5 * time.Minute
-	DefaultHeartbeatInterval = 10 * time.Second
+	DefaultDriftInterval = time.Minute
+	DefaultConcurrency   = 16
+	DefaultBackoffBase   = time.Second
+	DefaultBackoffMax    = 5 * time.Minute
+	// DefaultHeartbeatInterval: each heartbeat is a KV write (about 300
+	// bytes on the wire and, on a file-backed bucket with fsync before ack,
+	// a durable write); at 10 s that was 2.6 MB a device a day and 1,000
+	// writes a second for 10,000 devices (fleet sim, BENCHMARKS.md). The
+	// server's default heartbeat TTL (3 min) is three intervals.
+	DefaultHeartbeatInterval = time.Minute
 	DefaultAttemptTimeout    = 2 * time.Minute
 	DefaultShutdownGrace     = 10 * time.Second
-	DefaultManifestPoll      = 5 * time.Second
+	// DefaultManifestPoll is the safety-net read of the manifest subject. New
+	// manifests are seen at once from a subscription hint and re-read on
+	// every reconnect; each poll costs a direct get of the whole manifest
+	// (about 1.2 kB on the wire for 5 files), so at 5 s it was 21 MB a
+	// device a day (fleet sim, BENCHMARKS.md).
+	DefaultManifestPoll = 10 * time.Minute
 )
 
 // Option configures an Agent (see New).
@@ -38,8 +48,10 @@ type options struct {
 	manifestPoll      time.Duration
 	manifestCheck     func(events.Stored, *events.ManifestApplied) error
 	now               func() time.Time
+	maxClockSkew      time.Duration
 	logger            *slog.Logger
 	onEvent           func([]events.Event)
+	onPublished       func(n int)
 }
 
 func defaultOptions() options {
@@ -54,6 +66,7 @@ func defaultOptions() options {
 		attemptTimeout:    DefaultAttemptTimeout,
 		shutdownGrace:     DefaultShutdownGrace,
 		manifestPoll:      DefaultManifestPoll,
+		maxClockSkew:      DefaultMaxClockSkew,
 	}
 }
 
@@ -122,7 +135,9 @@ func WithManifestCheck(check func(events.Stored, *events.ManifestApplied) error)
 }
 
 // WithClock sets the wall clock the agent stamps events from (tests: a clock
-// that jumps backwards). Stamps never go backwards whatever it returns.
+// that jumps backwards or runs ahead). Stamps never go backwards whatever it
+// returns, unless the agent measured them ahead of the server's time (see
+// WithMaxClockSkew and events.ClockSkewDetected).
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
 // WithLogger sets where the agent logs (slog.Default by default).
@@ -132,3 +147,9 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // order, once they are committed to the outbox (before they reach the log).
 // It runs on the agent's loop: it must not block.
 func WithOnEvent(f func([]events.Event)) Option { return func(o *options) { o.onEvent = f } }
+
+// WithOnPublished sets a hook called with the number of events of every
+// outbox batch the log acknowledged, in drain order (the simulator uses it to
+// replay the same batch shapes against a bare client). It runs on the
+// drainer: it must not block.
+func WithOnPublished(f func(n int)) Option { return func(o *options) { o.onPublished = f } }

@@ -237,12 +237,19 @@ func (a *Agent) drainAll(ctx context.Context, conn *logConn) error {
 				return perr
 			}
 		}
+		if f := a.o.onPublished; f != nil {
+			f(len(cur.evs) - parked)
+		}
 		// Losing this delete in a crash only republishes the batch, which the
 		// stream drops as duplicates: no sync needed.
 		if derr := a.db.DeleteRange(cur.first, append(cur.last, 0), pebble.NoSync); derr != nil {
 			return fmt.Errorf("outbox delete: %w", derr)
 		}
 		a.outboxLen.Add(-int64(len(cur.evs) - parked)) // the parked ones left it already
+		a.markMu.Lock()
+		a.acked = cur.upTo
+		a.markMu.Unlock()
+		a.writeMark()
 	}
 	return err
 }

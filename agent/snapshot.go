@@ -341,17 +341,27 @@ func (t *txn) abort() {
 // syncLocal fsyncs the store's WAL if anything was committed since the last
 // sync, and returns the last outbox sequence that is now durable.
 func (a *Agent) syncLocal() (uint64, error) {
+	durable, synced, err := a.syncWAL()
+	if synced {
+		a.writeMark() // after the sync: the mark never runs ahead of the store
+	}
+	return durable, err
+}
+
+// syncWAL is syncLocal but the mark; synced reports whether it fsynced.
+func (a *Agent) syncWAL() (uint64, bool, error) {
 	a.syncMu.Lock()
 	defer a.syncMu.Unlock()
 	a.commitMu.Lock()
 	committed, commits := a.outboxNext-1, a.commits.Load()
+	cs := a.clock.State() // as of the commits this sync covers
 	a.commitMu.Unlock()
 	if commits == a.syncedCommits {
-		return a.durableSeq, nil
+		return a.durableSeq, false, nil
 	}
 	if err := a.db.LogData(nil, pebble.Sync); err != nil {
-		return a.durableSeq, fmt.Errorf("sync agent store: %w", err)
+		return a.durableSeq, false, fmt.Errorf("sync agent store: %w", err)
 	}
-	a.syncedCommits, a.durableSeq = commits, committed
-	return committed, nil
+	a.syncedCommits, a.durableSeq, a.durableClock = commits, committed, cs
+	return committed, true, nil
 }

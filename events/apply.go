@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Signer signs a manifest's SignedStatement; it returns the signature and the key id.
@@ -16,6 +17,78 @@ type Applied struct {
 	Seq        uint64
 	Generation int64
 	Event      Event
+	// Already is set by ApplyOnce when the last generation already held
+	// this manifest from this actor: nothing was written, Seq, Generation
+	// and Event are that generation's.
+	Already bool
+}
+
+// OutcomeUnknownError is an apply whose manifest was sent but whose
+// acknowledgement never came (the server died or the link dropped between
+// storing and answering), also after retries with the same event id: the
+// manifest may or may not be on the log. It wraps ErrUnavailable.
+type OutcomeUnknownError struct {
+	Device     string
+	Generation int64
+	ID         string // the event id every attempt carried (Nats-Msg-Id)
+	Attempts   int
+	Err        error // the last attempt's error
+}
+
+func (e *OutcomeUnknownError) Error() string {
+	return fmt.Sprintf("manifest for %s (generation %d, event %s) was sent %d times but the log never acknowledged it: "+
+		"it may be stored. Check with 'fleet get device %s' (or 'fleet replay --device %s --type ManifestApplied'); "+
+		"re-running the same 'fleet apply' is safe: a manifest already applied by you is found and not written again: %v",
+		e.Device, e.Generation, e.ID, e.Attempts, e.Device, e.Device, e.Err)
+}
+
+func (e *OutcomeUnknownError) Unwrap() []error { return []error{ErrUnavailable, e.Err} }
+
+// Retries of a manifest append whose outcome is unknown. Each attempt
+// carries the same event id, so the stream stores it once (the id is the
+// dedup key within the stream's duplicate window).
+const (
+	applyAttempts       = 3
+	applyAttemptTimeout = 4 * time.Second
+)
+
+// ApplyOnce is Apply made safe to re-run: if the device's last generation
+// already holds exactly m from actor (the same digest, and the same
+// signature or both unsigned), nothing is written and the result is that
+// generation with Already set. A re-run after an OutcomeUnknownError thus
+// writes the manifest at most once, also after the dedup window.
+func ApplyOnce(ctx context.Context, s Store, clock *Clock, device string, m Manifest, actor string, signer Signer) (Applied, error) {
+	return ApplyOnceAbove(ctx, s, clock, device, m, actor, signer, 0)
+}
+
+// ApplyOnceAbove is ApplyOnce with ApplyAbove's generation floor.
+func ApplyOnceAbove(ctx context.Context, s Store, clock *Clock, device string, m Manifest, actor string, signer Signer, floor int64) (Applied, error) {
+	if err := CheckID("device", device); err != nil {
+		return Applied{}, err
+	}
+	if err := m.Validate(); err != nil {
+		return Applied{}, err
+	}
+	last, err := s.LastManifest(ctx, device)
+	if err == nil && last.Actor == actor {
+		if p, perr := last.Payload(); perr == nil {
+			if ma, ok := p.(*ManifestApplied); ok && ma.Digest == m.Digest() && sameSignature(ma, device, last.Generation, signer) {
+				return Applied{Seq: last.Seq, Generation: last.Generation, Event: last.Event, Already: true}, nil
+			}
+		}
+	}
+	return ApplyAbove(ctx, s, clock, device, m, actor, signer, floor)
+}
+
+// sameSignature reports whether ma, stored as generation gen, carries the
+// signature signer makes for it now (ed25519 is deterministic), or both are
+// unsigned.
+func sameSignature(ma *ManifestApplied, device string, gen int64, signer Signer) bool {
+	if signer == nil {
+		return ma.Signature == ""
+	}
+	sig, kid, err := signer.Sign(SignedStatement(device, gen, ma.Digest))
+	return err == nil && sig == ma.Signature && kid == ma.KeyID
 }
 
 // Apply appends m as the device's next generation: it reads the last manifest
@@ -99,9 +172,47 @@ func ApplyAfter(ctx context.Context, s Store, clock *Clock, device string, m Man
 	}
 	clock.Stamp(&e)
 	e.Correlation = e.ID
-	seq, err := s.AppendManifest(ctx, e, expectedSeq)
+	seq, err := appendManifestRetrying(ctx, s, e, expectedSeq)
 	if err != nil {
 		return Applied{}, err
 	}
 	return Applied{Seq: seq, Generation: e.Generation, Event: e}, nil
+}
+
+// appendManifestRetrying appends e expecting expectedSeq; an attempt that
+// ends without an answer (ErrUnavailable: a timeout, a dropped link) is
+// retried with the same event, which the stream's dedup stores once. A
+// conflict on a retry is checked against the subject's last manifest: if it
+// is e, the earlier attempt was stored and its sequence is returned. After
+// the last attempt the error is an *OutcomeUnknownError.
+func appendManifestRetrying(ctx context.Context, s Store, e Event, expectedSeq uint64) (uint64, error) {
+	var err error
+	attempt := 0
+	for attempt < applyAttempts {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return 0, &OutcomeUnknownError{Device: e.Device, Generation: e.Generation, ID: e.ID, Attempts: attempt, Err: err}
+			case <-time.After(time.Duration(attempt) * 250 * time.Millisecond):
+			}
+		}
+		attempt++
+		actx, cancel := context.WithTimeout(ctx, applyAttemptTimeout)
+		var seq uint64
+		seq, err = s.AppendManifest(actx, e, expectedSeq)
+		cancel()
+		if err == nil {
+			return seq, nil
+		}
+		if attempt > 1 && errors.Is(err, ErrConflict) {
+			if last, lerr := s.LastManifest(ctx, e.Device); lerr == nil && last.ID == e.ID {
+				return last.Seq, nil // an earlier attempt was stored
+			}
+			return 0, err
+		}
+		if !errors.Is(err, ErrUnavailable) {
+			return 0, err
+		}
+	}
+	return 0, &OutcomeUnknownError{Device: e.Device, Generation: e.Generation, ID: e.ID, Attempts: attempt, Err: err}
 }

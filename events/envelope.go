@@ -14,17 +14,27 @@ import (
 // any NATS client can read the log. Stream sequence and stream time are not
 // part of it: they come from JetStream and are carried beside it in Stored.
 type Event struct {
-	ID          string          `json:"id"`     // ULID; also the Nats-Msg-Id, so a retried append is stored once
-	Type        string          `json:"type"`   // one of the Type* constants
-	Schema      int             `json:"schema"` // payload version for Type
-	Device      string          `json:"device"`
-	Resource    string          `json:"resource,omitempty"`
-	Generation  int64           `json:"generation"` // manifest generation the event refers to
-	At          time.Time       `json:"at"`         // the writer's clock, monotonic per writer
-	Actor       string          `json:"actor"`      // agent:<device> or user:<name>
-	Causation   string          `json:"causation,omitempty"`
-	Correlation string          `json:"correlation,omitempty"`
-	Data        json.RawMessage `json:"data"`
+	ID          string    `json:"id"`     // ULID; also the Nats-Msg-Id, so a retried append is stored once
+	Type        string    `json:"type"`   // one of the Type* constants
+	Schema      int       `json:"schema"` // payload version for Type
+	Device      string    `json:"device"`
+	Resource    string    `json:"resource,omitempty"`
+	Generation  int64     `json:"generation"` // manifest generation the event refers to
+	At          time.Time `json:"at"`         // the writer's clock, monotonic per writer
+	Actor       string    `json:"actor"`      // agent:<device> or user:<name>
+	Causation   string    `json:"causation,omitempty"`
+	Correlation string    `json:"correlation,omitempty"`
+	// Writer and WriterSeq order a writer's events without trusting its
+	// clock: Writer names one incarnation of a writer (a ULID the agent
+	// makes when its local store is created; a wiped or re-flashed device is
+	// a new writer) and WriterSeq counts its events 1, 2, 3... in the order
+	// it produced them. Folds deduplicate on (actor, writer, wseq) instead of
+	// the id; At may then run back once the writer corrected a clock that
+	// was ahead (it says so with ClockSkewDetected). Optional: events
+	// without them (older agents, the control plane) are ordered by id.
+	Writer    string          `json:"writer,omitempty"`
+	WriterSeq uint64          `json:"wseq,omitempty"`
+	Data      json.RawMessage `json:"data"`
 }
 
 // Stored is an event as read back from the log.
@@ -179,6 +189,14 @@ func (e Event) checkEnvelope() error {
 	}
 	if e.At.IsZero() {
 		return fmt.Errorf("%w: event %s at: must be set", ErrInvalid, e.ID)
+	}
+	if (e.Writer == "") != (e.WriterSeq == 0) {
+		return fmt.Errorf("%w: event %s writer %q, wseq %d: give both (wseq from 1) or neither", ErrInvalid, e.ID, e.Writer, e.WriterSeq)
+	}
+	if e.Writer != "" {
+		if _, err := ParseULID(e.Writer); err != nil {
+			return fmt.Errorf("%w: event %s writer %q: must be a ULID", ErrInvalid, e.ID, e.Writer)
+		}
 	}
 	return nil
 }

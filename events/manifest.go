@@ -10,30 +10,16 @@ import (
 	"path"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
-	"time"
 
 	"sigs.k8s.io/yaml"
 )
-
-// Resource kinds, the kind key of a manifest resource.
-const (
-	KindFile        = "file"
-	KindSystemdUnit = "systemdUnit"
-	KindContainer   = "container"
-	KindExec        = "exec"
-)
-
-// Kinds lists the resource kinds this build knows.
-var Kinds = []string{KindFile, KindSystemdUnit, KindContainer, KindExec}
 
 // Limits on a manifest, so hostile input is refused before it costs anything.
 const (
 	MaxManifestBytes = 768 << 10 // fits in one event on the stream
 	MaxResources     = 5000
 	MaxDepth         = 8 // JSON nesting: manifest > resources > resource > spec > env/argv > value
-	MaxExecTimeout   = time.Hour
 )
 
 // Manifest is a device's desired state: the resources its agent keeps converged.
@@ -69,86 +55,15 @@ type Resource struct {
 	Problem     string           `json:"-"` // why a leniently decoded resource cannot be used
 }
 
-// FileSpec is a file with inline content. Path is absolute; the agent roots it
-// under its --root.
-type FileSpec struct {
-	Path    string `json:"path"`
-	Content string `json:"content"`
-	Mode    string `json:"mode,omitempty"` // octal, default 0644
-	Owner   string `json:"owner,omitempty"`
-	Group   string `json:"group,omitempty"`
-}
-
-// SystemdUnitSpec is a unit file with its wanted enablement and activity.
-type SystemdUnitSpec struct {
-	Name    string `json:"name"`
-	Content string `json:"content"`
-	Enabled *bool  `json:"enabled,omitempty"` // default true
-	Active  *bool  `json:"active,omitempty"`  // default true
-}
-
-// ContainerSpec is a podman container.
-type ContainerSpec struct {
-	Name    string            `json:"name,omitempty"` // default fleet-<resource id>
-	Image   string            `json:"image"`
-	Command []string          `json:"command,omitempty"`
-	Env     map[string]string `json:"env,omitempty"`
-	Ports   []string          `json:"ports,omitempty"`   // host:container[/proto]
-	Volumes []string          `json:"volumes,omitempty"` // /host:/container[:ro]
-	Restart string            `json:"restart,omitempty"` // no, always, on-failure, unless-stopped
-}
-
-// ExecSpec is the escape hatch: an argv run once per generation, only on an
-// agent started with --allow-exec.
-type ExecSpec struct {
-	Argv    []string `json:"argv"`
-	Timeout string   `json:"timeout,omitempty"` // Go duration, default 5m
-}
-
-// TimeoutOrDefault returns the parsed timeout (validated by ParseManifest).
-func (e ExecSpec) TimeoutOrDefault() time.Duration {
-	if d, err := time.ParseDuration(e.Timeout); err == nil && d > 0 {
-		return d
-	}
-	return 5 * time.Minute
-}
-
-// ModeOrDefault returns the file mode (validated by ParseManifest), 0644 if unset.
-func (f FileSpec) ModeOrDefault() uint32 {
-	if m, err := strconv.ParseUint(f.Mode, 8, 32); err == nil && f.Mode != "" {
-		return uint32(m)
-	}
-	return 0o644
-}
-
-// ContainerName returns the podman name of a container resource.
-func (r Resource) ContainerName() string {
-	if r.Container != nil && r.Container.Name != "" {
-		return r.Container.Name
-	}
-	return "fleet-" + r.ID
-}
-
-// Boolean defaults of a unit.
-func (u SystemdUnitSpec) WantEnabled() bool { return u.Enabled == nil || *u.Enabled }
-func (u SystemdUnitSpec) WantActive() bool  { return u.Active == nil || *u.Active }
-
 // MarshalJSON writes the resource in its manifest form: id, driftPolicy and one kind key.
 func (r Resource) MarshalJSON() ([]byte, error) {
 	m := map[string]any{"id": r.ID}
 	if r.DriftPolicy != "" {
 		m["driftPolicy"] = r.DriftPolicy
 	}
-	switch {
-	case r.File != nil:
-		m[KindFile] = r.File
-	case r.SystemdUnit != nil:
-		m[KindSystemdUnit] = r.SystemdUnit
-	case r.Container != nil:
-		m[KindContainer] = r.Container
-	case r.Exec != nil:
-		m[KindExec] = r.Exec
-	case r.Kind != "" && len(r.Raw) > 0:
+	if k, spec := r.specOf(); k != nil {
+		m[k.Name] = spec
+	} else if r.Kind != "" && len(r.Raw) > 0 {
 		m[r.Kind] = r.Raw
 	}
 	return json.Marshal(m)
@@ -184,24 +99,15 @@ func (r *Resource) UnmarshalJSON(b []byte) error {
 	}
 	r.Kind = kinds[0]
 	spec := fields[r.Kind]
-	var err error
-	switch r.Kind {
-	case KindFile:
-		err = json.Unmarshal(spec, &r.File)
-	case KindSystemdUnit:
-		err = json.Unmarshal(spec, &r.SystemdUnit)
-	case KindContainer:
-		err = json.Unmarshal(spec, &r.Container)
-	case KindExec:
-		err = json.Unmarshal(spec, &r.Exec)
-	default:
+	k, ok := LookupKind(r.Kind)
+	if !ok {
 		r.Raw = append(json.RawMessage(nil), spec...)
 		return nil
 	}
-	if err != nil {
+	if err := json.Unmarshal(spec, k.field(r)); err != nil {
 		r.Problem = fmt.Sprintf("%s spec: %v", r.Kind, err)
 	}
-	if r.File == nil && r.SystemdUnit == nil && r.Container == nil && r.Exec == nil && r.Problem == "" {
+	if k.spec(r) == nil && r.Problem == "" {
 		r.Problem = fmt.Sprintf("%s spec: must be an object, not null", r.Kind)
 	}
 	return nil
@@ -209,11 +115,8 @@ func (r *Resource) UnmarshalJSON(b []byte) error {
 
 // Known reports whether this build can reconcile the resource's kind.
 func (r Resource) Known() bool {
-	switch r.Kind {
-	case KindFile, KindSystemdUnit, KindContainer, KindExec:
-		return true
-	}
-	return false
+	_, ok := LookupKind(r.Kind)
+	return ok
 }
 
 // SpecDigest is the sha256 of the resource's canonical JSON: equal digests, equal specs.
@@ -293,9 +196,11 @@ func parseResourceStrict(raw json.RawMessage) (Resource, error) {
 	for k := range fields {
 		switch k {
 		case "id", "driftPolicy":
-		case KindFile, KindSystemdUnit, KindContainer, KindExec:
-			kinds = append(kinds, k)
 		default:
+			if _, ok := LookupKind(k); ok {
+				kinds = append(kinds, k)
+				continue
+			}
 			return Resource{}, fmt.Errorf(".%s: unknown field (allowed: id, driftPolicy, and one of %s)", k, strings.Join(Kinds, ", "))
 		}
 	}
@@ -315,21 +220,8 @@ func parseResourceStrict(raw json.RawMessage) (Resource, error) {
 		}
 	}
 	r.Kind = kinds[0]
-	var target any
-	switch r.Kind {
-	case KindFile:
-		r.File = new(FileSpec)
-		target = r.File
-	case KindSystemdUnit:
-		r.SystemdUnit = new(SystemdUnitSpec)
-		target = r.SystemdUnit
-	case KindContainer:
-		r.Container = new(ContainerSpec)
-		target = r.Container
-	case KindExec:
-		r.Exec = new(ExecSpec)
-		target = r.Exec
-	}
+	k, _ := LookupKind(r.Kind)
+	target := k.alloc(&r)
 	dec := json.NewDecoder(bytes.NewReader(fields[r.Kind]))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(target); err != nil {
@@ -372,105 +264,35 @@ func (p boundedPattern) MatchString(s string) bool { return len(s) <= p.max && p
 // uniqueness, paths, modes, names, timeouts. All problems are reported, each
 // naming its field; the error wraps ErrInvalid.
 func (m Manifest) Validate() error {
-	var errs []error
-	bad := func(i int, field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%w: resources[%d].%s: %s", ErrInvalid, i, field, fmt.Sprintf(format, args...)))
-	}
 	if len(m.Resources) > MaxResources {
 		return fmt.Errorf("%w: manifest has %d resources: must be at most %d", ErrInvalid, len(m.Resources), MaxResources)
 	}
+	c := &specCheck{paths: map[string]int{}}
 	seen := map[string]int{}
-	paths := map[string]int{}
-	for i, r := range m.Resources {
+	for i := range m.Resources {
+		r := &m.Resources[i]
+		c.i = i
 		if !ValidID(r.ID) {
-			bad(i, "id", "%q must be %s", r.ID, IDRule)
+			c.bad("id", "%q must be %s", r.ID, IDRule)
 		} else if j, dup := seen[r.ID]; dup {
-			bad(i, "id", "%q is also the id of resources[%d]: ids must be unique", r.ID, j)
+			c.bad("id", "%q is also the id of resources[%d]: ids must be unique", r.ID, j)
 		} else {
 			seen[r.ID] = i
 		}
 		if r.DriftPolicy != "" && r.DriftPolicy != DriftCorrect && r.DriftPolicy != DriftReport {
-			bad(i, "driftPolicy", "%q must be %s or %s", r.DriftPolicy, DriftCorrect, DriftReport)
+			c.bad("driftPolicy", "%q must be %s or %s", r.DriftPolicy, DriftCorrect, DriftReport)
 		}
 		if r.Problem != "" {
-			errs = append(errs, fmt.Errorf("%w: resources[%d]: %s", ErrInvalid, i, r.Problem))
+			c.errs = append(c.errs, fmt.Errorf("%w: resources[%d]: %s", ErrInvalid, i, r.Problem))
 			continue
 		}
-		switch {
-		case r.File != nil:
-			f := r.File
-			if msg := checkPath(f.Path); msg != "" {
-				bad(i, "file.path", "%q %s", f.Path, msg)
-			} else if j, dup := paths[path.Clean(f.Path)]; dup {
-				bad(i, "file.path", "%q is also the path of resources[%d]: one resource per file", f.Path, j)
-			} else {
-				paths[path.Clean(f.Path)] = i
-			}
-			if f.Mode != "" && !modePattern.MatchString(f.Mode) {
-				bad(i, "file.mode", "%q must be an octal mode from 0000 to 7777, such as \"0644\"", f.Mode)
-			}
-			if f.Owner != "" && !userPattern.MatchString(f.Owner) {
-				bad(i, "file.owner", "%q must be a user name or a numeric uid", f.Owner)
-			}
-			if f.Group != "" && !userPattern.MatchString(f.Group) {
-				bad(i, "file.group", "%q must be a group name or a numeric gid", f.Group)
-			}
-		case r.SystemdUnit != nil:
-			u := r.SystemdUnit
-			if !unitPattern.MatchString(u.Name) || strings.LastIndexByte(u.Name, '.') > 200 {
-				bad(i, "systemdUnit.name", "%q must be a unit file name such as nginx.service (no '/')", u.Name)
-			}
-			if u.Content == "" {
-				bad(i, "systemdUnit.content", "must not be empty")
-			}
-		case r.Container != nil:
-			c := r.Container
-			if !imagePattern.MatchString(c.Image) {
-				bad(i, "container.image", "%q must be an image reference such as nginx:1.27", c.Image)
-			}
-			if c.Name != "" && !containerName.MatchString(c.Name) {
-				bad(i, "container.name", "%q must be letters, digits, '_', '.', '-'", c.Name)
-			}
-			if !restartPolicies[c.Restart] {
-				bad(i, "container.restart", "%q must be no, always, on-failure or unless-stopped", c.Restart)
-			}
-			for k := range c.Env {
-				if !envKeyPattern.MatchString(k) {
-					bad(i, "container.env", "key %q must be a shell variable name", k)
-				}
-			}
-			for j, p := range c.Ports {
-				if !portPattern.MatchString(p) {
-					bad(i, fmt.Sprintf("container.ports[%d]", j), "%q must be host:container[/tcp|udp]", p)
-				}
-			}
-			for j, v := range c.Volumes {
-				parts := strings.Split(v, ":")
-				if len(parts) < 2 || len(parts) > 3 || checkPath(parts[0]) != "" || checkPath(parts[1]) != "" {
-					bad(i, fmt.Sprintf("container.volumes[%d]", j), "%q must be /host/path:/container/path[:ro]", v)
-				}
-			}
-		case r.Exec != nil:
-			e := r.Exec
-			if len(e.Argv) == 0 || e.Argv[0] == "" {
-				bad(i, "exec.argv", "must name a program and its arguments (a list, never a shell string)")
-			}
-			for j, a := range e.Argv {
-				if strings.ContainsRune(a, 0) {
-					bad(i, fmt.Sprintf("exec.argv[%d]", j), "must not contain a NUL byte")
-				}
-			}
-			if e.Timeout != "" {
-				d, err := time.ParseDuration(e.Timeout)
-				if err != nil || d <= 0 || d > MaxExecTimeout {
-					bad(i, "exec.timeout", "%q must be a duration from 1ms to %s, such as 30s", e.Timeout, MaxExecTimeout)
-				}
-			}
-		default:
-			bad(i, r.Kind, "unknown kind: must be one of %s", strings.Join(Kinds, ", "))
+		if k, _ := r.specOf(); k != nil {
+			k.validate(r, c)
+		} else {
+			c.bad(r.Kind, "unknown kind: must be one of %s", strings.Join(Kinds, ", "))
 		}
 	}
-	return errors.Join(errs...)
+	return errors.Join(c.errs...)
 }
 
 // checkPath returns why p is not an acceptable absolute path, or "".

@@ -16,6 +16,7 @@ const (
 	TypeDeviceRegistered   = "DeviceRegistered"
 	TypeDeviceDeregistered = "DeviceDeregistered"
 	TypeManifestRejected   = "ManifestRejected"
+	TypeClockSkewDetected  = "ClockSkewDetected"
 )
 
 // Payload is the typed data of one event type.
@@ -38,12 +39,13 @@ var payloadTypes = map[string]payloadSpec{
 	TypeDeviceRegistered:   {1, false, func() Payload { return new(DeviceRegistered) }},
 	TypeDeviceDeregistered: {1, false, func() Payload { return new(DeviceDeregistered) }},
 	TypeManifestRejected:   {1, false, func() Payload { return new(ManifestRejected) }},
+	TypeClockSkewDetected:  {1, false, func() Payload { return new(ClockSkewDetected) }},
 }
 
 // Types lists every event type.
 func Types() []string {
 	return []string{TypeManifestApplied, TypeReconcileAttempted, TypeStatusChanged, TypeDriftDetected,
-		TypeDeviceRegistered, TypeDeviceDeregistered, TypeManifestRejected}
+		TypeDeviceRegistered, TypeDeviceDeregistered, TypeManifestRejected, TypeClockSkewDetected}
 }
 
 // Payload decodes Data as the payload of e.Type. The result is a pointer to
@@ -169,6 +171,33 @@ type ManifestRejected struct {
 	KeptGeneration int64  `json:"keptGeneration"`
 }
 
+// ClockSkewDetected: the agent measured its wall clock against the
+// server's time (the stream's own time) and found it off by more than its
+// tolerance, or found its last event time ahead of the server's (a clock
+// that ran ahead and was persisted), or found it back in line after a
+// correction. From this event on the writer stamps the corrected time
+// (wall clock minus Offset when Corrected): if its stamps were ahead, At runs
+// back here (RanBack), and the writer's order stays that of wseq.
+type ClockSkewDetected struct {
+	Offset     time.Duration `json:"offsetNs"`    // wall clock minus server time, as measured
+	Tolerance  time.Duration `json:"toleranceNs"` // how far off counts as skew
+	ServerTime time.Time     `json:"serverTime"`  // the server's time of the measurement
+	LastStamp  time.Time     `json:"lastStamp"`   // the writer's last event time before this one
+	Corrected  bool          `json:"corrected"`   // stamps are now wall clock minus Offset
+	RanBack    bool          `json:"ranBack"`     // this event's time is before LastStamp: the stamps were ahead
+	Source     string        `json:"source"`      // how the server's time was read: stream-info
+}
+
+func (p *ClockSkewDetected) check() error {
+	if p.ServerTime.IsZero() {
+		return fmt.Errorf("serverTime: must be set")
+	}
+	if p.Tolerance < 0 {
+		return fmt.Errorf("toleranceNs %d: must not be negative", p.Tolerance)
+	}
+	return nil
+}
+
 func (ManifestApplied) EventType() string    { return TypeManifestApplied }
 func (ReconcileAttempted) EventType() string { return TypeReconcileAttempted }
 func (StatusChanged) EventType() string      { return TypeStatusChanged }
@@ -176,6 +205,7 @@ func (DriftDetected) EventType() string      { return TypeDriftDetected }
 func (DeviceRegistered) EventType() string   { return TypeDeviceRegistered }
 func (DeviceDeregistered) EventType() string { return TypeDeviceDeregistered }
 func (ManifestRejected) EventType() string   { return TypeManifestRejected }
+func (ClockSkewDetected) EventType() string  { return TypeClockSkewDetected }
 
 func (ManifestApplied) SchemaVersion() int    { return 1 }
 func (ReconcileAttempted) SchemaVersion() int { return 1 }
@@ -184,3 +214,4 @@ func (DriftDetected) SchemaVersion() int      { return 1 }
 func (DeviceRegistered) SchemaVersion() int   { return 1 }
 func (DeviceDeregistered) SchemaVersion() int { return 1 }
 func (ManifestRejected) SchemaVersion() int   { return 1 }
+func (ClockSkewDetected) SchemaVersion() int  { return 1 }

@@ -45,7 +45,7 @@ func SubjectFor(e Event) (string, error) {
 	switch e.Type {
 	case TypeManifestApplied:
 		return ManifestSubject(e.Device), nil
-	case TypeDeviceRegistered, TypeDeviceDeregistered, TypeManifestRejected:
+	case TypeDeviceRegistered, TypeDeviceDeregistered, TypeManifestRejected, TypeClockSkewDetected:
 		return LifecycleSubject(e.Device), nil
 	case TypeReconcileAttempted:
 		return ResourceSubject(e.Device, KindAttempt, e.Resource), nil

@@ -66,8 +66,8 @@ func NewDrift() *Drift { return &Drift{devices: map[string]*driftDevice{}} }
 // Apply folds one event in (log order; repeats are applied once). It never
 // panics on a valid event and ignores one whose payload does not decode.
 func (h *Drift) Apply(e events.Stored) {
-	if events.CheckID("device", e.Device) != nil {
-		return
+	if events.CheckID("device", e.Device) != nil || !events.WrittenByItsWriter(e.Event) {
+		return // not a valid event, or forged (see Fleet.Apply)
 	}
 	switch e.Type {
 	case events.TypeDriftDetected, events.TypeStatusChanged, events.TypeReconcileAttempted, events.TypeManifestApplied:

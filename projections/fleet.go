@@ -28,7 +28,8 @@ const (
 	CondReady       = "Ready"
 	CondProgressing = "Progressing"
 	CondDegraded    = "Degraded"
-	CondStale       = "Stale" // computed at read time from the heartbeat bucket, see WithStale
+	CondStale       = "Stale"     // computed at read time from the heartbeat bucket, see WithStale
+	CondClockSkew   = "ClockSkew" // listed once the device's agent measured its clock (ClockSkewDetected)
 )
 
 // Condition statuses.
@@ -55,7 +56,7 @@ type Device struct {
 	Generation         int64             `json:"generation"`         // desired: the last manifest's generation
 	ObservedGeneration int64             `json:"observedGeneration"` // highest generation whose resources all settled
 	Conditions         []Condition       `json:"conditions"`
-	LastSeen           *time.Time        `json:"lastSeen"` // newest event time from the device's agent
+	LastSeen           *time.Time        `json:"lastSeen"` // time of the last event from the device's agent (log order)
 	Resources          []Resource        `json:"resources"`
 }
 
@@ -173,6 +174,8 @@ type deviceState struct {
 	Resources    map[string]*resourceState `json:"resources,omitempty"`
 	LastSeen     *time.Time                `json:"lastSeen,omitempty"`
 	Rejected     *rejection                `json:"rejected,omitempty"`
+	Clock        *clockSkew                `json:"clock,omitempty"`  // the agent's last clock measurement, if it reported one
+	Writer       string                    `json:"writer,omitempty"` // the agent's writer incarnation of its last event
 	Seen         dedup                     `json:"seen"`
 	LastSeq      uint64                    `json:"lastSeq"`
 
@@ -187,11 +190,11 @@ type specDigest struct {
 }
 
 // digest returns r's SpecDigest, from the cache when a manifest before had
-// the same resource (sameResource: every field, nil and empty apart, which
+// the same resource (Resource.Same: every field, nil and empty apart, which
 // is what the canonical JSON distinguishes), and caches it.
 func (d *deviceState) digest(r *events.Resource) string {
 	c := d.specs[r.ID]
-	if c != nil && sameResource(&c.res, r) {
+	if c != nil && c.res.Same(r) {
 		return c.digest
 	}
 	if d.specs == nil {
@@ -224,7 +227,11 @@ func (d *deviceState) trimSpecs(rs []events.Resource) {
 type Fleet struct {
 	devices map[string]*deviceState
 	skipped []Skipped
+	forged  int // forged events seen (not folded)
 }
+
+// Forged is how many forged events the fold refused (events.CheckWriter).
+func (f *Fleet) Forged() int { return f.forged }
 
 // Skipped is a message a fold could not apply (not a valid event).
 type Skipped struct {
@@ -238,10 +245,16 @@ func NewFleet() *Fleet { return &Fleet{devices: map[string]*deviceState{}} }
 // Apply folds one event in. Events must come in log order. An event already
 // applied (same id, see dedup) changes nothing. Apply never panics on an
 // event that passes events.Event.Check; one whose payload does not decode is
-// recorded in Skipped and changes nothing.
+// recorded in Skipped and changes nothing, and so does a forged one (an
+// actor that may not write it, events.CheckWriter), counted in Forged.
 func (f *Fleet) Apply(e events.Stored) {
 	if events.CheckID("device", e.Device) != nil {
 		f.skip(e.Seq, "device id: must be "+events.IDRule)
+		return
+	}
+	if !events.WrittenByItsWriter(e.Event) {
+		f.forged++
+		f.skip(e.Seq, events.CheckWriter(e).Error())
 		return
 	}
 	p, err := e.Payload()
@@ -258,11 +271,15 @@ func (f *Fleet) Apply(e events.Stored) {
 		return
 	}
 	d.LastSeq = e.Seq
-	if isAgentOf(e.Actor, e.Device) && (d.LastSeen == nil || e.At.After(*d.LastSeen)) {
+	if isAgentOf(e.Actor, e.Device) {
+		// The agent's events come in the order it wrote them, so its last
+		// one is its newest, also when its clock was corrected back from
+		// ahead (At runs back there) or its state was wiped (a new writer).
 		if d.LastSeen == nil {
 			d.LastSeen = new(time.Time)
 		}
 		*d.LastSeen = e.At // views copy it
+		d.Writer = e.Writer
 	}
 	switch p := p.(type) {
 	case *events.ManifestApplied:
@@ -282,6 +299,11 @@ func (f *Fleet) Apply(e events.Stored) {
 		d.Deregistered = true
 	case *events.ManifestRejected:
 		d.Rejected = &rejection{Seq: e.Seq, At: e.At, Reason: p.Reason, Generation: p.Generation, KeptGeneration: p.KeptGeneration}
+	case *events.ClockSkewDetected:
+		if isAgentOf(e.Actor, e.Device) {
+			d.Clock = &clockSkew{Seq: e.Seq, At: e.At, Writer: e.Writer, Offset: p.Offset, Tolerance: p.Tolerance,
+				ServerTime: p.ServerTime, LastStamp: p.LastStamp, Corrected: p.Corrected, RanBack: p.RanBack}
+		}
 	}
 	d.settle()
 }
@@ -499,6 +521,9 @@ func (d *deviceState) view() Device {
 		}
 	}
 	v.Conditions = d.conditions(notReady, failed, busy)
+	if c, ok := d.clockCondition(); ok {
+		v.Conditions = append(v.Conditions, c)
+	}
 	return v
 }
 

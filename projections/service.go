@@ -73,6 +73,7 @@ type Stats struct {
 	Lag        uint64  `json:"lag"`         // StreamLast - Checkpoint
 	Applied    uint64  `json:"applied"`     // events applied since start
 	Skipped    uint64  `json:"skipped"`     // bad messages skipped since start
+	Forged     uint64  `json:"forged"`      // of those, forged events (events.CheckWriter)
 	Batches    uint64  `json:"batches"`     // Pebble batches written since start
 	FoldSecs   float64 `json:"foldSeconds"` // time spent folding and writing
 	Devices    int     `json:"devices"`
@@ -117,6 +118,7 @@ type Service struct {
 	streamLast   atomic.Uint64
 	applied      atomic.Uint64
 	skipped      atomic.Uint64
+	forged       atomic.Uint64
 	batches      atomic.Uint64
 	foldNanos    atomic.Int64
 	rebuilding   atomic.Bool
@@ -347,6 +349,9 @@ func (s *Service) applyItems(m *models, items []item, info *BatchInfo) {
 			info.FromSeq = it.seq
 		}
 		m.applied = it.seq
+		if it.err == nil && !events.WrittenByItsWriter(it.ev.Event) {
+			it.err = events.CheckWriter(it.ev) // forged: reported with its sequence like a bad message, not folded
+		}
 		if it.err != nil {
 			m.skipped = append(m.skipped, item{seq: it.seq, err: it.err})
 			continue
@@ -420,6 +425,11 @@ func (s *Service) flush(m *models, sync, live bool, info *BatchInfo) error {
 		return err
 	}
 	s.skipped.Add(uint64(len(m.skipped)))
+	for _, it := range m.skipped {
+		if errors.Is(it.err, events.ErrForged) {
+			s.forged.Add(1)
+		}
+	}
 	m.skipped = m.skipped[:0]
 	clear(m.dirty)
 	if live { // readers (Checkpoint, Lag) read it under s.mu
@@ -841,7 +851,7 @@ func (s *Service) Lag() uint64 {
 // Stats returns the service's counters.
 func (s *Service) Stats() Stats {
 	st := Stats{Checkpoint: s.Checkpoint(), StreamLast: s.streamLast.Load(), Applied: s.applied.Load(),
-		Skipped: s.skipped.Load(), Batches: s.batches.Load(), FoldSecs: time.Duration(s.foldNanos.Load()).Seconds(),
+		Skipped: s.skipped.Load(), Forged: s.forged.Load(), Batches: s.batches.Load(), FoldSecs: time.Duration(s.foldNanos.Load()).Seconds(),
 		Rebuilding: s.rebuilding.Load(), RebuildDone: s.rebuildDone.Load(), RebuildTotal: s.rebuildTotal.Load()}
 	if st.StreamLast > st.Checkpoint {
 		st.Lag = st.StreamLast - st.Checkpoint
@@ -849,8 +859,12 @@ func (s *Service) Stats() Stats {
 		st.StreamLast = st.Checkpoint
 	}
 	s.mu.RLock()
-	if s.m != nil {
-		st.Devices = len(s.m.fleet.Devices())
+	if s.m != nil { // counted, not copied: Stats is asked for by every open stream
+		for _, d := range s.m.fleet.devices {
+			if !d.Deregistered {
+				st.Devices++
+			}
+		}
 	}
 	s.mu.RUnlock()
 	return st
@@ -861,6 +875,15 @@ func (s *Service) Device(id string) (Device, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.m.fleet.Device(id)
+}
+
+// DeviceIDs returns the id of every device the read model knows, sorted
+// (deregistered ones too: Device says false for them). It copies no device,
+// so listing a page of a large fleet costs the page, not the fleet.
+func (s *Service) DeviceIDs() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.m.fleet.DeviceIDs()
 }
 
 // Devices returns every device, sorted by id.

@@ -160,6 +160,10 @@ func brokenLogs(t *testing.T) map[string][]byte {
 
 	b = goodLog(t) // a message that is not an event
 	write(replay.ViolationUndecodable+".ndjson", b.evs, `{"id":"not-a-ulid","type":"StatusChanged"}`)
+
+	b = goodLog(t) // pi-01's status claiming pi-02 wrote it (events.CheckWriter)
+	b.add("agent:pi-02", "pi-01", "motd", 1, &events.StatusChanged{Kind: events.KindFile, From: "Ready", To: "Failed", Trigger: "failed", Error: "pi-02 did it"})
+	write(replay.ViolationForged+".ndjson", b.evs)
 	return out
 }
 

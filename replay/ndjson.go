@@ -69,8 +69,8 @@ func ReadNDJSON(r io.Reader) iter.Seq2[events.Stored, error] {
 			e, err := events.Decode(b)
 			seq, st := line, time.Time{}
 			if err != nil {
-				if re, rseq, rst, rerr := decodeReplayLine(b); rerr == nil {
-					e, seq, st, err = re, rseq, rst, nil
+				if rs, rerr := events.DecodeStoredJSON(b); rerr == nil {
+					e, seq, st, err = rs.Event, rs.Seq, rs.StreamTime, nil
 				}
 			}
 			if err != nil {
@@ -131,32 +131,4 @@ func Import(ctx context.Context, st Appender, seq iter.Seq2[events.Stored, error
 		}
 	}
 	return n, flush()
-}
-
-// decodeReplayLine reads a `fleet replay -o ndjson` line: the event, strictly,
-// plus the stream's seq, streamTime and subject beside it.
-func decodeReplayLine(b []byte) (events.Event, uint64, time.Time, error) {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(b, &fields); err != nil {
-		return events.Event{}, 0, time.Time{}, err
-	}
-	var beside struct {
-		Seq        uint64    `json:"seq"`
-		StreamTime time.Time `json:"streamTime"`
-	}
-	if _, ok := fields["seq"]; !ok {
-		return events.Event{}, 0, time.Time{}, fmt.Errorf("not a replay line: no seq")
-	}
-	if err := json.Unmarshal(b, &beside); err != nil {
-		return events.Event{}, 0, time.Time{}, err
-	}
-	delete(fields, "seq")
-	delete(fields, "streamTime")
-	delete(fields, "subject")
-	eb, err := json.Marshal(fields)
-	if err != nil {
-		return events.Event{}, 0, time.Time{}, err
-	}
-	e, err := events.Decode(eb)
-	return e, beside.Seq, beside.StreamTime, err
 }

@@ -86,7 +86,7 @@ func TestReadNDJSONReadsReplayLines(t *testing.T) {
 	var dump bytes.Buffer
 	for i, e := range evs {
 		s := events.Stored{Event: e, Seq: uint64(100 + i), StreamTime: e.At.Add(5e9), Subject: "fleet.x"}
-		dump.Write(append(replay.AppendStored(nil, s), '\n'))
+		dump.Write(append(events.AppendStoredJSON(nil, s), '\n'))
 	}
 	i := 0
 	for s, err := range replay.ReadNDJSON(&dump) {

@@ -22,11 +22,12 @@ const (
 	ViolationDuplicateID   = "duplicate-id"    // an event id stored twice
 	ViolationNotInManifest = "not-in-manifest" // a status for a resource absent from the manifest of its generation
 	ViolationUndecodable   = "undecodable"     // a message on the log that is not a valid event
+	ViolationForged        = "forged"          // an event whose actor may not write it (events.CheckWriter)
 )
 
 // ViolationKinds lists every kind, in the order summaries show them.
 var ViolationKinds = []string{ViolationTransition, ViolationGeneration, ViolationWriterOrder,
-	ViolationDuplicateID, ViolationNotInManifest, ViolationUndecodable}
+	ViolationDuplicateID, ViolationNotInManifest, ViolationUndecodable, ViolationForged}
 
 // Violation is one broken rule at one place in the log.
 type Violation struct {
@@ -90,15 +91,22 @@ func (r Report) SummaryLine() string {
 //   - generation: a device's ManifestApplied generations strictly increase;
 //     the generation of a resource's events never decreases;
 //   - writer-order: each agent's (actor agent:ID) events have strictly
-//     increasing event times and ids, in log order. Control-plane actors take
-//     a fresh clock per command, so their order is checked by the manifest
-//     generation instead;
+//     increasing event times and ids, in log order; for events that carry a
+//     writer sequence (Event.Writer, WriterSeq) it is the sequence that
+//     strictly increases per writer, and the event time may run back only
+//     at a ClockSkewDetected that says so (RanBack: stamps that were ahead
+//     moved back to real time). Control-plane actors take a fresh clock per
+//     command, so their order is checked by the manifest generation instead;
 //   - duplicate-id: no event id is stored twice (a second copy is reported
 //     once, as this, and not checked against the other rules);
 //   - not-in-manifest: a StatusChanged (other than to Removed) names a
 //     resource of the manifest of its generation; on a complete log that
 //     generation must have been applied;
-//   - undecodable: every message is a valid event.
+//   - undecodable: every message is a valid event;
+//   - forged: every event's actor may write it (events.CheckWriter: agent:X
+//     on device X's agent subjects, user:NAME on its manifest); a forged
+//     event is reported and not checked against the other rules, so it can
+//     neither blame the agent it names nor move that agent's marks.
 type Verifier struct {
 	complete   bool
 	seen       map[ulid.ULID]uint64
@@ -109,9 +117,10 @@ type Verifier struct {
 }
 
 type writerMark struct {
-	at  time.Time
-	id  ulid.ULID
-	seq uint64
+	at   time.Time
+	id   ulid.ULID
+	seq  uint64
+	wseq uint64 // writer sequence, for writers that number their events
 }
 
 type deviceMark struct {
@@ -122,6 +131,7 @@ type deviceMark struct {
 }
 
 type resourceMark struct {
+	writer    string // Writer of the last status
 	state     fsm.State
 	statusSeq uint64
 	hasStatus bool
@@ -155,6 +165,12 @@ func (v *Verifier) Bad(err error) {
 func (v *Verifier) Add(s events.Stored) {
 	v.events++
 	e := s.Event
+	if err := events.CheckWriter(s); err != nil {
+		var f *events.ForgedEvent
+		errors.As(err, &f)
+		v.add(s.Seq, ViolationForged, e, "%s on %s claims actor %q, but only %s writes there: not folded", f.Type, f.Subject, f.Actor, f.Want)
+		return
+	}
 	id, idErr := ulid.ParseStrict(e.ID)
 	if idErr == nil {
 		if first, dup := v.seen[id]; dup {
@@ -169,7 +185,9 @@ func (v *Verifier) Add(s events.Stored) {
 		d = &deviceMark{manifests: map[int64]map[string]bool{}, resources: map[string]*resourceMark{}}
 		v.devices[e.Device] = d
 	}
-	if strings.HasPrefix(e.Actor, "agent:") && idErr == nil {
+	if strings.HasPrefix(e.Actor, "agent:") && e.Writer != "" {
+		v.writerOrder(s)
+	} else if strings.HasPrefix(e.Actor, "agent:") && idErr == nil {
 		if w, ok := v.writers[e.Actor]; ok {
 			if !e.At.After(w.at) {
 				v.add(s.Seq, ViolationWriterOrder, e, "writer %s: event time %s is not after %s of its previous event at seq %d",
@@ -227,13 +245,14 @@ func (v *Verifier) Add(s events.Stored) {
 		v.add(s.Seq, ViolationTransition, e, "%s -> %s: the fsm table has no such transition", stateName(from), to)
 	}
 	switch {
-	case r.hasStatus && from != r.state && !(r.state == fsm.Removed && from == fsm.None):
+	case r.hasStatus && from != r.state && !(r.state == fsm.Removed && from == fsm.None) &&
+		!(from == fsm.None && e.Writer != "" && e.Writer != r.writer): // a new writer (wiped state) starts from nothing
 		v.add(s.Seq, ViolationTransition, e, "from %s, but the resource's previous status (seq %d) left it %s",
 			stateName(from), r.statusSeq, stateName(r.state))
 	case !r.hasStatus && v.complete && from != fsm.None && from != fsm.Removed:
 		v.add(s.Seq, ViolationTransition, e, "first status of the resource starts from %s: must start from nothing", stateName(from))
 	}
-	r.state, r.statusSeq, r.hasStatus = to, s.Seq, true
+	r.state, r.statusSeq, r.hasStatus, r.writer = to, s.Seq, true, e.Writer
 	if to == fsm.Removed {
 		return
 	}
@@ -246,6 +265,39 @@ func (v *Verifier) Add(s events.Stored) {
 		v.add(s.Seq, ViolationNotInManifest, e, "status %s for generation %d, which was never applied to device %s",
 			to, e.Generation, e.Device)
 	}
+}
+
+// writerOrder checks the order of an event that carries a writer sequence.
+func (v *Verifier) writerOrder(s events.Stored) {
+	e := s.Event
+	k := e.Actor + " " + e.Writer
+	w, ok := v.writers[k]
+	v.writers[k] = writerMark{at: e.At, seq: s.Seq, wseq: e.WriterSeq}
+	if !ok {
+		return
+	}
+	if e.WriterSeq <= w.wseq {
+		v.add(s.Seq, ViolationWriterOrder, e, "writer %s (%s): sequence %d is not after %d of its previous event at seq %d",
+			e.Actor, e.Writer, e.WriterSeq, w.wseq, w.seq)
+	}
+	if e.At.Before(w.at) && !ranBack(e) {
+		v.add(s.Seq, ViolationWriterOrder, e, "writer %s (%s): event time %s is before %s of its previous event at seq %d, and no ClockSkewDetected says the clock was moved back",
+			e.Actor, e.Writer, e.At.UTC().Format(time.RFC3339Nano), w.at.UTC().Format(time.RFC3339Nano), w.seq)
+	}
+}
+
+// ranBack reports whether e is a ClockSkewDetected that moved its writer's
+// stamps back.
+func ranBack(e events.Event) bool {
+	if e.Type != events.TypeClockSkewDetected {
+		return false
+	}
+	p, err := e.Payload()
+	if err != nil {
+		return false
+	}
+	c, ok := p.(*events.ClockSkewDetected)
+	return ok && c.RanBack
 }
 
 func stateName(s fsm.State) string {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -78,6 +79,9 @@ func (c *Cmd) Options() ([]agent.Option, error) {
 			return nil, fmt.Errorf("%w: --label %q: key must be %s", events.ErrInvalid, k, events.IDRule)
 		}
 	}
+	if err := c.absPaths(); err != nil {
+		return nil, err
+	}
 	if st, err := os.Stat(c.Root); err != nil || !st.IsDir() {
 		return nil, fmt.Errorf("%w: --root %s: must be an existing directory", events.ErrInvalid, c.Root)
 	}
@@ -94,6 +98,28 @@ func (c *Cmd) Options() ([]agent.Option, error) {
 		opts = append(opts, agent.WithManifestCheck(events.TrustCheck(keys)))
 	}
 	return opts, nil
+}
+
+// absPaths makes --root and --state absolute against the working directory
+// the agent was started in, once, before anything uses them: the file
+// reconciler checks every path against the root, and a relative root would
+// make every file resource escape it (PathEscapesRoot), and a relative state
+// directory would move with a later change of directory.
+func (c *Cmd) absPaths() error {
+	for _, f := range []struct {
+		name string
+		p    *string
+	}{{"--root", &c.Root}, {"--state", &c.State}} {
+		if *f.p == "" {
+			return fmt.Errorf("%w: %s: must not be empty", events.ErrInvalid, f.name)
+		}
+		abs, err := filepath.Abs(*f.p)
+		if err != nil {
+			return fmt.Errorf("%w: %s %s: %v", events.ErrInvalid, f.name, *f.p, err)
+		}
+		*f.p = abs
+	}
+	return nil
 }
 
 func (c *Cmd) logger() *slog.Logger {

@@ -53,7 +53,7 @@ func TestTrustedAgentAppliesOnlySignedManifests(t *testing.T) {
 	opJS, _ := jetstream.New(opNC)
 	ops, err := jsstore.Open(ctx, opJS, jsstore.Config{})
 	is.NoErr(err)
-	_, err = opJS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: events.HeartbeatBucket, History: 1, TTL: time.Minute})
+	_, err = auth.EnsureHeartbeatBucket(ctx, opJS, auth.HeartbeatBucketConfig{TTL: time.Minute})
 	is.NoErr(err)
 	clock, _ := events.NewClock(events.ClockState{}, nil)
 	trusted, err := events.GenerateSigner()

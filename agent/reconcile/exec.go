@@ -41,6 +41,17 @@ func NewExec(stateDir string, allow bool) *Exec { return &Exec{stateDir: stateDi
 // Kind returns events.KindExec.
 func (*Exec) Kind() string { return events.KindExec }
 
+var _ AttemptTimer = (*Exec)(nil)
+
+// AttemptTimeout gives a run the spec's timeout and 10 s to record it, at
+// least agentTimeout (AttemptTimer).
+func (*Exec) AttemptTimeout(t Target, agentTimeout time.Duration) time.Duration {
+	if e := t.Resource.Exec; e != nil {
+		return max(agentTimeout, e.TimeoutOrDefault()+10*time.Second)
+	}
+	return agentTimeout
+}
+
 func (r *Exec) check(t Target, needAllow bool) (*events.ExecSpec, string, error) {
 	e := t.Resource.Exec
 	if e == nil {

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"syscall"
 
@@ -44,6 +45,13 @@ func (r *File) KeepSpares(dir string) error {
 	}
 	r.spares = sp
 	return nil
+}
+
+var _ SpareKeeper = (*File)(nil)
+
+// KeepSparesIn keeps spares in <stateDir>/spares (SpareKeeper).
+func (r *File) KeepSparesIn(stateDir string) error {
+	return r.KeepSpares(filepath.Join(stateDir, "spares"))
 }
 
 // Close stops the background work of KeepSpares and waits for it.

@@ -7,6 +7,7 @@ package reconcile
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/fleet-dev/fleet/events"
 )
@@ -49,6 +50,24 @@ type Reconciler interface {
 // the new set whenever its resources change.
 type Watcher interface {
 	Watch(ctx context.Context, ts []Target, changed func(resourceID string)) error
+}
+
+// AttemptTimer is an optional capability of a Reconciler whose attempts
+// may rightly outlast the agent's attempt timeout (exec: the spec's own
+// timeout). AttemptTimeout returns how long one call for t may take, given
+// the agent's timeout for an attempt; the agent uses the longest answer of
+// the targets of one call. Without it, a call gets the agent's timeout.
+type AttemptTimer interface {
+	AttemptTimeout(t Target, agentTimeout time.Duration) time.Duration
+}
+
+// SpareKeeper is an optional capability of a Reconciler that can keep
+// spare storage ready (file: empty files to write new versions into, see
+// File.KeepSpares). The agent calls KeepSparesIn once, before any other
+// call, with its state directory, under which the reconciler picks a
+// folder of its own; an error leaves the reconciler working without spares.
+type SpareKeeper interface {
+	KeepSparesIn(stateDir string) error
 }
 
 // BatchApplier is an optional capability of a Reconciler: it applies many

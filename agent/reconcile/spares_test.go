@@ -203,7 +203,18 @@ func TestSparesStayOnTheirMount(t *testing.T) {
 	used0, _ := f.SparesUsed()
 	applyAll(t, f, ts)
 	used, _ := f.SparesUsed()
-	is.Equal(used, used0) // no spare crossed the mount
+	var stx unix.Statx_t
+	is.NoErr(unix.Statx(unix.AT_FDCWD, dst, 0, unix.STATX_MNT_ID, &stx))
+	if stx.Mask&unix.STATX_MNT_ID != 0 {
+		is.Equal(used, used0) // no spare crossed the mount
+	} else {
+		// No mount id from this kernel (before Linux 5.8, or qemu-user's
+		// emulation): the bind mount looks like the spares' own file system,
+		// so one spare is tried, meets the rename boundary and the write is
+		// redone through a temp file in the same call.
+		t.Log("statx gives no mount id here: a spare meets the boundary and the write falls back")
+		is.True(used-used0 <= 1)
+	}
 	b, err := os.ReadFile(filepath.Join(src, "a.conf"))
 	is.NoErr(err)
 	is.Equal(string(b), "2\n")

@@ -42,10 +42,10 @@ func run(args []string) int {
 		usage(os.Stdout, &cli, "fleet-agent", description, cli.Help())
 		return 0
 	case err == nil && cli.Version:
-		fmt.Println(agent.Version)
+		fmt.Println("fleet-agent", agent.Build())
 		return 0
 	case err != nil && slices.Contains(args, "--version"):
-		fmt.Println(agent.Version) // as kong: --version wins over a missing --device
+		fmt.Println("fleet-agent", agent.Build()) // as kong: --version wins over a missing --device
 		return 0
 	case err != nil:
 		fmt.Fprintln(os.Stderr, "fleet-agent:", err)

@@ -32,6 +32,14 @@ next generation. The write is compare-and-set: if someone else applied in
 between, nothing is written and the command exits 1 with a conflict; read
 again and retry.
 
+Re-running is safe: if the device's last generation already holds exactly
+this manifest from you (same digest, same signature), nothing is written and
+the command says which generation it is. A write whose acknowledgement is
+lost (the server died after storing it) is retried with the same event id,
+which the log stores once; if no answer comes at all, the command exits 1
+saying the manifest may be stored: check with 'fleet get device ID' or just
+run the same apply again.
+
 Example manifest:
   resources:
     - id: motd
@@ -91,7 +99,7 @@ func (c *ApplyCmd) Run(ctx context.Context, g *Globals) error {
 	if lm, err := st.LastManifest(ctx, c.Device); err == nil {
 		logGen = lm.Generation
 	}
-	res, err := events.ApplyAbove(ctx, st, clock, c.Device, m, actor, signer, floor)
+	res, err := events.ApplyOnceAbove(ctx, st, clock, c.Device, m, actor, signer, floor)
 	if err != nil {
 		return fmt.Errorf("apply to %s: %w", c.Device, err)
 	}
@@ -105,7 +113,14 @@ func (c *ApplyCmd) Run(ctx context.Context, g *Globals) error {
 		if keyID != "" {
 			out["keyId"] = keyID
 		}
+		if res.Already {
+			out["alreadyApplied"] = true
+		}
 		return printJSON(out)
+	}
+	if res.Already {
+		fmt.Printf("device %s: already applied as generation %d (sequence %d, by %s); nothing written\n", c.Device, res.Generation, res.Seq, res.Event.Actor)
+		return nil
 	}
 	fmt.Printf("device %s: generation %d applied (%d resources, sequence %d)\n", c.Device, res.Generation, len(m.Resources), res.Seq)
 	return nil

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -24,15 +26,24 @@ type GetCmd struct {
 
 // GetDevicesCmd is `fleet get devices`.
 type GetDevicesCmd struct {
+	Limit  int    `placeholder:"N" help:"Show at most N devices (0: all)."`
+	After  string `placeholder:"ID" help:"Start after this device id (the ids sort as text)."`
+	Match  string `short:"q" placeholder:"TEXT" help:"Only devices whose id or a label (key=value) contains TEXT."`
+	Status string `enum:",ready,notready,progressing,degraded,stale" default:"" help:"Only devices that are: ready, notready, progressing, degraded, stale."`
 	Output
 }
 
 // Help is shown by `fleet get devices --help`.
 func (c *GetDevicesCmd) Help() string {
-	return `Asks the projection service (inside 'fleet server' or 'fleet project') over NATS.
+	return `Asks the projection service (inside 'fleet server' or 'fleet project') over NATS,
+a page at a time (each page one reply within the NATS payload limit), and prints
+every device, however large the fleet. The table shows each device's conditions
+and resource counts; -o json prints whole devices as one JSON array.
 
 Examples:
   fleet get devices
+  fleet get devices --status degraded
+  fleet get devices -q site=berlin --limit 20
   fleet get devices -o json --nats nats://10.0.0.5:4222`
 }
 
@@ -84,29 +95,78 @@ func (c *GetDevicesCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer done()
-	ds, err := cl.Devices(ctx)
+	if c.After != "" {
+		if err := events.CheckID("--after", c.After); err != nil {
+			return err
+		}
+	}
+	if c.Limit < 0 {
+		return fmt.Errorf("%w: --limit %d: must be 0 (all) or more", events.ErrInvalid, c.Limit)
+	}
+	o := api.ListOptions{After: c.After, Query: c.Match, Status: c.Status, Limit: api.MaxLimit}
+	if c.JSON() {
+		return c.printJSON(ctx, cl, o)
+	}
+	ds, _, _, err := cl.EachSummary(ctx, o, c.Limit)
 	if err != nil {
 		return err
 	}
-	if c.JSON() {
-		return printJSON(ds)
-	}
 	var rows [][]string
 	for _, d := range ds {
-		ready := 0
-		for _, r := range d.Resources {
-			if r.State == "Ready" {
-				ready++
-			}
-		}
-		rows = append(rows, []string{d.Device, cond(d, projections.CondReady), fmt.Sprint(d.Generation), fmt.Sprint(d.ObservedGeneration),
-			fmt.Sprintf("%d/%d", ready, len(d.Resources)), cond(d, projections.CondDegraded), cond(d, projections.CondStale), ago(d.LastSeen)})
+		dev := projections.Device{Conditions: d.Conditions}
+		rows = append(rows, []string{d.Device, cond(dev, projections.CondReady), fmt.Sprint(d.Generation), fmt.Sprint(d.ObservedGeneration),
+			fmt.Sprintf("%d/%d", d.States["Ready"], d.Resources), cond(dev, projections.CondDegraded), cond(dev, projections.CondStale), ago(d.LastSeen)})
 	}
 	if len(rows) == 0 {
 		fmt.Println("no devices yet (register one with 'fleet agent', or apply a manifest)")
 		return nil
 	}
 	return table(os.Stdout, []string{"DEVICE", "READY", "GEN", "OBSERVED", "RESOURCES", "DEGRADED", "STALE", "LAST SEEN"}, rows)
+}
+
+// printJSON prints the devices o selects as one JSON array (the shape of
+// 'fleet get device -o json' per element), a page at a time, so a large
+// fleet is never held whole.
+func (c *GetDevicesCmd) printJSON(ctx context.Context, cl *api.Client, o api.ListOptions) error {
+	w := bufio.NewWriter(os.Stdout)
+	defer w.Flush()
+	n := 0
+	for {
+		if c.Limit > 0 && o.Limit > c.Limit-n {
+			o.Limit = c.Limit - n
+		}
+		p, err := cl.DevicesPage(ctx, o)
+		if err != nil {
+			if n > 0 { // what was printed is not a whole answer
+				w.Flush()
+				fmt.Fprintln(os.Stderr)
+			}
+			return err
+		}
+		for _, d := range p.Devices {
+			b, err := json.MarshalIndent(d, "  ", "  ")
+			if err != nil {
+				return err
+			}
+			sep := ",\n  "
+			if n == 0 {
+				sep = "[\n  "
+			}
+			w.WriteString(sep)
+			w.Write(b)
+			n++
+		}
+		if p.Next == "" || (c.Limit > 0 && n >= c.Limit) {
+			break
+		}
+		o.After = p.Next
+	}
+	if n == 0 {
+		_, err := w.WriteString("[]\n")
+		return err
+	}
+	_, err := w.WriteString("\n]\n")
+	return err
 }
 
 // Run shows one device.

@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/alecthomas/kong"
+	kongcompletion "github.com/jotaen/kong-completion"
 
 	"github.com/fleet-dev/fleet/events"
 )
@@ -91,7 +92,7 @@ func run(args []string) int {
 		kong.Description("fleet keeps edge devices converged on a typed desired state, with an immutable record of every change.\n\nStart here: fleet demo"),
 		kong.UsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-		kong.Vars{"version": version, "default_nats": DefaultNATS},
+		kong.Vars{"version": "fleet " + buildInfo().String(), "default_nats": DefaultNATS},
 		kong.BindTo(ctx, (*context.Context)(nil)),
 	}
 	sort.SliceStable(commands, func(i, j int) bool { return groupRank(commands[i].group) < groupRank(commands[j].group) })
@@ -103,6 +104,8 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "fleet:", err)
 		return exitFailure
 	}
+	// A shell asking for completions (COMP_LINE set) is answered here.
+	kongcompletion.Register(parser)
 	kctx, err := parser.Parse(args)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fleet:", err)

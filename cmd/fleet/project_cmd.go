@@ -21,7 +21,7 @@ type ProjectCmd struct {
 	Data         string        `default:"./fleet-projections" placeholder:"DIR" help:"Where the read models and their checkpoint live."`
 	Durable      string        `default:"fleet-project" help:"Durable consumer name (one per service instance; 'fleet server' uses fleet-projections)."`
 	HTTP         string        `name:"http" placeholder:"ADDR" help:"Serve the HTTP API here too (e.g. 127.0.0.1:8081)."`
-	HeartbeatTTL time.Duration `default:"30s" help:"How long a device's heartbeat counts before it is Stale."`
+	HeartbeatTTL time.Duration `default:"3m" help:"How long a device's heartbeat counts before it is Stale (agents write one a minute by default)."`
 	Rebuild      bool          `help:"Build the read models from sequence 1 into a fresh store while the old one keeps answering, then swap."`
 	Remote       bool          `help:"With --rebuild: ask the running service (fleet server or fleet project) to rebuild instead, and show its progress."`
 	Status       bool          `help:"Show the running service's checkpoint, lag and counters, and exit."`

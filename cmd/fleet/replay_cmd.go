@@ -281,9 +281,14 @@ func (p *linePrinter) print(seq iter.Seq2[events.Stored, error]) (uint64, error)
 			return last, err
 		}
 		last = s.Seq
+		if err := events.CheckWriter(s); err != nil { // forged: reported, not printed as if true
+			p.bad++
+			fmt.Fprintf(os.Stderr, "fleet replay: skipped %v\n", err)
+			continue
+		}
 		switch p.format {
 		case "ndjson":
-			line = append(replay.AppendStored(line[:0], s), '\n')
+			line = append(events.AppendStoredJSON(line[:0], s), '\n')
 			p.w.Write(line)
 		case "json":
 			if p.n > 0 {

@@ -12,10 +12,12 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/events/auth"
 	"github.com/fleet-dev/fleet/events/embedded"
 	"github.com/fleet-dev/fleet/events/jsstore"
 )
@@ -31,17 +33,57 @@ type ServerCmd struct {
 	HTTP         string        `name:"http" default:"127.0.0.1:8080" placeholder:"ADDR" help:"Address of the HTTP API and dashboard; empty to turn it off."`
 	RelaxedSync  bool          `help:"Acknowledge writes before fsync (faster, may lose the last acknowledged events on power loss)."`
 	Replicas     int           `default:"1" help:"Stream replicas when using an existing cluster (--nats)."`
-	HeartbeatTTL time.Duration `default:"30s" help:"How long a device's heartbeat counts before it is Stale."`
+	HeartbeatTTL time.Duration `default:"3m" help:"How long a device's heartbeat counts before it is Stale (agents write one a minute by default)."`
 	Auth         bool          `help:"Require credentials: per-device least privilege ('fleet device add'); keys under DIR/auth."`
 	ServerLimits `embed:""`    // retention flags (server_limits.go)
 	Output
+
+	// which of --nats and --listen were given on the command line (not from
+	// the environment or defaults); set by AfterApply
+	natsFlag, listenFlag bool
+}
+
+// AfterApply records which flags were given on the command line: only an
+// explicit --nats makes the server a client of another NATS server;
+// FLEET_NATS in the environment (meant for client commands) does not.
+func (c *ServerCmd) AfterApply(kctx *kong.Context) error {
+	for _, p := range kctx.Path {
+		if p.Flag == nil {
+			continue
+		}
+		switch p.Flag.Name {
+		case "nats":
+			c.natsFlag = true
+		case "listen":
+			c.listenFlag = true
+		}
+	}
+	return nil
+}
+
+// external is the NATS URL the server attaches to instead of starting its
+// embedded server, or "". --listen and --data always mean the embedded
+// server: FLEET_NATS in the environment is ignored here (said on stderr),
+// and an explicit --nats with --listen is a usage error naming both.
+func (c *ServerCmd) external(g *Globals) (string, error) {
+	switch {
+	case c.natsFlag && c.listenFlag:
+		return "", usagef("--nats %s and --listen %s conflict: --listen is the address of the embedded server, --nats uses an existing server instead; give one of them", g.NATS, c.Listen)
+	case c.natsFlag:
+		return g.NATS, nil
+	case g.NATS != "" && os.Getenv("FLEET_NATS") == g.NATS:
+		fmt.Fprintf(os.Stderr, "fleet server: FLEET_NATS=%s in the environment is ignored: the server runs its embedded NATS on --listen %s (to use an existing server, pass --nats)\n", g.NATS, c.Listen)
+	}
+	return "", nil
 }
 
 // Help is shown by `fleet server --help`.
 func (c *ServerCmd) Help() string {
 	return `Runs everything the control side needs in one process. On one machine the
 JetStream server is embedded and fsyncs every write before acknowledging it;
-with --nats it uses an existing server or cluster instead.
+with --nats it uses an existing server or cluster instead. --listen and
+--data always mean the embedded server: FLEET_NATS in the environment (for
+client commands) is ignored here, and --nats with --listen is refused.
 
 Examples:
   fleet server                                  # embedded, data in ./fleet-data
@@ -109,15 +151,19 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 	var nc *nats.Conn
 	var err error
 	var authDir string
-	if c.Auth && g.NATS != "" {
+	extURL, err := c.external(g)
+	if err != nil {
+		return nil, err
+	}
+	if c.Auth && extURL != "" {
 		return nil, usagef("--auth configures the embedded server: with --nats, configure auth on your own servers")
 	}
-	if g.NATS != "" {
+	if extURL != "" {
 		nc, err = g.Connect("fleet-server")
 		if err != nil {
 			return nil, err
 		}
-		env.NATSURL = g.NATS
+		env.NATSURL = extURL
 	} else {
 		if _, port, err := net.SplitHostPort(c.Listen); err != nil || !validPort(port) {
 			return nil, usagef("--listen %q: must be host:port with a port from 0 to 65535, such as 127.0.0.1:4222", c.Listen)
@@ -164,12 +210,10 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 		rs.Stop()
 		return nil, err
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: events.HeartbeatBucket, Description: "fleet agent heartbeats (not history)",
-		TTL: c.HeartbeatTTL, Storage: jetstream.FileStorage, Replicas: replicas, History: 1,
-	}); err != nil {
+	// roll-ups refused: a device's put with Nats-Rollup would purge the others' heartbeats
+	if _, err := auth.EnsureHeartbeatBucket(ctx, js, auth.HeartbeatBucketConfig{TTL: c.HeartbeatTTL, Replicas: replicas}); err != nil {
 		rs.Stop()
-		return nil, fmt.Errorf("heartbeat bucket: %w", err)
+		return nil, err
 	}
 	env.Conn, env.JS, env.Store = nc, js, st
 	if c.HTTP != "" {

@@ -35,19 +35,18 @@ import (
 
 // Names in the auth directory.
 const (
-	AccountName   = "FLEET"
-	SystemName    = "SYS"
-	operatorSeed  = "operator.nk"
-	operatorJWT   = "operator.jwt"
-	sysSeed       = "sys-account.nk"
-	sysJWT        = "sys-account.jwt"
-	sysCreds      = "sys-user.creds"
-	accountSeed   = "account.nk"
-	accountJWT    = "account.jwt"
-	adminCreds    = "operator.creds"
-	devicesDir    = "devices"
-	deviceTag     = "fleet-device"
-	consumerStart = "agent-"
+	AccountName  = "FLEET"
+	SystemName   = "SYS"
+	operatorSeed = "operator.nk"
+	operatorJWT  = "operator.jwt"
+	sysSeed      = "sys-account.nk"
+	sysJWT       = "sys-account.jwt"
+	sysCreds     = "sys-user.creds"
+	accountSeed  = "account.nk"
+	accountJWT   = "account.jwt"
+	adminCreds   = "operator.creds"
+	devicesDir   = "devices"
+	deviceTag    = "fleet-device"
 )
 
 // ErrRevoked: the device's credentials were revoked.
@@ -396,26 +395,29 @@ func Push(ctx context.Context, nc *nats.Conn, accountJWT string) error {
 	return nil
 }
 
-// DeviceConsumer is the one consumer name a device may use on the FLEET
-// stream, to watch its manifest subject ("agent-" and its id).
-func DeviceConsumer(device string) string { return consumerStart + device }
-
 // InboxPrefix is the reply-subject prefix a device must use ("_INBOX_" and
 // its id): it may subscribe there and nowhere else, so it cannot read
 // replies meant for anyone else.
 func InboxPrefix(device string) string { return "_INBOX_" + device }
 
-// DevicePermissions is the least privilege of a device: it may publish its
-// own lifecycle, attempt, status and drift events (plain or atomic-batch
-// publishes), its own heartbeat key, read its own manifest (direct get of
-// the subject's last message, the consumer DeviceConsumer filtered on it, or
-// a core subscription on it),
-// look up the FLEET stream and heartbeat bucket, and receive replies on its
-// own inbox prefix. Nothing else: no other device's subjects, no manifest
-// writes, no other consumer, no stream or consumer management.
+// DevicePermissions is the least privilege of a device: exactly what the
+// agent uses. It may publish its own lifecycle, attempt, status and drift
+// events (plain or atomic-batch publishes) and its own heartbeat key, read
+// its own manifest (direct get of the subject's last message, and a core
+// subscription on the subject as a hint that a new one was applied), look up
+// the FLEET stream and heartbeat bucket, and receive replies on its own
+// inbox prefix. Nothing else: no other device's subjects, no manifest
+// writes, and no consumer at all. A device that could create a consumer
+// could make it a push consumer with any deliver_subject (such as the
+// projection service's rebuild endpoint) and have the server publish there
+// for it, which no publish permission of the device would stop.
+//
+// What the permissions cannot express is refused by the streams'
+// configuration: roll-ups (FLEET and the heartbeat bucket, see
+// EnsureHeartbeatBucket), purges and deletes (FLEET), per-message TTLs,
+// counters and schedules (neither stream allows them).
 func DevicePermissions(device string) jwt.Permissions {
 	api := "$JS.API."
-	cons := DeviceConsumer(device)
 	return jwt.Permissions{
 		Pub: jwt.Permission{Allow: jwt.StringList{
 			events.LifecycleSubject(device),
@@ -427,10 +429,6 @@ func DevicePermissions(device string) jwt.Permissions {
 			api + "STREAM.INFO.KV_" + events.HeartbeatBucket,
 			api + "DIRECT.GET." + events.Stream + "." + events.ManifestSubject(device),
 			api + "DIRECT.GET.KV_" + events.HeartbeatBucket + ".$KV." + events.HeartbeatBucket + "." + device,
-			api + "CONSUMER.CREATE." + events.Stream + "." + cons + "." + events.ManifestSubject(device),
-			api + "CONSUMER.MSG.NEXT." + events.Stream + "." + cons,
-			api + "CONSUMER.INFO." + events.Stream + "." + cons,
-			api + "CONSUMER.DELETE." + events.Stream + "." + cons,
 		}},
 		Sub: jwt.Permission{Allow: jwt.StringList{
 			InboxPrefix(device) + ".>",

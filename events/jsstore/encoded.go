@@ -7,7 +7,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/fleet-dev/fleet/events"
 )
@@ -54,7 +53,7 @@ func (s *Store) AppendEncoded(ctx context.Context, evs []Encoded) error {
 		n := min(len(evs), MaxBatch)
 		batch := evs[:n]
 		if n == 1 {
-			if _, err := s.js.PublishMsg(ctx, batch[0].msg()); err != nil {
+			if _, err := s.publish(ctx, batch[0].msg); err != nil {
 				return fmt.Errorf("append batch of 1: %w", unavailable(err))
 			}
 		} else {
@@ -62,13 +61,13 @@ func (s *Store) AppendEncoded(ctx context.Context, evs []Encoded) error {
 			for i, e := range batch {
 				msgs[i] = e.msg()
 			}
-			if _, err := jetstreamext.PublishMsgBatch(ctx, s.js, msgs); err != nil {
+			if err := s.publishBatch(ctx, msgs); err != nil {
 				var apiErr *jetstream.APIError
 				if !errors.As(err, &apiErr) || apiErr.ErrorCode != errBatchHasDuplicate {
 					return fmt.Errorf("append batch of %d: %w", n, unavailable(err))
 				}
 				for _, e := range batch {
-					if _, err := s.js.PublishMsg(ctx, e.msg()); err != nil {
+					if _, err := s.publish(ctx, e.msg); err != nil {
 						return fmt.Errorf("append batch retry of %d: %w", n, unavailable(err))
 					}
 				}

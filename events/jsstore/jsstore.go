@@ -14,7 +14,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/fleet-dev/fleet/events"
 )
@@ -96,10 +95,10 @@ type Store struct {
 // difference). Use Attach to use an existing stream without managing it.
 func Open(ctx context.Context, js jetstream.JetStream, c Config) (*Store, error) {
 	want := StreamConfig(c)
-	s, err := js.Stream(ctx, events.Stream)
+	s, err := streamRetrying(ctx, js)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
-		s, err = js.CreateStream(ctx, want)
+		s, err = createStreamRetrying(ctx, js, want)
 		if err != nil {
 			return nil, fmt.Errorf("create stream %s: %w", events.Stream, err)
 		}
@@ -107,7 +106,8 @@ func Open(ctx context.Context, js jetstream.JetStream, c Config) (*Store, error)
 		return nil, fmt.Errorf("open stream %s: %w", events.Stream, unavailable(err))
 	default:
 		if !sameConfig(s.CachedInfo().Config, want) {
-			s, err = js.UpdateStream(ctx, want)
+			keepSources(&want, s.CachedInfo().Config)
+			s, err = updateStreamRetrying(ctx, js, want)
 			if err != nil {
 				return nil, fmt.Errorf("update stream %s: %w", events.Stream, err)
 			}
@@ -119,7 +119,7 @@ func Open(ctx context.Context, js jetstream.JetStream, c Config) (*Store, error)
 // Attach uses the existing stream without creating or changing it (for
 // clients with least privilege, such as agents).
 func Attach(ctx context.Context, js jetstream.JetStream) (*Store, error) {
-	s, err := js.Stream(ctx, events.Stream)
+	s, err := streamRetrying(ctx, js)
 	if err != nil {
 		return nil, fmt.Errorf("open stream %s: %w", events.Stream, unavailable(err))
 	}
@@ -163,7 +163,7 @@ func (s *Store) Append(ctx context.Context, e events.Event) (uint64, bool, error
 	if err != nil {
 		return 0, false, err
 	}
-	ack, err := s.js.PublishMsg(ctx, m)
+	ack, err := s.publish(ctx, func() *nats.Msg { return copyMsg(m) })
 	if err != nil {
 		return 0, false, fmt.Errorf("append %s %s: %w", e.Type, e.ID, unavailable(err))
 	}
@@ -184,10 +184,10 @@ func (s *Store) AppendBatch(ctx context.Context, evs []events.Event) error {
 			msgs = append(msgs, m)
 		}
 		if len(msgs) == 1 {
-			if _, err := s.js.PublishMsg(ctx, msgs[0]); err != nil {
+			if _, err := s.publish(ctx, func() *nats.Msg { return copyMsg(msgs[0]) }); err != nil {
 				return fmt.Errorf("append batch of 1: %w", unavailable(err))
 			}
-		} else if _, err := jetstreamext.PublishMsgBatch(ctx, s.js, msgs); err != nil {
+		} else if err := s.publishBatch(ctx, msgs); err != nil {
 			var apiErr *jetstream.APIError
 			if !errors.As(err, &apiErr) || apiErr.ErrorCode != errBatchHasDuplicate {
 				return fmt.Errorf("append batch of %d: %w", len(msgs), unavailable(err))
@@ -197,7 +197,7 @@ func (s *Store) AppendBatch(ctx context.Context, evs []events.Event) error {
 			// one, in order, and let the stream drop the ones it has.
 			for _, e := range evs[:n] {
 				m, _ := Msg(e) // fresh: the batch publisher set batch headers on msgs
-				if _, err := s.js.PublishMsg(ctx, m); err != nil {
+				if _, err := s.publish(ctx, func() *nats.Msg { return copyMsg(m) }); err != nil {
 					return fmt.Errorf("append batch retry of %d: %w", len(msgs), unavailable(err))
 				}
 			}
@@ -217,13 +217,19 @@ func (s *Store) AppendManifest(ctx context.Context, e events.Event, expectedLast
 	if err != nil {
 		return 0, err
 	}
-	ack, err := s.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(expectedLastSeq))
+	// Sent again (same Nats-Msg-Id) while the cluster cannot take it or
+	// has an earlier write to the subject in flight; a copy of it that was
+	// stored after all comes back as a duplicate ack with its sequence.
+	ack, err := s.publish(ctx, func() *nats.Msg { return copyMsg(m) }, jetstream.WithExpectLastSequencePerSubject(expectedLastSeq))
 	if err != nil {
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
 			ce := &events.ConflictError{Subject: m.Subject, Expected: expectedLastSeq, Actual: actualFrom(apiErr.Description)}
 			if last, lerr := s.LastManifest(ctx, e.Device); lerr == nil {
+				if last.ID == e.ID {
+					return last.Seq, nil // this very event, stored by an attempt whose ack was lost
+				}
 				ce.Actual = last.Seq
 			}
 			return 0, ce
@@ -243,13 +249,22 @@ func actualFrom(desc string) uint64 {
 	return n
 }
 
-// LastManifest implements events.Store with a direct get of the last message
-// on the device's manifest subject.
+// LastManifest implements events.Store with a get of the last message on
+// the device's manifest subject answered by the stream leader (never a
+// follower that may be behind: see leaderget.go), so that what it returns
+// is a sound expectation for AppendManifest. On a stream of one replica
+// that is a direct get (which a device's credentials allow).
 func (s *Store) LastManifest(ctx context.Context, device string) (events.Stored, error) {
 	if err := events.CheckID("device", device); err != nil {
 		return events.Stored{}, err
 	}
-	raw, err := s.stream.GetLastMsgForSubject(ctx, events.ManifestSubject(device))
+	var raw *jetstream.RawStreamMsg
+	var err error
+	if s.replicated() {
+		raw, err = s.lastFromLeader(ctx, events.ManifestSubject(device))
+	} else { // the one replica is the leader: a direct get is as good, and a device may make it
+		raw, err = s.stream.GetLastMsgForSubject(ctx, events.ManifestSubject(device))
+	}
 	if err != nil {
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return events.Stored{}, fmt.Errorf("manifest of %s: %w", device, events.ErrNotFound)
@@ -292,7 +307,7 @@ func onSubject(e events.Event, subject string) bool {
 	switch e.Type {
 	case events.TypeManifestApplied:
 		kind, perResource = events.KindManifest, false
-	case events.TypeDeviceRegistered, events.TypeDeviceDeregistered, events.TypeManifestRejected:
+	case events.TypeDeviceRegistered, events.TypeDeviceDeregistered, events.TypeManifestRejected, events.TypeClockSkewDetected:
 		kind, perResource = events.KindLifecycle, false
 	case events.TypeReconcileAttempted:
 		kind = events.KindAttempt

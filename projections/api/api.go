@@ -24,30 +24,41 @@ import (
 // (outside fleet.>, which the stream captures).
 const (
 	ServiceName = "fleet-projections"
-	Version     = "0.1.0"
+	Version     = "0.2.0" // 0.2: devices pages, summaries
 	Prefix      = "fleetapi.projections"
 )
 
 // Endpoint names; the subject is Prefix + "." + name.
 const (
-	EpDevices = "devices"
-	EpDevice  = "device"
-	EpDrift   = "drift"
-	EpExplain = "explain"
-	EpStatus  = "status"
-	EpRebuild = "rebuild" // starts a rebuild in the background; follow it with status
+	EpDevices   = "devices"   // a DevicePage (Request.After, Limit, Query, Status)
+	EpSummaries = "summaries" // a SummaryPage: the overview's rows and the fleet's totals
+	EpDevice    = "device"
+	EpDrift     = "drift"
+	EpExplain   = "explain"
+	EpStatus    = "status"
+	EpRebuild   = "rebuild" // starts a rebuild in the background; follow it with status
 )
 
 // Request is the body of every endpoint's request (unused fields empty).
 type Request struct {
 	Device   string `json:"device,omitempty"`
 	Resource string `json:"resource,omitempty"`
+	// Lists (devices, summaries): see ListOptions.
+	After  string `json:"after,omitempty"`
+	Limit  int    `json:"limit,omitempty"`
+	Query  string `json:"q,omitempty"`
+	Status string `json:"status,omitempty"`
+}
+
+func (r Request) list() ListOptions {
+	return ListOptions{After: r.After, Limit: r.Limit, Query: r.Query, Status: r.Status}
 }
 
 // Status is the service's state: counters, lag and heartbeat TTL.
 type Status struct {
 	projections.Stats
-	HeartbeatTTL string `json:"heartbeatTTL"`
+	HeartbeatTTL string      `json:"heartbeatTTL"`
+	Streams      StreamStats `json:"streams"` // the live streams (/api/stream) open and dropped
 }
 
 // Server answers from a projection service. Safe for concurrent use.
@@ -57,28 +68,51 @@ type Server struct {
 	ttl time.Duration
 	now func() time.Time
 
-	mu     sync.RWMutex
-	beats  map[string]time.Time // device -> last heartbeat
-	hasKV  bool
-	stream *hub
-	ctx    context.Context
-	checks healthChecks // health.go
+	mu      sync.RWMutex
+	beats   map[string]time.Time // device -> last heartbeat
+	expired map[string]bool      // devices whose heartbeat expired (Stale), as last told to the streams
+	hasKV   bool
+	stream  *hub
+	ctx     context.Context
+
+	sumMu  sync.Mutex
+	sums   map[string]DeviceSummary // cached summaries without Stale; a batch drops its devices'
+	sumGen uint64                   // bumped by every drop
+
+	maxReply int          // bytes a micro reply may carry; 0: the connection's max payload less headers
+	checks   healthChecks // health.go
 }
+
+// ServerOption configures a Server.
+type ServerOption func(*Server)
+
+// WithMaxReply bounds the bytes of a micro service reply (tests use small
+// ones); by default it is the NATS connection's max payload less 4 KiB.
+func WithMaxReply(n int) ServerOption { return func(a *Server) { a.maxReply = n } }
+
+// WithMaxStreams bounds the live streams open at once (default 1,000);
+// more are refused with 503 and the reason.
+func WithMaxStreams(n int) ServerOption { return func(a *Server) { a.stream.max = n } }
 
 // NewServer serves svc. js is used to read device histories and watch the
 // heartbeat bucket (events.HeartbeatBucket); ttl is how long a heartbeat counts.
-func NewServer(svc *projections.Service, js jetstream.JetStream, ttl time.Duration) *Server {
+func NewServer(svc *projections.Service, js jetstream.JetStream, ttl time.Duration, opts ...ServerOption) *Server {
 	if ttl <= 0 {
 		ttl = 30 * time.Second
 	}
-	return &Server{svc: svc, js: js, ttl: ttl, now: time.Now, beats: map[string]time.Time{}, stream: newHub()}
+	a := &Server{svc: svc, js: js, ttl: ttl, now: time.Now, beats: map[string]time.Time{}, expired: map[string]bool{},
+		stream: newHub(), sums: map[string]DeviceSummary{}}
+	for _, o := range opts {
+		o(a)
+	}
+	return a
 }
 
 // Start watches heartbeats and feeds live updates until ctx is done. A
 // missing heartbeat bucket leaves every device's Stale condition Unknown.
 func (a *Server) Start(ctx context.Context) error {
 	a.ctx = ctx
-	remove := a.svc.OnBatch(func(b projections.BatchInfo) { a.stream.publish(b.Devices) })
+	remove := a.svc.OnBatch(func(b projections.BatchInfo) { a.invalidate(b.Devices); a.stream.publish(b.Devices) })
 	go func() { <-ctx.Done(); remove() }()
 	kv, err := a.js.KeyValue(ctx, events.HeartbeatBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -107,18 +141,52 @@ func (a *Server) Start(ctx context.Context) error {
 				if e == nil {
 					continue
 				}
+				// A heartbeat changes what a client sees only when it makes
+				// the device fresh again (or goes): no notice per heartbeat.
 				a.mu.Lock()
+				prev, had := a.beats[e.Key()]
+				flip := !had || a.expired[e.Key()] || e.Created().Sub(prev) > a.ttl
 				if e.Operation() == jetstream.KeyValuePut {
 					a.beats[e.Key()] = e.Created()
 				} else {
 					delete(a.beats, e.Key())
+					flip = true
 				}
+				delete(a.expired, e.Key())
 				a.mu.Unlock()
-				a.stream.publish([]string{e.Key()})
+				if flip {
+					a.stream.publish([]string{e.Key()})
+				}
 			}
 		}
 	}()
+	go a.sweepStale(ctx)
 	return nil
+}
+
+// sweepStale tells the streams about devices whose heartbeat expired: no
+// event marks that moment, so it is looked for every quarter TTL.
+func (a *Server) sweepStale(ctx context.Context) {
+	tick := time.NewTicker(max(time.Second, a.ttl/4))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := a.now()
+		var ids []string
+		a.mu.Lock()
+		for id, beat := range a.beats {
+			if now.Sub(beat) > a.ttl && !a.expired[id] {
+				a.expired[id] = true
+				ids = append(ids, id)
+			}
+		}
+		a.mu.Unlock()
+		a.stream.publish(ids)
+	}
 }
 
 // withStale adds the Stale condition from the heartbeats.
@@ -135,7 +203,8 @@ func (a *Server) withStale(d projections.Device) projections.Device {
 	return d.WithStale(beat, a.now(), a.ttl)
 }
 
-// Devices returns every device with its Stale condition.
+// Devices returns every device with its Stale condition. It copies the
+// whole fleet: servers answer with pages (DevicesPage, Summaries).
 func (a *Server) Devices() []projections.Device {
 	ds := a.svc.Devices()
 	for i := range ds {
@@ -155,7 +224,7 @@ func (a *Server) Device(id string) (projections.Device, bool) {
 
 // Status returns the service's counters.
 func (a *Server) Status() Status {
-	return Status{Stats: a.svc.Stats(), HeartbeatTTL: a.ttl.String()}
+	return Status{Stats: a.svc.Stats(), HeartbeatTTL: a.ttl.String(), Streams: a.stream.stats()}
 }
 
 // AddMicro registers the micro service on nc. Several instances may run:
@@ -167,6 +236,10 @@ func (a *Server) AddMicro(nc *nats.Conn) (micro.Service, error) {
 		return nil, fmt.Errorf("micro service %s: %w", ServiceName, err)
 	}
 	g := srv.AddGroup(Prefix)
+	budget := a.maxReply
+	if budget <= 0 {
+		budget = int(nc.MaxPayload()) - 4096
+	}
 	add := func(name string, fn func(Request) (any, error)) error {
 		return g.AddEndpoint(name, micro.HandlerFunc(func(r micro.Request) {
 			var req Request
@@ -177,25 +250,35 @@ func (a *Server) AddMicro(nc *nats.Conn) (micro.Service, error) {
 				}
 			}
 			v, err := fn(req)
+			var b []byte
+			if err == nil {
+				if b, err = json.Marshal(v); err == nil && len(b) > budget {
+					err = fmt.Errorf("the %s reply is %d bytes, more than one NATS reply can carry (%d bytes): %w; %s",
+						name, len(b), budget, ErrTooLarge, tooLargeHint(name))
+				}
+			}
 			switch {
 			case errors.Is(err, events.ErrInvalid):
 				_ = r.Error("400", err.Error(), nil)
 			case errors.Is(err, events.ErrNotFound):
 				_ = r.Error("404", err.Error(), nil)
+			case errors.Is(err, ErrTooLarge):
+				_ = r.Error("413", err.Error(), nil)
 			case err != nil:
 				_ = r.Error("500", err.Error(), nil)
 			default:
-				_ = r.RespondJSON(v)
+				_ = r.Respond(b)
 			}
 		}))
 	}
 	for name, fn := range map[string]func(Request) (any, error){
-		EpDevices: func(Request) (any, error) { return a.Devices(), nil },
-		EpDevice:  a.device,
-		EpDrift:   a.drift,
-		EpExplain: a.explain,
-		EpStatus:  func(Request) (any, error) { return a.Status(), nil },
-		EpRebuild: a.rebuild,
+		EpDevices:   func(r Request) (any, error) { return a.DevicesPage(r.list(), budget-1024) },
+		EpSummaries: func(r Request) (any, error) { return a.Summaries(r.list()) },
+		EpDevice:    a.device,
+		EpDrift:     a.drift,
+		EpExplain:   a.explain,
+		EpStatus:    func(Request) (any, error) { return a.Status(), nil },
+		EpRebuild:   a.rebuild,
 	} {
 		if err := add(name, fn); err != nil {
 			srv.Stop()
@@ -203,6 +286,17 @@ func (a *Server) AddMicro(nc *nats.Conn) (micro.Service, error) {
 		}
 	}
 	return srv, nil
+}
+
+// tooLargeHint says what to do when an endpoint's reply is too large.
+func tooLargeHint(ep string) string {
+	switch ep {
+	case EpDrift:
+		return "ask for one device's drift (fleet drift DEVICE), or read it over HTTP (GET /api/devices/DEVICE/drift)"
+	case EpSummaries:
+		return "ask for fewer devices a page (limit)"
+	}
+	return "read it over HTTP (the server's --http address, /api/...) or raise the NATS server's max_payload"
 }
 
 func (a *Server) device(r Request) (any, error) {

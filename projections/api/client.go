@@ -34,9 +34,13 @@ func (c *Client) call(ctx context.Context, ep string, req Request, out any) erro
 	m, err := c.nc.RequestWithContext(ctx, Prefix+"."+ep, body)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
-			return fmt.Errorf("%w: no projection service answers on %s (is 'fleet server' or 'fleet project' running?)", events.ErrUnavailable, Prefix+"."+ep)
+			return unavailable{fmt.Sprintf("no projection service answers on %s (is 'fleet server' or 'fleet project' running?)", Prefix+"."+ep), err}
 		}
-		return fmt.Errorf("%s: %w: %w", ep, events.ErrUnavailable, err)
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+			return unavailable{fmt.Sprintf("the projection service did not answer on %s within %s (is it overloaded or still starting? 'fleet project status' shows its lag; retry, or raise the timeout)",
+				Prefix+"."+ep, c.Timeout), err}
+		}
+		return unavailable{fmt.Sprintf("projection service on %s: %v", Prefix+"."+ep, err), err}
 	}
 	if code := m.Header.Get(micro.ErrorCodeHeader); code != "" {
 		desc := m.Header.Get(micro.ErrorHeader)
@@ -45,6 +49,8 @@ func (c *Client) call(ctx context.Context, ep string, req Request, out any) erro
 			return fmt.Errorf("%s: %w", strings.TrimSuffix(desc, ": "+events.ErrNotFound.Error()), events.ErrNotFound)
 		case "400":
 			return fmt.Errorf("%s: %w", strings.TrimPrefix(desc, events.ErrInvalid.Error()+": "), events.ErrInvalid)
+		case "413":
+			return tooLarge(desc)
 		}
 		return fmt.Errorf("projection service: %s (%s)", desc, code)
 	}
@@ -54,10 +60,88 @@ func (c *Client) call(ctx context.Context, ep string, req Request, out any) erro
 	return nil
 }
 
-// Devices lists every device.
+// unavailable is a service that did not answer: it is events.ErrUnavailable
+// for errors.Is, and says what happened in its own words (not "log
+// unavailable": the log may be fine).
+type unavailable struct {
+	msg string
+	err error
+}
+
+func (u unavailable) Error() string   { return u.msg }
+func (u unavailable) Unwrap() []error { return []error{events.ErrUnavailable, u.err} }
+
+// tooLargeErr carries the service's own words for ErrTooLarge.
+type tooLargeErr struct{ msg string }
+
+func (e tooLargeErr) Error() string { return e.msg }
+func (e tooLargeErr) Unwrap() error { return ErrTooLarge }
+
+func tooLarge(desc string) error { return tooLargeErr{desc} }
+
+// DevicesPage returns one page of devices (see ListOptions; Limit 0 is
+// DefaultLimit). Pass its Next as After for the next page.
+func (c *Client) DevicesPage(ctx context.Context, o ListOptions) (DevicePage, error) {
+	var out DevicePage
+	return out, c.call(ctx, EpDevices, Request{After: o.After, Limit: o.Limit, Query: o.Query, Status: o.Status}, &out)
+}
+
+// Summaries returns one page of device summaries and the fleet's totals.
+func (c *Client) Summaries(ctx context.Context, o ListOptions) (SummaryPage, error) {
+	var out SummaryPage
+	return out, c.call(ctx, EpSummaries, Request{After: o.After, Limit: o.Limit, Query: o.Query, Status: o.Status}, &out)
+}
+
+// Devices lists every device, page by page (each page one request of at
+// most MaxLimit devices and one NATS payload), sorted by id.
 func (c *Client) Devices(ctx context.Context) ([]projections.Device, error) {
-	var out []projections.Device
-	return out, c.call(ctx, EpDevices, Request{}, &out)
+	return c.EachDevice(ctx, ListOptions{Limit: MaxLimit}, 0)
+}
+
+// EachDevice lists the devices o selects, from o.After on, page by page,
+// stopping after max of them (0: all).
+func (c *Client) EachDevice(ctx context.Context, o ListOptions, max int) ([]projections.Device, error) {
+	out := []projections.Device{}
+	for {
+		if max > 0 && (o.Limit == 0 || o.Limit > max-len(out)) {
+			o.Limit = max - len(out)
+		}
+		p, err := c.DevicesPage(ctx, o)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, p.Devices...)
+		if p.Next == "" || (max > 0 && len(out) >= max) {
+			return out, nil
+		}
+		if p.Next <= o.After { // a service that does not move on: never loop
+			return out, fmt.Errorf("projection service: page after %q came back with cursor %q", o.After, p.Next)
+		}
+		o.After = p.Next
+	}
+}
+
+// EachSummary is EachDevice for summaries; it returns the fleet's totals
+// of the last page too.
+func (c *Client) EachSummary(ctx context.Context, o ListOptions, max int) ([]DeviceSummary, FleetTotals, int, error) {
+	out := []DeviceSummary{}
+	for {
+		if max > 0 && (o.Limit == 0 || o.Limit > max-len(out)) {
+			o.Limit = max - len(out)
+		}
+		p, err := c.Summaries(ctx, o)
+		if err != nil {
+			return out, FleetTotals{}, 0, err
+		}
+		out = append(out, p.Devices...)
+		if p.Next == "" || (max > 0 && len(out) >= max) {
+			return out, p.Fleet, p.Total, nil
+		}
+		if p.Next <= o.After {
+			return out, p.Fleet, p.Total, fmt.Errorf("projection service: page after %q came back with cursor %q", o.After, p.Next)
+		}
+		o.After = p.Next
+	}
 }
 
 // Device returns one device.

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -19,17 +17,37 @@ import (
 
 // Routes registers the HTTP API on mux:
 //
-//	GET /api/devices               every device (the device JSON shape)
+//	GET /api/devices               a page of devices (the device JSON shape): {devices, next, total};
+//	                               ?after=CURSOR&limit=N (default 100, at most 1000)&q=TEXT&status=ready|notready|progressing|degraded|stale
+//	GET /api/summary               a page of device summaries (conditions and counts, no resources) and the
+//	                               fleet's totals: {devices, next, total, fleet}; the same parameters
 //	GET /api/devices/{id}          one device
 //	GET /api/devices/{id}/drift    its drift history
 //	GET /api/devices/{id}/events   its events from the log (?from=SEQ&limit=N, default 1000)
 //	GET /api/explain/{id}/{resource}  why a resource is not Ready
 //	GET /api/status                counters and lag
-//	GET /api/stream                server-sent events: "device" (device JSON) on every change, "status" now and then
+//	GET /api/stream                server-sent events: "changed" {devices: [ids]} (or {all: true}), "status" now and then (stream.go)
 //	GET /healthz                   200 when every check passes (the log did not go backwards, caught up within 10,000 events, JetStream enabled); 503 with the reason and what to do
 //	GET /metrics                   Prometheus: events applied, lag, fold time
 func (a *Server) Routes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/devices", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.Devices()) })
+	mux.HandleFunc("GET /api/devices", func(w http.ResponseWriter, r *http.Request) {
+		a.answer(w, func() (any, error) {
+			o, err := listOptionsFromURL(r.URL.Query())
+			if err != nil {
+				return nil, err
+			}
+			return a.DevicesPage(o, httpPageBytes)
+		})
+	})
+	mux.HandleFunc("GET /api/summary", func(w http.ResponseWriter, r *http.Request) {
+		a.answer(w, func() (any, error) {
+			o, err := listOptionsFromURL(r.URL.Query())
+			if err != nil {
+				return nil, err
+			}
+			return a.Summaries(o)
+		})
+	})
 	mux.HandleFunc("GET /api/devices/{id}", func(w http.ResponseWriter, r *http.Request) {
 		a.answer(w, func() (any, error) { return a.device(Request{Device: r.PathValue("id")}) })
 	})
@@ -48,6 +66,10 @@ func (a *Server) Routes(mux *http.ServeMux) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics(), promhttp.HandlerOpts{}))
 }
 
+// httpPageBytes bounds a page of whole devices over HTTP (which has no
+// payload limit of its own), so that a page of large devices stays a page.
+const httpPageBytes = 16 << 20
+
 func (a *Server) metrics() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	stat := func(f func(projections.Stats) float64) func() float64 {
@@ -65,6 +87,8 @@ func (a *Server) metrics() *prometheus.Registry {
 			stat(func(s projections.Stats) float64 { return float64(s.Applied) })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleet_projection_messages_skipped_total", Help: "Messages on the log that are not valid events."},
 			stat(func(s projections.Stats) float64 { return float64(s.Skipped) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleet_projection_events_forged_total", Help: "Events whose actor may not have written them (events.CheckWriter): reported, not folded; counted in skipped too."},
+			stat(func(s projections.Stats) float64 { return float64(s.Forged) })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleet_projection_fold_seconds_total", Help: "Time spent folding and writing batches."},
 			stat(func(s projections.Stats) float64 { return s.FoldSecs })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fleet_projection_lag", Help: "Stream last sequence minus the checkpoint."},
@@ -93,6 +117,8 @@ func writeError(w http.ResponseWriter, err error) {
 		code = http.StatusBadRequest
 	case errors.Is(err, events.ErrNotFound):
 		code = http.StatusNotFound
+	case errors.Is(err, ErrTooLarge):
+		code = http.StatusRequestEntityTooLarge
 	case errors.Is(err, events.ErrUnavailable):
 		code = http.StatusServiceUnavailable
 	}
@@ -151,89 +177,4 @@ func (a *Server) deviceEvents(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, out)
-}
-
-// hub fans read-model changes out to stream subscribers.
-type hub struct {
-	mu   sync.Mutex
-	subs map[chan []string]struct{}
-}
-
-func newHub() *hub { return &hub{subs: map[chan []string]struct{}{}} }
-
-func (h *hub) publish(devices []string) {
-	if len(devices) == 0 {
-		return
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for ch := range h.subs {
-		select {
-		case ch <- devices:
-		default: // a slow subscriber misses this change; its next one resends the device
-		}
-	}
-}
-
-func (h *hub) subscribe() (chan []string, func()) {
-	ch := make(chan []string, 256)
-	h.mu.Lock()
-	h.subs[ch] = struct{}{}
-	h.mu.Unlock()
-	return ch, func() {
-		h.mu.Lock()
-		delete(h.subs, ch)
-		h.mu.Unlock()
-	}
-}
-
-// sse streams "device" events (one device's JSON) for every device when a
-// client connects and whenever one changes, and a "status" event every 2s.
-func (a *Server) sse(w http.ResponseWriter, r *http.Request) {
-	fl, ok := w.(http.Flusher)
-	if !ok {
-		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
-		return
-	}
-	ch, unsub := a.stream.subscribe()
-	defer unsub()
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.Header().Set("Connection", "keep-alive")
-	send := func(name string, v any) bool {
-		b, _ := json.Marshal(v)
-		_, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", name, b)
-		return err == nil
-	}
-	for _, d := range a.Devices() {
-		if !send("device", d) {
-			return
-		}
-	}
-	send("status", a.Status())
-	fl.Flush()
-	tick := time.NewTicker(2 * time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-r.Context().Done():
-			return
-		case <-tick.C:
-			if !send("status", a.Status()) {
-				return
-			}
-		case ids := <-ch:
-			seen := map[string]bool{}
-			for _, id := range ids {
-				if seen[id] {
-					continue
-				}
-				seen[id] = true
-				if d, ok := a.Device(id); ok && !send("device", d) {
-					return
-				}
-			}
-		}
-		fl.Flush()
-	}
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/eventstest"
 	"github.com/fleet-dev/fleet/fixtures"
-	"github.com/fleet-dev/fleet/replay"
 	"github.com/fleet-dev/fleet/replay/timetravel"
 )
 
@@ -117,7 +116,7 @@ func BenchmarkTimeTravel(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				line = append(replay.AppendStored(line[:0], s), '\n')
+				line = append(events.AppendStoredJSON(line[:0], s), '\n')
 				w.Write(line)
 				n++
 			}

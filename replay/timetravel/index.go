@@ -16,14 +16,27 @@ import (
 	"github.com/fleet-dev/fleet/projections"
 )
 
-// DefaultSnapshotEvery is how many of a device's events lie between two
-// snapshots of its fold: an answer folds at most this many events onto a
-// snapshot, plus the device's late events that belong to it.
+// DefaultSnapshotEvery is the least number of a device's events between two
+// snapshots of its fold (see Index for the byte rule that may space them
+// further): an answer folds this many events onto a snapshot, or as many as
+// fill the snapshot's size in bytes when the device's state is large, plus
+// the device's late events that belong to it.
 const DefaultSnapshotEvery = 128
 
 // Index is the time-travel index: per device, in log order, every event's
-// event time and sequence, the events themselves, and a snapshot of the
-// device's fold after every SnapshotEvery of its events, in a Pebble store.
+// event time and sequence, the events themselves (the deltas), and
+// snapshots of the device's fold, in a Pebble store.
+//
+// Size. A snapshot is written after at least SnapshotEvery of the device's
+// events AND at least as many bytes of its event records as the last
+// snapshot had (snapshots.go). So the bytes of snapshots never exceed the
+// bytes of events they follow plus what the state grew by: the index stays
+// linear in the log however many resources a device has (a snapshot every
+// SnapshotEvery events alone is quadratic: a device whose state grows with
+// every event writes ever larger snapshots equally often). An answer reads
+// one snapshot and folds at most max(SnapshotEvery, one snapshot's size in
+// bytes) of events onto it: never more than twice the work of loading the
+// state itself.
 //
 // Why this is correct with late events. Number a device's events 0..n-1 in
 // log order, with event times a_0..a_{n-1}, and let m_j be the largest of
@@ -53,6 +66,10 @@ type deviceIndex struct {
 	seq  []uint64 // stream sequence by position
 	max  []int64  // running maximum of at
 	late []int32  // positions j with at[j] < max[j-1], ascending
+
+	snapPos    int // position of the last snapshot (0: none)
+	snapBytes  int // its size
+	sinceBytes int // bytes of event records after it
 }
 
 // Option configures an Index.
@@ -98,8 +115,8 @@ func decodeRecord(b []byte, subject func(events.Event) string) (events.Stored, e
 	if len(b) < 24 {
 		return events.Stored{}, fmt.Errorf("time-travel record of %d bytes: too short", len(b))
 	}
-	var s events.Stored
-	if err := json.Unmarshal(b[24:], &s.Event); err != nil { // checked when it was indexed
+	s, err := events.DecodeStoredOwned(slices.Clone(b[24:])) // checked when it was indexed; the one-pass decoder, on a copy (b is Pebble's)
+	if err != nil {
 		return events.Stored{}, fmt.Errorf("time-travel record: %w", err)
 	}
 	s.Seq = binary.BigEndian.Uint64(b)
@@ -170,19 +187,17 @@ func (x *Index) load() error {
 	}
 	// the live fold: each device from its last snapshot, then its events after it
 	for dev, d := range x.devices {
-		snap := (len(d.at) / x.every) * x.every
-		for snap > 0 {
-			if v, closer, err := x.db.Get(posKey('s', dev, snap)); err == nil {
-				err = x.live.LoadDevice(slices.Clone(v))
-				closer.Close()
-				if err != nil {
-					return fmt.Errorf("device %s snapshot %d: %w", dev, snap, err)
-				}
-				break
-			}
-			snap -= x.every // written with a different --every: use an older one
+		snap, v, err := x.snapshotAt(dev, len(d.at))
+		if err != nil {
+			return err
 		}
-		if err := x.scan(dev, snap, len(d.at), func(s events.Stored) { x.live.Apply(s) }); err != nil {
+		if snap > 0 {
+			if err := x.live.LoadDevice(v); err != nil {
+				return fmt.Errorf("device %s snapshot %d: %w", dev, snap, err)
+			}
+		}
+		d.snapPos, d.snapBytes, d.sinceBytes = snap, len(v), 0
+		if err := x.scan(dev, snap, len(d.at), func(s events.Stored, size int) { x.live.Apply(s); d.sinceBytes += size }); err != nil {
 			return err
 		}
 	}
@@ -210,8 +225,9 @@ func (d *deviceIndex) add(at int64, seq uint64) {
 	d.max = append(d.max, m)
 }
 
-// scan folds the device's stored events at positions [from, to).
-func (x *Index) scan(dev string, from, to int, fn func(events.Stored)) error {
+// scan folds the device's stored events at positions [from, to); fn gets
+// each event and the size of its record.
+func (x *Index) scan(dev string, from, to int, fn func(events.Stored, int)) error {
 	if from >= to {
 		return nil
 	}
@@ -225,7 +241,7 @@ func (x *Index) scan(dev string, from, to int, fn func(events.Stored)) error {
 		if err != nil {
 			return fmt.Errorf("device %s: %w", dev, err)
 		}
-		fn(s)
+		fn(s, len(it.Value()))
 	}
 	return it.Error()
 }
@@ -254,10 +270,8 @@ func (x *Index) Apply(msgs []Msg) error {
 	b := x.db.NewBatch()
 	defer b.Close()
 	type added struct {
-		dev     string
-		at      int64
-		seq     uint64
-		wasLate bool
+		dev  string
+		snap [3]int // the device's snapPos, snapBytes, sinceBytes before
 	}
 	var adds []added
 	cp := x.checkpoint
@@ -279,18 +293,21 @@ func (x *Index) Apply(msgs []Msg) error {
 		}
 		d := x.device(s.Device)
 		pos := len(d.at)
-		if err := b.Set(posKey('e', s.Device, pos), encodeRecord(s, raw), nil); err != nil {
+		rec := encodeRecord(s, raw)
+		if err := b.Set(posKey('e', s.Device, pos), rec, nil); err != nil {
 			return err
 		}
+		adds = append(adds, added{s.Device, [3]int{d.snapPos, d.snapBytes, d.sinceBytes}})
 		d.add(s.At.UnixNano(), s.Seq)
-		adds = append(adds, added{s.Device, s.At.UnixNano(), s.Seq, false})
+		d.sinceBytes += len(rec)
 		x.live.Apply(s)
-		if (pos+1)%x.every == 0 {
+		if d.snapshotDue(x.every) {
 			snap, ok := x.live.MarshalDevice(s.Device)
 			if ok {
 				if err := b.Set(posKey('s', s.Device, pos+1), snap, nil); err != nil {
 					return err
 				}
+				d.snapPos, d.snapBytes, d.sinceBytes = pos+1, len(snap), 0
 			}
 		}
 	}
@@ -312,6 +329,7 @@ func (x *Index) Apply(msgs []Msg) error {
 				d.late = d.late[:len(d.late)-1]
 			}
 			d.at, d.seq, d.max = d.at[:n], d.seq[:n], d.max[:n]
+			d.snapPos, d.snapBytes, d.sinceBytes = adds[i].snap[0], adds[i].snap[1], adds[i].snap[2]
 		}
 		x.live = projections.NewFleet()
 		_ = x.reloadLive()
@@ -328,10 +346,12 @@ func (x *Index) reloadLive() error {
 
 // Stats describe how an answer was found.
 type Stats struct {
-	Snapshot int `json:"snapshot"` // position of the snapshot used (0: none)
-	Folded   int `json:"folded"`   // events folded onto it
-	Late     int `json:"late"`     // of which late events
-	Events   int `json:"events"`   // the device's indexed events
+	Snapshot      int `json:"snapshot"`      // position of the snapshot used (0: none)
+	SnapshotBytes int `json:"snapshotBytes"` // its size
+	Folded        int `json:"folded"`        // events folded onto it
+	FoldedBytes   int `json:"foldedBytes"`   // bytes of the records of the Folded-Late prefix events
+	Late          int `json:"late"`          // of which late events
+	Events        int `json:"events"`        // the device's indexed events
 }
 
 // ErrUnknownDevice: the index holds no event of the device.
@@ -358,25 +378,17 @@ func (x *Index) Answer(q Query) (projections.Device, bool, Stats, error) {
 	}
 	st := Stats{Events: n}
 	f := projections.NewFleet()
-	snap := (p / x.every) * x.every
-	for snap > 0 {
-		v, closer, err := x.db.Get(posKey('s', q.Device, snap))
-		if errors.Is(err, pebble.ErrNotFound) {
-			snap -= x.every
-			continue
-		}
-		if err != nil {
-			return projections.Device{}, false, st, err
-		}
-		err = f.LoadDevice(slices.Clone(v))
-		closer.Close()
-		if err != nil {
+	snap, v, err := x.snapshotAt(q.Device, p)
+	if err != nil {
+		return projections.Device{}, false, st, err
+	}
+	if snap > 0 {
+		if err := f.LoadDevice(v); err != nil {
 			return projections.Device{}, false, st, fmt.Errorf("device %s snapshot %d: %w", q.Device, snap, err)
 		}
-		break
 	}
-	st.Snapshot = snap
-	apply := func(s events.Stored) { f.Apply(s); st.Folded++ }
+	st.Snapshot, st.SnapshotBytes = snap, len(v)
+	apply := func(s events.Stored, size int) { f.Apply(s); st.Folded++; st.FoldedBytes += size }
 	if err := x.scan(q.Device, snap, p, apply); err != nil {
 		return projections.Device{}, false, st, err
 	}
@@ -396,7 +408,7 @@ func (x *Index) Answer(q Query) (projections.Device, bool, Stats, error) {
 			if err != nil {
 				return projections.Device{}, false, st, err
 			}
-			apply(s)
+			apply(s, 0)
 			st.Late++
 		}
 	}

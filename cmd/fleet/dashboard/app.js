@@ -1,8 +1,12 @@
 // The fleet dashboard: plain ES modules, no build step, everything served by
 // `fleet server`. It reads the projection service's HTTP API:
-//   GET /api/devices, /api/devices/{id}, /api/devices/{id}/events,
+//   GET /api/summary (a page of device summaries and the fleet's totals),
+//   /api/devices/{id}, /api/devices/{id}/events,
 //   /api/devices/{id}/drift, /api/devices/{id}/at?t=RFC3339 (time travel),
-//   /api/stream (server-sent events: something changed, fetch again).
+//   /api/stream (server-sent events: "changed" names the devices that
+//   changed; the page fetches what it shows again).
+// No page ever loads the whole fleet: the overview shows a page of
+// summaries (search, filter, sort, pages), the device page one device.
 import { h, clear, fmtTime, ago, until, stateBadge, condBadge, summaryOf, list } from "/static/ui.js";
 
 const app = document.getElementById("app");
@@ -25,14 +29,15 @@ async function getJSON(path) {
   return r.json();
 }
 
-const devicesOf = (x) => list(x, "devices");
+const PAGE = 100; // devices a page of the overview
 
 // ---- routing ---------------------------------------------------------------
 
 function route() {
   const m = location.hash.match(/^#\/devices\/([A-Za-z0-9_-]{1,64})$/);
   if (view && view.close) view.close();
-  view = m ? devicePage(decodeURIComponent(m[1])) : overviewPage();
+  const q = location.hash.indexOf("?");
+  view = m ? devicePage(decodeURIComponent(m[1])) : overviewPage(new URLSearchParams(q >= 0 ? location.hash.slice(q + 1) : ""));
   view.refresh();
 }
 window.addEventListener("hashchange", route);
@@ -40,12 +45,17 @@ window.addEventListener("hashchange", route);
 // ---- live updates ------------------------------------------------------------
 
 let refreshTimer = null;
+let lastRefresh = 0;
+// scheduleRefresh fetches the page again soon: at most one fetch a second
+// however many notices arrive.
 function scheduleRefresh() {
   if (refreshTimer) return;
+  const wait = Math.max(250, 1000 - (Date.now() - lastRefresh));
   refreshTimer = setTimeout(() => {
     refreshTimer = null;
+    lastRefresh = Date.now();
     if (view) view.refresh(true);
-  }, 250);
+  }, wait);
 }
 
 let pollTimer = null;
@@ -56,23 +66,21 @@ function connectStream() {
     return;
   }
   const es = new EventSource("/api/stream");
-  // "device": one device's JSON, sent for every device on connect and
-  // whenever one changes.
-  const onDevice = (ev) => {
-    let d = null;
-    try { d = JSON.parse(ev.data); } catch (e) { /* not JSON: refetch */ }
+  // "changed": {devices: [ids]} or {all: true}, a notice, never a device.
+  const onChanged = (ev) => {
+    let n = null;
+    try { n = JSON.parse(ev.data); } catch (e) { /* not JSON: refetch */ }
     updates++;
     live.dataset.updates = String(updates);
     setLive("live");
-    if (view && view.onDevice && d && d.device) view.onDevice(d);
+    if (view && view.onChanged && n) view.onChanged(n.all ? null : new Set(n.devices || []));
     else scheduleRefresh();
   };
   es.onopen = () => {
     setLive("live");
     if (pollTimer) { clearInterval(pollTimer); pollTimer = null; }
   };
-  es.addEventListener("device", onDevice);
-  es.onmessage = onDevice;
+  es.addEventListener("changed", onChanged);
   es.onerror = () => {
     setLive("reconnecting");
     if (!pollTimer) pollTimer = setInterval(scheduleRefresh, 5000);
@@ -92,89 +100,145 @@ setInterval(() => {
 
 // ---- overview ----------------------------------------------------------------
 
-function overviewPage() {
+const SORTS = {
+  id: { label: "Device id", cmp: (a, b) => (a.device < b.device ? -1 : a.device > b.device ? 1 : 0) },
+  problems: { label: "Problems first", cmp: (a, b) => problemRank(b) - problemRank(a) || SORTS.id.cmp(a, b) },
+  seen: { label: "Last seen (oldest first)", cmp: (a, b) => (Date.parse(a.lastSeen || 0) || 0) - (Date.parse(b.lastSeen || 0) || 0) || SORTS.id.cmp(a, b) },
+};
+
+function problemRank(d) {
+  let r = 0;
+  if (condition(d, "Degraded")?.status === "True") r += 4;
+  if (condition(d, "Stale")?.status === "True") r += 2;
+  if (condition(d, "Ready")?.status !== "True") r += 1;
+  return r;
+}
+
+// The overview keeps its query in the address (#/?q=…&status=…&sort=…), so
+// a filtered list can be bookmarked and survives a reload. It shows one
+// page of summaries (conditions and counts, never resources).
+function overviewPage(params) {
   setCrumbs([]);
   const page = {
     kind: "overview",
-    devices: new Map(), // id -> device JSON
-    changed: new Set(), // devices a live update changed since the last render
-    renderTimer: null,
+    q: params.get("q") || "",
+    status: params.get("status") || "",
+    sort: SORTS[params.get("sort")] ? params.get("sort") : "id",
+    cursors: [""], // the cursor of each page seen, for Previous
+    index: 0,
+    rows: new Map(), // id -> summary JSON, to flash changed rows
     async refresh(isUpdate) {
-      let devices;
+      const qs = new URLSearchParams({ limit: String(PAGE) });
+      if (page.cursors[page.index]) qs.set("after", page.cursors[page.index]);
+      if (page.q) qs.set("q", page.q);
+      if (page.status) qs.set("status", page.status);
+      let p;
       try {
-        devices = devicesOf(await getJSON("/api/devices"));
+        p = await getJSON(`/api/summary?${qs}`);
       } catch (e) {
         return showError(e);
       }
       if (view !== page) return;
+      const changed = new Set();
       const next = new Map();
-      for (const d of devices) {
-        const old = page.devices.get(d.device);
-        if (isUpdate && (!old || JSON.stringify(old) !== JSON.stringify(d))) page.changed.add(d.device);
-        next.set(d.device, d);
+      for (const d of list(p, "devices")) {
+        const j = JSON.stringify(d);
+        if (isUpdate && page.rows.has(d.device) && page.rows.get(d.device) !== j) changed.add(d.device);
+        next.set(d.device, j);
       }
-      page.devices = next;
-      page.render();
+      page.rows = next;
+      page.data = p;
+      renderOverview(page, changed);
     },
-    // a live update: patch the one device, render soon
-    onDevice(d) {
-      const old = page.devices.get(d.device);
-      if (old && JSON.stringify(old) === JSON.stringify(d)) return;
-      page.devices.set(d.device, d);
-      if (old) page.changed.add(d.device); // a new device is not a change to flash
-      if (!page.renderTimer) page.renderTimer = setTimeout(() => { page.renderTimer = null; page.render(); }, 150);
-    },
-    render() {
-      if (view !== page) return;
-      const devices = [...page.devices.values()].sort((a, b) => (a.device < b.device ? -1 : a.device > b.device ? 1 : 0));
-      renderOverview(devices, page.changed);
-      page.changed = new Set();
+    // a notice: fetch the page again (a new device may land on any page,
+    // and the totals count every device)
+    onChanged() {
+      scheduleRefresh();
     },
   };
   return page;
 }
 
-function countStates(devices) {
-  const counts = Object.fromEntries(STATES.map((s) => [s, 0]));
-  for (const d of devices) for (const r of d.resources || []) counts[r.state] = (counts[r.state] || 0) + 1;
-  return counts;
+function renderOverview(page, changed) {
+  const p = page.data || {};
+  const fleet = p.fleet || { devices: 0, ready: 0, degraded: 0, stale: 0, states: {} };
+  const counts = fleet.states || {};
+  const devices = [...list(p, "devices")].sort(SORTS[page.sort].cmp);
+
+  const summary = h("section", { class: "summary", id: "summary" },
+    h("div", { class: "stat" }, h("b", { "data-testid": "device-count" }, String(fleet.devices)), " devices"),
+    h("div", { class: "stat ok" }, h("b", {}, String(fleet.ready)), " Ready"),
+    h("div", { class: "stat bad" }, h("b", {}, String(fleet.degraded)), " degraded"),
+    h("div", { class: "stat warn" }, h("b", {}, String(fleet.stale)), " stale"),
+    h("div", { class: "states", "aria-label": "resources by state" },
+      ...STATES.map((s) => h("span", { class: `count state-${s}`, "data-state": s }, `${s} `, h("b", {}, String(counts[s] || 0))))),
+  );
+
+  if (!page.controls) page.controls = overviewControls(page);
+  let body;
+  if (fleet.devices === 0) {
+    body = h("p", { class: "muted empty" }, "No devices yet. Start an agent (fleet agent --device pi-01 …) and apply a manifest (fleet apply -f … --device pi-01).");
+  } else if (devices.length === 0) {
+    body = h("p", { class: "muted empty", id: "no-match" }, "No device matches.");
+  } else {
+    body = h("table", { class: "devices", id: "devices" },
+      h("thead", {}, h("tr", {}, ...["Device", "Ready", "Conditions", "Generation", "Resources", "Last seen"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, ...devices.map((d) => deviceRow(d, changed.has(d.device)))));
+  }
+  const first = page.index * PAGE;
+  const pager = h("nav", { class: "pager", id: "pager" },
+    h("button", { type: "button", class: "btn", id: "page-prev", disabled: page.index === 0 ? "" : null,
+      onclick: () => { page.index--; page.refresh(); } }, "Previous"),
+    h("span", { class: "muted", id: "page-info" }, p.total ? `${first + 1}–${first + devices.length} of ${p.total}` : ""),
+    h("button", { type: "button", class: "btn", id: "page-next", disabled: p.next ? null : "",
+      onclick: () => { page.cursors[page.index + 1] = p.next; page.index++; page.refresh(); } }, "Next"));
+  // the controls stay in place (and keep the focus) while the rest is redrawn
+  if (page.controls.parentNode !== app) clear(app).append(summary, page.controls, body, pager);
+  else {
+    for (const el of [...app.children]) if (el !== page.controls) el.remove();
+    app.prepend(summary);
+    app.append(body, pager);
+  }
+}
+
+function overviewControls(page) {
+  const search = h("input", { type: "search", id: "device-search", placeholder: "Search id or label (site=…)", value: page.q, "aria-label": "search devices" });
+  const status = h("select", { id: "device-status", "aria-label": "filter by status" },
+    ...[["", "All"], ["notready", "Not ready"], ["degraded", "Degraded"], ["stale", "Stale"], ["progressing", "Rolling out"], ["ready", "Ready"]]
+      .map(([v, t]) => h("option", { value: v }, t)));
+  const sort = h("select", { id: "device-sort", "aria-label": "sort devices" },
+    ...Object.entries(SORTS).map(([k, s]) => h("option", { value: k }, s.label)));
+  status.value = page.status;
+  sort.value = page.sort;
+  const apply = () => {
+    page.q = search.value.trim();
+    page.status = status.value;
+    page.sort = sort.value;
+    page.cursors = [""];
+    page.index = 0;
+    const qs = new URLSearchParams();
+    if (page.q) qs.set("q", page.q);
+    if (page.status) qs.set("status", page.status);
+    if (page.sort !== "id") qs.set("sort", page.sort);
+    history.replaceState(null, "", qs.toString() ? `#/?${qs}` : "#/");
+    page.refresh();
+  };
+  let typing = null;
+  search.addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(apply, 200); });
+  status.addEventListener("change", apply);
+  sort.addEventListener("change", apply);
+  return h("section", { class: "controls", id: "controls" }, search, status, sort,
+    h("span", { class: "muted small" }, "sorted within the page"));
 }
 
 function condition(d, type) {
   return (d.conditions || []).find((c) => c.type === type);
 }
 
-function renderOverview(devices, changed) {
-  const counts = countStates(devices);
-  const ready = devices.filter((d) => condition(d, "Ready")?.status === "True").length;
-  const degraded = devices.filter((d) => condition(d, "Degraded")?.status === "True").length;
-  const stale = devices.filter((d) => condition(d, "Stale")?.status === "True").length;
-
-  const summary = h("section", { class: "summary", id: "summary" },
-    h("div", { class: "stat" }, h("b", { "data-testid": "device-count" }, String(devices.length)), " devices"),
-    h("div", { class: "stat ok" }, h("b", {}, String(ready)), " Ready"),
-    h("div", { class: "stat bad" }, h("b", {}, String(degraded)), " degraded"),
-    h("div", { class: "stat warn" }, h("b", {}, String(stale)), " stale"),
-    h("div", { class: "states", "aria-label": "resources by state" },
-      ...STATES.map((s) => h("span", { class: `count state-${s}`, "data-state": s }, `${s} `, h("b", {}, String(counts[s] || 0))))),
-  );
-
-  let body;
-  if (devices.length === 0) {
-    body = h("p", { class: "muted empty" }, "No devices yet. Start an agent (fleet agent --device pi-01 …) and apply a manifest (fleet apply -f … --device pi-01).");
-  } else {
-    body = h("table", { class: "devices", id: "devices" },
-      h("thead", {}, h("tr", {}, ...["Device", "Ready", "Conditions", "Generation", "Resources", "Last seen"].map((t) => h("th", {}, t)))),
-      h("tbody", {}, ...devices.map((d) => deviceRow(d, changed.has(d.device)))));
-  }
-  clear(app).append(summary, body);
-}
-
 function deviceRow(d, changed) {
   const readyCond = condition(d, "Ready");
   const conds = (d.conditions || []).filter((c) => c.type !== "Ready" && c.status === "True");
-  const rc = {};
-  for (const r of d.resources || []) rc[r.state] = (rc[r.state] || 0) + 1;
+  const rc = d.states || {};
   const href = `#/devices/${encodeURIComponent(d.device)}`;
   return h("tr", { "data-device": d.device, class: changed ? "changed" : "" },
     h("td", { "data-label": "Device" }, h("a", { href, class: "device-link" }, d.device), labels(d.labels)),
@@ -206,8 +270,8 @@ function devicePage(id) {
     events: [], // sorted by at, the slider's stops
     travel: null, // the `at` string shown, or null for now
     travelSeq: 0,
-    onDevice(d) {
-      if (d.device === id) scheduleRefresh();
+    onChanged(ids) {
+      if (!ids || ids.has(id)) scheduleRefresh();
     },
     async refresh(isUpdate) {
       let dev, evs, drift;

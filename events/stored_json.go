@@ -1,20 +1,23 @@
-package replay
+package events
 
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"time"
-
-	"github.com/fleet-dev/fleet/events"
 )
 
-// AppendStored appends the JSON of a stored event (the -o ndjson line of
-// `fleet replay`, without the newline) to b. It writes what encoding/json
-// writes for events.Stored with HTML escaping off, field for field, but
-// copies the payload as stored instead of re-encoding it: printing the log
-// costs one decode per event, not a decode and an encode.
-func AppendStored(b []byte, s events.Stored) []byte {
+// The JSON form of a Stored event: the envelope with the stream's seq,
+// streamTime and subject beside it (the -o ndjson line of `fleet replay`).
+// AppendStoredJSON writes it, DecodeStoredJSON reads it back.
+
+// AppendStoredJSON appends the JSON of a stored event (without a newline)
+// to b. It writes what encoding/json writes for Stored with HTML escaping
+// off, field for field, but copies the payload as stored instead of
+// re-encoding it: printing the log costs one decode per event, not a
+// decode and an encode.
+func AppendStoredJSON(b []byte, s Stored) []byte {
 	b = append(b, `{"id":`...)
 	b = appendString(b, s.ID)
 	b = append(b, `,"type":`...)
@@ -50,6 +53,42 @@ func AppendStored(b []byte, s events.Stored) []byte {
 	b = append(b, `,"subject":`...)
 	b = appendString(b, s.Subject)
 	return append(b, '}')
+}
+
+// DecodeStoredJSON reads what AppendStoredJSON writes: the event, checked
+// as Decode checks it, with Seq, StreamTime and Subject from beside it. A
+// line without seq is not a stored event's (an export line is a bare
+// Event: Decode it). Errors name what is wrong; a bad event wraps
+// ErrInvalid as Decode's do.
+func DecodeStoredJSON(b []byte) (Stored, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return Stored{}, fmt.Errorf("%w: stored event: %v", ErrInvalid, err)
+	}
+	if _, ok := fields["seq"]; !ok {
+		return Stored{}, fmt.Errorf("%w: stored event: no seq (an export line is a bare event)", ErrInvalid)
+	}
+	var beside struct {
+		Seq        uint64    `json:"seq"`
+		StreamTime time.Time `json:"streamTime"`
+		Subject    string    `json:"subject"`
+	}
+	if err := json.Unmarshal(b, &beside); err != nil {
+		return Stored{}, fmt.Errorf("%w: stored event: %v", ErrInvalid, err)
+	}
+	delete(fields, "seq")
+	delete(fields, "streamTime")
+	delete(fields, "subject")
+	eb, err := json.Marshal(fields)
+	if err != nil {
+		return Stored{}, fmt.Errorf("%w: stored event: %v", ErrInvalid, err)
+	}
+	s, err := DecodeStored(eb)
+	if err != nil {
+		return Stored{}, err
+	}
+	s.Seq, s.StreamTime, s.Subject = beside.Seq, beside.StreamTime, beside.Subject
+	return s, nil
 }
 
 func appendTime(b []byte, t time.Time) []byte {
