@@ -269,3 +269,46 @@ func captureStderr(t *testing.T, fn func()) string {
 	w.Close()
 	return <-done
 }
+
+// TestMessageDamagedInsideItsBodyIsReportedAsAStall flips 64 bytes at the
+// exact middle of the block, inside one record's body: the server says
+// nothing and still counts every message, but cannot deliver that one, so
+// consumers stop there. The projection service must not wait silently:
+// /healthz fails naming the sequence it is stuck before.
+func TestMessageDamagedInsideItsBodyIsReportedAsAStall(t *testing.T) {
+	is := is.New(t)
+	ctx := context.Background()
+	oldI, oldS := projections.LogCheckInterval, projections.StallAfter
+	projections.LogCheckInterval, projections.StallAfter = 100*time.Millisecond, time.Second
+	defer func() { projections.LogCheckInterval, projections.StallAfter = oldI, oldS }()
+	dir := t.TempDir()
+	cmd := &ServerCmd{Data: dir, Listen: "127.0.0.1:0", HTTP: "127.0.0.1:0", Replicas: 1, HeartbeatTTL: 10 * time.Second}
+	rs, err := cmd.Start(ctx, &Globals{}, nil)
+	is.NoErr(err)
+	defer func() { rs.Stop() }()
+	is.NoErr(rs.Env.Store.AppendBatch(ctx, fixtures.GenerateLog(4, fixtures.Options{Devices: 3, Events: 2000})))
+	rs.Stop()
+	// the read models start again from nothing, so they must read past the damage
+	is.NoErr(os.RemoveAll(filepath.Join(dir, "projections")))
+	blks, _ := filepath.Glob(filepath.Join(dir, "jetstream", "*", "*", "streams", events.Stream, "msgs", "1.blk"))
+	is.Equal(len(blks), 1)
+	b, err := os.ReadFile(blks[0])
+	is.NoErr(err)
+	for i := len(b) / 2; i < len(b)/2+64; i++ {
+		b[i] ^= 0xff
+	}
+	is.NoErr(os.WriteFile(blks[0], b, 0o644))
+	rs, err = cmd.Start(ctx, &Globals{}, nil)
+	is.NoErr(err)
+	last, err := rs.Env.Store.LastSeq(ctx)
+	is.NoErr(err)
+	is.Equal(last, uint64(2000)) // the server still counts every message
+	var body map[string]any
+	eventstest.WaitFor(t, 15*time.Second, "/healthz to report the stall", func() bool {
+		var code int
+		code, body = healthz(t, rs.Env.HTTPAddr)
+		return code == http.StatusServiceUnavailable && strings.Contains(fmt.Sprint(body["reason"]), "have not moved from sequence")
+	})
+	t.Log(body["reason"])
+	is.True(strings.Contains(fmt.Sprint(body["reason"]), "may be damaged"))
+}
