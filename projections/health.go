@@ -77,7 +77,7 @@ func (s *Service) Health() Health {
 	}
 	h := s.guard.last
 	h.OK, h.Checkpoint = true, s.Checkpoint()
-	if !s.guard.since.IsZero() && time.Since(s.guard.since) >= StallAfter && h.Checkpoint == s.guard.cp {
+	if !s.rebuilding.Load() && !s.guard.since.IsZero() && time.Since(s.guard.since) >= StallAfter && h.Checkpoint == s.guard.cp {
 		h.OK = false
 		h.Reason = fmt.Sprintf("the read models have not moved from sequence %d for %s while stream %s holds events up to %d: "+
 			"the message at sequence %d may be damaged (the server cannot deliver it)", h.Checkpoint,
