@@ -126,6 +126,14 @@ func New(device string, opts ...Option) (*Agent, error) {
 		return nil, err
 	}
 	snap, err := loadSnapshot(db)
+	if err != nil && pebble.IsCorruptionError(err) && !replaced {
+		db.Close() // a damaged table: replaced as a store Pebble cannot open
+		if db, err = replaceStore(o.stateDir+"/store", err, log); err != nil {
+			return nil, err
+		}
+		replaced = true
+		snap, err = loadSnapshot(db)
+	}
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("load agent store: %w", err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/fleet-dev/fleet/events"
@@ -26,15 +27,20 @@ func statusEvent(device string, i int) *events.StatusChanged {
 // jetstreamext.PublishMsgBatch of the same events in the same batch size, on
 // the same fsync-always server, in the same run.
 func BenchmarkOutboxDrain(b *testing.B) {
-	const n = 5000
 	env := eventstest.Start(b, false) // fsync before every ack
+	benchDrain(b, env.Conn, env.JS)
+}
+
+// benchDrain is BenchmarkOutboxDrain against the log behind nc (js).
+func benchDrain(b *testing.B, nc *nats.Conn, js jetstream.JetStream) {
+	const n = 5000
 	a, err := New("drain-01", WithStateDir(b.TempDir()), WithRoot(b.TempDir()),
 		WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer a.Close()
-	conn := newLogConn(env.Conn)
+	conn := newLogConn(nc)
 	ctx := context.Background()
 	clock, _ := events.NewClock(events.ClockState{}, nil)
 	var agentDur, rawDur time.Duration
@@ -69,7 +75,7 @@ func BenchmarkOutboxDrain(b *testing.B) {
 
 		t0 = time.Now()
 		for k := 0; k < n; k += jsstore.MaxBatch {
-			if _, err := jetstreamext.PublishMsgBatch(ctx, env.JS, msgs[k:min(k+jsstore.MaxBatch, n)]); err != nil {
+			if _, err := jetstreamext.PublishMsgBatch(ctx, js, msgs[k:min(k+jsstore.MaxBatch, n)]); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -27,6 +27,8 @@ func TestFlagsParseAsKong(t *testing.T) {
 		{args: []string{"--device", "pi-01", "--label", "site=lab", "--label", "rack=3", "--label", "a=b;c=d", "--label=e=f=g"}},
 		{args: []string{"--device", "pi-01", "--trust", "ed25519:a", "--trust", "k1,k2"}},
 		{args: []string{"--device", "pi-01", "--nats", "nats://hub:4222", "--creds", "pi.creds"}},
+		{args: []string{"--device", "pi-01", "--nats", "tls://hub:4222", "--tls-ca", "ca.pem"}},
+		{args: []string{"--device", "pi-01"}, env: map[string]string{"FLEET_TLS_CA": "env-ca.pem"}},
 		{args: []string{"--device", "pi-01"}, env: map[string]string{"FLEET_NATS": "nats://e:1", "FLEET_CREDS": "e.creds", "FLEET_TRUST": "a,b"}},
 		{args: []string{"--device", "pi-01", "--nats", "nats://f:1", "--trust", "c"}, env: map[string]string{"FLEET_NATS": "nats://e:1", "FLEET_TRUST": "a,b"}},
 		{args: []string{"--device", "pi-01", "--", "x"}},

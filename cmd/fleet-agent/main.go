@@ -24,6 +24,7 @@ import (
 type CLI struct {
 	NATS    string `name:"nats" env:"FLEET_NATS" default:"nats://127.0.0.1:4222" placeholder:"URL" help:"NATS server to use."`
 	Creds   string `name:"creds" env:"FLEET_CREDS" placeholder:"FILE" help:"NATS credentials file (from 'fleet device add')."`
+	TLSCA   string `name:"tls-ca" env:"FLEET_TLS_CA" placeholder:"FILE" help:"Connect over TLS, trusting the server certificates of this CA (PEM; for 'fleet server --tls-cert')."`
 	Version bool   `help:"Print the version and exit."`
 	agentcli.Cmd
 }
@@ -74,6 +75,11 @@ func exec(ctx context.Context, cli *CLI) error {
 		}
 		opts = append(opts, copts...)
 	}
+	topts, err := auth.TLSOptions(cli.TLSCA)
+	if err != nil {
+		return err
+	}
+	opts = append(opts, topts...)
 	nc, err := nats.Connect(cli.NATS, opts...)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", cli.NATS, err)

@@ -51,7 +51,7 @@ func TestClusterStreamLeaderKilledWhileAgentsConverge(t *testing.T) {
 	c := eventstest.StartCluster(t, 3, eventstest.ClusterOptions{})
 
 	// fleet server against the cluster: FLEET and the heartbeat bucket R3
-	rs, err := (&ServerCmd{Data: t.TempDir(), Replicas: 3, HeartbeatTTL: 30 * time.Second}).Start(ctx, &Globals{NATS: c.URLs()}, nil)
+	rs, err := (&ServerCmd{Data: t.TempDir(), Replicas: 3, HeartbeatTTL: 30 * time.Second, natsFlag: true}).Start(ctx, &Globals{NATS: c.URLs()}, nil) // as --nats URLS
 	is.NoErr(err)
 	defer rs.Stop()
 	opNC := c.Connect()

@@ -171,7 +171,11 @@ func (c *DeviceRevokeCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	pushErr := func() error {
-		nc, err := nats.Connect(g.URL(), nats.UserCredentials(a.SystemCredsPath()), nats.Name("fleet-device-revoke"), nats.Timeout(5*time.Second))
+		topts, err := auth.TLSOptions(g.TLSCA) // a server with --tls-cert
+		if err != nil {
+			return err
+		}
+		nc, err := nats.Connect(g.URL(), append(topts, nats.UserCredentials(a.SystemCredsPath()), nats.Name("fleet-device-revoke"), nats.Timeout(5*time.Second))...)
 		if err != nil {
 			return err
 		}

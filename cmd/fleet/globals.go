@@ -22,6 +22,7 @@ const DefaultNATS = "nats://127.0.0.1:4222"
 type Globals struct {
 	NATS  string `name:"nats" env:"FLEET_NATS" placeholder:"URL" help:"NATS server to use (default ${default_nats})."`
 	Creds string `name:"creds" env:"FLEET_CREDS" placeholder:"FILE" help:"NATS credentials file (from 'fleet device add' or your operator)."`
+	TLSCA string `name:"tls-ca" env:"FLEET_TLS_CA" placeholder:"FILE" help:"Connect to NATS over TLS, trusting the server certificates of this CA (PEM; for 'fleet server --tls-cert')."`
 }
 
 // URL returns the NATS URL a client command connects to.
@@ -42,6 +43,11 @@ func (g *Globals) Connect(name string, extra ...nats.Option) (*nats.Conn, error)
 		}
 		opts = append(opts, copts...)
 	}
+	topts, err := auth.TLSOptions(g.TLSCA)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, topts...)
 	opts = append(opts, extra...)
 	nc, err := nats.Connect(g.URL(), opts...)
 	if err != nil {

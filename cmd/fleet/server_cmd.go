@@ -34,8 +34,9 @@ type ServerCmd struct {
 	RelaxedSync  bool          `help:"Acknowledge writes before fsync (faster, may lose the last acknowledged events on power loss)."`
 	Replicas     int           `default:"1" help:"Stream replicas when using an existing cluster (--nats)."`
 	HeartbeatTTL time.Duration `default:"3m" help:"How long a device's heartbeat counts before it is Stale (agents write one a minute by default)."`
-	Auth         bool          `help:"Require credentials: per-device least privilege ('fleet device add'); keys under DIR/auth."`
-	ServerLimits `embed:""`    // retention flags (server_limits.go)
+	Auth         bool          `help:"Require credentials: per-device least privilege on NATS ('fleet device add'), a bearer token on the HTTP API and dashboard; keys and token under DIR/auth."`
+	ServerTLS
+	ServerLimits `embed:""` // retention flags (server_limits.go)
 	Output
 
 	// which of --nats and --listen were given on the command line (not from
@@ -89,7 +90,13 @@ Examples:
   fleet server                                  # embedded, data in ./fleet-data
   fleet server --data /var/lib/fleet --listen 0.0.0.0:4222 --http :8080
   fleet server --nats nats://nats-1:4222 --replicas 3
-  fleet server --auth                           # credentials required; see 'fleet device --help'` + retentionHelp
+  fleet server --auth                           # credentials required; see 'fleet device --help'
+  fleet server --auth --tls-cert cert.pem --tls-key key.pem \
+    --http-tls-cert cert.pem --http-tls-key key.pem   # NATS and HTTPS over TLS; clients: --tls-ca
+
+With --auth the HTTP API and dashboard require the token in DATA/auth/http.token
+(Authorization: Bearer TOKEN, or open /?token=TOKEN once in a browser);
+/healthz and /metrics stay open.` + retentionHelp
 }
 
 // ServerEnv is what a running server gives the parts that run inside it
@@ -145,12 +152,7 @@ type RunningServer struct {
 func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*RunningServer, error) {
 	rs := &RunningServer{}
 	env := &ServerEnv{DataDir: c.Data, HeartbeatTTL: c.HeartbeatTTL, Health: &serverHealth{}}
-	if err := os.MkdirAll(c.Data, 0o755); err != nil {
-		return nil, fmt.Errorf("data directory %s: %w", c.Data, err)
-	}
-	var nc *nats.Conn
-	var err error
-	var authDir string
+	// flags first: a refused command leaves nothing behind
 	extURL, err := c.external(g)
 	if err != nil {
 		return nil, err
@@ -158,6 +160,22 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 	if c.Auth && extURL != "" {
 		return nil, usagef("--auth configures the embedded server: with --nats, configure auth on your own servers")
 	}
+	if c.TLSCert != "" && extURL != "" {
+		return nil, usagef("--tls-cert configures the embedded server's client port: with --nats, configure TLS on your own servers (and give fleet --tls-ca)")
+	}
+	httpTLS, err := c.httpTLS()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := loadPair("--tls-cert", c.TLSCert, "--tls-key", c.TLSKey); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(c.Data, 0o755); err != nil {
+		return nil, fmt.Errorf("data directory %s: %w", c.Data, err)
+	}
+	var nc *nats.Conn
+	var authDir string
+	natsTLS := false
 	if extURL != "" {
 		nc, err = g.Connect("fleet-server")
 		if err != nil {
@@ -176,6 +194,9 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 			}
 			copts = append(copts, nats.UserCredentials(filepath.Join(authDir, "operator.creds")))
 		}
+		if natsTLS, err = c.natsTLS(&eo); err != nil {
+			return nil, err
+		}
 		srv, err := embedded.Start(eo)
 		if err != nil {
 			return nil, fmt.Errorf("%w (another server on %s? pick another with --listen)", err, c.Listen)
@@ -184,7 +205,12 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 		env.Embedded = srv
 		rs.stops = append(rs.stops, srv.Stop)
 		env.NATSURL = srv.URL()
-		nc, err = srv.Connect(append(copts, nats.Name("fleet-server"))...)
+		copts = append(copts, nats.Name("fleet-server"))
+		if natsTLS { // the server's own parts connect in-process, where TLS has no use
+			nc, err = nats.Connect("", append(copts, nats.InProcessServer(srv.Server))...)
+		} else {
+			nc, err = srv.Connect(copts...)
+		}
 		if err != nil {
 			rs.Stop()
 			return nil, err
@@ -229,6 +255,7 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 			rs.stops = append(rs.stops, stop)
 		}
 	}
+	var httpTokenPath string
 	if env.Mux != nil {
 		ln, err := net.Listen("tcp", c.HTTP)
 		if err != nil {
@@ -236,22 +263,41 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 			return nil, fmt.Errorf("http on %s: %w (pick another with --http)", c.HTTP, err)
 		}
 		env.HTTPAddr = ln.Addr().String()
-		rs.httpSrv = &http.Server{Handler: env.Mux, ReadHeaderTimeout: 5 * time.Second}
+		h, tokenPath, err := httpAuth(authDir, env.Mux)
+		if err != nil {
+			ln.Close()
+			rs.Stop()
+			return nil, err
+		}
+		httpTokenPath = tokenPath
+		rs.httpSrv = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, TLSConfig: httpTLS}
 		go func() {
-			if err := rs.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			serve := rs.httpSrv.Serve
+			if httpTLS != nil {
+				serve = func(ln net.Listener) error { return rs.httpSrv.ServeTLS(ln, "", "") }
+			}
+			if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				fmt.Fprintln(os.Stderr, "fleet server: http:", err)
 			}
 		}()
 	}
 	rs.Env = env
+	scheme := "http"
+	if httpTLS != nil {
+		scheme = "https"
+	}
 	if out != nil && c.JSON() {
 		info := map[string]any{"nats": env.NATSURL, "stream": events.Stream, "data": c.Data,
 			"embedded": rs.Embedded != nil, "fsyncBeforeAck": rs.Embedded != nil && !c.RelaxedSync, "auth": authDir != ""}
+		info["tls"] = natsTLS
 		if authDir != "" {
 			info["operatorCreds"] = filepath.Join(authDir, "operator.creds")
 		}
+		if httpTokenPath != "" {
+			info["httpToken"] = httpTokenPath
+		}
 		if env.HTTPAddr != "" {
-			info["dashboard"] = "http://" + env.HTTPAddr + "/"
+			info["dashboard"] = scheme + "://" + env.HTTPAddr + "/"
 		}
 		enc := json.NewEncoder(out)
 		if err := enc.Encode(info); err != nil {
@@ -268,13 +314,20 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 			}
 		}
 		fmt.Fprintf(out, ", %s, data %s)\n", c.ServerLimits.describe(), c.Data)
-		fmt.Fprintf(out, "  agents:    fleet agent --nats %s --device ID\n", env.NATSURL)
+		if natsTLS {
+			fmt.Fprintf(out, "  agents:    fleet agent --nats %s --tls-ca CA.pem --device ID (TLS: the CA of %s)\n", env.NATSURL, c.TLSCert)
+		} else {
+			fmt.Fprintf(out, "  agents:    fleet agent --nats %s --device ID\n", env.NATSURL)
+		}
 		if authDir != "" {
 			fmt.Fprintf(out, "  auth:      on; operator credentials %s\n", filepath.Join(authDir, "operator.creds"))
 			fmt.Fprintf(out, "             devices: fleet device add ID --data %s (then the agent's --creds)\n", c.Data)
 		}
 		if env.HTTPAddr != "" {
-			fmt.Fprintf(out, "  dashboard: http://%s/\n", env.HTTPAddr)
+			fmt.Fprintf(out, "  dashboard: %s://%s/\n", scheme, env.HTTPAddr)
+		}
+		if httpTokenPath != "" {
+			fmt.Fprintf(out, "  http auth: token in %s: 'Authorization: Bearer TOKEN', or open %s://%s/?token=TOKEN once in a browser\n", httpTokenPath, scheme, env.HTTPAddr)
 		}
 		fmt.Fprintln(out, "  Ctrl-C to stop")
 	}

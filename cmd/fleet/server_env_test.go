@@ -120,7 +120,8 @@ func TestServerListenAndDataMeanTheEmbeddedServer(t *testing.T) {
 	})
 	t.Run("--nats with --listen is a conflict", func(t *testing.T) {
 		is := is.New(t)
-		cmd, _, stderr := fleetChild(t, nil, "server", "--nats", prodURL, "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--http", "")
+		data := filepath.Join(t.TempDir(), "data")
+		cmd, _, stderr := fleetChild(t, nil, "server", "--nats", prodURL, "--listen", "127.0.0.1:0", "--data", data, "--http", "")
 		stop := time.AfterFunc(20*time.Second, func() { _ = cmd.Process.Kill() }) // it must refuse, not serve
 		defer stop.Stop()
 		err := cmd.Wait()
@@ -129,6 +130,8 @@ func TestServerListenAndDataMeanTheEmbeddedServer(t *testing.T) {
 		is.True(errorsAs(err, &ee))
 		is.Equal(ee.ExitCode(), 2)
 		is.True(strings.Contains(stderr.String(), "--nats "+prodURL+" and --listen 127.0.0.1:0 conflict"))
+		_, err = os.Stat(data)
+		is.True(os.IsNotExist(err)) // nothing left behind
 	})
 	t.Run("an explicit --nats still uses the existing server", func(t *testing.T) {
 		is := is.New(t)

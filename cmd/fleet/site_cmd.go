@@ -177,9 +177,10 @@ func (c *SiteCmd) Start(ctx context.Context, out *os.File) (*RunningSite, error)
 // siteServerOptions make the embedded server a leaf node of hub with its
 // own JetStream domain. The agents' subjects never cross the link as
 // plain messages: each FLEET takes the other's events through its sources
-// only, so an event is stored once on each side (a site's event reaching
-// the hub's FLEET directly as well as through the source would be there
-// twice). Manifest subjects do cross from the hub: they wake the agents
+// only, so an event is stored once on each side and reaches the hub in the
+// site's order (a site's event reaching the hub's FLEET directly would
+// overtake the backlog the source is still bringing after an outage, and
+// would lean on the duplicate window to be stored once). Manifest subjects do cross from the hub: they wake the agents
 // (a hint; the agent reads its manifest from the site's FLEET).
 func siteServerOptions(o *server.Options, domain string, hub []*url.URL) {
 	o.JetStreamDomain = domain

@@ -183,3 +183,34 @@ func TestSiteKeepsWorkingThroughAnUplinkCut(t *testing.T) {
 		outage, siteSeq, outageEvents, caughtUp.Round(time.Millisecond))
 	checkLogOnce(t, ctx, hub, got)
 }
+
+// TestSiteRefusesBadFlags: each bad flag is a usage error (exit 2) that
+// names the flag and the rule, and nothing is created.
+func TestSiteRefusesBadFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cmd  SiteCmd
+		want string
+	}{
+		{"domain not a token", SiteCmd{Hub: "nats-leaf://127.0.0.1:7422", Domain: "a.b", HubDomain: "hub"}, "--domain"},
+		{"domain is the hub's", SiteCmd{Hub: "nats-leaf://127.0.0.1:7422", Domain: "hub", HubDomain: "hub"}, "must differ"},
+		{"device not a token", SiteCmd{Hub: "nats-leaf://127.0.0.1:7422", Domain: "s", HubDomain: "hub", Devices: []string{"pi 1"}}, "--devices"},
+		{"no hub", SiteCmd{Hub: " , ", Domain: "s", HubDomain: "hub"}, "--hub"},
+		{"bad listen", SiteCmd{Hub: "nats-leaf://127.0.0.1:7422", Domain: "s", HubDomain: "hub", Listen: "4222"}, "--listen"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			is := is.New(t)
+			dir := filepath.Join(t.TempDir(), "site")
+			tc.cmd.Data = dir
+			if tc.cmd.Listen == "" {
+				tc.cmd.Listen = "127.0.0.1:0"
+			}
+			_, err := tc.cmd.Start(context.Background(), nil)
+			is.True(err != nil)
+			is.Equal(exitCode(err), 2)
+			is.True(strings.Contains(err.Error(), tc.want))
+			_, serr := os.Stat(dir)
+			is.True(os.IsNotExist(serr)) // nothing created
+		})
+	}
+}

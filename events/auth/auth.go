@@ -542,3 +542,18 @@ func short(k string) string {
 	}
 	return k
 }
+
+// TLSOptions returns the connection options that make a client trust the
+// server certificates signed by the CA (or self-signed certificate) in the
+// PEM file caFile, and require TLS; none when caFile is empty. The file is
+// checked here, so a wrong path is an error that names it rather than a
+// failed handshake later.
+func TLSOptions(caFile string) ([]nats.Option, error) {
+	if caFile == "" {
+		return nil, nil
+	}
+	if _, err := os.Stat(caFile); err != nil {
+		return nil, fmt.Errorf("%w: --tls-ca %s: %v (a PEM file with the CA that signed the server's certificate)", events.ErrInvalid, caFile, err)
+	}
+	return []nats.Option{nats.RootCAs(caFile)}, nil
+}
