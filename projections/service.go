@@ -210,7 +210,9 @@ var errOldLayout = errors.New("read models written with another key layout")
 // openModels opens a store and loads its folds. With errOldLayout the
 // returned models are open but hold data of another layout.
 func openModels(dir string) (*models, error) {
-	db, err := pebble.Open(dir, &pebble.Options{Logger: quiet{}, EventListener: corruptionReturned()})
+	o := StoreOptions(quiet{})
+	o.EventListener = corruptionReturned()
+	db, err := pebble.Open(dir, o)
 	if err != nil {
 		return nil, fmt.Errorf("open read models %s: %w", dir, err)
 	}
@@ -292,7 +294,7 @@ func (s *Service) Close() error {
 	if s.unsynced.Swap(false) {
 		_ = s.m.db.LogData(nil, pebble.Sync)
 	}
-	err := s.m.db.Close()
+	err := closeStore(s.m.db)
 	s.m = nil
 	return err
 }
