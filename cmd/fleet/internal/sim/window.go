@@ -56,7 +56,11 @@ func (s *sim) beginWindow(ctx context.Context) (*window, error) {
 		return nil, err
 	}
 	w.beats = s.kvLastSeq(ctx)
-	w.stopLag = s.sampleLag(ctx)
+	every := 200 * time.Millisecond
+	if s.cfg.Scenario == Idle {
+		every = 2 * time.Second // nothing to lag behind; keep the probe's own cost off the idle figures
+	}
+	w.stopLag = s.sampleLag(ctx, every)
 	return w, nil
 }
 
@@ -111,8 +115,9 @@ func (s *sim) endWindow(ctx context.Context, w *window, rep *Report) error {
 // sampleLag measures projection lag until the returned function is called:
 // it notes the stream's last sequence, times how long until the projection
 // service's checkpoint reaches it (polling its status every 20 ms), waits
-// 200 ms and does it again.
-func (s *sim) sampleLag(ctx context.Context) func() []time.Duration {
+// every and does it again. Each sample costs the server a stream info
+// request and one or more status requests.
+func (s *sim) sampleLag(ctx context.Context, every time.Duration) func() []time.Duration {
 	ctx, cancel := context.WithCancel(ctx)
 	var mu sync.Mutex
 	var lags []time.Duration
@@ -123,7 +128,7 @@ func (s *sim) sampleLag(ctx context.Context) func() []time.Duration {
 			last, err := s.st.LastSeq(ctx)
 			t0 := time.Now()
 			if err != nil {
-				_ = sleep(ctx, 200*time.Millisecond)
+				_ = sleep(ctx, every)
 				continue
 			}
 			for ctx.Err() == nil {
@@ -136,7 +141,7 @@ func (s *sim) sampleLag(ctx context.Context) func() []time.Duration {
 				}
 				_ = sleep(ctx, 20*time.Millisecond)
 			}
-			_ = sleep(ctx, 200*time.Millisecond)
+			_ = sleep(ctx, every)
 		}
 	}()
 	return func() []time.Duration {
