@@ -70,7 +70,7 @@ func (s *sim) endWindow(ctx context.Context, w *window, rep *Report) error {
 	wall := end.Sub(w.start)
 	rep.PhaseSeconds = wall.Seconds()
 	self := selfUsage()
-	rep.Agents = Usage{CPU: cpuShare(w.self, self), RSS: self.RSS, PerDev: self.RSS / int64(len(s.devs)), Measure: true,
+	rep.Agents = Usage{CPU: cpuShare(w.self, self), CPUSecs: (self.CPU - w.self.CPU).Seconds(), RSS: self.RSS, PerDev: self.RSS / int64(len(s.devs)), Measure: true,
 		Note: "the simulator process: every agent, its Pebble store and NATS connection, and the simulator itself"}
 	if s.srv != nil && s.cfg.Scenario != Reconnect {
 		u, err := s.srv.Usage()
@@ -78,10 +78,12 @@ func (s *sim) endWindow(ctx context.Context, w *window, rep *Report) error {
 			return err
 		}
 		rep.Server.CPU, rep.Server.RSS, rep.Server.Measure = cpuShare(w.server, u), u.RSS, true
+		rep.Server.CPUSecs = (u.CPU - w.server.CPU).Seconds()
 	} else if s.srv != nil {
 		if u, err := s.srv.Usage(); err == nil {
 			// CPU of the restarted process only: from its start.
 			rep.Server.CPU, rep.Server.RSS, rep.Server.Measure = float64(u.CPU)/float64(wall), u.RSS, true
+			rep.Server.CPUSecs = u.CPU.Seconds()
 			rep.Server.Note += "; restarted during the phase: CPU of the new process over the phase"
 		}
 	}
