@@ -207,9 +207,12 @@ func appendManifestRetrying(ctx context.Context, s Store, e Event, expectedSeq u
 		if err == nil {
 			return seq, nil
 		}
-		if attempt > 1 && errors.Is(err, ErrConflict) {
-			if last, lerr := s.LastManifest(ctx, e.Device); lerr == nil && last.ID == e.ID {
-				return last.Seq, nil // an earlier attempt was stored
+		if errors.Is(err, ErrConflict) {
+			// An earlier attempt (this one's own retry inside the store, or
+			// the attempt before) may have been stored with its ack lost:
+			// then the conflict is with e itself.
+			if seq, ok := storedAlready(ctx, s, e); ok {
+				return seq, nil
 			}
 			return 0, err
 		}
@@ -218,4 +221,22 @@ func appendManifestRetrying(ctx context.Context, s Store, e Event, expectedSeq u
 		}
 	}
 	return 0, &OutcomeUnknownError{Device: e.Device, Generation: e.Generation, ID: e.ID, Attempts: attempt, Err: err}
+}
+
+// storedAlready reports whether the last manifest of e's device is e (and
+// its sequence), asking a few times: it is asked after a conflict, when the
+// log may be slow to answer.
+func storedAlready(ctx context.Context, s Store, e Event) (uint64, bool) {
+	for i := 0; i < 3 && ctx.Err() == nil; i++ {
+		lctx, cancel := context.WithTimeout(ctx, applyAttemptTimeout)
+		last, err := s.LastManifest(lctx, e.Device)
+		cancel()
+		switch {
+		case err == nil:
+			return last.Seq, last.ID == e.ID
+		case errors.Is(err, ErrNotFound):
+			return 0, false
+		}
+	}
+	return 0, false
 }
