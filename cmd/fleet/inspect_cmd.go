@@ -148,7 +148,7 @@ func (c *InspectCmd) answer(ctx context.Context, nc *nats.Conn, st *jsstore.Stor
 		}
 		// no service, a device it has not seen, or an error: the fold answers
 	}
-	if h, err := timetravel.LogHorizon(ctx, st.JetStream()); err == nil && h.Note(q) != "" {
+	if h, err := timetravel.LogHorizon(ctx, st); err == nil && h.Note(q) != "" {
 		fmt.Fprintln(os.Stderr, "fleet inspect: note:", h.Note(q))
 	}
 	f := events.Filter{Device: q.Device}

@@ -4,10 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/fleet-dev/fleet/events"
 )
 
 // Horizon is where the log begins now: with a retention policy (or after
@@ -18,14 +14,18 @@ type Horizon struct {
 	FirstTime time.Time `json:"firstTime"` // stream time of the first event left
 }
 
-// LogHorizon reads the stream's first sequence and its time.
-func LogHorizon(ctx context.Context, js jetstream.JetStream) (Horizon, error) {
-	s, err := js.Stream(ctx, events.Stream)
+// LogStarter says where the log begins now (jsstore.Store does).
+type LogStarter interface {
+	LogStart(ctx context.Context) (firstSeq uint64, firstTime time.Time, err error)
+}
+
+// LogHorizon reads the log's first sequence and its time.
+func LogHorizon(ctx context.Context, log LogStarter) (Horizon, error) {
+	seq, at, err := log.LogStart(ctx)
 	if err != nil {
 		return Horizon{}, fmt.Errorf("log horizon: %w", err)
 	}
-	st := s.CachedInfo().State
-	return Horizon{FirstSeq: st.FirstSeq, FirstTime: st.FirstTime}, nil
+	return Horizon{FirstSeq: seq, FirstTime: at}, nil
 }
 
 // Note says what the log no longer has for q, or "" when q asks about a

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/fleet-dev/fleet/events"
@@ -183,8 +182,9 @@ func (x *Index) WaitFor(ctx context.Context, seq uint64) error {
 }
 
 // Serve adds the micro service: a request is a Query (JSON), the reply a Reply.
-func (x *Index) Serve(nc *nats.Conn) (micro.Service, error) {
-	js, _ := jetstream.New(nc) // for the log's horizon (horizon.go)
+// log, if not nil, says where the log begins, so that an answer about a
+// time before it says what the log no longer has (horizon.go).
+func (x *Index) Serve(nc *nats.Conn, log LogStarter) (micro.Service, error) {
 	return micro.AddService(nc, micro.Config{
 		Name: ServiceName, Version: "0.1.0",
 		Description: "fleet time travel: a device as it was at a time or a stream position",
@@ -211,9 +211,9 @@ func (x *Index) Serve(nc *nats.Conn) (micro.Service, error) {
 				_ = r.Error("500", err.Error(), nil)
 			default:
 				rep := Reply{Device: d, Exists: ok, Stats: st, Checkpoint: x.Checkpoint()}
-				if js != nil {
+				if log != nil {
 					hctx, cancel := context.WithTimeout(context.Background(), time.Second)
-					if h, err := LogHorizon(hctx, js); err == nil {
+					if h, err := LogHorizon(hctx, log); err == nil {
 						rep.Note = h.Note(q)
 					}
 					cancel()
