@@ -22,6 +22,7 @@ import (
 
 // Cmd is the agent command's flags.
 type Cmd struct {
+	Config        string            `placeholder:"FILE" env:"FLEET_AGENT_CONFIG" help:"Read settings from this YAML file (e.g. /etc/fleet/agent.yaml): the flags' names as keys, without --; the command line and the environment win over it."`
 	Device        string            `required:"" placeholder:"ID" help:"This device's id (1 to 64 of A-Z a-z 0-9 _ -)."`
 	Root          string            `default:"/" placeholder:"DIR" help:"Directory file resources are placed under; nothing outside it is touched."`
 	State         string            `default:"/var/lib/fleet-agent" placeholder:"DIR" help:"Where the agent keeps its local store (manifest, states, outbox)."`
@@ -50,7 +51,16 @@ Examples:
   fleet agent --device pi-01 --drift-interval 10s --concurrency 4 -o json
   fleet agent --device pi-01 --state /var/lib/fleet-agent/pi-01 --deregister
   fleet-agent --device pi-01 --parked -o json      # events the log refused for good
-  fleet agent --device pi-01 --trust ed25519:aBFZRizS8HJUyS9CgBwQc6u+Ii1jKfqjrUviXVUm8I0=`
+  fleet agent --device pi-01 --trust ed25519:aBFZRizS8HJUyS9CgBwQc6u+Ii1jKfqjrUviXVUm8I0=
+  fleet-agent --config /etc/fleet/agent.yaml     # settings from a file (deploy/systemd/agent.yaml)
+
+Config file (YAML, every key optional, unknown keys refused):
+  device: pi-01
+  nats: nats://hub:4222
+  root: /
+  drift-interval: 30s
+  label: {site: lab, rack: "3"}
+  trust: [ed25519:aBFZRizS8HJUyS9CgBwQc6u+Ii1jKfqjrUviXVUm8I0=]`
 }
 
 // ConnectOptions are the NATS options an agent connects with: it starts

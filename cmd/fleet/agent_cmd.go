@@ -4,7 +4,10 @@ import (
 	"context"
 	"os"
 
+	"github.com/alecthomas/kong"
+
 	"github.com/fleet-dev/fleet/agent/agentcli"
+	"github.com/fleet-dev/fleet/agent/agentcli/agentkong"
 )
 
 func init() {
@@ -15,6 +18,11 @@ func init() {
 type AgentCmd struct {
 	agentcli.Cmd
 }
+
+// BeforeResolve reads the config file named by --config (or
+// $FLEET_AGENT_CONFIG): its keys fill the flags the command line and the
+// environment did not give.
+func (c *AgentCmd) BeforeResolve(kctx *kong.Context) error { return agentkong.BeforeResolve(kctx) }
 
 // Run connects (starting offline if the server is away) and runs the agent.
 func (c *AgentCmd) Run(ctx context.Context, g *Globals) error {
