@@ -69,6 +69,8 @@ func TestFlagsParseAsKong(t *testing.T) {
 		{args: []string{"--config", "@CFG", "--device", "d"}, config: "- device\n"},
 		{args: []string{"--config", "@CFG", "--device", "d"}, config: "device: [\n"},
 		{args: []string{"--config", "/nonexistent/agent.yaml", "--device", "d"}},
+		{args: []string{"--config", "../../deploy/systemd/agent.yaml"}},
+		{args: []string{"--config", "../../deploy/systemd/agent.yaml", "--creds", "/run/credentials/fleet-agent.service/device.creds"}},
 		{args: []string{"--device", "pi-01"}},
 		{args: []string{"--device=pi-01", "--root", root, "--state", "/tmp/s", "--drift-interval", "10s", "--concurrency", "4"}},
 		{args: []string{"--device", "pi-01", "--allow-exec", "--deregister", "--parked", "-o", "json"}},
@@ -183,5 +185,21 @@ func TestConfigFilePrecedence(t *testing.T) {
 	cli = CLI{}
 	if err := parseFlags(&cli, []string{"--device", "d"}, func(string) string { return "" }); err != nil || cli.DriftInterval.String() != "1m0s" {
 		t.Fatalf("no config file: %v, drift-interval %s (want the default 1m)", err, cli.DriftInterval)
+	}
+}
+
+// TestSampleAgentConfigParses: deploy/systemd/agent.yaml, with the flags the
+// unit adds, parses with the real parser into options the agent accepts.
+func TestSampleAgentConfigParses(t *testing.T) {
+	var cli CLI
+	args := []string{"--config", "../../deploy/systemd/agent.yaml", "--creds", "/run/credentials/fleet-agent.service/device.creds"}
+	if err := parseFlags(&cli, args, func(string) string { return "" }); err != nil {
+		t.Fatal(err)
+	}
+	if cli.Device != "pi-01" || cli.Root != "/" || cli.State != "/var/lib/fleet-agent" || cli.NATS != "nats://fleet-hub.lan:4222" || cli.Label["rack"] != "3" {
+		t.Fatalf("sample config parsed as %+v", cli)
+	}
+	if _, err := cli.Options(); err != nil {
+		t.Fatalf("the agent refuses the sample config: %v", err)
 	}
 }
