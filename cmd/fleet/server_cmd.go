@@ -111,6 +111,7 @@ type ServerEnv struct {
 	HeartbeatTTL time.Duration
 	Health       *serverHealth    // checks for /healthz (server_health.go)
 	Embedded     *embedded.Server // nil with --nats
+	Auth         bool             // --auth: credentials required (reported by /healthz for 'fleet doctor')
 }
 
 // serverPart starts one part of the server; it runs until ctx is done and
@@ -150,7 +151,7 @@ type RunningServer struct {
 // Start brings the server up and prints where to point agents and browsers.
 func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*RunningServer, error) {
 	rs := &RunningServer{}
-	env := &ServerEnv{DataDir: c.Data, HeartbeatTTL: c.HeartbeatTTL, Health: &serverHealth{}}
+	env := &ServerEnv{DataDir: c.Data, HeartbeatTTL: c.HeartbeatTTL, Health: &serverHealth{}, Auth: c.Auth}
 	// flags first: a refused command leaves nothing behind
 	extURL, err := c.external(g)
 	if err != nil {
