@@ -307,6 +307,9 @@ func usage(w io.Writer, v any, name, description, long string) {
 			left = "  -" + s.short + ", " + s.display()
 		}
 		h := s.help
+		if s.hasDefault && s.def != "" && !strings.Contains(s.display(), s.def) {
+			h = strings.TrimSuffix(h, ".") + " (default: " + s.def + ")."
+		}
 		if s.env != "" {
 			h += " ($" + s.env + ")."
 			h = strings.Replace(h, ". ($", " ($", 1)

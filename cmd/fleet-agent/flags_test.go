@@ -139,7 +139,15 @@ func TestHelpListsEveryFlag(t *testing.T) {
 		t.Fatalf("--help: %v", err)
 	}
 	var out bytes.Buffer
-	usage(&out, &cli, "fleet-agent", description, cli.Help())
+	usage(&out, &cli, "fleet-agent", description, helpText(&cli))
+	if strings.Contains(out.String(), "fleet agent ") {
+		t.Errorf("fleet-agent --help shows 'fleet agent' examples:\n%s", out.String())
+	}
+	for _, want := range []string{"fleet-agent --device pi-01", "(default: /)", "(default: /var/lib/fleet-agent)", "--config=FILE"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("fleet-agent --help lacks %q", want)
+		}
+	}
 	for _, s := range flagSpecs(&cli) {
 		if !strings.Contains(out.String(), s.display()) {
 			t.Errorf("help lacks %s:\n%s", s.display(), out.String())
