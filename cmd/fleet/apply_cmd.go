@@ -19,11 +19,11 @@ func init() {
 
 // ApplyCmd is `fleet apply`.
 type ApplyCmd struct {
-	File   string `short:"f" required:"" placeholder:"FILE" help:"Manifest file, YAML or JSON ('-' for standard input)."`
-	Device string `required:"" placeholder:"ID" help:"Device to apply it to."`
+	File       string `short:"f" required:"" placeholder:"FILE" help:"Manifest file, YAML or JSON ('-' for standard input)."`
+	Device     string `required:"" placeholder:"ID" help:"Device to apply it to."`
 	DryRun     bool   `help:"Validate the manifest and print the plan against the device's current generation (each resource added, changed or removed), without writing."`
 	AllowEmpty bool   `help:"Allow a manifest that removes every resource the device has (its files, units and containers are then removed on the device)."`
-	Key    string `env:"FLEET_KEY" placeholder:"FILE" help:"Sign the manifest with this ed25519 key (from 'fleet key new'); agents started with --trust apply only signed manifests."`
+	Key        string `env:"FLEET_KEY" placeholder:"FILE" help:"Sign the manifest with this ed25519 key (from 'fleet key new'); agents started with --trust apply only signed manifests."`
 	Output
 }
 
