@@ -71,7 +71,7 @@ func (f *Fleet) Explain(device, resource string) (Explanation, bool) {
 		}
 		x.Manifest = ref
 	}
-	if d.Rejected != nil && d.Rejected.Generation > d.Generation {
+	if d.rejectedNow() {
 		s := fmt.Sprintf("generation %d was rejected by the agent at %s: %s (it keeps generation %d)",
 			d.Rejected.Generation, ts(d.Rejected.At), d.Rejected.Reason, d.Rejected.KeptGeneration)
 		x.Rejected = &s
@@ -97,7 +97,9 @@ func (x Explanation) chain(r *resourceState) []string {
 	if x.Rejected != nil {
 		why = append(why, *x.Rejected)
 	}
-	if !r.Reported {
+	if !r.Reported && x.Rejected != nil {
+		why = append(why, "the agent will not apply it: it refused the manifest (sign it with a key the agent trusts: fleet apply --key)")
+	} else if !r.Reported {
 		why = append(why, "the agent has not reported on it yet (offline, or not yet seen this generation)")
 	} else {
 		s := fmt.Sprintf("%s since %s", x.State, ts(x.Since))

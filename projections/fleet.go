@@ -534,12 +534,25 @@ func list(ids []string) string {
 	return strings.Join(ids, ", ")
 }
 
+// rejectedNow reports whether the agent rejected the device's current
+// manifest generation (a rejection of an older one is over once a newer
+// manifest is applied).
+func (d *deviceState) rejectedNow() bool {
+	return d.Rejected != nil && d.Manifest != nil && d.Rejected.Generation >= d.Generation
+}
+
+func (d *deviceState) rejectedMessage() string {
+	return fmt.Sprintf("the agent rejected generation %d: %s; generation %d stays in force", d.Rejected.Generation, d.Rejected.Reason, d.Rejected.KeptGeneration)
+}
+
 func (d *deviceState) conditions(notReady, failed, busy []string) []Condition {
 	seen := d.seen()
 	ready := Condition{Type: CondReady, Status: False}
 	switch {
 	case d.Manifest == nil:
 		ready.Reason, ready.Message = "NoManifest", "no manifest applied yet"
+	case d.rejectedNow():
+		ready.Reason, ready.Message = "ManifestRejected", d.rejectedMessage()
 	case !seen:
 		ready.Reason, ready.Message = "AwaitingAgent", fmt.Sprintf("no agent has reported from this device: generation %d not yet observed", d.Generation)
 	case d.Observed < d.Generation:
@@ -551,6 +564,8 @@ func (d *deviceState) conditions(notReady, failed, busy []string) []Condition {
 	}
 	prog := Condition{Type: CondProgressing, Status: False}
 	switch {
+	case d.rejectedNow(): // the agent refused the generation: nothing moves towards it
+		prog.Reason, prog.Message = "ManifestRejected", d.rejectedMessage()
 	case d.Manifest != nil && !seen: // nothing moves until an agent runs
 		prog.Reason, prog.Message = "AwaitingAgent", "no agent has reported from this device"
 	case len(busy) > 0:
@@ -565,8 +580,8 @@ func (d *deviceState) conditions(notReady, failed, busy []string) []Condition {
 	case len(failed) > 0:
 		r := d.Resources[failed[0]]
 		deg.Status, deg.Reason, deg.Message = True, "ResourcesFailed", fmt.Sprintf("%d resources Failed: %s (%s: %s)", len(failed), list(failed), r.ID, r.Error)
-	case d.Rejected != nil && d.Rejected.Generation > d.Generation:
-		deg.Status, deg.Reason, deg.Message = True, "ManifestRejected", fmt.Sprintf("generation %d rejected: %s", d.Rejected.Generation, d.Rejected.Reason)
+	case d.rejectedNow():
+		deg.Status, deg.Reason, deg.Message = True, "ManifestRejected", d.rejectedMessage()
 	default:
 		deg.Reason = "NoFailures"
 	}
