@@ -69,6 +69,7 @@ type Resource struct {
 	Attempts   int        `json:"attempts"`
 	Error      string     `json:"error"`
 	RetryAfter *time.Time `json:"retryAfter"`
+	Drift      string     `json:"drift,omitempty"` // a drift the agent reported and left as found (driftPolicy: report)
 }
 
 // Condition returns the device's condition of type t, if it has one.
@@ -136,19 +137,32 @@ type Attempt struct {
 const keptAttempts = 5
 
 type resourceState struct {
-	ID         string     `json:"id"`
-	Kind       string     `json:"kind"`
-	State      string     `json:"state"`
-	Since      time.Time  `json:"since"`
-	Generation int64      `json:"generation"` // of the last status change
-	Reported   bool       `json:"reported"`   // the agent has reported a status
-	Attempts   int        `json:"attempts"`
-	Error      string     `json:"error,omitempty"`
-	Reason     string     `json:"reason,omitempty"`
-	Trigger    string     `json:"trigger,omitempty"`
-	RetryAfter *time.Time `json:"retryAfter,omitempty"`
-	StatusSeq  uint64     `json:"statusSeq,omitempty"`
-	Last       []Attempt  `json:"last,omitempty"` // newest last, at most keptAttempts
+	ID         string         `json:"id"`
+	Kind       string         `json:"kind"`
+	State      string         `json:"state"`
+	Since      time.Time      `json:"since"`
+	Generation int64          `json:"generation"` // of the last status change
+	Reported   bool           `json:"reported"`   // the agent has reported a status
+	Attempts   int            `json:"attempts"`
+	Error      string         `json:"error,omitempty"`
+	Reason     string         `json:"reason,omitempty"`
+	Trigger    string         `json:"trigger,omitempty"`
+	RetryAfter *time.Time     `json:"retryAfter,omitempty"`
+	StatusSeq  uint64         `json:"statusSeq,omitempty"`
+	Last       []Attempt      `json:"last,omitempty"`  // newest last, at most keptAttempts
+	Drift      *reportedDrift `json:"drift,omitempty"` // last drift reported and left as found; cleared by a status change
+}
+
+// reportedDrift is a drift the agent reported without correcting it
+// (driftPolicy: report): the resource stays Ready, but is not as desired.
+type reportedDrift struct {
+	Seq    uint64    `json:"seq"`
+	At     time.Time `json:"at"`
+	Fields []string  `json:"fields"`
+}
+
+func (r *reportedDrift) text() string {
+	return fmt.Sprintf("changed on the device (%s) since %s (sequence %d); driftPolicy report: the agent left it as found", strings.Join(r.Fields, ", "), ts(r.At), r.Seq)
 }
 
 type rejection struct {
@@ -289,7 +303,14 @@ func (f *Fleet) Apply(e events.Stored) {
 	case *events.ReconcileAttempted:
 		d.applyAttempt(e, p)
 	case *events.DriftDetected:
-		d.resource(e.Resource, p.Kind) // drift history is the Drift fold's; the resource now exists
+		r := d.resource(e.Resource, p.Kind) // drift history is the Drift fold's; the resource now exists
+		r.Drift = nil
+		if p.Policy == events.DriftReport {
+			r.Drift = &reportedDrift{Seq: e.Seq, At: e.At}
+			for _, df := range p.Differences {
+				r.Drift.Fields = append(r.Drift.Fields, df.Field)
+			}
+		}
 	case *events.DeviceRegistered:
 		d.Registered, d.Deregistered = true, false
 		d.Labels = maps(p.Labels)
@@ -376,6 +397,7 @@ func (d *deviceState) applyStatus(e events.Stored, p *events.StatusChanged) {
 	r := d.resource(e.Resource, p.Kind)
 	r.State, r.Since, r.Generation, r.Reported = p.To, e.At, e.Generation, true
 	r.Trigger, r.Reason, r.StatusSeq = p.Trigger, p.Reason, e.Seq
+	r.Drift = nil // the agent moved it: a reported drift is over (corrected, or the spec changed)
 	switch {
 	case p.Attempts > 0:
 		r.Attempts = p.Attempts
@@ -502,9 +524,14 @@ func (d *deviceState) view() Device {
 	}
 	sort.Strings(ids)
 	var notReady, failed, busy []string
+	var drifted []string
 	for _, id := range ids {
 		r := d.Resources[id]
 		res := Resource{ID: r.ID, Kind: r.Kind, State: r.State, Since: r.Since, Attempts: r.Attempts, Error: r.Error}
+		if r.Drift != nil && r.State == "Ready" {
+			res.Drift = r.Drift.text()
+			drifted = append(drifted, id)
+		}
 		if r.RetryAfter != nil {
 			t := *r.RetryAfter
 			res.RetryAfter = &t
@@ -520,7 +547,7 @@ func (d *deviceState) view() Device {
 			busy = append(busy, id)
 		}
 	}
-	v.Conditions = d.conditions(notReady, failed, busy)
+	v.Conditions = d.conditions(notReady, failed, busy, drifted)
 	if c, ok := d.clockCondition(); ok {
 		v.Conditions = append(v.Conditions, c)
 	}
@@ -545,7 +572,7 @@ func (d *deviceState) rejectedMessage() string {
 	return fmt.Sprintf("the agent rejected generation %d: %s; generation %d stays in force", d.Rejected.Generation, d.Rejected.Reason, d.Rejected.KeptGeneration)
 }
 
-func (d *deviceState) conditions(notReady, failed, busy []string) []Condition {
+func (d *deviceState) conditions(notReady, failed, busy, drifted []string) []Condition {
 	seen := d.seen()
 	ready := Condition{Type: CondReady, Status: False}
 	switch {
@@ -559,6 +586,10 @@ func (d *deviceState) conditions(notReady, failed, busy []string) []Condition {
 		ready.Reason, ready.Message = "GenerationNotObserved", fmt.Sprintf("generation %d not yet settled (observed %d)", d.Generation, d.Observed)
 	case len(notReady) > 0:
 		ready.Reason, ready.Message = "ResourcesNotReady", fmt.Sprintf("%d of %d resources not Ready: %s", len(notReady), len(d.Resources), list(notReady))
+	case len(drifted) > 0:
+		r := d.Resources[drifted[0]]
+		ready.Reason, ready.Message = "DriftReported", fmt.Sprintf("%d of %d resources drifted and were left as found (driftPolicy: report): %s (%s: %s)",
+			len(drifted), len(d.Resources), list(drifted), r.ID, r.Drift.text())
 	default:
 		ready.Status, ready.Reason, ready.Message = True, "AllResourcesReady", fmt.Sprintf("%d resources Ready at generation %d", len(d.Resources), d.Generation)
 	}
