@@ -6,11 +6,13 @@ package agentcli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -34,6 +36,8 @@ type Cmd struct {
 	Parked        bool              `help:"List the events the log refused for good (too large for it), kept in the local store, and exit. Stop the running agent first: it holds the store."`
 	Trust         []string          `placeholder:"PUBKEY" env:"FLEET_TRUST" help:"Apply only manifests signed by this key (ed25519:... or a key file; see 'fleet key'); repeat to trust several. Others are recorded as ManifestRejected."`
 	Format        string            `short:"o" enum:"table,json" default:"table" help:"Output format: table (text logs) or json (JSON logs and result)."`
+
+	log *slog.Logger // set by tests; nil: by --format, to standard error
 }
 
 // Help is the command's long help, with examples.
@@ -69,6 +73,34 @@ func ConnectOptions() []nats.Option {
 	return []nats.Option{
 		nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectWait(time.Second),
 		nats.ReconnectBufSize(-1), // publishes go through the outbox, never the reconnect buffer
+	}
+}
+
+// ConnectionLogging are NATS options that log, at info, what happens to the
+// agent's connection: a disconnect (with the error), a reconnect (with the
+// server), and credentials the server refuses (revoked or wrong: the agent
+// keeps retrying and recording locally), so that an operator reading the
+// journal sees why a device is stale.
+func (c *Cmd) ConnectionLogging() []nats.Option {
+	log := c.logger()
+	return []nats.Option{
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if err != nil {
+				log.Info("disconnected from NATS; recording locally until it is back", "device", c.Device, "error", err.Error())
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("reconnected to NATS; publishing what was recorded meanwhile", "device", c.Device, "server", nc.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(nc *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) ||
+				strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
+				log.Warn("the server refuses this device's credentials (revoked with 'fleet device revoke', or wrong --creds); "+
+					"the agent keeps converging offline and retries", "device", c.Device, "error", err.Error())
+				return
+			}
+			log.Info("NATS error", "device", c.Device, "error", err.Error())
+		}),
 	}
 }
 
@@ -133,6 +165,9 @@ func (c *Cmd) absPaths() error {
 }
 
 func (c *Cmd) logger() *slog.Logger {
+	if c.log != nil {
+		return c.log
+	}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	}

@@ -74,7 +74,7 @@ func exec(ctx context.Context, cli *CLI) error {
 	if _, err := cli.Options(); err != nil {
 		return err
 	}
-	opts := append([]nats.Option{nats.Name("fleet-agent " + cli.Device), nats.Timeout(5 * time.Second)}, agentcli.ConnectOptions()...)
+	opts := append([]nats.Option{nats.Name("fleet-agent " + cli.Device), nats.Timeout(5 * time.Second)}, append(agentcli.ConnectOptions(), cli.ConnectionLogging()...)...)
 	if cli.Creds != "" {
 		copts, err := auth.ClientOptions(cli.Creds) // a device's creds also set its inbox prefix
 		if err != nil {

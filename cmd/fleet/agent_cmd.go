@@ -29,7 +29,7 @@ func (c *AgentCmd) Run(ctx context.Context, g *Globals) error {
 	if _, err := c.Options(); err != nil {
 		return err
 	}
-	nc, err := g.Connect("fleet-agent "+c.Device, agentcli.ConnectOptions()...)
+	nc, err := g.Connect("fleet-agent "+c.Device, append(agentcli.ConnectOptions(), c.ConnectionLogging()...)...)
 	if err != nil {
 		return err
 	}
