@@ -197,6 +197,9 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 		if natsTLS, err = c.natsTLS(&eo); err != nil {
 			return nil, err
 		}
+		if err := listenFree(c.Listen); err != nil { // at once, not after the embedded server's 10 s start timeout
+			return nil, err
+		}
 		srv, err := embedded.Start(eo)
 		if err != nil {
 			return nil, fmt.Errorf("%w (another server on %s? pick another with --listen)", err, c.Listen)
