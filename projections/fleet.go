@@ -56,7 +56,8 @@ type Device struct {
 	Generation         int64             `json:"generation"`         // desired: the last manifest's generation
 	ObservedGeneration int64             `json:"observedGeneration"` // highest generation whose resources all settled
 	Conditions         []Condition       `json:"conditions"`
-	LastSeen           *time.Time        `json:"lastSeen"` // time of the last event from the device's agent (log order)
+	LastSeen           *time.Time        `json:"lastSeen"`                // time of the last event from the device's agent (log order)
+	LastHeartbeat      *time.Time        `json:"lastHeartbeat,omitempty"` // when its agent last wrote its heartbeat (set with Stale, at read time)
 	Resources          []Resource        `json:"resources"`
 }
 
@@ -97,6 +98,10 @@ func (d Device) WithStale(lastBeat, now time.Time, ttl time.Duration) Device {
 		c.Status, c.Reason = False, "HeartbeatFresh"
 	}
 	out := d
+	if !lastBeat.IsZero() {
+		t := lastBeat.UTC()
+		out.LastHeartbeat = &t
+	}
 	out.Conditions = append(slices.Clip(slices.DeleteFunc(slices.Clone(d.Conditions), func(x Condition) bool { return x.Type == CondStale })), c)
 	return out
 }
