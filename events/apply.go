@@ -70,7 +70,10 @@ func ApplyOnceAbove(ctx context.Context, s Store, clock *Clock, device string, m
 		return Applied{}, err
 	}
 	last, err := s.LastManifest(ctx, device)
-	if err == nil && last.Actor == actor {
+	// Only the generation the device may run counts as done: with a floor
+	// above the log's last manifest (the log lost its newest manifests), the
+	// device runs a later one, so the same manifest is a new generation.
+	if err == nil && last.Actor == actor && last.Generation >= floor {
 		if p, perr := last.Payload(); perr == nil {
 			if ma, ok := p.(*ManifestApplied); ok && ma.Digest == m.Digest() && sameSignature(ma, device, last.Generation, signer) {
 				return Applied{Seq: last.Seq, Generation: last.Generation, Event: last.Event, Already: true}, nil
