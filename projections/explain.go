@@ -37,6 +37,7 @@ type Explanation struct {
 	InManifest   bool         `json:"inManifest"`         // the last manifest still lists it
 	LastAttempts []Attempt    `json:"lastAttempts"`       // newest last
 	Rejected     *string      `json:"rejected,omitempty"` // a newer manifest the agent refused
+	Drift        *string      `json:"drift,omitempty"`    // a drift the agent reported and left as found (driftPolicy: report)
 	Why          []string     `json:"why"`                // the chain, one sentence a step
 }
 
@@ -71,10 +72,14 @@ func (f *Fleet) Explain(device, resource string) (Explanation, bool) {
 		}
 		x.Manifest = ref
 	}
-	if d.Rejected != nil && d.Rejected.Generation > d.Generation {
+	if d.rejectedNow() {
 		s := fmt.Sprintf("generation %d was rejected by the agent at %s: %s (it keeps generation %d)",
 			d.Rejected.Generation, ts(d.Rejected.At), d.Rejected.Reason, d.Rejected.KeptGeneration)
 		x.Rejected = &s
+	}
+	if r.Drift != nil && r.State == "Ready" {
+		s := r.Drift.text()
+		x.Drift = &s
 	}
 	x.Why = x.chain(r)
 	return x, true
@@ -97,7 +102,9 @@ func (x Explanation) chain(r *resourceState) []string {
 	if x.Rejected != nil {
 		why = append(why, *x.Rejected)
 	}
-	if !r.Reported {
+	if !r.Reported && x.Rejected != nil {
+		why = append(why, "the agent will not apply it: it refused the manifest (sign it with a key the agent trusts: fleet apply --key)")
+	} else if !r.Reported {
 		why = append(why, "the agent has not reported on it yet (offline, or not yet seen this generation)")
 	} else {
 		s := fmt.Sprintf("%s since %s", x.State, ts(x.Since))
@@ -125,6 +132,8 @@ func (x Explanation) chain(r *resourceState) []string {
 		why = append(why, fmt.Sprintf("%d %s this generation; the last %d recorded: %s", x.Attempts, noun, n, strings.Join(parts, "; ")))
 	}
 	switch {
+	case x.Ready && x.Drift != nil:
+		why = append(why, "it is Ready for the agent but not as desired: "+*x.Drift+"; restore it by hand, or apply with driftPolicy: correct to have the agent put it back")
 	case x.Ready:
 		why = append(why, "it is Ready: nothing to explain")
 	case x.RetryAfter != nil:

@@ -56,7 +56,8 @@ type Device struct {
 	Generation         int64             `json:"generation"`         // desired: the last manifest's generation
 	ObservedGeneration int64             `json:"observedGeneration"` // highest generation whose resources all settled
 	Conditions         []Condition       `json:"conditions"`
-	LastSeen           *time.Time        `json:"lastSeen"` // time of the last event from the device's agent (log order)
+	LastSeen           *time.Time        `json:"lastSeen"`                // time of the last event from the device's agent (log order)
+	LastHeartbeat      *time.Time        `json:"lastHeartbeat,omitempty"` // when its agent last wrote its heartbeat (set with Stale, at read time)
 	Resources          []Resource        `json:"resources"`
 }
 
@@ -69,6 +70,7 @@ type Resource struct {
 	Attempts   int        `json:"attempts"`
 	Error      string     `json:"error"`
 	RetryAfter *time.Time `json:"retryAfter"`
+	Drift      string     `json:"drift,omitempty"` // a drift the agent reported and left as found (driftPolicy: report)
 }
 
 // Condition returns the device's condition of type t, if it has one.
@@ -96,6 +98,10 @@ func (d Device) WithStale(lastBeat, now time.Time, ttl time.Duration) Device {
 		c.Status, c.Reason = False, "HeartbeatFresh"
 	}
 	out := d
+	if !lastBeat.IsZero() {
+		t := lastBeat.UTC()
+		out.LastHeartbeat = &t
+	}
 	out.Conditions = append(slices.Clip(slices.DeleteFunc(slices.Clone(d.Conditions), func(x Condition) bool { return x.Type == CondStale })), c)
 	return out
 }
@@ -136,19 +142,32 @@ type Attempt struct {
 const keptAttempts = 5
 
 type resourceState struct {
-	ID         string     `json:"id"`
-	Kind       string     `json:"kind"`
-	State      string     `json:"state"`
-	Since      time.Time  `json:"since"`
-	Generation int64      `json:"generation"` // of the last status change
-	Reported   bool       `json:"reported"`   // the agent has reported a status
-	Attempts   int        `json:"attempts"`
-	Error      string     `json:"error,omitempty"`
-	Reason     string     `json:"reason,omitempty"`
-	Trigger    string     `json:"trigger,omitempty"`
-	RetryAfter *time.Time `json:"retryAfter,omitempty"`
-	StatusSeq  uint64     `json:"statusSeq,omitempty"`
-	Last       []Attempt  `json:"last,omitempty"` // newest last, at most keptAttempts
+	ID         string         `json:"id"`
+	Kind       string         `json:"kind"`
+	State      string         `json:"state"`
+	Since      time.Time      `json:"since"`
+	Generation int64          `json:"generation"` // of the last status change
+	Reported   bool           `json:"reported"`   // the agent has reported a status
+	Attempts   int            `json:"attempts"`
+	Error      string         `json:"error,omitempty"`
+	Reason     string         `json:"reason,omitempty"`
+	Trigger    string         `json:"trigger,omitempty"`
+	RetryAfter *time.Time     `json:"retryAfter,omitempty"`
+	StatusSeq  uint64         `json:"statusSeq,omitempty"`
+	Last       []Attempt      `json:"last,omitempty"`  // newest last, at most keptAttempts
+	Drift      *reportedDrift `json:"drift,omitempty"` // last drift reported and left as found; cleared by a status change
+}
+
+// reportedDrift is a drift the agent reported without correcting it
+// (driftPolicy: report): the resource stays Ready, but is not as desired.
+type reportedDrift struct {
+	Seq    uint64    `json:"seq"`
+	At     time.Time `json:"at"`
+	Fields []string  `json:"fields"`
+}
+
+func (r *reportedDrift) text() string {
+	return fmt.Sprintf("changed on the device (%s) since %s (sequence %d); driftPolicy report: the agent left it as found", strings.Join(r.Fields, ", "), ts(r.At), r.Seq)
 }
 
 type rejection struct {
@@ -297,7 +316,14 @@ func (f *Fleet) Apply(e events.Stored) {
 	case *events.ReconcileAttempted:
 		d.applyAttempt(e, p)
 	case *events.DriftDetected:
-		d.resource(e.Resource, p.Kind) // drift history is the Drift fold's; the resource now exists
+		r := d.resource(e.Resource, p.Kind) // drift history is the Drift fold's; the resource now exists
+		r.Drift = nil
+		if p.Policy == events.DriftReport {
+			r.Drift = &reportedDrift{Seq: e.Seq, At: e.At}
+			for _, df := range p.Differences {
+				r.Drift.Fields = append(r.Drift.Fields, df.Field)
+			}
+		}
 	case *events.DeviceRegistered:
 		d.Registered, d.Deregistered = true, false
 		d.Labels = maps(p.Labels)
@@ -386,6 +412,7 @@ func (d *deviceState) applyStatus(e events.Stored, p *events.StatusChanged) {
 	r := d.resource(e.Resource, p.Kind)
 	r.State, r.Since, r.Generation, r.Reported = p.To, e.At, e.Generation, true
 	r.Trigger, r.Reason, r.StatusSeq = p.Trigger, p.Reason, e.Seq
+	r.Drift = nil // the agent moved it: a reported drift is over (corrected, or the spec changed)
 	switch {
 	case p.Attempts > 0:
 		r.Attempts = p.Attempts
@@ -512,9 +539,14 @@ func (d *deviceState) view() Device {
 	}
 	sort.Strings(ids)
 	var notReady, failed, busy []string
+	var drifted []string
 	for _, id := range ids {
 		r := d.Resources[id]
 		res := Resource{ID: r.ID, Kind: r.Kind, State: r.State, Since: r.Since, Attempts: r.Attempts, Error: r.Error}
+		if r.Drift != nil && r.State == "Ready" {
+			res.Drift = r.Drift.text()
+			drifted = append(drifted, id)
+		}
 		if r.RetryAfter != nil {
 			t := *r.RetryAfter
 			res.RetryAfter = &t
@@ -530,7 +562,7 @@ func (d *deviceState) view() Device {
 			busy = append(busy, id)
 		}
 	}
-	v.Conditions = d.conditions(notReady, failed, busy)
+	v.Conditions = d.conditions(notReady, failed, busy, drifted)
 	if c, ok := d.clockCondition(); ok {
 		v.Conditions = append(v.Conditions, c)
 	}
@@ -544,23 +576,42 @@ func list(ids []string) string {
 	return strings.Join(ids, ", ")
 }
 
-func (d *deviceState) conditions(notReady, failed, busy []string) []Condition {
+// rejectedNow reports whether the agent rejected the device's current
+// manifest generation (a rejection of an older one is over once a newer
+// manifest is applied).
+func (d *deviceState) rejectedNow() bool {
+	return d.Rejected != nil && d.Manifest != nil && d.Rejected.Generation >= d.Generation
+}
+
+func (d *deviceState) rejectedMessage() string {
+	return fmt.Sprintf("the agent rejected generation %d: %s; generation %d stays in force", d.Rejected.Generation, d.Rejected.Reason, d.Rejected.KeptGeneration)
+}
+
+func (d *deviceState) conditions(notReady, failed, busy, drifted []string) []Condition {
 	seen := d.seen()
 	ready := Condition{Type: CondReady, Status: False}
 	switch {
 	case d.Manifest == nil:
 		ready.Reason, ready.Message = "NoManifest", "no manifest applied yet"
+	case d.rejectedNow():
+		ready.Reason, ready.Message = "ManifestRejected", d.rejectedMessage()
 	case !seen:
 		ready.Reason, ready.Message = "AwaitingAgent", fmt.Sprintf("no agent has reported from this device: generation %d not yet observed", d.Generation)
 	case d.Observed < d.Generation:
 		ready.Reason, ready.Message = "GenerationNotObserved", fmt.Sprintf("generation %d not yet settled (observed %d)", d.Generation, d.Observed)
 	case len(notReady) > 0:
 		ready.Reason, ready.Message = "ResourcesNotReady", fmt.Sprintf("%d of %d resources not Ready: %s", len(notReady), len(d.Resources), list(notReady))
+	case len(drifted) > 0:
+		r := d.Resources[drifted[0]]
+		ready.Reason, ready.Message = "DriftReported", fmt.Sprintf("%d of %d resources drifted and were left as found (driftPolicy: report): %s (%s: %s)",
+			len(drifted), len(d.Resources), list(drifted), r.ID, r.Drift.text())
 	default:
 		ready.Status, ready.Reason, ready.Message = True, "AllResourcesReady", fmt.Sprintf("%d resources Ready at generation %d", len(d.Resources), d.Generation)
 	}
 	prog := Condition{Type: CondProgressing, Status: False}
 	switch {
+	case d.rejectedNow(): // the agent refused the generation: nothing moves towards it
+		prog.Reason, prog.Message = "ManifestRejected", d.rejectedMessage()
 	case d.Manifest != nil && !seen: // nothing moves until an agent runs
 		prog.Reason, prog.Message = "AwaitingAgent", "no agent has reported from this device"
 	case len(busy) > 0:
@@ -575,8 +626,8 @@ func (d *deviceState) conditions(notReady, failed, busy []string) []Condition {
 	case len(failed) > 0:
 		r := d.Resources[failed[0]]
 		deg.Status, deg.Reason, deg.Message = True, "ResourcesFailed", fmt.Sprintf("%d resources Failed: %s (%s: %s)", len(failed), list(failed), r.ID, r.Error)
-	case d.Rejected != nil && d.Rejected.Generation > d.Generation:
-		deg.Status, deg.Reason, deg.Message = True, "ManifestRejected", fmt.Sprintf("generation %d rejected: %s", d.Rejected.Generation, d.Rejected.Reason)
+	case d.rejectedNow():
+		deg.Status, deg.Reason, deg.Message = True, "ManifestRejected", d.rejectedMessage()
 	default:
 		deg.Reason = "NoFailures"
 	}

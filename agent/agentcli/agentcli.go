@@ -6,11 +6,13 @@ package agentcli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 
 // Cmd is the agent command's flags.
 type Cmd struct {
+	Config        string            `placeholder:"FILE" env:"FLEET_AGENT_CONFIG" help:"Read settings from this YAML file (e.g. /etc/fleet/agent.yaml): the flags' names as keys, without --; the command line and the environment win over it."`
 	Device        string            `required:"" placeholder:"ID" help:"This device's id (1 to 64 of A-Z a-z 0-9 _ -)."`
 	Root          string            `default:"/" placeholder:"DIR" help:"Directory file resources are placed under; nothing outside it is touched."`
 	State         string            `default:"/var/lib/fleet-agent" placeholder:"DIR" help:"Where the agent keeps its local store (manifest, states, outbox)."`
@@ -34,6 +37,8 @@ type Cmd struct {
 	Parked        bool              `help:"List the events the log refused for good (too large for it), kept in the local store, and exit. Stop the running agent first: it holds the store."`
 	Trust         []string          `placeholder:"PUBKEY" env:"FLEET_TRUST" help:"Apply only manifests signed by this key (ed25519:... or a key file; see 'fleet key'); repeat to trust several. Others are recorded as ManifestRejected."`
 	Format        string            `short:"o" enum:"table,json" default:"table" help:"Output format: table (text logs) or json (JSON logs and result)."`
+
+	log *slog.Logger // set by tests; nil: by --format, to standard error
 }
 
 // Help is the command's long help, with examples.
@@ -51,7 +56,16 @@ Examples:
   fleet agent --device pi-01 --drift-interval 10s --concurrency 4 -o json
   fleet agent --device pi-01 --state /var/lib/fleet-agent/pi-01 --deregister
   fleet-agent --device pi-01 --parked -o json      # events the log refused for good
-  fleet agent --device pi-01 --trust ed25519:aBFZRizS8HJUyS9CgBwQc6u+Ii1jKfqjrUviXVUm8I0=`
+  fleet agent --device pi-01 --trust ed25519:aBFZRizS8HJUyS9CgBwQc6u+Ii1jKfqjrUviXVUm8I0=
+  fleet-agent --config /etc/fleet/agent.yaml     # settings from a file (deploy/systemd/agent.yaml)
+
+Config file (YAML, every key optional, unknown keys refused):
+  device: pi-01
+  nats: nats://hub:4222
+  root: /
+  drift-interval: 30s
+  label: {site: lab, rack: "3"}
+  trust: [ed25519:aBFZRizS8HJUyS9CgBwQc6u+Ii1jKfqjrUviXVUm8I0=]`
 }
 
 // ConnectOptions are the NATS options an agent connects with: it starts
@@ -60,6 +74,34 @@ func ConnectOptions() []nats.Option {
 	return []nats.Option{
 		nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectWait(time.Second),
 		nats.ReconnectBufSize(-1), // publishes go through the outbox, never the reconnect buffer
+	}
+}
+
+// ConnectionLogging are NATS options that log, at info, what happens to the
+// agent's connection: a disconnect (with the error), a reconnect (with the
+// server), and credentials the server refuses (revoked or wrong: the agent
+// keeps retrying and recording locally), so that an operator reading the
+// journal sees why a device is stale.
+func (c *Cmd) ConnectionLogging() []nats.Option {
+	log := c.logger()
+	return []nats.Option{
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if err != nil {
+				log.Info("disconnected from NATS; recording locally until it is back", "device", c.Device, "error", err.Error())
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("reconnected to NATS; publishing what was recorded meanwhile", "device", c.Device, "server", nc.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(nc *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) ||
+				strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
+				log.Warn("the server refuses this device's credentials (revoked with 'fleet device revoke', or wrong --creds); "+
+					"the agent keeps converging offline and retries", "device", c.Device, "error", err.Error())
+				return
+			}
+			log.Info("NATS error", "device", c.Device, "error", err.Error())
+		}),
 	}
 }
 
@@ -131,6 +173,9 @@ func (c *Cmd) absPaths() error {
 }
 
 func (c *Cmd) logger() *slog.Logger {
+	if c.log != nil {
+		return c.log
+	}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	}

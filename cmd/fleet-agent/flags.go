@@ -17,6 +17,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/fleet-dev/fleet/agent/agentcli"
 )
 
 // flagSpec is one flag, from a struct field and its tags.
@@ -221,6 +223,10 @@ func parseFlags(v any, args []string, getenv func(string) string) error {
 	if help {
 		return errHelp
 	}
+	cfg, err := loadConfig(byName["--config"], seen, getenv)
+	if err != nil {
+		return err
+	}
 	var missing []string
 	for _, s := range specs {
 		if !seen[s] {
@@ -228,17 +234,25 @@ func parseFlags(v any, args []string, getenv func(string) string) error {
 			if s.env != "" {
 				e = getenv(s.env)
 			}
+			fromFile, inFile := cfg.Lookup(s.name)
 			var err error
 			switch {
 			case e != "":
 				err = s.set(e)
+			case inFile:
+				for _, v := range fromFile {
+					if err = s.set(v); err != nil {
+						err = fmt.Errorf("config file %s: %w", cfg.Path, err)
+						break
+					}
+				}
 			case s.hasDefault:
 				err = s.set(s.def)
 			}
 			if err != nil {
 				return err
 			}
-			if s.required && e == "" {
+			if s.required && e == "" && !inFile {
 				missing = append(missing, s.display())
 			}
 		}
@@ -257,6 +271,21 @@ func parseFlags(v any, args []string, getenv func(string) string) error {
 		return fmt.Errorf("missing flags: %s", strings.Join(missing, ", "))
 	}
 	return nil
+}
+
+// loadConfig reads the config file named by the --config flag (given on
+// the command line, else by its environment variable), if there is one:
+// command line > environment > config file > default.
+func loadConfig(s *flagSpec, seen map[*flagSpec]bool, getenv func(string) string) (*agentcli.Config, error) {
+	path := ""
+	switch {
+	case s == nil:
+	case seen[s]:
+		path = s.field.String()
+	case s.env != "":
+		path = getenv(s.env)
+	}
+	return agentcli.LoadConfig(path)
 }
 
 // usage writes the help: usage line, description, the command's long help
@@ -278,6 +307,9 @@ func usage(w io.Writer, v any, name, description, long string) {
 			left = "  -" + s.short + ", " + s.display()
 		}
 		h := s.help
+		if s.hasDefault && s.def != "" && !strings.Contains(s.display(), s.def) {
+			h = strings.TrimSuffix(h, ".") + " (default: " + s.def + ")."
+		}
 		if s.env != "" {
 			h += " ($" + s.env + ")."
 			h = strings.Replace(h, ". ($", " ($", 1)

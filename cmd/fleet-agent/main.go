@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -40,7 +41,7 @@ func run(args []string) int {
 	err := parseFlags(&cli, args, os.Getenv)
 	switch {
 	case errors.Is(err, errHelp):
-		usage(os.Stdout, &cli, "fleet-agent", description, cli.Help())
+		usage(os.Stdout, &cli, "fleet-agent", description, helpText(&cli))
 		return 0
 	case err == nil && cli.Version:
 		fmt.Println("fleet-agent", agent.Build())
@@ -63,11 +64,17 @@ func run(args []string) int {
 	return 0
 }
 
+// helpText is the agent command's long help as this binary is run: its
+// examples say fleet-agent, not fleet agent.
+func helpText(cli *CLI) string {
+	return strings.ReplaceAll(cli.Help(), "fleet agent ", "fleet-agent ")
+}
+
 func exec(ctx context.Context, cli *CLI) error {
 	if _, err := cli.Options(); err != nil {
 		return err
 	}
-	opts := append([]nats.Option{nats.Name("fleet-agent " + cli.Device), nats.Timeout(5 * time.Second)}, agentcli.ConnectOptions()...)
+	opts := append([]nats.Option{nats.Name("fleet-agent " + cli.Device), nats.Timeout(5 * time.Second)}, append(agentcli.ConnectOptions(), cli.ConnectionLogging()...)...)
 	if cli.Creds != "" {
 		copts, err := auth.ClientOptions(cli.Creds) // a device's creds also set its inbox prefix
 		if err != nil {

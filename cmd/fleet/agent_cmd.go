@@ -4,7 +4,10 @@ import (
 	"context"
 	"os"
 
+	"github.com/alecthomas/kong"
+
 	"github.com/fleet-dev/fleet/agent/agentcli"
+	"github.com/fleet-dev/fleet/agent/agentcli/agentkong"
 )
 
 func init() {
@@ -16,12 +19,17 @@ type AgentCmd struct {
 	agentcli.Cmd
 }
 
+// BeforeResolve reads the config file named by --config (or
+// $FLEET_AGENT_CONFIG): its keys fill the flags the command line and the
+// environment did not give.
+func (c *AgentCmd) BeforeResolve(kctx *kong.Context) error { return agentkong.BeforeResolve(kctx) }
+
 // Run connects (starting offline if the server is away) and runs the agent.
 func (c *AgentCmd) Run(ctx context.Context, g *Globals) error {
 	if _, err := c.Options(); err != nil {
 		return err
 	}
-	nc, err := g.Connect("fleet-agent "+c.Device, agentcli.ConnectOptions()...)
+	nc, err := g.Connect("fleet-agent "+c.Device, append(agentcli.ConnectOptions(), c.ConnectionLogging()...)...)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 
+	"github.com/alecthomas/kong"
+
 	"github.com/fleet-dev/fleet/events"
 )
 
@@ -17,12 +19,28 @@ func init() {
 
 // ApplyCmd is `fleet apply`.
 type ApplyCmd struct {
-	File     string `short:"f" required:"" placeholder:"FILE" help:"Manifest file, YAML or JSON ('-' for standard input)."`
-	Device   string `xor:"target" required:"" placeholder:"ID" help:"Device to apply it to."`
-	Selector string `xor:"target" required:"" short:"l" placeholder:"SELECTOR" help:"Apply to every device whose labels match this selector (Kubernetes syntax), each with its own generation; see 'fleet get devices --selector'."`
-	DryRun   bool   `help:"Validate the manifest and show what would be applied, without writing."`
-	Key      string `env:"FLEET_KEY" placeholder:"FILE" help:"Sign the manifest with this ed25519 key (from 'fleet key new'); agents started with --trust apply only signed manifests."`
+	File       string `short:"f" required:"" placeholder:"FILE" help:"Manifest file, YAML or JSON ('-' for standard input)."`
+	Device     string `xor:"target" required:"" placeholder:"ID" help:"Device to apply it to."`
+	Selector   string `xor:"target" required:"" short:"l" placeholder:"SELECTOR" help:"Apply to every device whose labels match this selector (Kubernetes syntax), each with its own generation; see 'fleet get devices --selector'."`
+	DryRun     bool   `help:"Validate the manifest and print the plan against the device's current generation (each resource added, changed or removed), without writing."`
+	AllowEmpty bool   `help:"Allow a manifest that removes every resource the device has (its files, units and containers are then removed on the device)."`
+	Key        string `env:"FLEET_KEY" placeholder:"FILE" help:"Sign the manifest with this ed25519 key (from 'fleet key new'); agents started with --trust apply only signed manifests."`
 	Output
+}
+
+// AfterApply refuses a second -f: only one manifest is applied, and kong
+// would keep the last silently.
+func (c *ApplyCmd) AfterApply(kctx *kong.Context) error {
+	files := 0
+	for _, p := range kctx.Path {
+		if p.Flag != nil && p.Flag.Name == "file" {
+			files++
+		}
+	}
+	if files > 1 {
+		return usagef("-f/--file given %d times: apply takes one manifest; to apply several to one device, merge them into one file", files)
+	}
+	return nil
 }
 
 // Help is shown by `fleet apply --help`.
@@ -49,7 +67,9 @@ Example manifest:
 Examples:
   fleet apply -f fixtures/manifests/basic.yaml --device pi-01
   fleet apply -f site.yaml --device pi-01 -o json
-  cat site.yaml | fleet apply -f - --device pi-02 --dry-run
+  fleet apply -f site.yaml --device pi-01 --dry-run        # the plan: + add, ~ change, - remove
+  cat site.yaml | fleet apply -f - --device pi-02 --dry-run -o json
+  fleet apply -f empty.yaml --device pi-01 --allow-empty    # remove every resource
   fleet apply -f site.yaml --device pi-01 --key ops.key     # signed
   fleet apply -f kiosk.yaml --selector 'site=lab,role in (kiosk,sign),!canary'
 
@@ -91,18 +111,27 @@ func (c *ApplyCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		signer, keyID = s, s.KeyID()
 	}
-	if c.DryRun {
-		if c.JSON() {
-			return printJSON(map[string]any{"device": c.Device, "valid": true, "resources": len(m.Resources), "digest": m.Digest()})
-		}
-		fmt.Printf("manifest %s is valid: %d resources, digest %s (dry run, nothing written)\n", c.File, len(m.Resources), m.Digest()[:12])
-		return nil
-	}
 	nc, st, err := g.Store(ctx, "fleet-apply")
 	if err != nil {
+		if c.DryRun {
+			fmt.Fprintf(os.Stderr, "fleet apply: warning: no plan: the current generation cannot be read: %v\n", err)
+			return c.printValid(m)
+		}
 		return err
 	}
 	defer nc.Close()
+	plan, err := planApply(ctx, st, c.Device, m)
+	if err != nil {
+		return fmt.Errorf("apply to %s: read the current generation: %w", c.Device, err)
+	}
+	if c.DryRun {
+		return c.printPlan(m, plan)
+	}
+	if len(m.Resources) == 0 && len(plan.Current) > 0 && !c.AllowEmpty {
+		return usagef("manifest %s has no resources: applying it removes all %d resources of %s (%s) from the device; "+
+			"give --allow-empty if that is what you want (see the plan with --dry-run)", c.File, len(plan.Current), c.Device, listText(plan.Current))
+	}
+	warnUnregistered(ctx, st, c.Device)
 	clock, _ := events.NewClock(events.ClockState{}, nil)
 	floor, seen := generationFloor(ctx, nc, st.JetStream(), c.Device)
 	var logGen int64

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ type ExportCmd struct {
 	Device  string  `placeholder:"ID" help:"Only this device's events."`
 	FromSeq seqFlag `name:"from-seq" placeholder:"N" help:"Start at stream sequence N."`
 	ToSeq   seqFlag `name:"to-seq" placeholder:"N" help:"Stop after stream sequence N."`
+	Format  string  `short:"o" enum:"ndjson,json" default:"ndjson" help:"ndjson: one envelope a line (what 'fleet import' and 'replay --file' read); json: one JSON array of them (for jq and other tools)."`
 }
 
 // Help is shown by `fleet export --help`.
@@ -34,7 +36,8 @@ Examples:
   fleet export > fleet-log.ndjson
   fleet export --device pi-01 --out pi-01.ndjson
   fleet export --from-seq 5000 --to-seq 9000 -O incident.ndjson
-  fleet replay --verify --file incident.ndjson     # check an export offline`
+  fleet replay --verify --file incident.ndjson     # check an export offline
+  fleet export --device pi-01 -o json | jq '.[] | select(.type == "AttemptFailed")'`
 }
 
 // Run writes the export.
@@ -62,12 +65,70 @@ func (c *ExportCmd) Run(ctx context.Context, g *Globals) error {
 		defer file.Close()
 		w = file
 	}
+	var aw *arrayWriter
+	if c.Format == "json" {
+		aw = &arrayWriter{w: w, atStart: true}
+		w = aw
+	}
 	n, err := replay.Export(w, st.Read(ctx, f))
 	if err != nil {
 		return err
+	}
+	if aw != nil {
+		if err := aw.Close(); err != nil {
+			return err
+		}
 	}
 	if c.Out != "-" {
 		fmt.Fprintf(os.Stderr, "exported %d events to %s\n", n, c.Out)
 	}
 	return nil
+}
+
+// arrayWriter turns NDJSON written to it into one JSON array on w, as it
+// streams: an export is not held in memory.
+type arrayWriter struct {
+	w       io.Writer
+	n       int
+	atStart bool
+}
+
+func (a *arrayWriter) Write(p []byte) (int, error) {
+	total := len(p)
+	for len(p) > 0 {
+		if a.atStart {
+			sep := ",\n"
+			if a.n == 0 {
+				sep = "[\n"
+			}
+			if _, err := io.WriteString(a.w, sep); err != nil {
+				return 0, err
+			}
+			a.atStart = false
+			a.n++
+		}
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			if _, err := a.w.Write(p); err != nil {
+				return 0, err
+			}
+			break
+		}
+		if _, err := a.w.Write(p[:i]); err != nil {
+			return 0, err
+		}
+		p = p[i+1:]
+		a.atStart = true
+	}
+	return total, nil
+}
+
+// Close ends the array.
+func (a *arrayWriter) Close() error {
+	end := "\n]\n"
+	if a.n == 0 {
+		end = "[]\n"
+	}
+	_, err := io.WriteString(a.w, end)
+	return err
 }

@@ -195,7 +195,7 @@ func (c *GetDeviceCmd) Run(ctx context.Context, g *Globals) error {
 	for k, v := range d.Labels {
 		labels = append(labels, k+"="+v)
 	}
-	fmt.Printf("device %s  generation %d (observed %d)  last seen %s\n", d.Device, d.Generation, d.ObservedGeneration, ago(d.LastSeen))
+	fmt.Printf("device %s  generation %d (observed %d)  last event %s  last heartbeat %s\n", d.Device, d.Generation, d.ObservedGeneration, ago(d.LastSeen), ago(d.LastHeartbeat))
 	if len(labels) > 0 {
 		fmt.Printf("labels %s\n", strings.Join(sorted(labels), ", "))
 	}

@@ -115,6 +115,7 @@ type ServerEnv struct {
 	Health       *serverHealth    // checks for /healthz (server_health.go)
 	Embedded     *embedded.Server // nil with --nats
 	NoRollouts   bool             // --no-rollout-controller
+	Auth         bool             // --auth: credentials required (reported by /healthz for 'fleet doctor')
 }
 
 // serverPart starts one part of the server; it runs until ctx is done and
@@ -154,7 +155,7 @@ type RunningServer struct {
 // Start brings the server up and prints where to point agents and browsers.
 func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*RunningServer, error) {
 	rs := &RunningServer{}
-	env := &ServerEnv{DataDir: c.Data, HeartbeatTTL: c.HeartbeatTTL, Health: &serverHealth{}, NoRollouts: c.NoRolloutController}
+	env := &ServerEnv{DataDir: c.Data, HeartbeatTTL: c.HeartbeatTTL, Health: &serverHealth{}, NoRollouts: c.NoRolloutController, Auth: c.Auth}
 	// flags first: a refused command leaves nothing behind
 	extURL, err := c.external(g)
 	if err != nil {
@@ -198,6 +199,9 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 			copts = append(copts, nats.UserCredentials(filepath.Join(authDir, "operator.creds")))
 		}
 		if natsTLS, err = c.natsTLS(&eo); err != nil {
+			return nil, err
+		}
+		if err := listenFree(c.Listen); err != nil { // at once, not after the embedded server's 10 s start timeout
 			return nil, err
 		}
 		srv, err := embedded.Start(eo)

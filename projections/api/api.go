@@ -37,6 +37,7 @@ const (
 	EpExplain   = "explain"
 	EpStatus    = "status"
 	EpRebuild   = "rebuild" // starts a rebuild in the background; follow it with status
+	EpHealth    = "health"  // a HealthReport: /healthz's checks, for 'fleet doctor'
 )
 
 // Request is the body of every endpoint's request (unused fields empty).
@@ -279,6 +280,7 @@ func (a *Server) AddMicro(nc *nats.Conn) (micro.Service, error) {
 		EpExplain:   a.explain,
 		EpStatus:    func(Request) (any, error) { return a.Status(), nil },
 		EpRebuild:   a.startRebuild,
+		EpHealth:    func(Request) (any, error) { return a.HealthReport(), nil },
 	} {
 		if err := add(name, fn); err != nil {
 			srv.Stop()

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"sync"
 )
@@ -56,20 +57,42 @@ func (a *Server) Health() (ok bool, checks []Check) {
 	return ok, checks
 }
 
-// healthz is GET /healthz: 200 when every check passes, else 503; the body
-// names each check, and for a failed one the reason and what to do.
-func (a *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+// HealthReport is what /healthz answers (and the micro service's health
+// endpoint): every check, and the first failed one's reason and action.
+type HealthReport struct {
+	OK         bool    `json:"ok"`
+	Checkpoint uint64  `json:"checkpoint"`
+	Lag        uint64  `json:"lag"`
+	Checks     []Check `json:"checks"`
+	Reason     string  `json:"reason,omitempty"`
+	Action     string  `json:"action,omitempty"`
+}
+
+// HealthReport runs every check (Health) into a HealthReport.
+func (a *Server) HealthReport() HealthReport {
 	ok, checks := a.Health()
 	st := a.svc.Stats()
-	body := map[string]any{"ok": ok, "checkpoint": st.Checkpoint, "lag": st.Lag, "checks": checks}
+	r := HealthReport{OK: ok, Checkpoint: st.Checkpoint, Lag: st.Lag, Checks: checks}
 	for _, c := range checks {
 		if !c.OK {
-			body["reason"] = c.Name + ": " + c.Reason
-			body["action"] = c.Action
+			r.Reason, r.Action = c.Name+": "+c.Reason, c.Action
 			break
 		}
 	}
-	if !ok {
+	return r
+}
+
+// Health asks the service for its HealthReport over NATS.
+func (c *Client) Health(ctx context.Context) (HealthReport, error) {
+	var out HealthReport
+	return out, c.call(ctx, EpHealth, Request{}, &out)
+}
+
+// healthz is GET /healthz: 200 when every check passes, else 503; the body
+// names each check, and for a failed one the reason and what to do.
+func (a *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	body := a.HealthReport()
+	if !body.OK {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}

@@ -431,7 +431,11 @@ function renderHead(page, d) {
     h("h1", {}, d.device || page.id, " ", condBadge(condition(d, "Ready") || { type: "Ready", status: "Unknown" }, true)),
     labels(d.labels),
     h("p", { class: "gen" }, `generation ${d.generation ?? 0}, observed ${d.observedGeneration ?? 0}`,
-      d.lastSeen ? h("span", { class: "muted" }, " · last seen ", h("span", { "data-ago": d.lastSeen, title: fmtTime(d.lastSeen) }, ago(d.lastSeen))) : ""),
+      // the last event and the last heartbeat apart: a quiet device's last event may be old beside a fresh heartbeat
+      h("span", { class: "muted", id: "last-event" }, " · last event ",
+        d.lastSeen ? h("span", { "data-ago": d.lastSeen, title: fmtTime(d.lastSeen) }, ago(d.lastSeen)) : "never"),
+      h("span", { class: "muted", id: "last-heartbeat" }, " · last heartbeat ",
+        d.lastHeartbeat ? h("span", { "data-ago": d.lastHeartbeat, title: fmtTime(d.lastHeartbeat) }, ago(d.lastHeartbeat)) : "none within the TTL")),
     h("ul", { class: "conditions" }, ...(d.conditions || []).map((c) =>
       h("li", { "data-condition": c.type }, condBadge(c, c.type === "Ready"), " ", h("span", { class: "muted" }, c.message || c.reason || "")))),
   );
