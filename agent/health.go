@@ -32,9 +32,12 @@ const (
 const (
 	crashLoopRestarts = 3
 	crashLoopWindow   = time.Minute
-	kindHealthPeriod  = events.DefaultProbePeriod
 	maxProbeOutput    = 1 << 10 // bytes of probe output in an event
 )
+
+// kindHealthPeriod is how often the kind's own health is read (a var for
+// tests, which shorten it).
+var kindHealthPeriod = events.DefaultProbePeriod
 
 // probeTrack is one probe's schedule and the run of its outcomes.
 type probeTrack struct {

@@ -64,6 +64,7 @@ func (l *loop) healthTransition(t *txn, x *resource, trig fsm.Trigger, probe, re
 		x.healthNote.nextRestart = h.nextRestart
 	}
 	defer func() { x.healthNote = nil }()
+	x.rec.Reason, x.rec.Error = reason, output // the status view says why
 	return l.transition(t, x, trig, reason, output, cause)
 }
 
