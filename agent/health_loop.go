@@ -142,12 +142,42 @@ func (l *loop) handleProbe(t *txn, r *probeRun, now time.Time) error {
 	}
 	ok, probe, reason, output, failures := r.h.verdict()
 	switch {
+	case !ok && reason == reasonStartLimitHit:
+		return l.failFromHealth(t, x, reason, output, now)
 	case ok && x.rec.State == fsm.Unhealthy:
 		return l.healthTransition(t, x, fsm.ProbePassed, "", "", "", 0, x.rec.LastEvent)
 	case !ok && x.rec.State == fsm.Ready:
 		return l.healthTransition(t, x, fsm.ProbeFailed, probe, reason, output, failures, x.rec.LastEvent)
 	}
 	return nil
+}
+
+// reasonStartLimitHit is the kind health (reconcile.SystemdUnit) of a unit
+// systemd stopped restarting: a failure, not a probe verdict.
+const reasonStartLimitHit = "StartLimitHit"
+
+// failFromHealth fails an applied resource whose kind gave up on it (a
+// start-limit hit): Reconciling then Failed with the reason, retried after
+// the longest backoff (systemd will not start it again before an operator
+// or the retry resets it).
+func (l *loop) failFromHealth(t *txn, x *resource, reason, detail string, now time.Time) error {
+	rec := x.rec
+	x.trigger = "health"
+	if err := l.transition(t, x, fsm.Reconcile, "", "", rec.LastEvent); err != nil {
+		return err
+	}
+	rec.Attempts++
+	e, err := t.emit(rec.ID, rec.Generation, rec.LastEvent, rec.Correlation, &events.ReconcileAttempted{
+		Kind: rec.Kind, Attempt: rec.Attempts, Trigger: "health", Outcome: events.OutcomeFailed,
+		Error: reason + ": " + detail, SpecDigest: rec.SpecDigest})
+	if err != nil {
+		return err
+	}
+	rec.LastEvent = e.ID
+	rec.Failures++
+	rec.RetryAfter = now.Add(l.a.o.backoffMax)
+	rec.Reason, rec.Error = reason, detail
+	return l.transition(t, x, fsm.FailedT, reason, detail, e.ID)
 }
 
 // restartDue reports whether x's liveness restart is due at now.

@@ -69,7 +69,8 @@ func (r *Container) KindHealth(ctx context.Context, t Target) (KindHealth, error
 		return KindHealth{}, fmt.Errorf("podman container inspect %s: unreadable output: %v", name, err)
 	}
 	c := cs[0]
-	h := KindHealth{Restarts: c.RestartCount}
+	h := KindHealth{Restarts: c.RestartCount,
+		Detail: fmt.Sprintf("container %s is %s, restarted %d times by its policy", name, c.State.Status, c.RestartCount)}
 	switch {
 	case !c.State.Running:
 		h.Down, h.Reason = true, "ContainerExited"
@@ -103,9 +104,9 @@ func (r *SystemdUnit) KindHealth(ctx context.Context, t Target) (KindHealth, err
 			p[k] = v
 		}
 	}
-	h := KindHealth{}
-	h.Restarts, _ = strconv.Atoi(p["NRestarts"])
 	detail := fmt.Sprintf("unit %s: ActiveState=%s SubState=%s Result=%s NRestarts=%s", u.Name, p["ActiveState"], p["SubState"], p["Result"], p["NRestarts"])
+	h := KindHealth{Detail: detail}
+	h.Restarts, _ = strconv.Atoi(p["NRestarts"])
 	switch {
 	case p["Result"] == "start-limit-hit":
 		h.Down, h.Reason, h.Detail = true, "StartLimitHit", detail+": systemd stopped restarting it (StartLimitBurst within StartLimitIntervalSec)"
