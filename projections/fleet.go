@@ -62,13 +62,22 @@ type Device struct {
 
 // Resource is one resource of a device, as its agent last reported it.
 type Resource struct {
-	ID         string     `json:"id"`
-	Kind       string     `json:"kind"`
-	State      string     `json:"state"` // Pending, Reconciling, Ready, Failed
-	Since      time.Time  `json:"since"` // when it entered State
+	ID    string `json:"id"`
+	Kind  string `json:"kind"`
+	State string `json:"state"` // Pending, Reconciling, Ready, Unhealthy, Failed
+	// Since is when it entered State; for Failed, when its current run of
+	// failures began (a retry that fails again does not reset it).
+	Since      time.Time  `json:"since"`
 	Attempts   int        `json:"attempts"`
 	Error      string     `json:"error"`
 	RetryAfter *time.Time `json:"retryAfter"`
+	// Repeats is how many failures in a row gave this Error (since
+	// ErrorSince): 1 for a new error.
+	Repeats    int        `json:"repeats,omitempty"`
+	ErrorSince *time.Time `json:"errorSince,omitempty"`
+	// Health is set while a probe or the kind's own health says it is not
+	// Ready, and after liveness restarts (resource_health.go).
+	Health *ResourceHealth `json:"health,omitempty"`
 }
 
 // Condition returns the device's condition of type t, if it has one.
@@ -149,6 +158,14 @@ type resourceState struct {
 	RetryAfter *time.Time `json:"retryAfter,omitempty"`
 	StatusSeq  uint64     `json:"statusSeq,omitempty"`
 	Last       []Attempt  `json:"last,omitempty"` // newest last, at most keptAttempts
+	// FailedSince is when the current run of failures began (Failed, then
+	// retries that failed again); nil when not failing.
+	FailedSince *time.Time `json:"failedSince,omitempty"`
+	// Repeats counts the failures in a row with the same Error, the first
+	// at ErrorSince.
+	Repeats    int             `json:"repeats,omitempty"`
+	ErrorSince *time.Time      `json:"errorSince,omitempty"`
+	Health     *ResourceHealth `json:"health,omitempty"`
 }
 
 type rejection struct {
@@ -376,6 +393,8 @@ func (d *deviceState) applyStatus(e events.Stored, p *events.StatusChanged) {
 	r := d.resource(e.Resource, p.Kind)
 	r.State, r.Since, r.Generation, r.Reported = p.To, e.At, e.Generation, true
 	r.Trigger, r.Reason, r.StatusSeq = p.Trigger, p.Reason, e.Seq
+	r.foldFailing(e, p)
+	r.foldHealth(e, p)
 	switch {
 	case p.Attempts > 0:
 		r.Attempts = p.Attempts
@@ -395,6 +414,8 @@ func (d *deviceState) applyStatus(e events.Stored, p *events.StatusChanged) {
 		}
 	case "Ready", "Pending":
 		r.Error = ""
+	case "Unhealthy":
+		r.Error = p.Error // the probe's output
 	}
 }
 
@@ -417,7 +438,7 @@ func (d *deviceState) applyAttempt(e events.Stored, p *events.ReconcileAttempted
 
 // settled reports whether r has reached Ready or Failed for its current spec.
 func settled(r *resourceState, specGen int64) bool {
-	return r != nil && r.Reported && r.Generation >= specGen && (r.State == "Ready" || r.State == "Failed")
+	return r != nil && r.Reported && r.Generation >= specGen && (r.State == "Ready" || r.State == "Failed" || r.State == "Unhealthy")
 }
 
 // settle raises the observed generation when the device's agent has been
@@ -501,10 +522,11 @@ func (d *deviceState) view() Device {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
-	var notReady, failed, busy []string
+	var notReady, failed, busy, unhealthy []string
 	for _, id := range ids {
 		r := d.Resources[id]
-		res := Resource{ID: r.ID, Kind: r.Kind, State: r.State, Since: r.Since, Attempts: r.Attempts, Error: r.Error}
+		res := Resource{ID: r.ID, Kind: r.Kind, State: r.State, Since: r.Since, Attempts: r.Attempts, Error: r.Error,
+			Repeats: r.Repeats, ErrorSince: clone(r.ErrorSince), Health: r.Health.clone()}
 		if r.RetryAfter != nil {
 			t := *r.RetryAfter
 			res.RetryAfter = &t
@@ -516,11 +538,16 @@ func (d *deviceState) view() Device {
 		switch r.State {
 		case "Failed":
 			failed = append(failed, id)
+		case "Unhealthy":
+			unhealthy = append(unhealthy, id)
 		case "Pending", "Reconciling":
 			busy = append(busy, id)
 		}
 	}
-	v.Conditions = d.conditions(notReady, failed, busy)
+	v.Conditions = d.conditions(notReady, failed, busy, unhealthy)
+	if c, ok := d.crashLoopCondition(ids); ok {
+		v.Conditions = append(v.Conditions, c)
+	}
 	if c, ok := d.clockCondition(); ok {
 		v.Conditions = append(v.Conditions, c)
 	}
@@ -534,7 +561,7 @@ func list(ids []string) string {
 	return strings.Join(ids, ", ")
 }
 
-func (d *deviceState) conditions(notReady, failed, busy []string) []Condition {
+func (d *deviceState) conditions(notReady, failed, busy, unhealthy []string) []Condition {
 	seen := d.seen()
 	ready := Condition{Type: CondReady, Status: False}
 	switch {
@@ -565,6 +592,9 @@ func (d *deviceState) conditions(notReady, failed, busy []string) []Condition {
 	case len(failed) > 0:
 		r := d.Resources[failed[0]]
 		deg.Status, deg.Reason, deg.Message = True, "ResourcesFailed", fmt.Sprintf("%d resources Failed: %s (%s: %s)", len(failed), list(failed), r.ID, r.Error)
+	case len(unhealthy) > 0:
+		r := d.Resources[unhealthy[0]]
+		deg.Status, deg.Reason, deg.Message = True, "ResourcesUnhealthy", fmt.Sprintf("%d resources Unhealthy: %s (%s: %s)", len(unhealthy), list(unhealthy), r.ID, healthLine(r.Health))
 	case d.Rejected != nil && d.Rejected.Generation > d.Generation:
 		deg.Status, deg.Reason, deg.Message = True, "ManifestRejected", fmt.Sprintf("generation %d rejected: %s", d.Rejected.Generation, d.Rejected.Reason)
 	default:
