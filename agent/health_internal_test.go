@@ -121,3 +121,24 @@ func TestCrashLoopFromRestartCount(t *testing.T) {
 		t.Fatal("still crash-looping after a minute without restarts")
 	}
 }
+
+// TestFailedRetryBackoffGrowsToItsCap pins the retry backoff of a resource
+// failing for good: 1 s doubling per failure to the documented 5 min cap
+// (each delay a random half to full of it), never more, never back to 4-8 s.
+func TestFailedRetryBackoffGrowsToItsCap(t *testing.T) {
+	l := &loop{a: &Agent{o: options{backoffBase: DefaultBackoffBase, backoffMax: DefaultBackoffMax}}}
+	var total time.Duration
+	for n := 1; n <= 40; n++ {
+		d := l.backoff(n)
+		want := DefaultBackoffBase << min(n-1, 20)
+		want = min(want, DefaultBackoffMax)
+		if d < want/2 || d > want {
+			t.Fatalf("failure %d: retry after %s, want %s..%s", n, d, want/2, want)
+		}
+		total += d
+	}
+	// 40 failures take at least 40 minutes: not 762 attempts in 75 minutes
+	if total < 40*time.Minute {
+		t.Fatalf("40 failures retried within %s", total)
+	}
+}
