@@ -276,3 +276,38 @@ func TestExecProbeNeedsAllowExec(t *testing.T) {
 		}
 	}
 }
+
+// A container with no probe written is judged by what podman says: its
+// own healthcheck reporting unhealthy makes it not Ready (with the check's
+// output), healthy again makes it Ready.
+func TestContainerOwnHealthcheckIsSeen(t *testing.T) {
+	defer agent.SetKindHealthPeriod(agent.SetKindHealthPeriod(300 * time.Millisecond))
+	r, st := healthRig(t, "pi-h6")
+	gen := apply(t, r.env, "pi-h6", containerWith("web", nil))
+	waitFor(t, 10*time.Second, "web Ready", func() bool { return allReady(r.h.Agent, 1, gen) })
+	file := filepath.Join(st, "containers", "fleet-web.json")
+	setHealth := func(status string, streak int) {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c map[string]any
+		if err := json.Unmarshal(b, &c); err != nil {
+			t.Fatal(err)
+		}
+		c["State"].(map[string]any)["Health"] = map[string]any{"Status": status, "FailingStreak": streak,
+			"Log": []map[string]any{{"ExitCode": 1, "Output": "curl: (7) Failed to connect"}}}
+		b, _ = json.Marshal(c)
+		if err := os.WriteFile(file, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setHealth("unhealthy", 3)
+	waitFor(t, 5*time.Second, "web Unhealthy", func() bool { return status(r.h.Agent, "web").State == fsm.Unhealthy })
+	if s := status(r.h.Agent, "web"); s.Reason != "HealthcheckFailing" || !strings.Contains(s.Error, "Failed to connect") {
+		t.Fatalf("Unhealthy with %q: %q", s.Reason, s.Error)
+	}
+	setHealth("healthy", 0)
+	waitFor(t, 5*time.Second, "web Ready again", func() bool { return status(r.h.Agent, "web").State == fsm.Ready })
+	checkLog(t, deviceLog(t, r.env, "pi-h6"))
+}
