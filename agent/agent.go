@@ -126,6 +126,14 @@ func New(device string, opts ...Option) (*Agent, error) {
 		return nil, err
 	}
 	snap, err := loadSnapshot(db)
+	if err != nil && pebble.IsCorruptionError(err) && !replaced {
+		db.Close() // a damaged table: replaced as a store Pebble cannot open
+		if db, err = replaceStore(o.stateDir+"/store", err, log); err != nil {
+			return nil, err
+		}
+		replaced = true
+		snap, err = loadSnapshot(db)
+	}
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("load agent store: %w", err)
@@ -246,6 +254,21 @@ func (a *Agent) Run(ctx context.Context, nc *nats.Conn) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); a.drain(bg, conn) }()
 
+	// Measure the clock before the first event of this run is stamped, so
+	// that a clock that ran ahead (persisted) is corrected before, not
+	// after, the first manifest's events; the heartbeat loop checks again
+	// every clockCheckEvery.
+	if nc.IsConnected() {
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		if js, err := conn.jetStream(); err == nil {
+			if local, server, err := a.measureClock(cctx, js); err == nil {
+				if _, err := a.checkClock(local, server); err != nil {
+					a.log.Error("clock skew: not recorded", "err", err)
+				}
+			}
+		}
+		cancel()
+	}
 	l := newLoop(a)
 	if err := l.register(); err != nil {
 		return err

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -72,17 +71,23 @@ func (a *Agent) writeMark() {
 // held and the log did not is reported by checkStore.
 func openStore(dir string, log *slog.Logger) (*pebble.DB, bool, error) {
 	db, err := openDB(dir)
-	if err == nil || !errors.Is(err, pebble.ErrCorruption) {
+	if err == nil || !pebble.IsCorruptionError(err) {
 		return db, false, err
 	}
-	aside := fmt.Sprintf("%s.damaged-%s", dir, time.Now().UTC().Format("20060102T150405Z"))
+	db, err = replaceStore(dir, err, log)
+	return db, err == nil, err
+}
+
+// replaceStore moves the damaged store in dir aside (cause: what Pebble
+// found) and opens an empty one in its place.
+func replaceStore(dir string, cause error, log *slog.Logger) (*pebble.DB, error) {
+	aside := fmt.Sprintf("%s.damaged-%s", dir, time.Now().UTC().Format("20060102T150405.000000000Z"))
 	if rerr := os.Rename(dir, aside); rerr != nil {
-		return nil, false, fmt.Errorf("%w (and moving it aside failed: %v; move %s away by hand and restart)", err, rerr, dir)
+		return nil, fmt.Errorf("%w (and moving it aside failed: %v; move %s away by hand and restart)", cause, rerr, dir)
 	}
-	log.Error("agent store damaged: Pebble cannot open it; moved aside and starting from an empty store (check the disk under --state: a failing card or a file system shut down uncleanly)",
-		"store", dir, "movedTo", aside, "err", err)
-	db, err = openDB(dir)
-	return db, true, err
+	log.Error("agent store damaged: Pebble cannot read it; moved aside and starting from an empty store (check the disk under --state: a failing card or a file system shut down uncleanly)",
+		"store", dir, "movedTo", aside, "err", cause)
+	return openDB(dir)
 }
 
 // checkStore compares the store as opened with the mark left by the last

@@ -64,7 +64,7 @@ func lastWAL(t *testing.T, state string) string {
 // lost events it had synced, with how many and what to do, goes on as a new
 // writer, converges every file and its events reach the log and fold.
 func TestDamagedStoreIsReportedAndTheAgentGoesOn(t *testing.T) {
-	for _, damage := range []string{"truncate", "flip", "flip-early"} {
+	for _, damage := range []string{"truncate", "flip", "flip-early", "manifest"} {
 		t.Run(damage, func(t *testing.T) {
 			is := is.New(t)
 			dev := "damaged-" + damage
@@ -101,7 +101,16 @@ func TestDamagedStoreIsReportedAndTheAgentGoesOn(t *testing.T) {
 					b[i] ^= 0xff
 				}
 				is.NoErr(os.WriteFile(wal, b, 0o644))
-			case "flip-early": // intact records after it: Pebble refuses to open the store
+			case "manifest": // the store's MANIFEST damaged: Pebble refuses to open it
+				ms, _ := filepath.Glob(filepath.Join(r.state, "store", "MANIFEST-*"))
+				is.True(len(ms) > 0)
+				mb, err := os.ReadFile(ms[len(ms)-1])
+				is.NoErr(err)
+				for i := 16; i < 48 && i < len(mb); i++ {
+					mb[i] ^= 0xff
+				}
+				is.NoErr(os.WriteFile(ms[len(ms)-1], mb, 0o644))
+			case "flip-early":
 				for i := 64; i < 128; i++ {
 					b[i] ^= 0xff
 				}

@@ -104,6 +104,8 @@ type Store interface {
 	// on the device's manifest subject is still expectedLastSeq (0: no manifest
 	// yet). A lost race returns a *ConflictError (errors.Is ErrConflict).
 	AppendManifest(ctx context.Context, e Event, expectedLastSeq uint64) (seq uint64, err error)
+	// LastSeq returns the last sequence stored on the log (0: empty).
+	LastSeq(ctx context.Context) (uint64, error)
 	// LastManifest returns the device's newest ManifestApplied, or ErrNotFound.
 	LastManifest(ctx context.Context, device string) (Stored, error)
 	// Read yields the events that match f in log order, from the first match
@@ -111,6 +113,16 @@ type Store interface {
 	// log that does not decode is yielded as an error wrapping ErrInvalid
 	// (a *BadMessage), and reading goes on; any other error ends the sequence.
 	Read(ctx context.Context, f Filter) iter.Seq2[Stored, error]
+	// Follow yields the events that match f in log order from stream
+	// sequence f.FromSeq on (0 or 1: the start of the log), each with its
+	// stream sequence and stream time, and then keeps yielding new ones as
+	// they are stored, until ctx is done: then the sequence ends without an
+	// error. f.ToSeq is ignored. A message that does not decode is yielded as
+	// a *BadMessage and following goes on; an error the implementation
+	// cannot recover from ends the sequence (wrapping ErrUnavailable when the
+	// log cannot be reached), and the caller may follow again from the
+	// sequence after the last event it took.
+	Follow(ctx context.Context, f Filter) iter.Seq2[Stored, error]
 }
 
 // BadMessage is a message on the log that is not a valid event.
@@ -125,3 +137,19 @@ func (b *BadMessage) Error() string {
 }
 
 func (b *BadMessage) Unwrap() error { return b.Err }
+
+// Heartbeat is one change of the heartbeat bucket (events.HeartbeatBucket):
+// a device's latest beat, or (Gone) its key removed, by its TTL or deleted.
+type Heartbeat struct {
+	Device string
+	At     time.Time // when the beat was stored
+	Gone   bool
+}
+
+// Heartbeats is the log's heartbeat bucket: agents' liveness, which is not
+// history and so not on the stream. Implementations: jsstore.
+type Heartbeats interface {
+	// WatchHeartbeats yields the bucket's current beats and then each
+	// change, until ctx is done or the caller stops. No bucket: ErrNotFound.
+	WatchHeartbeats(ctx context.Context) (iter.Seq[Heartbeat], error)
+}

@@ -10,7 +10,8 @@ import (
 
 // The JSON form of a Stored event: the envelope with the stream's seq,
 // streamTime and subject beside it (the -o ndjson line of `fleet replay`).
-// AppendStoredJSON writes it, DecodeStoredJSON reads it back.
+// AppendStoredJSON writes it, DecodeStoredJSON reads it back;
+// AppendEventJSON writes the envelope alone (the export line).
 
 // AppendStoredJSON appends the JSON of a stored event (without a newline)
 // to b. It writes what encoding/json writes for Stored with HTML escaping
@@ -18,6 +19,26 @@ import (
 // re-encoding it: printing the log costs one decode per event, not a
 // decode and an encode.
 func AppendStoredJSON(b []byte, s Stored) []byte {
+	b = appendEnvelope(b, s.Event)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendUint(b, s.Seq, 10)
+	b = append(b, `,"streamTime":`...)
+	b = appendTime(b, s.StreamTime)
+	b = append(b, `,"subject":`...)
+	b = appendString(b, s.Subject)
+	return append(b, '}')
+}
+
+// AppendEventJSON appends the JSON of e, the envelope as stored (without
+// a newline), to b: what encoding/json writes for Event with HTML escaping
+// off, the payload copied as it is (compacted if it is not compact). Like
+// AppendStoredJSON it does not check e.
+func AppendEventJSON(b []byte, e Event) []byte {
+	return append(appendEnvelope(b, e), '}')
+}
+
+// appendEnvelope appends e's JSON object without its closing brace.
+func appendEnvelope(b []byte, s Event) []byte {
 	b = append(b, `{"id":`...)
 	b = appendString(b, s.ID)
 	b = append(b, `,"type":`...)
@@ -45,14 +66,7 @@ func AppendStoredJSON(b []byte, s Stored) []byte {
 		b = appendString(b, s.Correlation)
 	}
 	b = append(b, `,"data":`...)
-	b = appendRaw(b, s.Data)
-	b = append(b, `,"seq":`...)
-	b = strconv.AppendUint(b, s.Seq, 10)
-	b = append(b, `,"streamTime":`...)
-	b = appendTime(b, s.StreamTime)
-	b = append(b, `,"subject":`...)
-	b = appendString(b, s.Subject)
-	return append(b, '}')
+	return appendRaw(b, s.Data)
 }
 
 // DecodeStoredJSON reads what AppendStoredJSON writes: the event, checked

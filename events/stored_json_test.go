@@ -27,6 +27,9 @@ func TestAppendStoredJSONEqualsEncodingJSON(t *testing.T) {
 		is.NoErr(enc.Encode(s))
 		got := events.AppendStoredJSON(nil, s)
 		is.Equal(string(got), string(bytes.TrimSuffix(want.Bytes(), []byte("\n"))))
+		want.Reset()
+		is.NoErr(enc.Encode(e))
+		is.Equal(string(events.AppendEventJSON(nil, e)), string(bytes.TrimSuffix(want.Bytes(), []byte("\n"))))
 	}
 }
 

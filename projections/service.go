@@ -131,6 +131,8 @@ type Service struct {
 	listeners map[int]func(BatchInfo)
 	nextL     int
 	progress  chan struct{} // closed and replaced after every batch
+
+	recovered string // why Open started from an empty store (recover.go)
 }
 
 // Open opens (or creates) the service's store in dir and loads the read
@@ -160,6 +162,8 @@ func Open(dir string, opts ...Option) (*Service, error) {
 		if m, err = openModels(filepath.Join(dir, name)); err == nil {
 			err = writeCurrent(dir, name)
 		}
+	} else if damaged(err) {
+		m, name, err = s.rebuildDamaged(name, err) // recover.go
 	}
 	if err != nil {
 		return nil, err
@@ -206,7 +210,9 @@ var errOldLayout = errors.New("read models written with another key layout")
 // openModels opens a store and loads its folds. With errOldLayout the
 // returned models are open but hold data of another layout.
 func openModels(dir string) (*models, error) {
-	db, err := pebble.Open(dir, &pebble.Options{Logger: quiet{}})
+	o := StoreOptions(quiet{})
+	o.EventListener = corruptionReturned()
+	db, err := pebble.Open(dir, o)
 	if err != nil {
 		return nil, fmt.Errorf("open read models %s: %w", dir, err)
 	}
@@ -258,7 +264,7 @@ func (m *models) load() error {
 		for it.First(); it.Valid(); it.Next() {
 			if err := loadPart(m.fleet, m.drift, it.Key(), slices.Clone(it.Value())); err != nil {
 				it.Close()
-				return err
+				return fmt.Errorf("%w: %w", errBadPart, err)
 			}
 		}
 		if err := it.Close(); err != nil {
@@ -288,7 +294,7 @@ func (s *Service) Close() error {
 	if s.unsynced.Swap(false) {
 		_ = s.m.db.LogData(nil, pebble.Sync)
 	}
-	err := s.m.db.Close()
+	err := closeStore(s.m.db)
 	s.m = nil
 	return err
 }

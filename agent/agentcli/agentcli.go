@@ -27,6 +27,7 @@ type Cmd struct {
 	State         string            `default:"/var/lib/fleet-agent" placeholder:"DIR" help:"Where the agent keeps its local store (manifest, states, outbox)."`
 	DriftInterval time.Duration     `default:"1m" help:"How often Ready resources are checked for drift."`
 	Concurrency   int               `default:"16" help:"How many reconciler calls run at once (file resources due together are applied as one batch)."`
+	MaxClockSkew  time.Duration     `default:"1m" help:"How far this device's clock may be off the server's before the agent records ClockSkewDetected and stamps events with the corrected time."`
 	AllowExec     bool              `help:"Allow exec resources (every run is recorded as an event)."`
 	Label         map[string]string `placeholder:"K=V" mapsep:"none" help:"A device label, recorded in DeviceRegistered; repeat for more."`
 	Deregister    bool              `help:"Record that this device leaves the fleet (DeviceDeregistered), publish it, and exit."`
@@ -74,6 +75,12 @@ func (c *Cmd) Options() ([]agent.Option, error) {
 	if c.DriftInterval <= 0 {
 		return nil, fmt.Errorf("%w: --drift-interval %s: must be positive", events.ErrInvalid, c.DriftInterval)
 	}
+	if c.MaxClockSkew < 0 {
+		return nil, fmt.Errorf("%w: --max-clock-skew %s: must be positive", events.ErrInvalid, c.MaxClockSkew)
+	}
+	if c.MaxClockSkew == 0 { // a Cmd built in code
+		c.MaxClockSkew = agent.DefaultMaxClockSkew
+	}
 	for k := range c.Label {
 		if !events.ValidID(k) {
 			return nil, fmt.Errorf("%w: --label %q: key must be %s", events.ErrInvalid, k, events.IDRule)
@@ -88,6 +95,7 @@ func (c *Cmd) Options() ([]agent.Option, error) {
 	opts := []agent.Option{
 		agent.WithRoot(c.Root), agent.WithStateDir(c.State), agent.WithDriftInterval(c.DriftInterval),
 		agent.WithConcurrency(c.Concurrency), agent.WithAllowExec(c.AllowExec), agent.WithLabels(c.Label),
+		agent.WithMaxClockSkew(c.MaxClockSkew),
 		agent.WithLogger(c.logger()),
 	}
 	if len(c.Trust) > 0 {

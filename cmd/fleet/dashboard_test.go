@@ -320,6 +320,17 @@ func TestDashboardInBrowser(t *testing.T) {
 	is.True(strings.HasPrefix(eval[string](t, ctx, `document.querySelector('tr[data-device="pi-02"] td.gen').textContent`), "2 / 2")) // observed / desired after the apply
 	is.Equal(eval[string](t, ctx, `window.__notReloaded`), "yes")                                                                     // the page was not reloaded
 
+	// Search and filter: the overview asks the server for the matching page.
+	is.NoErr(chromedp.Do(ctx,
+		chromedp.SendKeys(css(`#device-search`), "pi-03"),
+		poll(`document.querySelectorAll("#devices tbody tr").length === 1 && !!document.querySelector('tr[data-device="pi-03"]')`),
+		chromedp.Evaluate[chromedp.Void](`(() => { const q = document.getElementById("device-search"); q.value = ""; q.dispatchEvent(new Event("input"));
+			const s = document.getElementById("device-status"); s.value = "degraded"; s.dispatchEvent(new Event("change")); })()`),
+		poll(`document.querySelectorAll("#devices tbody tr").length === 1 && !!document.querySelector('tr[data-device="pi-03"]') && location.hash.includes("status=degraded")`),
+		chromedp.Evaluate[chromedp.Void](`(() => { const s = document.getElementById("device-status"); s.value = ""; s.dispatchEvent(new Event("change")); })()`),
+		poll(`document.querySelectorAll("#devices tbody tr").length === 3`),
+	))
+
 	// Click into pi-01: its resources, timeline and conditions.
 	is.NoErr(chromedp.Do(ctx,
 		chromedp.Click(css(`tr[data-device="pi-01"] a.device-link`)),

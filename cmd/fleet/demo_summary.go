@@ -41,7 +41,7 @@ func newDemoFold() *demoFold {
 func (f *demoFold) changed() <-chan struct{} { return f.wake }
 
 func (f *demoFold) follow(ctx context.Context, env *ServerEnv) {
-	for s, err := range replay.Follow(ctx, env.JS, events.Filter{}, 1) {
+	for s, err := range env.Store.Follow(ctx, events.Filter{}) {
 		if err != nil {
 			var bad *events.BadMessage
 			if !errors.As(err, &bad) {

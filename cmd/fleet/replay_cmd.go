@@ -14,8 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/replay"
 )
@@ -132,7 +130,7 @@ func (c *ReplayCmd) Run(ctx context.Context, g *Globals) error {
 		return usagef("-o json with --follow: a JSON array never ends; use -o ndjson")
 	}
 	var seq iter.Seq2[events.Stored, error]
-	var js jetstream.JetStream
+	var st events.Store
 	var followFrom uint64
 	if c.File != "" {
 		file, err := os.Open(c.File)
@@ -142,15 +140,15 @@ func (c *ReplayCmd) Run(ctx context.Context, g *Globals) error {
 		defer file.Close()
 		seq = fileRange(replay.ReadNDJSON(file), f)
 	} else {
-		nc, st, err := g.Store(ctx, "fleet-replay")
+		nc, store, err := g.Store(ctx, "fleet-replay")
 		if err != nil {
 			return err
 		}
 		defer nc.Close()
-		js = st.JetStream()
+		st = store
 		if c.Follow {
 			// read what is there up to a known sequence, then follow from the next one
-			if followFrom, err = lastSeq(ctx, js); err != nil {
+			if followFrom, err = st.LastSeq(ctx); err != nil {
 				return fmt.Errorf("read log: %w", err)
 			}
 			f.ToSeq = followFrom
@@ -170,19 +168,13 @@ func (c *ReplayCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	if c.Follow && ctx.Err() == nil {
 		p.live = true
-		if _, err := p.print(replay.Follow(ctx, js, f, max(followFrom, f.FromSeq))); err != nil && ctx.Err() == nil {
+		live := f
+		live.FromSeq = max(followFrom, f.FromSeq)
+		if _, err := p.print(st.Follow(ctx, live)); err != nil && ctx.Err() == nil {
 			return err
 		}
 	}
 	return p.close()
-}
-
-func lastSeq(ctx context.Context, js jetstream.JetStream) (uint64, error) {
-	s, err := js.Stream(ctx, events.Stream)
-	if err != nil {
-		return 0, err
-	}
-	return s.CachedInfo().State.LastSeq, nil
 }
 
 // fileRange applies a filter to the events of an export (line numbers stand

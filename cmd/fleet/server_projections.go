@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fleet-dev/fleet/events/jsstore"
 	"github.com/fleet-dev/fleet/projections"
 	"github.com/fleet-dev/fleet/projections/api"
 )
@@ -46,8 +47,17 @@ func startProjections(ctx context.Context, nc *nats.Conn, js jetstream.JetStream
 	if err != nil {
 		return nil, err
 	}
+	if r := svc.Recovered(); r != "" {
+		fmt.Fprintln(os.Stderr, "fleet server:", r)
+	}
 	ctx, cancel := context.WithCancel(ctx)
-	a := api.NewServer(svc, js, ttl)
+	store, err := jsstore.Attach(ctx, js)
+	if err != nil {
+		cancel()
+		svc.Close()
+		return nil, err
+	}
+	a := api.NewServer(svc, store, ttl, api.WithRebuild(func(ctx context.Context) error { return svc.Rebuild(ctx, js, nil) }))
 	if err := a.Start(ctx); err != nil {
 		cancel()
 		svc.Close()

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -22,6 +23,9 @@ func startTimeTravel(ctx context.Context, env *ServerEnv) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
+	if r := x.Recovered(); r != "" {
+		fmt.Fprintln(os.Stderr, "fleet server:", r)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	guard := &indexGuard{x: x, dataDir: env.DataDir}
@@ -31,12 +35,13 @@ func startTimeTravel(ctx context.Context, env *ServerEnv) (func(), error) {
 	}
 	go func() {
 		defer close(done)
-		err := guard.follow(ctx, env.JS, func(ctx context.Context) error { return x.Follow(ctx, env.JS) })
+		logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("part", "time travel")
+		err := guard.follow(ctx, env.JS, func(ctx context.Context) error { return x.Follow(ctx, env.Store, logger) })
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "fleet server: time travel:", err)
 		}
 	}()
-	svc, err := x.Serve(env.Conn)
+	svc, err := x.Serve(env.Conn, env.Store)
 	if err != nil {
 		cancel()
 		<-done

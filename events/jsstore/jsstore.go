@@ -6,8 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"iter"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -30,10 +28,23 @@ const MaxBatch = 1000
 // keeps ids stable and projections deduplicate by id.
 const DefaultDuplicateWindow = 10 * time.Minute
 
+// The smallest retention limits Config takes (fleet server refuses less):
+// an hour of log, and room for a few of the largest events.
+const (
+	MinRetentionAge   = time.Hour
+	MinRetentionBytes = 8 << 20
+)
+
 // Config sets up the stream.
 type Config struct {
 	Replicas        int           // 1 on one server, 3 on a cluster
 	DuplicateWindow time.Duration // default DefaultDuplicateWindow
+	// Retention of the audit log; zero keeps every event for ever (the
+	// default). Past either limit the oldest events are removed: export
+	// them first ('fleet export'). The duplicate window is cut to MaxAge
+	// when it is shorter.
+	MaxAge   time.Duration // events older than this (by stream time) are removed
+	MaxBytes int64         // the stream keeps at most this many bytes
 }
 
 // StreamConfig returns the FLEET stream configuration fleet wants.
@@ -43,6 +54,13 @@ func StreamConfig(c Config) jetstream.StreamConfig {
 	}
 	if c.DuplicateWindow == 0 {
 		c.DuplicateWindow = DefaultDuplicateWindow
+	}
+	if c.MaxAge > 0 && c.DuplicateWindow > c.MaxAge {
+		c.DuplicateWindow = c.MaxAge // the server refuses a window longer than MaxAge
+	}
+	maxBytes := c.MaxBytes
+	if maxBytes <= 0 {
+		maxBytes = -1
 	}
 	return jetstream.StreamConfig{
 		Name:               events.Stream,
@@ -58,6 +76,8 @@ func StreamConfig(c Config) jetstream.StreamConfig {
 		DenyDelete:         true,
 		DenyPurge:          true,
 		MaxMsgSize:         1 << 20,
+		MaxAge:             max(c.MaxAge, 0),
+		MaxBytes:           maxBytes,
 	}
 }
 
@@ -111,7 +131,8 @@ func sameConfig(have, want jetstream.StreamConfig) bool {
 		have.Duplicates == want.Duplicates && have.AllowDirect == want.AllowDirect &&
 		have.AllowAtomicPublish == want.AllowAtomicPublish && have.DenyDelete == want.DenyDelete &&
 		have.DenyPurge == want.DenyPurge && have.MaxMsgSize == want.MaxMsgSize &&
-		have.Description == want.Description && have.Retention == want.Retention && have.Discard == want.Discard
+		have.Description == want.Description && have.Retention == want.Retention && have.Discard == want.Discard &&
+		have.MaxAge == want.MaxAge && have.MaxBytes == want.MaxBytes
 }
 
 // JetStream returns the underlying context.
@@ -320,167 +341,6 @@ func FromMsg(m jetstream.Msg) (events.Stored, error) {
 	return FromRaw(m.Subject(), md.Sequence.Stream, md.Timestamp, m.Data())
 }
 
-// Read implements events.Store with an ordered consumer, which reads without
-// acks at close to the stream's raw speed. Messages are decoded on several
-// goroutines (one a CPU) in chunks and yielded in stream order on the
-// caller's goroutine; stopping early (yield returns false) stops them all.
-func (s *Store) Read(ctx context.Context, f events.Filter) iter.Seq2[events.Stored, error] {
-	return func(yield func(events.Stored, error) bool) {
-		if f.Resource != "" && f.Device == "" {
-			yield(events.Stored{}, fmt.Errorf("%w: filter: a resource needs a device", events.ErrInvalid))
-			return
-		}
-		for _, id := range []struct{ field, v string }{{"device", f.Device}, {"resource", f.Resource}} {
-			if id.v != "" {
-				if err := events.CheckID(id.field, id.v); err != nil {
-					yield(events.Stored{}, err)
-					return
-				}
-			}
-		}
-		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: f.Subjects(), DeliverPolicy: jetstream.DeliverAllPolicy}
-		if f.FromSeq > 1 {
-			cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-			cfg.OptStartSeq = f.FromSeq
-		}
-		cons, err := s.js.OrderedConsumer(ctx, events.Stream, cfg)
-		if err != nil {
-			yield(events.Stored{}, fmt.Errorf("read log: %w", unavailable(err)))
-			return
-		}
-		it, err := cons.Messages(jetstream.PullMaxMessages(2048))
-		if err != nil {
-			yield(events.Stored{}, fmt.Errorf("read log: %w", unavailable(err)))
-			return
-		}
-		defer it.Stop()
-		if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
-			return
-		}
-		rctx, cancel := context.WithCancel(ctx)
-		ordered := make(chan *readChunk, 4*decoders()) // in stream order, to the caller
-		work := make(chan *readChunk, cap(ordered))    // to the decoders
-		fetched := make(chan struct{})
-		defer func() {
-			cancel()
-			it.Stop()
-			<-fetched
-		}()
-		for range decoders() {
-			go func() {
-				for {
-					select {
-					case c := <-work:
-						for i := range c.msgs {
-							m := &c.msgs[i]
-							m.st, m.err = FromRaw(m.subject, m.seq, m.at, m.data)
-						}
-						close(c.decoded)
-					case <-rctx.Done():
-						return
-					}
-				}
-			}()
-		}
-		go func() {
-			defer close(fetched)
-			defer close(ordered)
-			for {
-				c := fetchChunk(rctx, it, f.ToSeq)
-				select {
-				case work <- c:
-				case <-rctx.Done():
-					return
-				}
-				select {
-				case ordered <- c:
-				case <-rctx.Done():
-					return
-				}
-				if c.last {
-					return
-				}
-			}
-		}()
-		for c := range ordered {
-			select {
-			case <-c.decoded:
-			case <-rctx.Done():
-				yield(events.Stored{}, fmt.Errorf("read log: %w", unavailable(context.Cause(ctx))))
-				return
-			}
-			for _, m := range c.msgs {
-				if m.err != nil {
-					if !yield(events.Stored{}, m.err) {
-						return
-					}
-				} else if f.Match(m.st) && !yield(m.st, nil) {
-					return
-				}
-			}
-			if c.err != nil {
-				yield(events.Stored{}, c.err)
-				return
-			}
-			if c.last {
-				return
-			}
-		}
-		// ctx ended the read before its end
-		yield(events.Stored{}, fmt.Errorf("read log: %w", unavailable(context.Cause(ctx))))
-	}
-}
-
-// readChunkSize is how many messages Read hands a decoder at once.
-const readChunkSize = 256
-
-// readChunk is a run of messages read, decoded on one of Read's decoders.
-type readChunk struct {
-	msgs    []readMsg
-	err     error         // the read failed after msgs
-	last    bool          // the read is over after msgs (its end, or err)
-	decoded chan struct{} // closed once msgs are decoded
-}
-
-type readMsg struct {
-	subject string
-	seq     uint64
-	at      time.Time
-	data    []byte
-	st      events.Stored
-	err     error
-}
-
-// fetchChunk reads up to readChunkSize messages; the chunk is the last when
-// the read is over (the stream's end or toSeq reached, or an error).
-func fetchChunk(ctx context.Context, it jetstream.MessagesContext, toSeq uint64) *readChunk {
-	c := &readChunk{msgs: make([]readMsg, 0, readChunkSize), decoded: make(chan struct{}), last: true}
-	for len(c.msgs) < readChunkSize {
-		m, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			c.err = fmt.Errorf("read log: %w", unavailable(err))
-			return c
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			c.err = fmt.Errorf("read log: %w", err)
-			return c
-		}
-		if toSeq > 0 && md.Sequence.Stream > toSeq {
-			return c
-		}
-		c.msgs = append(c.msgs, readMsg{subject: m.Subject(), seq: md.Sequence.Stream, at: md.Timestamp, data: m.Data()})
-		if md.NumPending == 0 || (toSeq > 0 && md.Sequence.Stream >= toSeq) {
-			return c
-		}
-	}
-	c.last = false
-	return c
-}
-
-// decoders is how many goroutines decode messages for one Read: one a CPU.
-func decoders() int { return max(1, runtime.GOMAXPROCS(0)) }
-
 // LastSeq returns the stream's last sequence.
 func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
 	st, err := s.js.Stream(ctx, events.Stream)
@@ -501,7 +361,24 @@ func unavailable(err error) error {
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, jetstream.ErrNoHeartbeat):
 		return fmt.Errorf("%w: %w", events.ErrUnavailable, err)
 	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case errInsufficientResources, errStorageResourcesExceeded, errStoreFailed, jetstream.JSErrCodeJetStreamNotEnabled:
+			// a full disk or JetStream disabled: nothing is wrong with the
+			// event; the writer keeps it and retries later (never parks it)
+			return fmt.Errorf("%w: the log cannot store now (its disk is full or JetStream is disabled; see the server's /healthz): %w",
+				events.ErrUnavailable, err)
+		}
+	}
 	return err
 }
+
+// JetStream's answers for a store that cannot take more now.
+const (
+	errInsufficientResources    jetstream.ErrorCode = 10023
+	errStorageResourcesExceeded jetstream.ErrorCode = 10047
+	errStoreFailed              jetstream.ErrorCode = 10077
+)
 
 var _ events.Store = (*Store)(nil)

@@ -9,11 +9,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/fleet-dev/fleet/events"
@@ -63,10 +63,11 @@ type Status struct {
 
 // Server answers from a projection service. Safe for concurrent use.
 type Server struct {
-	svc *projections.Service
-	js  jetstream.JetStream
-	ttl time.Duration
-	now func() time.Time
+	svc     *projections.Service
+	log     Log
+	rebuild func(ctx context.Context) error
+	ttl     time.Duration
+	now     func() time.Time
 
 	mu      sync.RWMutex
 	beats   map[string]time.Time // device -> last heartbeat
@@ -83,8 +84,22 @@ type Server struct {
 	checks   healthChecks // health.go
 }
 
+// Log is what the API needs of the log: a device's history and the agents'
+// heartbeats (*jsstore.Store has both).
+type Log interface {
+	Read(ctx context.Context, f events.Filter) iter.Seq2[events.Stored, error]
+	events.Heartbeats
+}
+
 // ServerOption configures a Server.
 type ServerOption func(*Server)
+
+// WithRebuild lets the API start a rebuild of the read models (the micro
+// service's rebuild endpoint) by calling rebuild in the background.
+// Without it, a rebuild request is refused.
+func WithRebuild(rebuild func(ctx context.Context) error) ServerOption {
+	return func(a *Server) { a.rebuild = rebuild }
+}
 
 // WithMaxReply bounds the bytes of a micro service reply (tests use small
 // ones); by default it is the NATS connection's max payload less 4 KiB.
@@ -94,13 +109,13 @@ func WithMaxReply(n int) ServerOption { return func(a *Server) { a.maxReply = n 
 // more are refused with 503 and the reason.
 func WithMaxStreams(n int) ServerOption { return func(a *Server) { a.stream.max = n } }
 
-// NewServer serves svc. js is used to read device histories and watch the
+// NewServer serves svc. log is used to read device histories and watch the
 // heartbeat bucket (events.HeartbeatBucket); ttl is how long a heartbeat counts.
-func NewServer(svc *projections.Service, js jetstream.JetStream, ttl time.Duration, opts ...ServerOption) *Server {
+func NewServer(svc *projections.Service, log Log, ttl time.Duration, opts ...ServerOption) *Server {
 	if ttl <= 0 {
 		ttl = 30 * time.Second
 	}
-	a := &Server{svc: svc, js: js, ttl: ttl, now: time.Now, beats: map[string]time.Time{}, expired: map[string]bool{},
+	a := &Server{svc: svc, log: log, ttl: ttl, now: time.Now, beats: map[string]time.Time{}, expired: map[string]bool{},
 		stream: newHub(), sums: map[string]DeviceSummary{}}
 	for _, o := range opts {
 		o(a)
@@ -114,49 +129,33 @@ func (a *Server) Start(ctx context.Context) error {
 	a.ctx = ctx
 	remove := a.svc.OnBatch(func(b projections.BatchInfo) { a.invalidate(b.Devices); a.stream.publish(b.Devices) })
 	go func() { <-ctx.Done(); remove() }()
-	kv, err := a.js.KeyValue(ctx, events.HeartbeatBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
+	beats, err := a.log.WatchHeartbeats(ctx)
+	if errors.Is(err, events.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("heartbeat bucket: %w", err)
-	}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch heartbeats: %w", err)
+		return err
 	}
 	a.mu.Lock()
 	a.hasKV = true
 	a.mu.Unlock()
 	go func() {
-		defer w.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil {
-					continue
-				}
-				// A heartbeat changes what a client sees only when it makes
-				// the device fresh again (or goes): no notice per heartbeat.
-				a.mu.Lock()
-				prev, had := a.beats[e.Key()]
-				flip := !had || a.expired[e.Key()] || e.Created().Sub(prev) > a.ttl
-				if e.Operation() == jetstream.KeyValuePut {
-					a.beats[e.Key()] = e.Created()
-				} else {
-					delete(a.beats, e.Key())
-					flip = true
-				}
-				delete(a.expired, e.Key())
-				a.mu.Unlock()
-				if flip {
-					a.stream.publish([]string{e.Key()})
-				}
+		for b := range beats {
+			// A heartbeat changes what a client sees only when it makes
+			// the device fresh again (or goes): no notice per heartbeat.
+			a.mu.Lock()
+			prev, had := a.beats[b.Device]
+			flip := !had || a.expired[b.Device] || b.At.Sub(prev) > a.ttl
+			if b.Gone {
+				delete(a.beats, b.Device)
+				flip = true
+			} else {
+				a.beats[b.Device] = b.At
+			}
+			delete(a.expired, b.Device)
+			a.mu.Unlock()
+			if flip {
+				a.stream.publish([]string{b.Device})
 			}
 		}
 	}()
@@ -278,7 +277,7 @@ func (a *Server) AddMicro(nc *nats.Conn) (micro.Service, error) {
 		EpDrift:     a.drift,
 		EpExplain:   a.explain,
 		EpStatus:    func(Request) (any, error) { return a.Status(), nil },
-		EpRebuild:   a.rebuild,
+		EpRebuild:   a.startRebuild,
 	} {
 		if err := add(name, fn); err != nil {
 			srv.Stop()
@@ -337,7 +336,10 @@ func (a *Server) explain(r Request) (any, error) {
 	return x, nil
 }
 
-func (a *Server) rebuild(Request) (any, error) {
+func (a *Server) startRebuild(Request) (any, error) {
+	if a.rebuild == nil {
+		return nil, fmt.Errorf("%w: this server was started without rebuilds", events.ErrInvalid)
+	}
 	if a.Status().Rebuilding {
 		return nil, fmt.Errorf("%w: a rebuild is already running", events.ErrInvalid)
 	}
@@ -345,7 +347,7 @@ func (a *Server) rebuild(Request) (any, error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	go func() { _ = a.svc.Rebuild(ctx, a.js, nil) }()
+	go func() { _ = a.rebuild(ctx) }()
 	for range 100 { // answer once it has started, so that status shows it
 		if a.svc.Stats().Rebuilding {
 			break

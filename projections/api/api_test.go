@@ -52,7 +52,7 @@ func serve(t *testing.T) *served {
 	if err := svc.WaitFor(wctx, last); err != nil {
 		t.Fatal(err)
 	}
-	a := api.NewServer(svc, env.JS, time.Minute)
+	a := api.NewServer(svc, env.Store, time.Minute, api.WithRebuild(func(ctx context.Context) error { return svc.Rebuild(ctx, env.JS, nil) }))
 	if err := a.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/fleet-dev/fleet/events"
-	"github.com/fleet-dev/fleet/events/jsstore"
 	"github.com/fleet-dev/fleet/projections"
 )
 
@@ -156,13 +155,8 @@ func (a *Server) deviceEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	st, err := jsstore.Attach(r.Context(), a.js)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
 	out := []events.Stored{}
-	for ev, err := range st.Read(r.Context(), events.Filter{Device: id, FromSeq: from}) {
+	for ev, err := range a.log.Read(r.Context(), events.Filter{Device: id, FromSeq: from}) {
 		if err != nil {
 			var bm *events.BadMessage
 			if errors.As(err, &bm) {

@@ -33,7 +33,7 @@ func bigFleet(t testing.TB, n, res int) []events.Event {
 }
 
 // serveFleet is serve with a log of one's own and server options.
-func serveFleet(t *testing.T, evs []events.Event, opts ...api.ServerOption) *served {
+func serveFleet(t testing.TB, evs []events.Event, opts ...api.ServerOption) *served {
 	t.Helper()
 	env := eventstest.Start(t, true)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -54,7 +54,7 @@ func serveFleet(t *testing.T, evs []events.Event, opts ...api.ServerOption) *ser
 	if err := svc.WaitFor(wctx, last); err != nil {
 		t.Fatal(err)
 	}
-	a := api.NewServer(svc, env.JS, time.Minute, opts...)
+	a := api.NewServer(svc, env.Store, time.Minute, opts...)
 	if err := a.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

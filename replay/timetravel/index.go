@@ -59,6 +59,7 @@ type Index struct {
 	live       *projections.Fleet // fold of everything applied, in log order: the source of snapshots
 	devices    map[string]*deviceIndex
 	checkpoint uint64
+	recovered  string // why Open started empty (recover.go)
 }
 
 type deviceIndex struct {
@@ -140,8 +141,23 @@ func (quiet) Fatalf(format string, args ...any) {
 
 // Open opens (or creates) the index in dir and loads it: the positions of
 // every indexed event and, per device, the live fold from its last snapshot.
+//
+// A damaged index (Pebble finds corruption, or a record does not decode) is
+// deleted and started empty, to be taken in again from the log from
+// sequence 1 (Follow), instead of refusing to start: it is derived from the
+// log. Recovered says so.
 func Open(dir string, opts ...Option) (*Index, error) {
-	db, err := pebble.Open(dir, &pebble.Options{Logger: quiet{}})
+	x, err := open(dir, opts...)
+	if err != nil && damagedIndex(err) { // recover.go
+		return reopenEmpty(dir, err, opts...)
+	}
+	return x, err
+}
+
+func open(dir string, opts ...Option) (*Index, error) {
+	o := projections.StoreOptions(quiet{})
+	o.EventListener = corruptionReturned()
+	db, err := pebble.Open(dir, o)
 	if err != nil {
 		return nil, fmt.Errorf("open time-travel index %s: %w", dir, err)
 	}
@@ -151,7 +167,7 @@ func Open(dir string, opts ...Option) (*Index, error) {
 	}
 	if err := x.load(); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("load time-travel index %s: %w", dir, err)
+		return nil, fmt.Errorf("load time-travel index %s: %w: %w", dir, errDamagedRecord, err)
 	}
 	return x, nil
 }
@@ -420,5 +436,5 @@ func (x *Index) Answer(q Query) (projections.Device, bool, Stats, error) {
 func (x *Index) Close() error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return x.db.Close()
+	return projections.CloseStore(x.db)
 }

@@ -5,16 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/fleet-dev/fleet/events"
-	"github.com/fleet-dev/fleet/events/jsstore"
 	"github.com/fleet-dev/fleet/projections"
 )
 
@@ -35,82 +35,139 @@ type Reply struct {
 	Exists     bool               `json:"exists"`
 	Stats      Stats              `json:"stats"`
 	Checkpoint uint64             `json:"checkpoint"` // the index had taken in the log up to here
+	// Note says what the log no longer has for this question (a time
+	// before its first event: retention removed it), else empty.
+	Note string `json:"note,omitempty"`
 }
 
-// Follow keeps x up to date with the stream: an ordered consumer from the
-// checkpoint on, applying messages in batches (each batch one Pebble write
-// with the checkpoint), until ctx is done. The Pebble checkpoint is the
-// source of truth, so no consumer state lives on the server; after a restart
-// it resumes exactly after the last batch written.
-func (x *Index) Follow(ctx context.Context, js jetstream.JetStream) error {
+// Follower is what the index needs of the log: events.Store's Follow.
+type Follower interface {
+	Follow(ctx context.Context, f events.Filter) iter.Seq2[events.Stored, error]
+}
+
+// Follow keeps x up to date with the log: it follows from the checkpoint
+// on, applying events in batches (each batch one Pebble write with the
+// checkpoint), until ctx is done. The Pebble checkpoint is the source of
+// truth, so no consumer state lives on the server; after a restart it
+// resumes exactly after the last batch written. A failure (the server gone
+// for a moment, a write that failed) is logged with its cause on logger
+// (nil: slog.Default()), the first at once and then at most once a minute
+// with a count, and following resumes from the checkpoint a second later.
+func (x *Index) Follow(ctx context.Context, log Follower, logger *slog.Logger) error {
+	fails := newFailureLog(logger, "time-travel index: following the log failed; it resumes from its checkpoint every second, and inspect answers lag until it does", time.Now)
 	for ctx.Err() == nil {
-		err := x.follow(ctx, js)
+		err := x.follow(ctx, log, fails.ok)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if err != nil {
-			select { // the server went away for a moment; resume from the checkpoint
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
+		if err == nil {
+			err = errors.New("the log's follow ended without an error")
+		}
+		fails.failed(err, x.Checkpoint())
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
 		}
 	}
 	return nil
 }
 
-func (x *Index) follow(ctx context.Context, js jetstream.JetStream) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.AllSubjects},
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: x.Checkpoint() + 1}
-	cons, err := js.OrderedConsumer(ctx, events.Stream, cfg)
-	if err != nil {
-		return err
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(2048))
-	if err != nil {
-		return err
-	}
-	defer it.Stop()
-	var batch []Msg
-	for {
-		wait := time.Hour
-		if len(batch) > 0 {
-			wait = 20 * time.Millisecond
+// followed is one event (or error) handed from the log's follow to the batcher.
+type followed struct {
+	s   events.Stored
+	err error
+}
+
+// follow runs one follow of the log from the checkpoint on; progress is
+// called after each batch written. It returns nil when ctx is done.
+func (x *Index) follow(ctx context.Context, log Follower, progress func()) error {
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	in := make(chan followed, 2*maxBatch)
+	go func() {
+		defer close(in)
+		for s, err := range log.Follow(fctx, events.Filter{FromSeq: x.Checkpoint() + 1}) {
+			select {
+			case in <- followed{s, err}:
+			case <-fctx.Done():
+				return
+			}
 		}
-		nctx, cancel := context.WithTimeout(ctx, wait)
-		m, err := it.Next(jetstream.NextContext(nctx))
-		cancel()
-		if err != nil {
+	}()
+	var batch []Msg
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if err := x.Apply(batch); err != nil {
+			return fmt.Errorf("write %d events to the index: %w", len(batch), err)
+		}
+		batch = batch[:0]
+		progress()
+		return nil
+	}
+	idle := time.NewTimer(time.Hour)
+	defer idle.Stop()
+	for {
+		var m followed
+		var open bool
+		select {
+		case m, open = <-in:
+		default: // nothing more now: write what is taken, soon, in one batch
+			if len(batch) > 0 {
+				idle.Reset(batchWait)
+				select {
+				case m, open = <-in:
+					idle.Stop()
+				case <-idle.C:
+					if err := flush(); err != nil {
+						return err
+					}
+					continue
+				}
+			} else {
+				select {
+				case m, open = <-in:
+				case <-ctx.Done():
+					return nil
+				}
+			}
+		}
+		if !open {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
-				if err := x.Apply(batch); err != nil {
-					return err
-				}
-				batch = batch[:0]
-				continue
-			}
-			return err
-		}
-		s, derr := jsstore.FromMsg(m)
-		if derr != nil {
-			md, merr := m.Metadata()
-			if merr != nil {
-				return merr
-			}
-			batch = append(batch, Msg{Stored: events.Stored{Seq: md.Sequence.Stream}, Bad: true})
-		} else {
-			batch = append(batch, Msg{Stored: s, Raw: m.Data()})
-		}
-		md, _ := m.Metadata()
-		if len(batch) >= 1000 || (md != nil && md.NumPending == 0) {
-			if err := x.Apply(batch); err != nil {
+			if err := flush(); err != nil {
 				return err
 			}
-			batch = batch[:0]
+			return errors.New("the log's follow ended")
+		}
+		var bad *events.BadMessage
+		switch {
+		case errors.As(m.err, &bad): // indexed as a gap, so the checkpoint passes it
+			batch = append(batch, Msg{Stored: events.Stored{Seq: bad.Seq}, Bad: true})
+		case m.err != nil:
+			if err := flush(); err != nil {
+				return err
+			}
+			return m.err
+		default:
+			batch = append(batch, Msg{Stored: m.s, Raw: events.AppendEventJSON(nil, m.s.Event)})
+		}
+		if len(batch) >= maxBatch {
+			if err := flush(); err != nil {
+				return err
+			}
 		}
 	}
 }
+
+// maxBatch is the most events one index write takes; batchWait is how long
+// the index waits for more events before it writes fewer.
+const (
+	maxBatch  = 1000
+	batchWait = 20 * time.Millisecond
+)
 
 // WaitFor blocks until the index has taken in the log up to seq, or ctx is done.
 func (x *Index) WaitFor(ctx context.Context, seq uint64) error {
@@ -125,7 +182,9 @@ func (x *Index) WaitFor(ctx context.Context, seq uint64) error {
 }
 
 // Serve adds the micro service: a request is a Query (JSON), the reply a Reply.
-func (x *Index) Serve(nc *nats.Conn) (micro.Service, error) {
+// log, if not nil, says where the log begins, so that an answer about a
+// time before it says what the log no longer has (horizon.go).
+func (x *Index) Serve(nc *nats.Conn, log LogStarter) (micro.Service, error) {
 	return micro.AddService(nc, micro.Config{
 		Name: ServiceName, Version: "0.1.0",
 		Description: "fleet time travel: a device as it was at a time or a stream position",
@@ -151,7 +210,15 @@ func (x *Index) Serve(nc *nats.Conn) (micro.Service, error) {
 			case err != nil:
 				_ = r.Error("500", err.Error(), nil)
 			default:
-				_ = r.RespondJSON(Reply{Device: d, Exists: ok, Stats: st, Checkpoint: x.Checkpoint()})
+				rep := Reply{Device: d, Exists: ok, Stats: st, Checkpoint: x.Checkpoint()}
+				if log != nil {
+					hctx, cancel := context.WithTimeout(context.Background(), time.Second)
+					if h, err := LogHorizon(hctx, log); err == nil {
+						rep.Note = h.Note(q)
+					}
+					cancel()
+				}
+				_ = r.RespondJSON(rep)
 			}
 		})},
 	})

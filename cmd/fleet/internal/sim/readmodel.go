@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/fleet-dev/fleet/projections"
@@ -44,9 +46,21 @@ func (m *httpModel) get(ctx context.Context, path string, out any) error {
 	return json.NewDecoder(resp.Body).Decode(out)
 }
 
+// Devices reads every device, a page at a time.
 func (m *httpModel) Devices(ctx context.Context) ([]projections.Device, error) {
 	var ds []projections.Device
-	return ds, m.get(ctx, "/api/devices", &ds)
+	after := ""
+	for {
+		var page api.DevicePage
+		if err := m.get(ctx, "/api/devices?limit="+strconv.Itoa(api.MaxLimit)+"&after="+url.QueryEscape(after), &page); err != nil {
+			return nil, err
+		}
+		ds = append(ds, page.Devices...)
+		if page.Next == "" {
+			return ds, nil
+		}
+		after = page.Next
+	}
 }
 
 func (m *httpModel) Status(ctx context.Context) (api.Status, error) {

@@ -1,0 +1,215 @@
+package jsstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"runtime"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleet-dev/fleet/events"
+)
+
+// Reading the log: Read (a range, then the end) and Follow (from a
+// sequence on, then live) are one pipeline. An ordered consumer reads
+// without acks at close to the stream's raw speed; messages are decoded on
+// several goroutines (one a CPU) in chunks and yielded in stream order on
+// the caller's goroutine; stopping early (yield returns false) stops them
+// all.
+
+// Read implements events.Store.Read.
+func (s *Store) Read(ctx context.Context, f events.Filter) iter.Seq2[events.Stored, error] {
+	return func(yield func(events.Stored, error) bool) { s.read(ctx, f, false, yield) }
+}
+
+// Follow implements events.Store.Follow: Read's pipeline without an end.
+// While it is live, each chunk of messages is handed on as soon as the
+// stream has nothing more pending, so an event reaches the caller within
+// the consumer's delivery time. If the connection fails the ordered
+// consumer recreates itself from the last sequence delivered; an error the
+// consumer cannot recover from ends the sequence, wrapping
+// events.ErrUnavailable when it is a connection failure.
+func (s *Store) Follow(ctx context.Context, f events.Filter) iter.Seq2[events.Stored, error] {
+	return func(yield func(events.Stored, error) bool) { s.read(ctx, f, true, yield) }
+}
+
+func (s *Store) read(ctx context.Context, f events.Filter, follow bool, yield func(events.Stored, error) bool) {
+	what := "read log"
+	if follow {
+		what = "follow log"
+		f.ToSeq = 0
+	}
+	if f.Resource != "" && f.Device == "" {
+		yield(events.Stored{}, fmt.Errorf("%w: filter: a resource needs a device", events.ErrInvalid))
+		return
+	}
+	for _, id := range []struct{ field, v string }{{"device", f.Device}, {"resource", f.Resource}} {
+		if id.v != "" {
+			if err := events.CheckID(id.field, id.v); err != nil {
+				yield(events.Stored{}, err)
+				return
+			}
+		}
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: f.Subjects(), DeliverPolicy: jetstream.DeliverAllPolicy}
+	if f.FromSeq > 1 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = f.FromSeq
+	}
+	cons, err := s.js.OrderedConsumer(ctx, events.Stream, cfg)
+	if err != nil {
+		if follow && ctx.Err() != nil {
+			return
+		}
+		yield(events.Stored{}, fmt.Errorf("%s: %w", what, unavailable(err)))
+		return
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(2048))
+	if err != nil {
+		yield(events.Stored{}, fmt.Errorf("%s: %w", what, unavailable(err)))
+		return
+	}
+	defer it.Stop()
+	if info := cons.CachedInfo(); !follow && info != nil && info.NumPending == 0 {
+		return
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	ordered := make(chan *readChunk, 4*decoders()) // in stream order, to the caller
+	work := make(chan *readChunk, cap(ordered))    // to the decoders
+	fetched := make(chan struct{})
+	defer func() {
+		cancel()
+		it.Stop()
+		<-fetched
+	}()
+	for range decoders() {
+		go func() {
+			for {
+				select {
+				case c := <-work:
+					for i := range c.msgs {
+						m := &c.msgs[i]
+						m.st, m.err = FromRaw(m.subject, m.seq, m.at, m.data)
+					}
+					close(c.decoded)
+				case <-rctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	go func() {
+		defer close(fetched)
+		defer close(ordered)
+		for {
+			c := fetchChunk(rctx, it, f.ToSeq, follow, what)
+			select {
+			case work <- c:
+			case <-rctx.Done():
+				return
+			}
+			select {
+			case ordered <- c:
+			case <-rctx.Done():
+				return
+			}
+			if c.last {
+				return
+			}
+		}
+	}()
+	for c := range ordered {
+		select {
+		case <-c.decoded:
+		case <-rctx.Done():
+			if !follow {
+				yield(events.Stored{}, fmt.Errorf("%s: %w", what, unavailable(context.Cause(ctx))))
+			}
+			return
+		}
+		for _, m := range c.msgs {
+			if m.err != nil {
+				if !yield(events.Stored{}, m.err) {
+					return
+				}
+			} else if f.Match(m.st) && !yield(m.st, nil) {
+				return
+			}
+		}
+		if c.err != nil {
+			if !follow || ctx.Err() == nil {
+				yield(events.Stored{}, c.err)
+			}
+			return
+		}
+		if c.last {
+			return
+		}
+	}
+	// ctx ended the read before its end; a follow has no end but ctx's
+	if !follow {
+		yield(events.Stored{}, fmt.Errorf("%s: %w", what, unavailable(context.Cause(ctx))))
+	}
+}
+
+// readChunkSize is how many messages Read hands a decoder at once.
+const readChunkSize = 256
+
+// readChunk is a run of messages read, decoded on one of Read's decoders.
+type readChunk struct {
+	msgs    []readMsg
+	err     error         // the read failed after msgs
+	last    bool          // the read is over after msgs (its end, or err)
+	decoded chan struct{} // closed once msgs are decoded
+}
+
+type readMsg struct {
+	subject string
+	seq     uint64
+	at      time.Time
+	data    []byte
+	st      events.Stored
+	err     error
+}
+
+// fetchChunk reads up to readChunkSize messages. A read's chunk is the last
+// when the read is over (the stream's end or toSeq reached, or an error); a
+// follow's chunk ends early when nothing more is pending (so that live
+// events are handed on at once) and is the last only on an error.
+func fetchChunk(ctx context.Context, it jetstream.MessagesContext, toSeq uint64, follow bool, what string) *readChunk {
+	c := &readChunk{msgs: make([]readMsg, 0, readChunkSize), decoded: make(chan struct{}), last: true}
+	for len(c.msgs) < readChunkSize {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() != nil {
+				err = context.Cause(ctx)
+			}
+			c.err = fmt.Errorf("%s: %w", what, unavailable(err))
+			return c
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			c.err = fmt.Errorf("%s: %w", what, err)
+			return c
+		}
+		if toSeq > 0 && md.Sequence.Stream > toSeq {
+			return c
+		}
+		c.msgs = append(c.msgs, readMsg{subject: m.Subject(), seq: md.Sequence.Stream, at: md.Timestamp, data: m.Data()})
+		if md.NumPending == 0 {
+			c.last = !follow
+			return c
+		}
+		if toSeq > 0 && md.Sequence.Stream >= toSeq {
+			return c
+		}
+	}
+	c.last = false
+	return c
+}
+
+// decoders is how many goroutines decode messages for one Read: one a CPU.
+func decoders() int { return max(1, runtime.GOMAXPROCS(0)) }
