@@ -49,6 +49,10 @@ type resource struct {
 	nextDrift time.Time
 	notified  bool // a watcher saw a change
 	appliedAt time.Time
+	// health is the probe scheduler's view (health.go), nil for none;
+	// healthNote the probe details of the transition being recorded.
+	health     *health
+	healthNote *healthNote
 }
 
 // ownWriteWindow is how long after its own apply the agent ignores change
@@ -62,6 +66,7 @@ const (
 	jobApply jobKind = iota
 	jobObserve
 	jobDelete
+	jobRestart // a liveness restart (reconcile.Restarter)
 )
 
 type job struct {
@@ -111,6 +116,9 @@ type loop struct {
 	watchDirty  bool
 	nextBeat    time.Time
 	shutdown    bool
+
+	probeResults chan *probeRun // outcomes of probe runs (health_loop.go)
+	probing      int            // probe runs under way
 }
 
 func newLoop(a *Agent) *loop {
@@ -119,12 +127,19 @@ func newLoop(a *Agent) *loop {
 		a: a, manifest: s.manifest, rejectedSeq: s.rejectedSeq, reg: s.registration,
 		res: map[string]*resource{}, results: make(chan []result, a.o.concurrency),
 		notify: make(chan string, 1024), touched: map[string]bool{},
+		probeResults: make(chan *probeRun, maxProbes),
 	}
 	now := time.Now()
 	for id, rec := range s.resources {
 		x := &resource{rec: rec, m: fsm.NewMachine(rec.State, nil)}
-		if rec.State == fsm.Ready {
+		if rec.State == fsm.Ready || rec.State == fsm.Unhealthy {
 			x.nextDrift = now // a restarted agent checks what it manages
+			if rc := a.recs[rec.Kind]; rc != nil {
+				x.health = newHealth(&rec.Resource, rec.SpecDigest, rc, now) // probes start over
+				if rec.State == fsm.Ready {
+					x.health.wasReady()
+				}
+			}
 		}
 		if rec.State == fsm.Reconciling {
 			x.trigger = attemptResume
@@ -205,6 +220,7 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 		var results [][]result
 		var mans []manifestUpdate
 		var notes []string
+		var probes []*probeRun
 		select {
 		case <-ctx.Done():
 			if !l.shutdown {
@@ -219,6 +235,8 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 			mans = append(mans, m)
 		case id := <-l.notify:
 			notes = append(notes, id)
+		case pr := <-l.probeResults:
+			probes = append(probes, pr)
 		case <-timer.C:
 			// due work (retries, drift checks, the heartbeat) is found by schedule below
 		case <-graceEnd:
@@ -237,6 +255,8 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 				results = append(results, rs)
 			case id := <-l.notify:
 				notes = append(notes, id)
+			case pr := <-l.probeResults:
+				probes = append(probes, pr)
 			case m := <-manifests:
 				if !l.shutdown {
 					mans = append(mans, m)
@@ -248,7 +268,13 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 		now := time.Now()
 		t := a.begin()
 		var calls []call
+		var probeRuns []*probeRun
 		err := func() error {
+			for _, pr := range probes {
+				if err := l.handleProbe(t, pr, now); err != nil {
+					return err
+				}
+			}
 			for _, rs := range results {
 				l.inflight--
 				for _, r := range rs {
@@ -273,6 +299,7 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 				if err != nil {
 					return err
 				}
+				probeRuns = l.scheduleProbes(now)
 			}
 			return nil
 		}()
@@ -287,8 +314,9 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 		for _, c := range calls {
 			l.start(workCtx, c)
 		}
+		l.startProbes(workCtx, probeRuns)
 		if l.shutdown {
-			if l.inflight == 0 {
+			if l.inflight == 0 && l.probing == 0 {
 				return nil
 			}
 			continue
@@ -332,6 +360,9 @@ func (l *loop) publishView() {
 // nextWake is when the loop must look again without any input.
 func (l *loop) nextWake(now time.Time) time.Time {
 	next := l.nextBeat
+	if l.probing < maxProbes {
+		next = l.healthWake(next)
+	}
 	if l.inflight >= l.a.o.concurrency {
 		return next // a result will wake the loop
 	}
@@ -345,7 +376,7 @@ func (l *loop) nextWake(now time.Time) time.Time {
 			at = x.rec.RetryAfter
 		case x.rec.State == fsm.Failed:
 			at = x.rec.RetryAfter
-		case x.rec.State == fsm.Ready:
+		case x.rec.State == fsm.Ready || x.rec.State == fsm.Unhealthy:
 			at = x.nextDrift
 		}
 		if !at.IsZero() && at.Before(next) {
@@ -370,6 +401,7 @@ func (l *loop) transition(t *txn, x *resource, trig fsm.Trigger, reason, errText
 		ra := rec.RetryAfter
 		sc.RetryAfter = &ra
 	}
+	x.healthNote.fill(sc)
 	e, err := t.emit(rec.ID, rec.Generation, cause, rec.Correlation, sc)
 	if err != nil {
 		return err
@@ -391,7 +423,7 @@ func (l *loop) problem(rec *resourceRecord) (reason, detail string) {
 	case !rec.Resource.Known() || l.a.recs[rec.Kind] == nil:
 		return ReasonUnknownKind, fmt.Sprintf("kind %q: this agent reconciles %s", rec.Kind, strings.Join(l.a.Kinds(), ", "))
 	}
-	return "", ""
+	return l.execProbeProblem(&rec.Resource)
 }
 
 // schedule starts what is due, within the concurrency bound: first attempts,
@@ -492,7 +524,13 @@ func (l *loop) schedule(t *txn, now time.Time) ([]call, error) {
 				x.trigger = attemptResume
 			}
 			add(l.newJob(x, jobApply, x.trigger))
-		case fsm.Ready:
+		case fsm.Ready, fsm.Unhealthy:
+			if restartDue(x, now) {
+				if _, ok := l.a.recs[rec.Kind].(reconcile.Restarter); ok && canStart(x, jobRestart) {
+					add(l.newJob(x, jobRestart, attemptLiveness))
+				}
+				continue
+			}
 			if x.notified || (!x.nextDrift.IsZero() && !now.Before(x.nextDrift)) {
 				if !canStart(x, jobObserve) {
 					continue
@@ -591,6 +629,8 @@ func runJob(ctx context.Context, j job) (r result) {
 		r.diffs, r.err = j.rc.Observe(ctx, j.target)
 	case jobDelete:
 		r.err = j.rc.Delete(ctx, j.target)
+	case jobRestart:
+		r.res, r.err = j.rc.(reconcile.Restarter).Restart(ctx, j.target)
 	}
 	return r
 }
@@ -678,7 +718,7 @@ func (l *loop) handleResult(t *txn, r result, now time.Time) error {
 			rec.Failures, rec.RetryAfter, rec.Reason, rec.Error, rec.DriftSeen = 0, time.Time{}, "", "", ""
 			x.nextDrift = now.Add(jitter(l.a.o.driftInterval))
 			x.notified = false
-			return l.transition(t, x, fsm.Succeeded, "", "", e.ID)
+			return l.applied(t, x, e.ID, now)
 		}
 		rec.Failures++
 		reason, delay := ReasonApplyFailed, l.backoff(rec.Failures)
@@ -694,8 +734,13 @@ func (l *loop) handleResult(t *txn, r result, now time.Time) error {
 		rec.RetryAfter = now.Add(delay)
 		rec.Reason, rec.Error = reason, r.err.Error()
 		return l.transition(t, x, fsm.FailedT, reason, r.err.Error(), e.ID)
+	case jobRestart:
+		if stale || !healthRuns(x) {
+			return nil
+		}
+		return l.restartResult(t, r, now)
 	case jobObserve:
-		if stale || rec.State != fsm.Ready || rec.Removing {
+		if stale || (rec.State != fsm.Ready && rec.State != fsm.Unhealthy) || rec.Removing {
 			return nil
 		}
 		diffs := r.diffs

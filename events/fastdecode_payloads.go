@@ -28,6 +28,17 @@ func (s *scan) status() (*StatusChanged, bool) {
 			if t, ok = s.time(); ok {
 				p.RetryAfter = &t
 			}
+		case "probe":
+			p.Probe, ok = s.text()
+		case "failures":
+			p.Failures, ok = s.intN()
+		case "restarts":
+			p.Restarts, ok = s.intN()
+		case "nextRestart":
+			var t time.Time
+			if t, ok = s.time(); ok {
+				p.NextRestart = &t
+			}
 		}
 		return ok
 	})

@@ -97,6 +97,10 @@ func TestFastDecodeGivesUpOnWhatItDoesNotKnow(t *testing.T) {
 	if f, p := sameAsStandard(t, []byte(good)); !f || !p {
 		t.Fatal("the plain event should take the fast path")
 	}
+	health := `{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"StatusChanged","schema":1,"device":"pi-002","resource":"r1","generation":1,"at":"2025-01-01T00:00:00Z","actor":"agent:pi-002","data":{"kind":"container","from":"Ready","to":"Unhealthy","trigger":"probeFailed","reason":"LivenessFailed","error":"HTTP 500","probe":"liveness","failures":3,"restarts":2,"nextRestart":"2025-01-01T00:00:04.5Z"}}`
+	if f, p := sameAsStandard(t, []byte(health)); !f || !p {
+		t.Fatal("a health status change should take the fast path")
+	}
 	for _, b := range []string{
 		`{"ID":"01JGFJJZ3WDBK7GFTFQQMHPVNR","type":"StatusChanged","schema":1,"device":"pi-002","resource":"r1","generation":1,"at":"2025-01-01T00:00:00Z","actor":"a","data":{}}`, // case-folded key
 		`{"id":"01JGFJJZ3WDBK7GFTFQQMHPVNR","id":"01JGFJJZ3WDBK7GFTFQQMHPVNS","type":"StatusChanged","schema":1,"device":"pi-002","at":"2025-01-01T00:00:00Z","data":{}}`,          // repeated key

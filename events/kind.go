@@ -57,6 +57,9 @@ type Kind struct {
 	same func(a, b *Resource) bool
 	// sample is a resource of the kind, its content varying with version.
 	sample func(id string, version int) Resource
+	// health returns r's health spec (nil for none); nil for a kind that
+	// takes no health spec (health*.go).
+	health func(r *Resource) *HealthSpec
 }
 
 // kindSpec is what a kind_*.go file declares, typed by its spec.
@@ -72,6 +75,10 @@ type kindSpec[T any] struct {
 	fast   func(b []byte, i int, x *T) (next int, ok bool)
 	same   func(x, y *T) bool
 	sample func(id string, version int) *T
+	// health, for a kind that takes a `health:` in its spec, returns the
+	// address of the spec's health field; declare validates it as
+	// <kind>.health.
+	health func(x *T) **HealthSpec
 }
 
 // declare turns a typed declaration into the table's Kind.
@@ -91,13 +98,26 @@ func declare[T any](k kindSpec[T]) *Kind {
 			*k.field(r) = p
 			return p
 		},
-		validate: func(r *Resource, c *specCheck) { k.validate(*k.field(r), c) },
-		same:     func(a, b *Resource) bool { return samePtr(*k.field(a), *k.field(b), k.same) },
+		validate: func(r *Resource, c *specCheck) {
+			k.validate(*k.field(r), c)
+			if k.health != nil {
+				validateHealth(*k.health(*k.field(r)), k.name+".health", c)
+			}
+		},
+		same: func(a, b *Resource) bool { return samePtr(*k.field(a), *k.field(b), k.same) },
 		sample: func(id string, version int) Resource {
 			r := Resource{ID: id, Kind: k.name}
 			*k.field(&r) = k.sample(id, version)
 			return r
 		},
+	}
+	if k.health != nil {
+		d.health = func(r *Resource) *HealthSpec {
+			if p := *k.field(r); p != nil {
+				return *k.health(p)
+			}
+			return nil
+		}
 	}
 	if k.fast != nil {
 		d.fast = func(b []byte, i int, r *Resource) (int, bool) {

@@ -14,6 +14,7 @@ type ContainerSpec struct {
 	Ports   []string          `json:"ports,omitempty"`   // host:container[/proto]
 	Volumes []string          `json:"volumes,omitempty"` // /host:/container[:ro]
 	Restart string            `json:"restart,omitempty"` // no, always, on-failure, unless-stopped
+	Health  *HealthSpec       `json:"health,omitempty"`  // probes and restart backoff (health.go)
 }
 
 // KindContainer is the manifest key of a container resource.
@@ -31,8 +32,9 @@ var containerKind = declare(kindSpec[ContainerSpec]{
 	same: func(x, y *ContainerSpec) bool {
 		return x.Name == y.Name && x.Image == y.Image && x.Restart == y.Restart &&
 			sameStrings(x.Command, y.Command) && sameStrings(x.Ports, y.Ports) && sameStrings(x.Volumes, y.Volumes) &&
-			sameEnv(x.Env, y.Env)
+			sameEnv(x.Env, y.Env) && samePtr(x.Health, y.Health, sameHealth)
 	},
+	health: func(x *ContainerSpec) **HealthSpec { return &x.Health },
 	sample: func(id string, version int) *ContainerSpec {
 		return &ContainerSpec{Image: fmt.Sprintf("registry.local/app:%d", version)}
 	},
@@ -92,6 +94,8 @@ func (s *scan) containerSpec(c *ContainerSpec) bool {
 			c.Volumes, ok = s.texts()
 		case "restart":
 			c.Restart, ok = s.text()
+		case "health":
+			c.Health, ok = s.health()
 		case "env":
 			c.Env = map[string]string{}
 			ok = s.object(func(key []byte) bool {

@@ -7,10 +7,11 @@ import (
 
 // SystemdUnitSpec is a unit file with its wanted enablement and activity.
 type SystemdUnitSpec struct {
-	Name    string `json:"name"`
-	Content string `json:"content"`
-	Enabled *bool  `json:"enabled,omitempty"` // default true
-	Active  *bool  `json:"active,omitempty"`  // default true
+	Name    string      `json:"name"`
+	Content string      `json:"content"`
+	Enabled *bool       `json:"enabled,omitempty"` // default true
+	Active  *bool       `json:"active,omitempty"`  // default true
+	Health  *HealthSpec `json:"health,omitempty"`  // probes and restart backoff (health.go)
 }
 
 // KindSystemdUnit is the manifest key of a systemd unit resource.
@@ -27,8 +28,10 @@ var systemdUnitKind = declare(kindSpec[SystemdUnitSpec]{
 	},
 	same: func(x, y *SystemdUnitSpec) bool {
 		return x.Name == y.Name && x.Content == y.Content &&
-			samePtr(x.Enabled, y.Enabled, sameBool) && samePtr(x.Active, y.Active, sameBool)
+			samePtr(x.Enabled, y.Enabled, sameBool) && samePtr(x.Active, y.Active, sameBool) &&
+			samePtr(x.Health, y.Health, sameHealth)
 	},
+	health: func(x *SystemdUnitSpec) **HealthSpec { return &x.Health },
 	sample: func(id string, version int) *SystemdUnitSpec {
 		return &SystemdUnitSpec{Name: "fleet-" + id + ".service", Content: fmt.Sprintf("[Service]\nExecStart=/usr/bin/app --v %d\n", version)}
 	},
@@ -64,6 +67,8 @@ func (s *scan) unitSpec(u *SystemdUnitSpec) bool {
 			if v, ok = s.bool(); ok {
 				u.Active = &v
 			}
+		case "health":
+			u.Health, ok = s.health()
 		}
 		return ok
 	})

@@ -62,6 +62,15 @@ func fill(t *testing.T, f reflect.Value, i int) {
 		f.Set(reflect.ValueOf([]string{text, "", "b"}))
 	case f.Type() == reflect.TypeFor[map[string]string]():
 		f.Set(reflect.ValueOf(map[string]string{"A": text, "B_2": ""}))
+	case f.Kind() == reflect.Int:
+		f.SetInt(int64(i + 1))
+	case f.Kind() == reflect.Pointer && f.Type().Elem().Kind() == reflect.Struct:
+		// a nested object (a health spec, its probes): every field set
+		p := reflect.New(f.Type().Elem())
+		for j := range p.Elem().NumField() {
+			fill(t, p.Elem().Field(j), i*10+j)
+		}
+		f.Set(p)
 	default:
 		t.Fatalf("spec field of type %s: teach fill (and variants) to set it", f.Type())
 	}
@@ -169,6 +178,16 @@ func variants(t *testing.T, f reflect.Value) func(yield func(func(reflect.Value)
 		vs = append(vs, func(v reflect.Value) { v.SetString(v.String() + "x") }, func(v reflect.Value) { v.SetString("") })
 	case f.Kind() == reflect.Bool:
 		vs = append(vs, func(v reflect.Value) { v.SetBool(!v.Bool()) })
+	case f.Kind() == reflect.Int:
+		vs = append(vs, func(v reflect.Value) { v.SetInt(v.Int() + 1) }, func(v reflect.Value) { v.SetInt(0) })
+	case f.Kind() == reflect.Pointer && f.Type().Elem().Kind() == reflect.Struct:
+		// a nested object: gone, or each of its fields changed in each way
+		vs = append(vs, func(v reflect.Value) { v.SetZero() })
+		for j := range f.Elem().NumField() {
+			for sub := range variants(t, f.Elem().Field(j)) {
+				vs = append(vs, func(v reflect.Value) { sub(v.Elem().Field(j)) })
+			}
+		}
 	case f.Kind() == reflect.Pointer:
 		vs = append(vs, func(v reflect.Value) { v.SetZero() }, func(v reflect.Value) {
 			p := reflect.New(v.Type().Elem())

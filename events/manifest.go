@@ -221,6 +221,11 @@ func parseResourceStrict(raw json.RawMessage) (Resource, error) {
 	}
 	r.Kind = kinds[0]
 	k, _ := LookupKind(r.Kind)
+	if k.TakesHealth() {
+		if err := strictHealth(r.Kind, fields[r.Kind]); err != nil {
+			return r, err
+		}
+	}
 	target := k.alloc(&r)
 	dec := json.NewDecoder(bytes.NewReader(fields[r.Kind]))
 	dec.DisallowUnknownFields()

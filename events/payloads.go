@@ -118,14 +118,22 @@ type StatusChanged struct {
 	Error      string     `json:"error,omitempty"`
 	Attempts   int        `json:"attempts,omitempty"`   // attempts so far for this generation
 	RetryAfter *time.Time `json:"retryAfter,omitempty"` // with To=Failed: when the next attempt may start
+	// Health, with To=Unhealthy (and Ready after it): which probe failed
+	// ("readiness", "liveness", "startup", or "kind" for the kind's own
+	// health), how many times in a row, the liveness restarts so far and
+	// when the next one is due. The probe's bounded output is in Error.
+	Probe       string     `json:"probe,omitempty"`
+	Failures    int        `json:"failures,omitempty"`
+	Restarts    int        `json:"restarts,omitempty"`
+	NextRestart *time.Time `json:"nextRestart,omitempty"`
 }
 
 func (p *StatusChanged) check() error {
 	switch p.To {
-	case "Pending", "Reconciling", "Ready", "Failed", "Removed":
+	case "Pending", "Reconciling", "Ready", "Unhealthy", "Failed", "Removed":
 		return nil
 	}
-	return fmt.Errorf("to %q: must be Pending, Reconciling, Ready, Failed or Removed", p.To)
+	return fmt.Errorf("to %q: must be Pending, Reconciling, Ready, Unhealthy, Failed or Removed", p.To)
 }
 
 // Drift policies of a resource.

@@ -23,10 +23,17 @@ const (
 	Ready       State = "Ready"
 	Failed      State = "Failed"
 	Removed     State = "Removed"
+	// Unhealthy is a resource that was applied but whose health says it is
+	// not Ready: its readiness probe has not passed yet or failed
+	// failureThreshold times in a row, its liveness probe failed (it is
+	// being restarted), or its kind's own health says it is down or
+	// crash-looping. The StatusChanged that enters it names the probe, the
+	// reason and the probe's last output.
+	Unhealthy State = "Unhealthy"
 )
 
 // States lists every state a StatusChanged event may name, in lifecycle order.
-var States = []State{Pending, Reconciling, Ready, Failed, Removed}
+var States = []State{Pending, Reconciling, Ready, Unhealthy, Failed, Removed}
 
 // Trigger is what moves a resource from one state to another.
 type Trigger string
@@ -38,10 +45,15 @@ const (
 	Succeeded   Trigger = "succeeded"   // the attempt converged the resource
 	FailedT     Trigger = "failed"      // the attempt failed; retry later
 	Remove      Trigger = "removed"     // the resource left the manifest
+	// ProbeFailed: applied, but health says not Ready (readiness not yet
+	// passed or failing, liveness failing, the kind's own health down).
+	ProbeFailed Trigger = "probeFailed"
+	// ProbePassed: every probe (and the kind's own health) passes again.
+	ProbePassed Trigger = "probePassed"
 )
 
 // Triggers lists every trigger.
-var Triggers = []Trigger{SpecChanged, Reconcile, Succeeded, FailedT, Remove}
+var Triggers = []Trigger{SpecChanged, Reconcile, Succeeded, FailedT, Remove, ProbeFailed, ProbePassed}
 
 // Transition is one row of the table: Trigger moves a resource from any of From to To.
 type Transition struct {
@@ -53,12 +65,25 @@ type Transition struct {
 // Table is the only transition table. A resource that is None (new, or Removed
 // before) can only become Pending; any live resource can go back to Pending when
 // its spec changes, and can be removed.
+//
+// Health (events.HealthSpec) enters through two triggers. An attempt that
+// converged a resource whose readiness has not passed yet moves it
+// Reconciling -> Unhealthy (probeFailed, reason AwaitingReadiness), not
+// Ready; a Ready resource whose readiness or liveness fails failureThreshold
+// times in a row, or whose kind's own health is down, moves Ready ->
+// Unhealthy (probeFailed, with the probe, reason and output); when every
+// probe passes again it moves Unhealthy -> Ready (probePassed). Probe runs
+// that change nothing are no transition and no event. A liveness restart is
+// recorded as a ReconcileAttempted (trigger liveness), not a transition. An
+// Unhealthy resource is still applied: drift checks (reconcile) run on it.
 var Table = []Transition{
-	{SpecChanged, []State{None, Removed, Pending, Reconciling, Ready, Failed}, Pending},
-	{Reconcile, []State{Pending, Failed, Ready}, Reconciling},
+	{SpecChanged, []State{None, Removed, Pending, Reconciling, Ready, Unhealthy, Failed}, Pending},
+	{Reconcile, []State{Pending, Failed, Ready, Unhealthy}, Reconciling},
 	{Succeeded, []State{Reconciling}, Ready},
 	{FailedT, []State{Reconciling}, Failed},
-	{Remove, []State{Pending, Reconciling, Ready, Failed}, Removed},
+	{Remove, []State{Pending, Reconciling, Ready, Unhealthy, Failed}, Removed},
+	{ProbeFailed, []State{Reconciling, Ready}, Unhealthy},
+	{ProbePassed, []State{Unhealthy}, Ready},
 }
 
 // ErrIllegal is returned (wrapped) for a trigger that the table does not allow

@@ -18,14 +18,16 @@ func TestEveryStateTriggerPair(t *testing.T) {
 		to   fsm.State // "" with ok=false: illegal
 		ok   bool
 	}
-	P, C, R, F, X, N := fsm.Pending, fsm.Reconciling, fsm.Ready, fsm.Failed, fsm.Removed, fsm.None
+	P, C, R, U, F, X, N := fsm.Pending, fsm.Reconciling, fsm.Ready, fsm.Unhealthy, fsm.Failed, fsm.Removed, fsm.None
+	const PF, PP = fsm.ProbeFailed, fsm.ProbePassed
 	rows := []row{
-		{N, fsm.SpecChanged, P, true}, {N, fsm.Reconcile, "", false}, {N, fsm.Succeeded, "", false}, {N, fsm.FailedT, "", false}, {N, fsm.Remove, "", false},
-		{P, fsm.SpecChanged, P, true}, {P, fsm.Reconcile, C, true}, {P, fsm.Succeeded, "", false}, {P, fsm.FailedT, "", false}, {P, fsm.Remove, X, true},
-		{C, fsm.SpecChanged, P, true}, {C, fsm.Reconcile, "", false}, {C, fsm.Succeeded, R, true}, {C, fsm.FailedT, F, true}, {C, fsm.Remove, X, true},
-		{R, fsm.SpecChanged, P, true}, {R, fsm.Reconcile, C, true}, {R, fsm.Succeeded, "", false}, {R, fsm.FailedT, "", false}, {R, fsm.Remove, X, true},
-		{F, fsm.SpecChanged, P, true}, {F, fsm.Reconcile, C, true}, {F, fsm.Succeeded, "", false}, {F, fsm.FailedT, "", false}, {F, fsm.Remove, X, true},
-		{X, fsm.SpecChanged, P, true}, {X, fsm.Reconcile, "", false}, {X, fsm.Succeeded, "", false}, {X, fsm.FailedT, "", false}, {X, fsm.Remove, "", false},
+		{N, fsm.SpecChanged, P, true}, {N, fsm.Reconcile, "", false}, {N, fsm.Succeeded, "", false}, {N, fsm.FailedT, "", false}, {N, fsm.Remove, "", false}, {N, PF, "", false}, {N, PP, "", false},
+		{P, fsm.SpecChanged, P, true}, {P, fsm.Reconcile, C, true}, {P, fsm.Succeeded, "", false}, {P, fsm.FailedT, "", false}, {P, fsm.Remove, X, true}, {P, PF, "", false}, {P, PP, "", false},
+		{C, fsm.SpecChanged, P, true}, {C, fsm.Reconcile, "", false}, {C, fsm.Succeeded, R, true}, {C, fsm.FailedT, F, true}, {C, fsm.Remove, X, true}, {C, PF, U, true}, {C, PP, "", false},
+		{R, fsm.SpecChanged, P, true}, {R, fsm.Reconcile, C, true}, {R, fsm.Succeeded, "", false}, {R, fsm.FailedT, "", false}, {R, fsm.Remove, X, true}, {R, PF, U, true}, {R, PP, "", false},
+		{U, fsm.SpecChanged, P, true}, {U, fsm.Reconcile, C, true}, {U, fsm.Succeeded, "", false}, {U, fsm.FailedT, "", false}, {U, fsm.Remove, X, true}, {U, PF, "", false}, {U, PP, R, true},
+		{F, fsm.SpecChanged, P, true}, {F, fsm.Reconcile, C, true}, {F, fsm.Succeeded, "", false}, {F, fsm.FailedT, "", false}, {F, fsm.Remove, X, true}, {F, PF, "", false}, {F, PP, "", false},
+		{X, fsm.SpecChanged, P, true}, {X, fsm.Reconcile, "", false}, {X, fsm.Succeeded, "", false}, {X, fsm.FailedT, "", false}, {X, fsm.Remove, "", false}, {X, PF, "", false}, {X, PP, "", false},
 	}
 	if len(rows) != (len(fsm.States)+1)*len(fsm.Triggers) {
 		t.Fatalf("table test covers %d pairs, want all %d", len(rows), (len(fsm.States)+1)*len(fsm.Triggers))
@@ -54,12 +56,16 @@ func TestEveryStateTriggerPair(t *testing.T) {
 
 func TestValidRejectsWhatNoTriggerAllows(t *testing.T) {
 	is := is.New(t)
-	is.True(!fsm.Valid(fsm.Pending, fsm.Ready))      // must reconcile first
-	is.True(!fsm.Valid(fsm.Failed, fsm.Ready))       // must reconcile first
-	is.True(!fsm.Valid(fsm.None, fsm.Ready))         // a new resource starts Pending
-	is.True(!fsm.Valid(fsm.Removed, fsm.Removed))    // history already closed
-	is.True(!fsm.Valid(fsm.Ready, fsm.Ready))        // no trigger re-enters Ready
-	is.True(fsm.Valid(fsm.Reconciling, fsm.Pending)) // spec changed mid-attempt
+	is.True(!fsm.Valid(fsm.Pending, fsm.Ready))        // must reconcile first
+	is.True(!fsm.Valid(fsm.Failed, fsm.Ready))         // must reconcile first
+	is.True(!fsm.Valid(fsm.None, fsm.Ready))           // a new resource starts Pending
+	is.True(!fsm.Valid(fsm.Removed, fsm.Removed))      // history already closed
+	is.True(!fsm.Valid(fsm.Ready, fsm.Ready))          // no trigger re-enters Ready
+	is.True(fsm.Valid(fsm.Reconciling, fsm.Pending))   // spec changed mid-attempt
+	is.True(!fsm.Valid(fsm.Pending, fsm.Unhealthy))    // health is judged only once applied
+	is.True(!fsm.Valid(fsm.Failed, fsm.Unhealthy))     // a failed apply is Failed, not Unhealthy
+	is.True(!fsm.Valid(fsm.Unhealthy, fsm.Failed))     // must reconcile first
+	is.True(fsm.Valid(fsm.Reconciling, fsm.Unhealthy)) // applied, readiness not yet passed
 }
 
 func TestMachineReportsEveryTransition(t *testing.T) {

@@ -38,7 +38,14 @@ type Explanation struct {
 	LastAttempts []Attempt    `json:"lastAttempts"`       // newest last
 	Rejected     *string      `json:"rejected,omitempty"` // a newer manifest the agent refused
 	Drift        *string      `json:"drift,omitempty"`    // a drift the agent reported and left as found (driftPolicy: report)
-	Why          []string     `json:"why"`                // the chain, one sentence a step
+	// Repeats is how many failures in a row gave Error, the first at
+	// ErrorSince (a resource failing for good says so).
+	Repeats    int        `json:"repeats,omitempty"`
+	ErrorSince *time.Time `json:"errorSince,omitempty"`
+	// Health is what the last health transition said: the probe that
+	// failed, how often, its last output, the restarts and the next one.
+	Health *ResourceHealth `json:"health,omitempty"`
+	Why    []string        `json:"why"` // the chain, one sentence a step
 }
 
 // Explain returns the chain of facts behind one resource's state. It answers
@@ -55,7 +62,7 @@ func (f *Fleet) Explain(device, resource string) (Explanation, bool) {
 	}
 	x := Explanation{Device: device, Resource: resource, Kind: r.Kind, State: r.State, Since: r.Since,
 		Ready: r.State == "Ready", Reason: r.Reason, Error: r.Error, Attempts: r.Attempts,
-		LastAttempts: slices.Clone(r.Last)}
+		LastAttempts: slices.Clone(r.Last), Repeats: r.Repeats, ErrorSince: clone(r.ErrorSince), Health: r.Health.clone()}
 	if x.LastAttempts == nil {
 		x.LastAttempts = []Attempt{}
 	}
@@ -131,11 +138,19 @@ func (x Explanation) chain(r *resourceState) []string {
 		}
 		why = append(why, fmt.Sprintf("%d %s this generation; the last %d recorded: %s", x.Attempts, noun, n, strings.Join(parts, "; ")))
 	}
+	if x.Repeats > 1 && x.ErrorSince != nil {
+		why = append(why, fmt.Sprintf("the error repeats: %d times in a row since %s", x.Repeats, ts(*x.ErrorSince)))
+	}
+	if h := x.Health; h != nil && (x.State == "Unhealthy" || h.Restarts > 0) {
+		why = append(why, "health: "+healthLine(h))
+	}
 	switch {
 	case x.Ready && x.Drift != nil:
 		why = append(why, "it is Ready for the agent but not as desired: "+*x.Drift+"; restore it by hand, or apply with driftPolicy: correct to have the agent put it back")
 	case x.Ready:
 		why = append(why, "it is Ready: nothing to explain")
+	case x.State == "Unhealthy":
+		why = append(why, "it is applied but not Ready: the agent keeps probing it and marks it Ready when its probes pass")
 	case x.RetryAfter != nil:
 		why = append(why, "next retry not before "+ts(*x.RetryAfter))
 	case x.State == "Failed":

@@ -63,14 +63,23 @@ type Device struct {
 
 // Resource is one resource of a device, as its agent last reported it.
 type Resource struct {
-	ID         string     `json:"id"`
-	Kind       string     `json:"kind"`
-	State      string     `json:"state"` // Pending, Reconciling, Ready, Failed
-	Since      time.Time  `json:"since"` // when it entered State
+	ID    string `json:"id"`
+	Kind  string `json:"kind"`
+	State string `json:"state"` // Pending, Reconciling, Ready, Unhealthy, Failed
+	// Since is when it entered State; for Failed, when its current run of
+	// failures began (a retry that fails again does not reset it).
+	Since      time.Time  `json:"since"`
 	Attempts   int        `json:"attempts"`
 	Error      string     `json:"error"`
 	RetryAfter *time.Time `json:"retryAfter"`
 	Drift      string     `json:"drift,omitempty"` // a drift the agent reported and left as found (driftPolicy: report)
+	// Repeats is how many failures in a row gave this Error (since
+	// ErrorSince): 1 for a new error.
+	Repeats    int        `json:"repeats,omitempty"`
+	ErrorSince *time.Time `json:"errorSince,omitempty"`
+	// Health is set while a probe or the kind's own health says it is not
+	// Ready, and after liveness restarts (resource_health.go).
+	Health *ResourceHealth `json:"health,omitempty"`
 }
 
 // Condition returns the device's condition of type t, if it has one.
@@ -156,6 +165,14 @@ type resourceState struct {
 	StatusSeq  uint64         `json:"statusSeq,omitempty"`
 	Last       []Attempt      `json:"last,omitempty"`  // newest last, at most keptAttempts
 	Drift      *reportedDrift `json:"drift,omitempty"` // last drift reported and left as found; cleared by a status change
+	// FailedSince is when the current run of failures began (Failed, then
+	// retries that failed again); nil when not failing.
+	FailedSince *time.Time `json:"failedSince,omitempty"`
+	// Repeats counts the failures in a row with the same Error, the first
+	// at ErrorSince.
+	Repeats    int             `json:"repeats,omitempty"`
+	ErrorSince *time.Time      `json:"errorSince,omitempty"`
+	Health     *ResourceHealth `json:"health,omitempty"`
 }
 
 // reportedDrift is a drift the agent reported without correcting it
@@ -413,6 +430,8 @@ func (d *deviceState) applyStatus(e events.Stored, p *events.StatusChanged) {
 	r.State, r.Since, r.Generation, r.Reported = p.To, e.At, e.Generation, true
 	r.Trigger, r.Reason, r.StatusSeq = p.Trigger, p.Reason, e.Seq
 	r.Drift = nil // the agent moved it: a reported drift is over (corrected, or the spec changed)
+	r.foldFailing(e, p)
+	r.foldHealth(e, p)
 	switch {
 	case p.Attempts > 0:
 		r.Attempts = p.Attempts
@@ -432,6 +451,8 @@ func (d *deviceState) applyStatus(e events.Stored, p *events.StatusChanged) {
 		}
 	case "Ready", "Pending":
 		r.Error = ""
+	case "Unhealthy":
+		r.Error = p.Error // the probe's output
 	}
 }
 
@@ -454,7 +475,7 @@ func (d *deviceState) applyAttempt(e events.Stored, p *events.ReconcileAttempted
 
 // settled reports whether r has reached Ready or Failed for its current spec.
 func settled(r *resourceState, specGen int64) bool {
-	return r != nil && r.Reported && r.Generation >= specGen && (r.State == "Ready" || r.State == "Failed")
+	return r != nil && r.Reported && r.Generation >= specGen && (r.State == "Ready" || r.State == "Failed" || r.State == "Unhealthy")
 }
 
 // settle raises the observed generation when the device's agent has been
@@ -538,11 +559,12 @@ func (d *deviceState) view() Device {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
-	var notReady, failed, busy []string
+	var notReady, failed, busy, unhealthy []string
 	var drifted []string
 	for _, id := range ids {
 		r := d.Resources[id]
-		res := Resource{ID: r.ID, Kind: r.Kind, State: r.State, Since: r.Since, Attempts: r.Attempts, Error: r.Error}
+		res := Resource{ID: r.ID, Kind: r.Kind, State: r.State, Since: r.Since, Attempts: r.Attempts, Error: r.Error,
+			Repeats: r.Repeats, ErrorSince: clone(r.ErrorSince), Health: r.Health.clone()}
 		if r.Drift != nil && r.State == "Ready" {
 			res.Drift = r.Drift.text()
 			drifted = append(drifted, id)
@@ -558,11 +580,16 @@ func (d *deviceState) view() Device {
 		switch r.State {
 		case "Failed":
 			failed = append(failed, id)
+		case "Unhealthy":
+			unhealthy = append(unhealthy, id)
 		case "Pending", "Reconciling":
 			busy = append(busy, id)
 		}
 	}
-	v.Conditions = d.conditions(notReady, failed, busy, drifted)
+	v.Conditions = d.conditions(notReady, failed, busy, unhealthy, drifted)
+	if c, ok := d.crashLoopCondition(ids); ok {
+		v.Conditions = append(v.Conditions, c)
+	}
 	if c, ok := d.clockCondition(); ok {
 		v.Conditions = append(v.Conditions, c)
 	}
@@ -587,7 +614,7 @@ func (d *deviceState) rejectedMessage() string {
 	return fmt.Sprintf("the agent rejected generation %d: %s; generation %d stays in force", d.Rejected.Generation, d.Rejected.Reason, d.Rejected.KeptGeneration)
 }
 
-func (d *deviceState) conditions(notReady, failed, busy, drifted []string) []Condition {
+func (d *deviceState) conditions(notReady, failed, busy, unhealthy, drifted []string) []Condition {
 	seen := d.seen()
 	ready := Condition{Type: CondReady, Status: False}
 	switch {
@@ -626,6 +653,9 @@ func (d *deviceState) conditions(notReady, failed, busy, drifted []string) []Con
 	case len(failed) > 0:
 		r := d.Resources[failed[0]]
 		deg.Status, deg.Reason, deg.Message = True, "ResourcesFailed", fmt.Sprintf("%d resources Failed: %s (%s: %s)", len(failed), list(failed), r.ID, r.Error)
+	case len(unhealthy) > 0:
+		r := d.Resources[unhealthy[0]]
+		deg.Status, deg.Reason, deg.Message = True, "ResourcesUnhealthy", fmt.Sprintf("%d resources Unhealthy: %s (%s: %s)", len(unhealthy), list(unhealthy), r.ID, healthLine(r.Health))
 	case d.rejectedNow():
 		deg.Status, deg.Reason, deg.Message = True, "ManifestRejected", d.rejectedMessage()
 	default:

@@ -40,10 +40,12 @@ func (*Container) Kind() string { return events.KindContainer }
 
 // ContainerDigest is the sha256 of the container spec's canonical JSON (with
 // its name resolved): the value of the fleet.spec label. Changing the drift
-// policy of a resource does not change it, so it does not recreate the container.
+// policy of a resource does not change it, so it does not recreate the
+// container; nor does changing its health probes (the agent runs them).
 func ContainerDigest(r events.Resource) string {
 	c := *r.Container
 	c.Name = r.ContainerName()
+	c.Health = nil
 	b, _ := json.Marshal(c) // map keys are sorted: canonical
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])

@@ -105,3 +105,12 @@ type RefusedError struct {
 
 func (e *RefusedError) Error() string { return e.Reason + ": " + e.Detail }
 func (e *RefusedError) Unwrap() error { return ErrRefused }
+
+// Restarter is an optional capability of a Reconciler whose resources run
+// (container, systemdUnit): Restart stops and starts what the resource runs,
+// without changing its spec. The agent calls it when the resource's
+// liveness probe fails (events.HealthSpec), never for a resource it is
+// applying at the same time.
+type Restarter interface {
+	Restart(ctx context.Context, t Target) (Result, error)
+}

@@ -172,7 +172,7 @@ func (d *demo) startAgents(ctx context.Context) error {
 		h, err := agent.Start(ctx, nc, dev.id,
 			agent.WithRoot(dev.root), agent.WithStateDir(dev.state),
 			agent.WithLabels(map[string]string{"site": "lab", "ring": dev.ring}),
-			agent.WithDriftInterval(3*time.Second), agent.WithBackoff(time.Second, 8*time.Second),
+			agent.WithDriftInterval(3*time.Second), agent.WithBackoff(time.Second, agent.DefaultBackoffMax), // a resource failing for good backs off to the documented 5 min cap
 			agent.WithHeartbeatInterval(2*time.Second), agent.WithManifestPoll(2*time.Second),
 			agent.WithConcurrency(4), agent.WithShutdownGrace(2*time.Second), agent.WithLogger(logger))
 		if err != nil {

@@ -449,7 +449,7 @@ function renderResources(page, d, past) {
     h("td", { "data-label": "State" }, stateBadge(r.state)),
     h("td", { "data-label": "Since" }, r.since ? h("span", past ? { title: fmtTime(r.since) } : { "data-ago": r.since, title: fmtTime(r.since) }, past ? fmtTime(r.since) : ago(r.since)) : ""),
     h("td", { "data-label": "Attempts", class: "num" }, String(r.attempts ?? 0)),
-    h("td", { "data-label": "Error", class: "err" }, r.error || ""),
+    h("td", { "data-label": "Error", class: "err" }, r.error || "", healthNote(r)),
     h("td", { "data-label": "Next retry" }, r.retryAfter ? h("span", past ? { title: fmtTime(r.retryAfter) } : { "data-until": r.retryAfter, title: fmtTime(r.retryAfter) }, past ? fmtTime(r.retryAfter) : until(r.retryAfter)) : ""),
   ));
   clear(page.shell.resources).append(
@@ -458,6 +458,21 @@ function renderResources(page, d, past) {
       h("thead", {}, h("tr", {}, ...["Resource", "Kind", "State", "Since", "Attempts", "Error", "Next retry"].map((t) => h("th", {}, t)))),
       h("tbody", {}, ...rows)) : h("p", { class: "muted" }, "No resources."),
   );
+}
+
+// healthNote says that an error repeats and what the resource's health
+// says (the probe that failed, the restarts, the next restart).
+function healthNote(r) {
+  const parts = [];
+  if (r.repeats > 1 && r.errorSince) parts.push(`repeats: ${r.repeats} times since ${fmtTime(r.errorSince)}`);
+  const hl = r.health;
+  if (hl) {
+    if (hl.probe === "kind") parts.push(`its own health: ${hl.reason}`);
+    else if (hl.probe) parts.push(`${hl.probe} probe failed ${hl.failures || 0}× (${hl.reason})`);
+    if (hl.restarts) parts.push(`${hl.restarts} restarts`);
+    if (hl.nextRestart) parts.push(`next restart ${fmtTime(hl.nextRestart)}`);
+  }
+  return parts.length ? h("div", { class: "muted", "data-health": "" }, parts.join(" · ")) : "";
 }
 
 // The "why" of every resource that is not Ready: the projection service's
