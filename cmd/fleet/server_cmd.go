@@ -36,7 +36,8 @@ type ServerCmd struct {
 	HeartbeatTTL time.Duration `default:"3m" help:"How long a device's heartbeat counts before it is Stale (agents write one a minute by default)."`
 	Auth         bool          `help:"Require credentials: per-device least privilege on NATS ('fleet device add'), a bearer token on the HTTP API and dashboard; keys and token under DIR/auth."`
 	ServerTLS
-	ServerLimits `embed:""` // retention flags (server_limits.go)
+	ServerLimits   `embed:""` // retention flags (server_limits.go)
+	RateGuardFlags `embed:""` // per-device rate limit (server_rateguard.go)
 	Output
 
 	// which of --nats and --listen were given on the command line (not from
@@ -96,7 +97,7 @@ Examples:
 
 With --auth the HTTP API and dashboard require the token in DATA/auth/http.token
 (Authorization: Bearer TOKEN, or open /?token=TOKEN once in a browser);
-/healthz and /metrics stay open.` + retentionHelp
+/healthz and /metrics stay open.` + retentionHelp + rateGuardHelp
 }
 
 // ServerEnv is what a running server gives the parts that run inside it
@@ -112,6 +113,8 @@ type ServerEnv struct {
 	HeartbeatTTL time.Duration
 	Health       *serverHealth    // checks for /healthz (server_health.go)
 	Embedded     *embedded.Server // nil with --nats
+	AuthDir      string           // DATA/auth with --auth, else ""
+	RateGuard    RateGuardFlags
 }
 
 // serverPart starts one part of the server; it runs until ctx is done and
@@ -151,7 +154,10 @@ type RunningServer struct {
 // Start brings the server up and prints where to point agents and browsers.
 func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*RunningServer, error) {
 	rs := &RunningServer{}
-	env := &ServerEnv{DataDir: c.Data, HeartbeatTTL: c.HeartbeatTTL, Health: &serverHealth{}}
+	env := &ServerEnv{DataDir: c.Data, HeartbeatTTL: c.HeartbeatTTL, Health: &serverHealth{}, RateGuard: c.RateGuardFlags}
+	if _, err := c.RateGuardFlags.parse(); err != nil {
+		return nil, err
+	}
 	// flags first: a refused command leaves nothing behind
 	extURL, err := c.external(g)
 	if err != nil {
@@ -241,7 +247,7 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 		rs.Stop()
 		return nil, err
 	}
-	env.Conn, env.JS, env.Store = nc, js, st
+	env.Conn, env.JS, env.Store, env.AuthDir = nc, js, st, authDir
 	if c.HTTP != "" {
 		env.Mux = http.NewServeMux()
 	}
