@@ -169,7 +169,12 @@ func (a *Agent) drain(ctx context.Context, conn *logConn) {
 			if ctx.Err() != nil {
 				return
 			}
-			if !logged {
+			if le := conn.nc.LastError(); !logged && (errors.Is(le, nats.ErrAuthRevoked) || errors.Is(le, nats.ErrAuthorization)) {
+				// fleet server's rate guard suspends a device by revoking its credentials for a while
+				a.log.Warn("outbox: credentials suspended by the server (rate limit): backing off, keeping events locally; they are sent when the suspension ends ('fleet device list' on the server says until when)",
+					"events", a.OutboxLen(), "err", le)
+				logged = true
+			} else if !logged {
 				a.log.Warn("outbox: log not reachable, keeping events locally", "events", a.OutboxLen(), "err", err)
 				logged = true
 			}

@@ -73,7 +73,8 @@ Config file (YAML, every key optional, unknown keys refused):
 func ConnectOptions() []nats.Option {
 	return []nats.Option{
 		nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectWait(time.Second),
-		nats.ReconnectBufSize(-1), // publishes go through the outbox, never the reconnect buffer
+		nats.ReconnectBufSize(-1),   // publishes go through the outbox, never the reconnect buffer
+		nats.IgnoreAuthErrorAbort(), // a suspended device (fleet server's rate guard) is let in again later
 	}
 }
 

@@ -37,9 +37,10 @@ func serverAuth(data string, eo *embedded.Options) (string, error) {
 
 // DeviceCmd is `fleet device`.
 type DeviceCmd struct {
-	Add    DeviceAddCmd    `cmd:"" help:"Issue credentials for a device."`
-	Revoke DeviceRevokeCmd `cmd:"" help:"Revoke a device's credentials and cut its connections."`
-	List   DeviceListCmd   `cmd:"" help:"List devices that were issued credentials."`
+	Add       DeviceAddCmd       `cmd:"" help:"Issue credentials for a device."`
+	Revoke    DeviceRevokeCmd    `cmd:"" help:"Revoke a device's credentials and cut its connections."`
+	List      DeviceListCmd      `cmd:"" help:"List devices that were issued credentials, with any suspension and until when."`
+	Reinstate DeviceReinstateCmd `cmd:"" help:"Lift a device's suspension (by the server's rate guard) now."`
 }
 
 // Help is shown by `fleet device --help`.
@@ -59,7 +60,12 @@ Examples:
   fleet device add pi-01 --data /var/lib/fleet --out pi-01.creds
   fleet agent --device pi-01 --creds pi-01.creds --nats nats://ctl:4222
   fleet device list --data /var/lib/fleet -o json
-  fleet device revoke pi-01 --data /var/lib/fleet`
+  fleet device revoke pi-01 --data /var/lib/fleet
+  fleet device reinstate pi-01 --data /var/lib/fleet   # lift a rate-limit suspension
+
+A device storing events faster than 'fleet server --device-rate/--device-burst'
+allow is suspended for a while (its credentials revoked until then, then let
+in again); 'fleet device list' shows until when.`
 }
 
 // authData is the --data flag of the device commands.
@@ -210,7 +216,8 @@ type DeviceListCmd struct {
 // Help is shown by `fleet device list --help`.
 func (c *DeviceListCmd) Help() string {
 	return `Lists the devices that were issued credentials, with their user key and
-whether they are revoked.
+whether they are revoked, or suspended by the server's rate guard and until
+when (lifted then by the server, or now with 'fleet device reinstate ID').
 
 Examples:
   fleet device list
@@ -236,10 +243,85 @@ func (c *DeviceListCmd) Run(ctx context.Context, g *Globals) error {
 	rows := make([][]string, 0, len(devs))
 	for _, d := range devs {
 		state, when := "active", d.IssuedAt.Format(time.RFC3339)
-		if d.Revoked() {
+		switch {
+		case d.Revoked():
 			state, when = "revoked", d.RevokedAt.Format(time.RFC3339)
+		case d.SuspendedUntil != nil:
+			state, when = "suspended until", d.SuspendedUntil.Format(time.RFC3339)
 		}
 		rows = append(rows, []string{d.ID, state, when, d.UserKey})
 	}
 	return table(os.Stdout, []string{"DEVICE", "STATE", "SINCE", "USER KEY"}, rows)
+}
+
+// DeviceReinstateCmd is `fleet device reinstate`.
+type DeviceReinstateCmd struct {
+	ID string `arg:"" placeholder:"ID" help:"Device id."`
+	authData
+	Output
+}
+
+// Help is shown by `fleet device reinstate --help`.
+func (c *DeviceReinstateCmd) Help() string {
+	return `Lifts a suspension now: the server's rate guard suspends a device that stores
+events faster than --device-rate/--device-burst allow, by revoking its
+credentials until the suspension ends. Reinstating removes that revocation
+from the FLEET account JWT and pushes it to the server at --nats: the same
+credentials work again and the device's agent sends what it kept. A device
+that is not suspended is left as it is; a revoked device stays revoked.
+
+Examples:
+  fleet device reinstate pi-01
+  fleet device reinstate pi-01 --data /var/lib/fleet --nats nats://ctl:4222 -o json`
+}
+
+// Run lifts the suspension and pushes.
+func (c *DeviceReinstateCmd) Run(ctx context.Context, g *Globals) error {
+	if err := events.CheckID("device", c.ID); err != nil {
+		return err
+	}
+	a, err := c.open()
+	if err != nil {
+		return err
+	}
+	tok, d, err := a.ReinstateDevice(c.ID)
+	if errors.Is(err, events.ErrNotFound) || errors.Is(err, events.ErrInvalid) {
+		return usageError{err}
+	}
+	if err != nil {
+		return err
+	}
+	pushErr := pushAccount(ctx, g, a, tok, "fleet-device-reinstate")
+	if c.JSON() {
+		out := map[string]any{"device": d.ID, "reinstated": true, "serverTold": pushErr == nil}
+		if pushErr != nil {
+			out["error"] = pushErr.Error()
+		}
+		if err := printJSON(out); err != nil {
+			return err
+		}
+	} else if pushErr == nil {
+		fmt.Printf("device %s: reinstated; the server at %s lets its credentials in again\n", d.ID, g.URL())
+	}
+	if pushErr != nil {
+		return fmt.Errorf("device %s: reinstatement saved in %s, but the server at %s was not told: %w (run this again to retry)", d.ID, a.Dir(), g.URL(), pushErr)
+	}
+	return nil
+}
+
+// pushAccount pushes the account JWT tok to the server at --nats over the
+// system account.
+func pushAccount(ctx context.Context, g *Globals, a *auth.Authority, tok, name string) error {
+	topts, err := auth.TLSOptions(g.TLSCA)
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(g.URL(), append(topts, nats.UserCredentials(a.SystemCredsPath()), nats.Name(name), nats.Timeout(5*time.Second))...)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return auth.Push(pctx, nc, tok)
 }

@@ -38,7 +38,8 @@ type ServerCmd struct {
 	// NoRolloutController: see server_rollouts.go
 	NoRolloutController bool `help:"Do not run the rollout controller in this server (run 'fleet rollout controller' elsewhere; any number may run)."`
 	ServerTLS
-	ServerLimits `embed:""` // retention flags (server_limits.go)
+	ServerLimits   `embed:""` // retention flags (server_limits.go)
+	RateGuardFlags `embed:""` // per-device rate limit (server_rateguard.go)
 	Output
 
 	// which of --nats and --listen were given on the command line (not from
@@ -98,7 +99,7 @@ Examples:
 
 With --auth the HTTP API and dashboard require the token in DATA/auth/http.token
 (Authorization: Bearer TOKEN, or open /?token=TOKEN once in a browser);
-/healthz and /metrics stay open.` + retentionHelp
+/healthz and /metrics stay open.` + retentionHelp + rateGuardHelp
 }
 
 // ServerEnv is what a running server gives the parts that run inside it
@@ -116,6 +117,8 @@ type ServerEnv struct {
 	Embedded     *embedded.Server // nil with --nats
 	NoRollouts   bool             // --no-rollout-controller
 	Auth         bool             // --auth: credentials required (reported by /healthz for 'fleet doctor')
+	AuthDir      string           // DATA/auth with --auth, else ""
+	RateGuard    RateGuardFlags
 }
 
 // serverPart starts one part of the server; it runs until ctx is done and
@@ -155,7 +158,10 @@ type RunningServer struct {
 // Start brings the server up and prints where to point agents and browsers.
 func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*RunningServer, error) {
 	rs := &RunningServer{}
-	env := &ServerEnv{DataDir: c.Data, HeartbeatTTL: c.HeartbeatTTL, Health: &serverHealth{}, NoRollouts: c.NoRolloutController, Auth: c.Auth}
+	env := &ServerEnv{DataDir: c.Data, HeartbeatTTL: c.HeartbeatTTL, Health: &serverHealth{}, NoRollouts: c.NoRolloutController, Auth: c.Auth, RateGuard: c.RateGuardFlags}
+	if _, err := c.RateGuardFlags.parse(); err != nil {
+		return nil, err
+	}
 	// flags first: a refused command leaves nothing behind
 	extURL, err := c.external(g)
 	if err != nil {
@@ -248,7 +254,7 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 		rs.Stop()
 		return nil, err
 	}
-	env.Conn, env.JS, env.Store = nc, js, st
+	env.Conn, env.JS, env.Store, env.AuthDir = nc, js, st, authDir
 	if c.HTTP != "" {
 		env.Mux = http.NewServeMux()
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/fleet-dev/fleet/projections/api"
 )
 
@@ -13,6 +15,8 @@ type serverHealth struct {
 	mu     sync.Mutex
 	api    *api.Server
 	checks []func() api.Check
+	// collectors wait for the API too (server_rateguard.go)
+	collectors []prometheus.Collector
 }
 
 // add makes /healthz run fn.
@@ -35,4 +39,8 @@ func (h *serverHealth) attach(a *api.Server) {
 		a.AddCheck(fn)
 	}
 	h.checks = nil
+	for _, c := range h.collectors {
+		a.AddCollector(c)
+	}
+	h.collectors = nil
 }

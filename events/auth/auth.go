@@ -246,6 +246,11 @@ type Device struct {
 	IssuedAt  time.Time  `json:"issuedAt"`
 	RevokedAt *time.Time `json:"revokedAt,omitempty"`
 	OldKeys   []string   `json:"oldKeys,omitempty"` // keys of earlier, revoked credentials
+	// SuspendedUntil is set while the device's current credentials are
+	// suspended (SuspendDevice): revoked in the account JWT until then.
+	SuspendedUntil *time.Time `json:"suspendedUntil,omitempty"`
+	SuspendReason  string     `json:"suspendReason,omitempty"`
+	Suspensions    int        `json:"suspensions,omitempty"` // how many times it was suspended
 }
 
 // Revoked reports whether the device's credentials are revoked.

@@ -67,6 +67,7 @@ type Status struct {
 type Server struct {
 	svc     *projections.Service
 	log     Log
+	extra   extraCollectors // AddCollector's, served on /metrics
 	rebuild func(ctx context.Context) error
 	ttl     time.Duration
 	now     func() time.Time

@@ -82,7 +82,7 @@ func (a *Server) metrics() *prometheus.Registry {
 			fold.Observe(b.Fold.Seconds())
 		}
 	})
-	reg.MustRegister(fold,
+	reg.MustRegister(fold, &a.extra,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleet_projection_events_applied_total", Help: "Events folded into the read models since start."},
 			stat(func(s projections.Stats) float64 { return float64(s.Applied) })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleet_projection_messages_skipped_total", Help: "Messages on the log that are not valid events."},
