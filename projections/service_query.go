@@ -1,0 +1,109 @@
+package projections
+
+import (
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Checkpoint returns the last stream sequence applied.
+func (s *Service) Checkpoint() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.m == nil {
+		return 0
+	}
+	return s.m.checkpoint
+}
+
+// Lag is the stream's last sequence minus the checkpoint.
+func (s *Service) Lag() uint64 {
+	cp, last := s.Checkpoint(), s.streamLast.Load()
+	if last < cp {
+		return 0
+	}
+	return last - cp
+}
+
+// Stats returns the service's counters.
+func (s *Service) Stats() Stats {
+	st := Stats{Checkpoint: s.Checkpoint(), StreamLast: s.streamLast.Load(), Applied: s.applied.Load(),
+		Skipped: s.skipped.Load(), Forged: s.forged.Load(), Batches: s.batches.Load(), FoldSecs: time.Duration(s.foldNanos.Load()).Seconds(),
+		Rebuilding: s.rebuilding.Load(), RebuildDone: s.rebuildDone.Load(), RebuildTotal: s.rebuildTotal.Load()}
+	if st.StreamLast > st.Checkpoint {
+		st.Lag = st.StreamLast - st.Checkpoint
+	} else {
+		st.StreamLast = st.Checkpoint
+	}
+	s.mu.RLock()
+	if s.m != nil { // counted, not copied: Stats is asked for by every open stream
+		for _, d := range s.m.fleet.devices {
+			if !d.Deregistered {
+				st.Devices++
+			}
+		}
+	}
+	s.mu.RUnlock()
+	return st
+}
+
+// Device returns one device's read model.
+func (s *Service) Device(id string) (Device, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.m.fleet.Device(id)
+}
+
+// DeviceIDs returns the id of every device the read model knows, sorted
+// (deregistered ones too: Device says false for them). It copies no device,
+// so listing a page of a large fleet costs the page, not the fleet.
+func (s *Service) DeviceIDs() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.m.fleet.DeviceIDs()
+}
+
+// Devices returns every device, sorted by id.
+func (s *Service) Devices() []Device {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.m.fleet.Devices()
+}
+
+// Drift returns a device's drift history, or every device's if id is "".
+func (s *Service) Drift(id string) []ResourceDrift {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if id == "" {
+		return s.m.drift.All()
+	}
+	return s.m.drift.Device(id)
+}
+
+// Explain explains one resource.
+func (s *Service) Explain(device, resource string) (Explanation, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.m.fleet.Explain(device, resource)
+}
+
+// Dump returns every key and value of the active store (read models,
+// checkpoint, skipped messages), for byte-equal comparisons.
+func (s *Service) Dump() (map[string]string, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return dump(s.m.db)
+}
+
+func dump(db *pebble.DB) (map[string]string, error) {
+	it, err := db.NewIter(nil)
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	out := map[string]string{}
+	for it.First(); it.Valid(); it.Next() {
+		out[string(it.Key())] = string(it.Value())
+	}
+	return out, it.Error()
+}
