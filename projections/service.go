@@ -49,6 +49,14 @@ func WithDurable(name string) Option { return func(s *Service) { s.durable = nam
 // what the last interval wrote (Pebble recovers a prefix of the batches).
 func WithSyncInterval(d time.Duration) Option { return func(s *Service) { s.syncEvery = d } }
 
+// WithModel registers one more read model, run beside the defaults
+// (DefaultModels): folded, persisted with the checkpoint, reloaded on Open
+// and rebuilt by Rebuild. Read it with Query. A store written without it
+// (or with other models) is folded again from the log on Open.
+func WithModel(f ModelFactory) Option {
+	return func(s *Service) { s.factories = append(s.factories, f) }
+}
+
 // WithMaxBatch bounds how many events one Pebble batch applies (default 5,000).
 func WithMaxBatch(n int) Option { return func(s *Service) { s.maxBatch = n } }
 
@@ -78,15 +86,17 @@ type Stats struct {
 	RebuildTotal uint64 `json:"rebuildTotal,omitempty"`
 }
 
-// models is one read-model store: the folds in memory and their Pebble copy.
+// models is one read-model store: the registered read models in memory and
+// their Pebble copy.
 type models struct {
 	dir        string
 	db         *pebble.DB
-	fleet      *Fleet
-	drift      *Drift
+	kinds      modelSet
+	set        []ReadModel // one of each registered model, in registration order
+	byKind     [256]ReadModel
 	checkpoint uint64 // last sequence written to Pebble with the parts
 	applied    uint64 // last sequence folded in memory (>= checkpoint)
-	dirty      map[part]struct{}
+	dirty      Dirty
 	allDirty   bool   // every part will be written (a rebuild): apply need not note which
 	skipped    []item // bad messages not yet written
 }
@@ -99,6 +109,8 @@ type models struct {
 type Service struct {
 	dir       string
 	durable   string
+	factories []ModelFactory // WithModel's, after DefaultModels
+	kinds     modelSet
 	maxBatch  int
 	syncEvery time.Duration
 
@@ -135,10 +147,15 @@ type Service struct {
 // set aside: the models start empty and are folded again from the log.
 func Open(dir string, opts ...Option) (*Service, error) {
 	s := &Service{dir: dir, durable: DefaultDurable, maxBatch: 5000, syncEvery: 50 * time.Millisecond,
-		listeners: map[int]func(BatchInfo){}, progress: make(chan struct{})}
+		listeners: map[int]func(BatchInfo){}, progress: make(chan struct{}), factories: DefaultModels()}
 	for _, o := range opts {
 		o(s)
 	}
+	kinds, err := newModelSet(s.factories)
+	if err != nil {
+		return nil, fmt.Errorf("projections store %s: %w", dir, err)
+	}
+	s.kinds = kinds
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("projections store %s: %w", dir, err)
 	}
@@ -150,11 +167,11 @@ func Open(dir string, opts ...Option) (*Service, error) {
 	} else if err := writeCurrent(dir, name); err != nil {
 		return nil, err
 	}
-	m, err := openModels(filepath.Join(dir, name))
+	m, err := openModels(filepath.Join(dir, name), s.kinds)
 	if errors.Is(err, errOldLayout) {
 		m.db.Close()
 		name = "models-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-		if m, err = openModels(filepath.Join(dir, name)); err == nil {
+		if m, err = openModels(filepath.Join(dir, name), s.kinds); err == nil {
 			err = writeCurrent(dir, name)
 		}
 	} else if damaged(err) {

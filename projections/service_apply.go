@@ -49,10 +49,11 @@ func (s *Service) applyItems(m *models, items []item, info *BatchInfo) {
 			m.skipped = append(m.skipped, item{seq: it.seq, err: it.err})
 			continue
 		}
-		m.fleet.Apply(it.ev)
-		m.drift.Apply(it.ev)
-		if !m.allDirty {
-			touched(m.dirty, it.ev)
+		for _, rm := range m.set {
+			rm.Apply(it.ev)
+			if !m.allDirty {
+				rm.Touch(it.ev, m.dirty)
+			}
 		}
 		info.Events++
 	}
@@ -72,12 +73,19 @@ func (s *Service) flush(m *models, sync, live bool, info *BatchInfo) error {
 	type kv struct{ k, v []byte }
 	kvs := make([]kv, 0, len(m.dirty))
 	size := 1 << 10
+	var devices map[string]struct{} // the batch's devices, for listeners (a rebuild has none)
+	if live {
+		devices = map[string]struct{}{}
+	}
 	for p := range m.dirty {
-		if p.kind == 'f' {
-			info.Devices = append(info.Devices, p.device)
+		if devices != nil {
+			if _, ok := devices[p.Device]; !ok {
+				devices[p.Device] = struct{}{}
+				info.Devices = append(info.Devices, p.Device)
+			}
 		}
 		x := kv{k: p.key()}
-		if v, ok := encodePart(m.fleet, m.drift, p); ok {
+		if v, ok := m.byKind[p.Kind].Encode(p); ok {
 			x.v = v
 		}
 		kvs = append(kvs, x)
@@ -98,7 +106,7 @@ func (s *Service) flush(m *models, sync, live bool, info *BatchInfo) error {
 	var v [8]byte
 	binary.BigEndian.PutUint64(v[:], m.applied)
 	_ = b.Set(keyCheckpoint, v[:], nil)
-	_ = b.Set(keyLayout, []byte(layout), nil)
+	_ = b.Set(keyLayout, []byte(m.kinds.layout), nil)
 	opt := pebble.NoSync
 	if sync {
 		opt = pebble.Sync

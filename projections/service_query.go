@@ -35,56 +35,52 @@ func (s *Service) Stats() Stats {
 	} else {
 		st.StreamLast = st.Checkpoint
 	}
-	s.mu.RLock()
-	if s.m != nil { // counted, not copied: Stats is asked for by every open stream
-		for _, d := range s.m.fleet.devices {
+	Query(s, func(f *Fleet) { // counted, not copied: Stats is asked for by every open stream
+		for _, d := range f.devices {
 			if !d.Deregistered {
 				st.Devices++
 			}
 		}
-	}
-	s.mu.RUnlock()
+	})
 	return st
 }
 
 // Device returns one device's read model.
-func (s *Service) Device(id string) (Device, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.m.fleet.Device(id)
+func (s *Service) Device(id string) (d Device, ok bool) {
+	Query(s, func(f *Fleet) { d, ok = f.Device(id) })
+	return d, ok
 }
 
 // DeviceIDs returns the id of every device the read model knows, sorted
 // (deregistered ones too: Device says false for them). It copies no device,
 // so listing a page of a large fleet costs the page, not the fleet.
-func (s *Service) DeviceIDs() []string {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.m.fleet.DeviceIDs()
+func (s *Service) DeviceIDs() (ids []string) {
+	Query(s, func(f *Fleet) { ids = f.DeviceIDs() })
+	return ids
 }
 
 // Devices returns every device, sorted by id.
-func (s *Service) Devices() []Device {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.m.fleet.Devices()
+func (s *Service) Devices() (ds []Device) {
+	Query(s, func(f *Fleet) { ds = f.Devices() })
+	return ds
 }
 
 // Drift returns a device's drift history, or every device's if id is "".
-func (s *Service) Drift(id string) []ResourceDrift {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if id == "" {
-		return s.m.drift.All()
-	}
-	return s.m.drift.Device(id)
+func (s *Service) Drift(id string) (out []ResourceDrift) {
+	Query(s, func(h *Drift) {
+		if id == "" {
+			out = h.All()
+		} else {
+			out = h.Device(id)
+		}
+	})
+	return out
 }
 
 // Explain explains one resource.
-func (s *Service) Explain(device, resource string) (Explanation, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.m.fleet.Explain(device, resource)
+func (s *Service) Explain(device, resource string) (x Explanation, ok bool) {
+	Query(s, func(f *Fleet) { x, ok = f.Explain(device, resource) })
+	return x, ok
 }
 
 // Dump returns every key and value of the active store (read models,

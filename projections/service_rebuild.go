@@ -40,7 +40,7 @@ func (s *Service) Rebuild(ctx context.Context, js jetstream.JetStream, progress 
 	s.rebuildDone.Store(0)
 	s.rebuildTotal.Store(total)
 	name := "models-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	nm, err := openModels(filepath.Join(s.dir, name))
+	nm, err := openModels(filepath.Join(s.dir, name), s.kinds)
 	if err != nil {
 		return err
 	}
@@ -87,8 +87,8 @@ func (s *Service) Rebuild(ctx context.Context, js jetstream.JetStream, progress 
 	}
 	nm.allDirty = false
 	clear(nm.dirty)
-	for _, p := range allParts(nm.fleet, nm.drift) {
-		nm.dirty[p] = struct{}{}
+	for _, rm := range nm.set {
+		rm.Parts(func(p Part) { nm.dirty[p] = struct{}{} })
 	}
 	if err := s.flush(nm, false, false, &BatchInfo{}); err != nil {
 		return fmt.Errorf("rebuild: %w", err)
@@ -135,6 +135,6 @@ func (s *Service) Rebuild(ctx context.Context, js jetstream.JetStream, progress 
 	s.syncMu.Unlock()
 	os.RemoveAll(old.dir)
 	s.liftHalt()
-	s.done(BatchInfo{Checkpoint: nm.checkpoint, Devices: nm.fleet.DeviceIDs()})
+	s.done(BatchInfo{Checkpoint: nm.checkpoint, Devices: nm.devices()})
 	return nil
 }

@@ -47,12 +47,12 @@ var errOldLayout = errors.New("read models written with another key layout")
 
 // openModels opens a store and loads its folds. With errOldLayout the
 // returned models are open but hold data of another layout.
-func openModels(dir string) (*models, error) {
+func openModels(dir string, kinds modelSet) (*models, error) {
 	db, err := pebble.Open(dir, &pebble.Options{Logger: quiet{}, EventListener: corruptionReturned()})
 	if err != nil {
 		return nil, fmt.Errorf("open read models %s: %w", dir, err)
 	}
-	m := &models{dir: dir, db: db, dirty: map[part]struct{}{}}
+	m := &models{dir: dir, db: db, kinds: kinds, dirty: Dirty{}}
 	cp, err := get(db, keyCheckpoint)
 	if err != nil {
 		db.Close()
@@ -63,7 +63,7 @@ func openModels(dir string) (*models, error) {
 		db.Close()
 		return nil, fmt.Errorf("read layout: %w", err)
 	}
-	if cp != nil && string(v) != layout {
+	if cp != nil && string(v) != kinds.layout {
 		return m, errOldLayout
 	}
 	if len(cp) == 8 {
@@ -89,22 +89,30 @@ func get(db *pebble.DB, key []byte) ([]byte, error) {
 	return slices.Clone(v), nil
 }
 
-// load reads the folds from Pebble: headers before the parts beneath them.
+// load makes the read models afresh and reads them from Pebble: model by
+// model, kind by kind in the order each model lists its kinds.
 func (m *models) load() error {
-	m.fleet, m.drift = NewFleet(), NewDrift()
-	for _, prefix := range []string{prefixFleet, prefixManifest, prefixResource, prefixDrift, prefixHistory} {
-		it, err := m.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: []byte(prefix[:1] + "0")})
-		if err != nil {
-			return err
-		}
-		for it.First(); it.Valid(); it.Next() {
-			if err := loadPart(m.fleet, m.drift, it.Key(), slices.Clone(it.Value())); err != nil {
-				it.Close()
-				return fmt.Errorf("%w: %w", errBadPart, err)
+	m.set = m.kinds.fresh()
+	for _, rm := range m.set {
+		for _, kind := range []byte(rm.Kinds()) {
+			m.byKind[kind] = rm
+			it, err := m.db.NewIter(&pebble.IterOptions{LowerBound: []byte{kind, '/'}, UpperBound: []byte{kind, '0'}})
+			if err != nil {
+				return err
 			}
-		}
-		if err := it.Close(); err != nil {
-			return err
+			for it.First(); it.Valid(); it.Next() {
+				p, err := parsePart(it.Key())
+				if err == nil {
+					err = rm.Load(p, slices.Clone(it.Value()))
+				}
+				if err != nil {
+					it.Close()
+					return fmt.Errorf("%w: %w", errBadPart, err)
+				}
+			}
+			if err := it.Close(); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -116,4 +124,20 @@ func (quiet) Infof(string, ...any)  {}
 func (quiet) Errorf(string, ...any) {}
 func (quiet) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf(format, args...))
+}
+
+// devices lists every device any of the models holds a part of, sorted.
+func (m *models) devices() []string {
+	seen := map[string]struct{}{}
+	var out []string
+	for _, rm := range m.set {
+		rm.Parts(func(p Part) {
+			if _, ok := seen[p.Device]; !ok {
+				seen[p.Device] = struct{}{}
+				out = append(out, p.Device)
+			}
+		})
+	}
+	slices.Sort(out)
+	return out
 }
