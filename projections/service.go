@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -57,6 +58,10 @@ func WithModel(f ModelFactory) Option {
 	return func(s *Service) { s.factories = append(s.factories, f) }
 }
 
+// WithLogger sets where the service logs its consumer's failures (default
+// slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(s *Service) { s.logger = l } }
+
 // WithMaxBatch bounds how many events one Pebble batch applies (default 5,000).
 func WithMaxBatch(n int) Option { return func(s *Service) { s.maxBatch = n } }
 
@@ -80,7 +85,11 @@ type Stats struct {
 	Batches    uint64  `json:"batches"`     // Pebble batches written since start
 	FoldSecs   float64 `json:"foldSeconds"` // time spent folding and writing
 	Devices    int     `json:"devices"`
-	Rebuilding bool    `json:"rebuilding"`
+	// Failures of the consumer since start (each logged, rate-limited), and
+	// the last one's cause while they go on ("" once it advances again).
+	Failures    uint64 `json:"failures"`
+	LastFailure string `json:"lastFailure,omitempty"`
+	Rebuilding  bool   `json:"rebuilding"`
 	// Rebuild progress while Rebuilding: sequences done of total.
 	RebuildDone  uint64 `json:"rebuildDone,omitempty"`
 	RebuildTotal uint64 `json:"rebuildTotal,omitempty"`
@@ -140,6 +149,10 @@ type Service struct {
 	progress  chan struct{} // closed and replaced after every batch
 
 	recovered string // why Open started from an empty store (recover.go)
+
+	logger     *slog.Logger
+	fails      *FailureLog
+	advancedAt atomic.Int64 // unix nanoseconds of the checkpoint's last move (or of Open)
 }
 
 // Open opens (or creates) the service's store in dir and loads the read
@@ -156,6 +169,8 @@ func Open(dir string, opts ...Option) (*Service, error) {
 		return nil, fmt.Errorf("projections store %s: %w", dir, err)
 	}
 	s.kinds = kinds
+	s.fails = NewFailureLog(s.logger, "projections: consuming the log failed; the service starts again from its checkpoint every second, and the read models lag until it does", nil)
+	s.advancedAt.Store(time.Now().UnixNano())
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("projections store %s: %w", dir, err)
 	}
@@ -234,13 +249,20 @@ func (s *Service) Run(ctx context.Context, js jetstream.JetStream) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		// the consumer was lost (server restart, consumer deleted): start again from the checkpoint
+		if s.Halted() {
+			continue // the guard stopped it: Health says why
+		}
+		if err == nil {
+			err = errors.New("the consumer ended without an error")
+		}
+		// the consumer was lost (server restart, consumer deleted) or a
+		// write failed: say why, and start again from the checkpoint
+		s.fails.Failed(err, s.Checkpoint())
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(time.Second):
 		}
-		_ = err
 	}
 }
 
@@ -283,6 +305,8 @@ func (s *Service) done(info BatchInfo) {
 		return
 	}
 	s.applied.Add(uint64(info.Events))
+	s.advancedAt.Store(time.Now().UnixNano())
+	s.fails.OK()
 	s.batches.Add(1)
 	s.foldNanos.Add(int64(info.Fold))
 	s.lmu.Lock()

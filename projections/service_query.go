@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -29,7 +30,8 @@ func (s *Service) Lag() uint64 {
 func (s *Service) Stats() Stats {
 	st := Stats{Checkpoint: s.Checkpoint(), StreamLast: s.streamLast.Load(), Applied: s.applied.Load(),
 		Skipped: s.skipped.Load(), Forged: s.forged.Load(), Batches: s.batches.Load(), FoldSecs: time.Duration(s.foldNanos.Load()).Seconds(),
-		Rebuilding: s.rebuilding.Load(), RebuildDone: s.rebuildDone.Load(), RebuildTotal: s.rebuildTotal.Load()}
+		Rebuilding: s.rebuilding.Load(), RebuildDone: s.rebuildDone.Load(), RebuildTotal: s.rebuildTotal.Load(),
+		Failures: s.fails.Total(), LastFailure: s.fails.Cause()}
 	if st.StreamLast > st.Checkpoint {
 		st.Lag = st.StreamLast - st.Checkpoint
 	} else {
@@ -43,6 +45,23 @@ func (s *Service) Stats() Stats {
 		}
 	})
 	return st
+}
+
+// Stalled returns why the read models are stuck, or "" if they are not:
+// the stream has events past the checkpoint (as the consumer or the log
+// check last saw it) and the checkpoint has not moved for at least after.
+func (s *Service) Stalled(after time.Duration) string {
+	cp, last := s.Checkpoint(), s.streamLast.Load()
+	since := time.Since(time.Unix(0, s.advancedAt.Load()))
+	if last <= cp || since < after {
+		return ""
+	}
+	why := fmt.Sprintf("the read models have not advanced for %s (checkpoint %d) while the stream has reached sequence %d",
+		since.Round(time.Second), cp, last)
+	if c := s.fails.Cause(); c != "" {
+		why += "; the consumer's last failure: " + c
+	}
+	return why
 }
 
 // Device returns one device's read model.
