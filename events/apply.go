@@ -70,7 +70,10 @@ func ApplyOnceAbove(ctx context.Context, s Store, clock *Clock, device string, m
 		return Applied{}, err
 	}
 	last, err := s.LastManifest(ctx, device)
-	if err == nil && last.Actor == actor {
+	// Only the generation the device may run counts as done: with a floor
+	// above the log's last manifest (the log lost its newest manifests), the
+	// device runs a later one, so the same manifest is a new generation.
+	if err == nil && last.Actor == actor && last.Generation >= floor {
 		if p, perr := last.Payload(); perr == nil {
 			if ma, ok := p.(*ManifestApplied); ok && ma.Digest == m.Digest() && sameSignature(ma, device, last.Generation, signer) {
 				return Applied{Seq: last.Seq, Generation: last.Generation, Event: last.Event, Already: true}, nil
@@ -204,9 +207,12 @@ func appendManifestRetrying(ctx context.Context, s Store, e Event, expectedSeq u
 		if err == nil {
 			return seq, nil
 		}
-		if attempt > 1 && errors.Is(err, ErrConflict) {
-			if last, lerr := s.LastManifest(ctx, e.Device); lerr == nil && last.ID == e.ID {
-				return last.Seq, nil // an earlier attempt was stored
+		if errors.Is(err, ErrConflict) {
+			// An earlier attempt (this one's own retry inside the store, or
+			// the attempt before) may have been stored with its ack lost:
+			// then the conflict is with e itself.
+			if seq, ok := storedAlready(ctx, s, e); ok {
+				return seq, nil
 			}
 			return 0, err
 		}
@@ -215,4 +221,22 @@ func appendManifestRetrying(ctx context.Context, s Store, e Event, expectedSeq u
 		}
 	}
 	return 0, &OutcomeUnknownError{Device: e.Device, Generation: e.Generation, ID: e.ID, Attempts: attempt, Err: err}
+}
+
+// storedAlready reports whether the last manifest of e's device is e (and
+// its sequence), asking a few times: it is asked after a conflict, when the
+// log may be slow to answer.
+func storedAlready(ctx context.Context, s Store, e Event) (uint64, bool) {
+	for i := 0; i < 3 && ctx.Err() == nil; i++ {
+		lctx, cancel := context.WithTimeout(ctx, applyAttemptTimeout)
+		last, err := s.LastManifest(lctx, e.Device)
+		cancel()
+		switch {
+		case err == nil:
+			return last.Seq, last.ID == e.ID
+		case errors.Is(err, ErrNotFound):
+			return 0, false
+		}
+	}
+	return 0, false
 }

@@ -167,12 +167,16 @@ func (e Event) checkEnvelope() error {
 	if _, err := ParseULID(e.ID); err != nil {
 		return fmt.Errorf("%w: event id %q: must be a ULID", ErrInvalid, e.ID)
 	}
-	if err := CheckID("device", e.Device); err != nil {
-		return err
-	}
 	spec, ok := payloadTypes[e.Type]
 	if !ok {
 		return fmt.Errorf("%w: event %s type %q: not an event type fleet knows", ErrInvalid, e.ID, e.Type)
+	}
+	if spec.noDevice { // a rollout's own decision (rollout.go): no device, the rollout id as resource
+		if e.Device != "" {
+			return fmt.Errorf("%w: event %s device %q: must be empty for %s (a rollout's decision; the rollout id is the resource)", ErrInvalid, e.ID, e.Device, e.Type)
+		}
+	} else if err := CheckID("device", e.Device); err != nil {
+		return err
 	}
 	if spec.perResource {
 		if err := CheckID("resource", e.Resource); err != nil {

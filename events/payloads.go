@@ -28,24 +28,25 @@ type Payload interface {
 type payloadSpec struct {
 	schema      int  // newest schema this build reads
 	perResource bool // the envelope names a resource
+	noDevice    bool // the envelope names no device (a rollout's decisions)
 	new         func() Payload
 }
 
 var payloadTypes = map[string]payloadSpec{
-	TypeManifestApplied:    {1, false, func() Payload { return new(ManifestApplied) }},
-	TypeReconcileAttempted: {1, true, func() Payload { return new(ReconcileAttempted) }},
-	TypeStatusChanged:      {1, true, func() Payload { return new(StatusChanged) }},
-	TypeDriftDetected:      {1, true, func() Payload { return new(DriftDetected) }},
-	TypeDeviceRegistered:   {1, false, func() Payload { return new(DeviceRegistered) }},
-	TypeDeviceDeregistered: {1, false, func() Payload { return new(DeviceDeregistered) }},
-	TypeManifestRejected:   {1, false, func() Payload { return new(ManifestRejected) }},
-	TypeClockSkewDetected:  {1, false, func() Payload { return new(ClockSkewDetected) }},
+	TypeManifestApplied:    {1, false, false, func() Payload { return new(ManifestApplied) }},
+	TypeReconcileAttempted: {1, true, false, func() Payload { return new(ReconcileAttempted) }},
+	TypeStatusChanged:      {1, true, false, func() Payload { return new(StatusChanged) }},
+	TypeDriftDetected:      {1, true, false, func() Payload { return new(DriftDetected) }},
+	TypeDeviceRegistered:   {1, false, false, func() Payload { return new(DeviceRegistered) }},
+	TypeDeviceDeregistered: {1, false, false, func() Payload { return new(DeviceDeregistered) }},
+	TypeManifestRejected:   {1, false, false, func() Payload { return new(ManifestRejected) }},
+	TypeClockSkewDetected:  {1, false, false, func() Payload { return new(ClockSkewDetected) }},
 }
 
 // Types lists every event type.
 func Types() []string {
-	return []string{TypeManifestApplied, TypeReconcileAttempted, TypeStatusChanged, TypeDriftDetected,
-		TypeDeviceRegistered, TypeDeviceDeregistered, TypeManifestRejected, TypeClockSkewDetected}
+	return append([]string{TypeManifestApplied, TypeReconcileAttempted, TypeStatusChanged, TypeDriftDetected,
+		TypeDeviceRegistered, TypeDeviceDeregistered, TypeManifestRejected, TypeClockSkewDetected, TypeDeviceLabeled}, RolloutTypes()...)
 }
 
 // Payload decodes Data as the payload of e.Type. The result is a pointer to

@@ -42,11 +42,17 @@ type Filter struct {
 	ToSeq    uint64   // last stream sequence to read (inclusive); 0: up to the last when the read started
 	Since    time.Time
 	Until    time.Time // by event time (At), inclusive
+	// SubjectFilters, if set, are the subjects read instead of Device's
+	// and Resource's (e.g. a rollout's: RolloutSubject and
+	// TargetedSubject("*", id)); the other fields still filter.
+	SubjectFilters []string
 }
 
 // Subjects returns the subject filters that select f's device and resource.
 func (f Filter) Subjects() []string {
 	switch {
+	case len(f.SubjectFilters) > 0:
+		return f.SubjectFilters
 	case f.Device == "":
 		return []string{AllSubjects}
 	case f.Resource == "":

@@ -53,6 +53,13 @@ func SubjectFor(e Event) (string, error) {
 		return ResourceSubject(e.Device, KindStatus, e.Resource), nil
 	case TypeDriftDetected:
 		return ResourceSubject(e.Device, KindDrift, e.Resource), nil
+	case TypeDeviceLabeled:
+		return LabelsSubject(e.Device), nil
+	case TypeDeviceTargeted:
+		return TargetedSubject(e.Device, e.Resource), nil
+	}
+	if IsRolloutDecision(e.Type) {
+		return RolloutSubject(e.Resource), nil
 	}
 	return "", fmt.Errorf("%w: type %q: not an event type fleet knows", ErrInvalid, e.Type)
 }

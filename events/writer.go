@@ -15,8 +15,9 @@ const (
 )
 
 // WrittenByItsWriter reports whether e's actor is one that may write e:
-// on a device's manifest subject (ManifestApplied) the control plane, an
-// actor user:NAME; on every other subject of device X (lifecycle, attempt,
+// on a device's manifest subject (ManifestApplied) and labels subject
+// (DeviceLabeled), and for a rollout's events (its decisions and
+// DeviceTargeted, see rollout.go), the control plane, an actor user:NAME; on every other subject of device X (lifecycle, attempt,
 // status, drift: events only the agent writes, DeviceRegistered,
 // DeviceDeregistered and ManifestRejected included) exactly agent:X.
 // Device credentials can publish only on their own device's agent subjects,
@@ -28,10 +29,22 @@ const (
 // Cheap enough for every fold: string comparisons, no allocation.
 func WrittenByItsWriter(e Event) bool {
 	a := e.Actor
-	if e.Type == TypeManifestApplied {
+	if controlPlaneWrites(e.Type) {
 		return len(a) > len(actorUser) && a[:len(actorUser)] == actorUser
 	}
 	return len(a) == len(actorAgent)+len(e.Device) && a[:len(actorAgent)] == actorAgent && a[len(actorAgent):] == e.Device
+}
+
+// controlPlaneWrites reports whether events of type t are the control
+// plane's (user:NAME): manifests, labels, and a rollout's events.
+func controlPlaneWrites(t string) bool {
+	switch t {
+	case TypeManifestApplied, TypeDeviceLabeled, TypeDeviceTargeted,
+		TypeRolloutStarted, TypeWaveStarted, TypeWavePassed, TypeWaveFailed, TypeRolloutPaused, TypeRolloutResumed,
+		TypeRolloutAborted, TypeRolloutRolledBack, TypeRolloutSucceeded, TypeRolloutSuperseded:
+		return true
+	}
+	return false
 }
 
 // ForgedEvent is an event on the log whose actor may not have written it.
@@ -61,7 +74,7 @@ func CheckWriter(s Stored) error {
 		return nil
 	}
 	want := actorAgent + s.Device
-	if s.Type == TypeManifestApplied {
+	if controlPlaneWrites(s.Type) {
 		want = "the control plane (user:NAME)"
 	}
 	subj := s.Subject

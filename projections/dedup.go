@@ -36,6 +36,9 @@ func (d *dedup) fresh(e events.Event, gen int64) bool {
 	if e.Type == events.TypeManifestApplied {
 		return e.Generation > gen
 	}
+	if e.Type == events.TypeDeviceLabeled {
+		return true // written compare-and-set (never twice); the fold skips one it folded (labels.go)
+	}
 	if e.Writer != "" {
 		k := e.Actor + " " + e.Writer
 		if e.WriterSeq <= d.WriterSeq[k] {

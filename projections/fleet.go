@@ -162,22 +162,27 @@ type rejection struct {
 // deviceState is everything the Fleet fold keeps for one device; it is what
 // the service persists.
 type deviceState struct {
-	Device       string                    `json:"device"`
-	Registered   bool                      `json:"registered,omitempty"`
-	Deregistered bool                      `json:"deregistered,omitempty"`
-	Labels       map[string]string         `json:"labels,omitempty"`
-	AgentVersion string                    `json:"agentVersion,omitempty"`
-	Kinds        []string                  `json:"kinds,omitempty"`
-	Generation   int64                     `json:"generation"`
-	Observed     int64                     `json:"observed"`
-	Manifest     *manifestInfo             `json:"manifest,omitempty"`
-	Resources    map[string]*resourceState `json:"resources,omitempty"`
-	LastSeen     *time.Time                `json:"lastSeen,omitempty"`
-	Rejected     *rejection                `json:"rejected,omitempty"`
-	Clock        *clockSkew                `json:"clock,omitempty"`  // the agent's last clock measurement, if it reported one
-	Writer       string                    `json:"writer,omitempty"` // the agent's writer incarnation of its last event
-	Seen         dedup                     `json:"seen"`
-	LastSeq      uint64                    `json:"lastSeq"`
+	Device       string            `json:"device"`
+	Registered   bool              `json:"registered,omitempty"`
+	Deregistered bool              `json:"deregistered,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"` // the agent's, from DeviceRegistered
+	// Control-plane labels (DeviceLabeled): they win over the agent's;
+	// see labels.go.
+	SetLabels     map[string]string         `json:"setLabels,omitempty"`
+	RemovedLabels []string                  `json:"removedLabels,omitempty"`
+	LabelsSeq     uint64                    `json:"labelsSeq,omitempty"`
+	AgentVersion  string                    `json:"agentVersion,omitempty"`
+	Kinds         []string                  `json:"kinds,omitempty"`
+	Generation    int64                     `json:"generation"`
+	Observed      int64                     `json:"observed"`
+	Manifest      *manifestInfo             `json:"manifest,omitempty"`
+	Resources     map[string]*resourceState `json:"resources,omitempty"`
+	LastSeen      *time.Time                `json:"lastSeen,omitempty"`
+	Rejected      *rejection                `json:"rejected,omitempty"`
+	Clock         *clockSkew                `json:"clock,omitempty"`  // the agent's last clock measurement, if it reported one
+	Writer        string                    `json:"writer,omitempty"` // the agent's writer incarnation of its last event
+	Seen          dedup                     `json:"seen"`
+	LastSeq       uint64                    `json:"lastSeq"`
 
 	specs map[string]*specDigest // resources of the last manifests by id, with their spec digests; a cache, not persisted
 }
@@ -248,6 +253,9 @@ func NewFleet() *Fleet { return &Fleet{devices: map[string]*deviceState{}} }
 // recorded in Skipped and changes nothing, and so does a forged one (an
 // actor that may not write it, events.CheckWriter), counted in Forged.
 func (f *Fleet) Apply(e events.Stored) {
+	if e.Device == "" && events.IsRolloutDecision(e.Type) {
+		return // a rollout's decision: no device's state (the rollout's own read model folds it)
+	}
 	if events.CheckID("device", e.Device) != nil {
 		f.skip(e.Seq, "device id: must be "+events.IDRule)
 		return
@@ -299,6 +307,8 @@ func (f *Fleet) Apply(e events.Stored) {
 		d.Deregistered = true
 	case *events.ManifestRejected:
 		d.Rejected = &rejection{Seq: e.Seq, At: e.At, Reason: p.Reason, Generation: p.Generation, KeptGeneration: p.KeptGeneration}
+	case *events.DeviceLabeled:
+		d.applyLabels(e.Seq, p)
 	case *events.ClockSkewDetected:
 		if isAgentOf(e.Actor, e.Device) {
 			d.Clock = &clockSkew{Seq: e.Seq, At: e.At, Writer: e.Writer, Offset: p.Offset, Tolerance: p.Tolerance,
@@ -490,7 +500,7 @@ func (f *Fleet) DeviceIDs() []string {
 }
 
 func (d *deviceState) view() Device {
-	v := Device{Device: d.Device, Labels: maps(d.Labels), Generation: d.Generation, ObservedGeneration: d.Observed,
+	v := Device{Device: d.Device, Labels: d.labels(), Generation: d.Generation, ObservedGeneration: d.Observed,
 		Resources: []Resource{}}
 	if d.LastSeen != nil {
 		t := *d.LastSeen

@@ -14,6 +14,11 @@ import (
 // first and last sequence with its checkpoint.
 var LogCheckInterval = 2 * time.Second
 
+// StallAfter is how long the checkpoint may stand still while the stream
+// holds later events before the service counts as stalled (a message the
+// server cannot deliver, such as one damaged inside its body).
+var StallAfter = 15 * time.Second
+
 // Health is the service's verdict on the log it folds.
 type Health struct {
 	OK          bool   `json:"ok"`
@@ -57,6 +62,8 @@ type logGuard struct {
 	bad    *Health            // set while halted
 	cancel context.CancelFunc // stops the running consumer
 	last   Health             // last check
+	cp     uint64             // checkpoint at the last check
+	since  time.Time          // since when cp stands still with later events on the stream
 	wake   chan struct{}      // closed and replaced when the halt is lifted
 }
 
@@ -70,6 +77,14 @@ func (s *Service) Health() Health {
 	}
 	h := s.guard.last
 	h.OK, h.Checkpoint = true, s.Checkpoint()
+	if !s.rebuilding.Load() && !s.guard.since.IsZero() && time.Since(s.guard.since) >= StallAfter && h.Checkpoint == s.guard.cp {
+		h.OK = false
+		h.Reason = fmt.Sprintf("the read models have not moved from sequence %d for %s while stream %s holds events up to %d: "+
+			"the message at sequence %d may be damaged (the server cannot deliver it)", h.Checkpoint,
+			time.Since(s.guard.since).Round(time.Second), events.Stream, h.StreamLast, h.Checkpoint+1)
+		h.Action = fmt.Sprintf("see the server's log; 'nats stream get %s %d' shows whether the message reads; restore the data "+
+			"directory from a backup", events.Stream, h.Checkpoint+1)
+	}
 	return h
 }
 
@@ -98,6 +113,13 @@ func (s *Service) checkLog(ctx context.Context, st *jsstore.Store) {
 	s.guard.mu.Lock()
 	defer s.guard.mu.Unlock()
 	s.guard.last = h
+	switch {
+	case state.LastSeq <= cp || cp != s.guard.cp:
+		s.guard.since = time.Time{} // caught up, or moving
+	case s.guard.since.IsZero():
+		s.guard.since = time.Now()
+	}
+	s.guard.cp = cp
 	if reason == "" || s.guard.bad != nil {
 		return
 	}

@@ -213,7 +213,7 @@ func (s *Service) Close() error {
 	if s.unsynced.Swap(false) {
 		_ = s.m.db.LogData(nil, pebble.Sync)
 	}
-	err := s.m.db.Close()
+	err := closeStore(s.m.db)
 	s.m = nil
 	return err
 }

@@ -48,7 +48,9 @@ var errOldLayout = errors.New("read models written with another key layout")
 // openModels opens a store and loads its folds. With errOldLayout the
 // returned models are open but hold data of another layout.
 func openModels(dir string, kinds modelSet) (*models, error) {
-	db, err := pebble.Open(dir, &pebble.Options{Logger: quiet{}, EventListener: corruptionReturned()})
+	o := StoreOptions(quiet{})
+	o.EventListener = corruptionReturned()
+	db, err := pebble.Open(dir, o)
 	if err != nil {
 		return nil, fmt.Errorf("open read models %s: %w", dir, err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/replay"
+	"github.com/fleet-dev/fleet/rollout"
 )
 
 var updateBroken = flag.Bool("update-broken", false, "rewrite fixtures/broken/*.ndjson from the builders in this file")
@@ -164,6 +165,13 @@ func brokenLogs(t *testing.T) map[string][]byte {
 	b = goodLog(t) // pi-01's status claiming pi-02 wrote it (events.CheckWriter)
 	b.add("agent:pi-02", "pi-01", "motd", 1, &events.StatusChanged{Kind: events.KindFile, From: "Ready", To: "Failed", Trigger: "failed", Error: "pi-02 did it"})
 	write(replay.ViolationForged+".ndjson", b.evs)
+
+	b = goodLog(t) // a rollout whose first wave is not the one the hash of rollout and device ids gives
+	b.add("user:ops", "", "r1", 0, &events.RolloutStarted{Selector: "site=lab", Waves: []string{"50%", "100%"},
+		Devices: []string{"pi-01", "pi-02"}, OnFailure: events.OnFailurePause, Digest: manifestOf("motd").Digest, Manifest: manifestOf("motd").Manifest})
+	wrong := rollout.Plan("r1", []string{"pi-01", "pi-02"}, []string{"50%", "100%"})[1]
+	b.add("user:ops", "", "r1", 0, &events.WaveStarted{Wave: 0, Devices: wrong})
+	write(replay.ViolationRollout+".ndjson", b.evs)
 	return out
 }
 

@@ -12,7 +12,18 @@ import (
 
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/fsm"
+	"github.com/fleet-dev/fleet/rollout"
 )
+
+// rollout checks one of a rollout's events (see the rollout rule).
+func (v *Verifier) rollout(s events.Stored) {
+	if _, known := v.rollouts.Get(s.Resource); !known && !v.complete && s.Type != events.TypeRolloutStarted {
+		return // its start is before this part of the log
+	}
+	if err := v.rollouts.Apply(s); err != nil {
+		v.add(s.Seq, ViolationRollout, s.Event, "%v", err)
+	}
+}
 
 // Kinds of violation Verify reports.
 const (
@@ -23,11 +34,12 @@ const (
 	ViolationNotInManifest = "not-in-manifest" // a status for a resource absent from the manifest of its generation
 	ViolationUndecodable   = "undecodable"     // a message on the log that is not a valid event
 	ViolationForged        = "forged"          // an event whose actor may not write it (events.CheckWriter)
+	ViolationRollout       = "rollout"         // a rollout's event its transition table or wave rules forbid (package rollout)
 )
 
 // ViolationKinds lists every kind, in the order summaries show them.
 var ViolationKinds = []string{ViolationTransition, ViolationGeneration, ViolationWriterOrder,
-	ViolationDuplicateID, ViolationNotInManifest, ViolationUndecodable, ViolationForged}
+	ViolationDuplicateID, ViolationNotInManifest, ViolationUndecodable, ViolationForged, ViolationRollout}
 
 // Violation is one broken rule at one place in the log.
 type Violation struct {
@@ -106,8 +118,15 @@ func (r Report) SummaryLine() string {
 //   - forged: every event's actor may write it (events.CheckWriter: agent:X
 //     on device X's agent subjects, user:NAME on its manifest); a forged
 //     event is reported and not checked against the other rules, so it can
-//     neither blame the agent it names nor move that agent's marks.
+//     neither blame the agent it names nor move that agent's marks;
+//   - rollout: a rollout's decisions follow its transition table
+//     (rollout.Table), each wave's members are the ones its hash gives
+//     (rollout.Plan), waves start in order once the one before passed, and a
+//     device is targeted once, while Running, in the wave in progress
+//     (rollout.Rollout.Apply). On a part of the log, rollouts whose start
+//     is not in it are not checked.
 type Verifier struct {
+	rollouts   *rollout.Set
 	complete   bool
 	seen       map[ulid.ULID]uint64
 	writers    map[string]writerMark
@@ -143,7 +162,7 @@ type resourceMark struct {
 // log from sequence 1, so rules that need earlier events are fully applied.
 func NewVerifier(complete bool) *Verifier {
 	return &Verifier{complete: complete, seen: map[ulid.ULID]uint64{}, writers: map[string]writerMark{},
-		devices: map[string]*deviceMark{}}
+		devices: map[string]*deviceMark{}, rollouts: rollout.NewSet()}
 }
 
 func (v *Verifier) add(seq uint64, kind string, e events.Event, format string, args ...any) {
@@ -179,6 +198,10 @@ func (v *Verifier) Add(s events.Stored) {
 			return
 		}
 		v.seen[id] = s.Seq
+	}
+	if rollout.IsRolloutEvent(e.Type) {
+		v.rollout(s)
+		return
 	}
 	d := v.devices[e.Device]
 	if d == nil {

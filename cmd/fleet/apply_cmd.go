@@ -17,10 +17,11 @@ func init() {
 
 // ApplyCmd is `fleet apply`.
 type ApplyCmd struct {
-	File   string `short:"f" required:"" placeholder:"FILE" help:"Manifest file, YAML or JSON ('-' for standard input)."`
-	Device string `required:"" placeholder:"ID" help:"Device to apply it to."`
-	DryRun bool   `help:"Validate the manifest and show what would be applied, without writing."`
-	Key    string `env:"FLEET_KEY" placeholder:"FILE" help:"Sign the manifest with this ed25519 key (from 'fleet key new'); agents started with --trust apply only signed manifests."`
+	File     string `short:"f" required:"" placeholder:"FILE" help:"Manifest file, YAML or JSON ('-' for standard input)."`
+	Device   string `xor:"target" required:"" placeholder:"ID" help:"Device to apply it to."`
+	Selector string `xor:"target" required:"" short:"l" placeholder:"SELECTOR" help:"Apply to every device whose labels match this selector (Kubernetes syntax), each with its own generation; see 'fleet get devices --selector'."`
+	DryRun   bool   `help:"Validate the manifest and show what would be applied, without writing."`
+	Key      string `env:"FLEET_KEY" placeholder:"FILE" help:"Sign the manifest with this ed25519 key (from 'fleet key new'); agents started with --trust apply only signed manifests."`
 	Output
 }
 
@@ -49,11 +50,20 @@ Examples:
   fleet apply -f fixtures/manifests/basic.yaml --device pi-01
   fleet apply -f site.yaml --device pi-01 -o json
   cat site.yaml | fleet apply -f - --device pi-02 --dry-run
-  fleet apply -f site.yaml --device pi-01 --key ops.key     # signed`
+  fleet apply -f site.yaml --device pi-01 --key ops.key     # signed
+  fleet apply -f kiosk.yaml --selector 'site=lab,role in (kiosk,sign),!canary'
+
+With --selector the manifest goes to every device the projection service
+lists for the selector, each one compare-and-set on its own generation; the
+command reports per device (applied, already applied, conflict, error) and
+exits 1 if any device was not applied.`
 }
 
 // Run validates and appends the manifest.
 func (c *ApplyCmd) Run(ctx context.Context, g *Globals) error {
+	if c.Selector != "" {
+		return c.runSelector(ctx, g)
+	}
 	if err := events.CheckID("--device", c.Device); err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -42,7 +43,7 @@ func (l *lockedBuffer) String() string {
 }
 
 // healthz returns /healthz's status code and body.
-func healthz(t *testing.T, addr string) (int, map[string]any) {
+func healthz(t testing.TB, addr string) (int, map[string]any) {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/healthz")
 	if err != nil {
@@ -58,7 +59,8 @@ func healthz(t *testing.T, addr string) (int, map[string]any) {
 }
 
 // TestDamagedBlockIsNoticedAndNoGenerationIsReused flips 64 bytes in the
-// middle of the stopped server's FLEET/msgs/1.blk, the way a failing disk
+// middle of the stopped server's FLEET/msgs/1.blk (from the first record
+// that starts past the middle), the way a failing disk
 // would. On restart JetStream drops everything from the damage on: the
 // stream's last sequence is now below the projection checkpoint and the
 // time-travel index's, and pi-01's last two manifests are gone. fleet must
@@ -86,16 +88,17 @@ func TestDamagedBlockIsNoticedAndNoGenerationIsReused(t *testing.T) {
 	is.NoErr(err)
 	defer func() { rs.Stop() }()
 	url := "--nats=" + rs.Env.NATSURL
-	applied := 0
-	apply := func() (gen int64, stderr string) {
+	mdir := t.TempDir()
+	manifests := 0
+	// apply writes a manifest new each time (fleet apply makes re-running the
+	// same one a no-op), or the first one again with same
+	apply := func(same ...bool) (gen int64, stderr string) {
 		t.Helper()
-		// each apply another manifest: the same one again from the same
-		// actor is "already applied" and writes no generation
-		applied++
-		basic, err := os.ReadFile(filepath.Join("..", "..", "fixtures", "manifests", "basic.yaml"))
-		is.NoErr(err)
-		manifest := filepath.Join(t.TempDir(), "basic.yaml")
-		is.NoErr(os.WriteFile(manifest, bytes.Replace(basic, []byte("fleet device."), []byte(fmt.Sprintf("fleet device %d.", applied)), 1), 0o644))
+		if len(same) == 0 {
+			manifests++
+		}
+		manifest := filepath.Join(mdir, fmt.Sprintf("m%d.yaml", manifests))
+		is.NoErr(os.WriteFile(manifest, fmt.Appendf(nil, "resources:\n  - id: motd\n    file: {path: /etc/motd, content: \"v%d\\n\"}\n", manifests), 0o644))
 		var out string
 		var code int
 		errOut := captureStderr(t, func() { out, code = replayCLI(t, "apply", "-f", manifest, "--device", "pi-01", "-o", "json", url) })
@@ -127,7 +130,8 @@ func TestDamagedBlockIsNoticedAndNoGenerationIsReused(t *testing.T) {
 	is.Equal(len(blks), 1)
 	b, err := os.ReadFile(blks[0])
 	is.NoErr(err)
-	for i := len(b) / 2; i < len(b)/2+64; i++ {
+	at := recordNear(b, len(b)/2)
+	for i := at; i < at+64; i++ {
 		b[i] ^= 0xff
 	}
 	is.NoErr(os.WriteFile(blks[0], b, 0o644))
@@ -137,6 +141,7 @@ func TestDamagedBlockIsNoticedAndNoGenerationIsReused(t *testing.T) {
 	url = "--nats=" + rs.Env.NATSURL
 	now, err := rs.Env.Store.LastSeq(ctx)
 	is.NoErr(err)
+	t.Logf("log: %d events before the damage, %d after", last, now)
 	is.True(now < last/2+100) // JetStream dropped the damaged part and what follows
 	is.True(strings.Contains(logs.String(), "corrupt"))
 	is.True(strings.Contains(logs.String(), "nats-server"))
@@ -161,8 +166,10 @@ func TestDamagedBlockIsNoticedAndNoGenerationIsReused(t *testing.T) {
 	lm, err := rs.Env.Store.LastManifest(ctx, "pi-01")
 	is.NoErr(err)
 	is.Equal(lm.Generation, int64(1))
-	g, warn := apply()
-	is.Equal(g, int64(4))
+	manifests = 1 // the manifest of generation 1, the last one the log still has
+	g, warn := apply(true)
+	is.Equal(g, int64(4)) // a new generation: the device runs generation 3, not 1
+	manifests = 3
 	is.True(strings.Contains(warn, "lost events"))
 	// and the projection service folds nothing onto the shortened log, not
 	// even once new events pass its old checkpoint
@@ -212,6 +219,23 @@ func TestDamagedBlockIsNoticedAndNoGenerationIsReused(t *testing.T) {
 	waitHealthy()
 }
 
+// recordNear returns the offset of the first message record of a
+// JetStream block that starts at or after off (records: a 4-byte little
+// endian length, its top bit marking headers, then sequence, time, subject,
+// headers, body and checksum), so that the flipped bytes hit a record's
+// header as well as its body.
+func recordNear(b []byte, off int) int {
+	at := 0
+	for at+4 <= len(b) {
+		rl := int(binary.LittleEndian.Uint32(b[at:]) &^ (1 << 31))
+		if at >= off || rl <= 0 {
+			return at
+		}
+		at += rl
+	}
+	return off
+}
+
 // projectionDevice reads one device from the running server's read models.
 func projectionDevice(t *testing.T, rs *RunningServer, id string) (projections.Device, bool) {
 	t.Helper()
@@ -244,4 +268,47 @@ func captureStderr(t *testing.T, fn func()) string {
 	fn()
 	w.Close()
 	return <-done
+}
+
+// TestMessageDamagedInsideItsBodyIsReportedAsAStall flips 64 bytes at the
+// exact middle of the block, inside one record's body: the server says
+// nothing and still counts every message, but cannot deliver that one, so
+// consumers stop there. The projection service must not wait silently:
+// /healthz fails naming the sequence it is stuck before.
+func TestMessageDamagedInsideItsBodyIsReportedAsAStall(t *testing.T) {
+	is := is.New(t)
+	ctx := context.Background()
+	oldI, oldS := projections.LogCheckInterval, projections.StallAfter
+	projections.LogCheckInterval, projections.StallAfter = 100*time.Millisecond, time.Second
+	defer func() { projections.LogCheckInterval, projections.StallAfter = oldI, oldS }()
+	dir := t.TempDir()
+	cmd := &ServerCmd{Data: dir, Listen: "127.0.0.1:0", HTTP: "127.0.0.1:0", Replicas: 1, HeartbeatTTL: 10 * time.Second}
+	rs, err := cmd.Start(ctx, &Globals{}, nil)
+	is.NoErr(err)
+	defer func() { rs.Stop() }()
+	is.NoErr(rs.Env.Store.AppendBatch(ctx, fixtures.GenerateLog(4, fixtures.Options{Devices: 3, Events: 2000})))
+	rs.Stop()
+	// the read models start again from nothing, so they must read past the damage
+	is.NoErr(os.RemoveAll(filepath.Join(dir, "projections")))
+	blks, _ := filepath.Glob(filepath.Join(dir, "jetstream", "*", "*", "streams", events.Stream, "msgs", "1.blk"))
+	is.Equal(len(blks), 1)
+	b, err := os.ReadFile(blks[0])
+	is.NoErr(err)
+	for i := len(b) / 2; i < len(b)/2+64; i++ {
+		b[i] ^= 0xff
+	}
+	is.NoErr(os.WriteFile(blks[0], b, 0o644))
+	rs, err = cmd.Start(ctx, &Globals{}, nil)
+	is.NoErr(err)
+	last, err := rs.Env.Store.LastSeq(ctx)
+	is.NoErr(err)
+	is.Equal(last, uint64(2000)) // the server still counts every message
+	var body map[string]any
+	eventstest.WaitFor(t, 15*time.Second, "/healthz to report the stall", func() bool {
+		var code int
+		code, body = healthz(t, rs.Env.HTTPAddr)
+		return code == http.StatusServiceUnavailable && strings.Contains(fmt.Sprint(body["reason"]), "have not moved from sequence")
+	})
+	t.Log(body["reason"])
+	is.True(strings.Contains(fmt.Sprint(body["reason"]), "may be damaged"))
 }

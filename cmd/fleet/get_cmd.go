@@ -26,10 +26,11 @@ type GetCmd struct {
 
 // GetDevicesCmd is `fleet get devices`.
 type GetDevicesCmd struct {
-	Limit  int    `placeholder:"N" help:"Show at most N devices (0: all)."`
-	After  string `placeholder:"ID" help:"Start after this device id (the ids sort as text)."`
-	Match  string `short:"q" placeholder:"TEXT" help:"Only devices whose id or a label (key=value) contains TEXT."`
-	Status string `enum:",ready,notready,progressing,degraded,stale" default:"" help:"Only devices that are: ready, notready, progressing, degraded, stale."`
+	Limit    int    `placeholder:"N" help:"Show at most N devices (0: all)."`
+	After    string `placeholder:"ID" help:"Start after this device id (the ids sort as text)."`
+	Match    string `short:"q" placeholder:"TEXT" help:"Only devices whose id or a label (key=value) contains TEXT."`
+	Status   string `enum:",ready,notready,progressing,degraded,stale" default:"" help:"Only devices that are: ready, notready, progressing, degraded, stale."`
+	Selector string `short:"l" placeholder:"SELECTOR" help:"Only devices whose labels match this Kubernetes-style label selector, e.g. 'site=lab,role in (kiosk,sign),!canary'."`
 	Output
 }
 
@@ -44,6 +45,7 @@ Examples:
   fleet get devices
   fleet get devices --status degraded
   fleet get devices -q site=berlin --limit 20
+  fleet get devices --selector 'site=lab,role in (kiosk,sign),!canary'
   fleet get devices -o json --nats nats://10.0.0.5:4222`
 }
 
@@ -103,7 +105,10 @@ func (c *GetDevicesCmd) Run(ctx context.Context, g *Globals) error {
 	if c.Limit < 0 {
 		return fmt.Errorf("%w: --limit %d: must be 0 (all) or more", events.ErrInvalid, c.Limit)
 	}
-	o := api.ListOptions{After: c.After, Query: c.Match, Status: c.Status, Limit: api.MaxLimit}
+	if _, err := projections.ParseSelector(c.Selector); err != nil {
+		return fmt.Errorf("--selector: %w", err)
+	}
+	o := api.ListOptions{After: c.After, Query: c.Match, Status: c.Status, Selector: c.Selector, Limit: api.MaxLimit}
 	if c.JSON() {
 		return c.printJSON(ctx, cl, o)
 	}

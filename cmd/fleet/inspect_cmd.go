@@ -139,11 +139,17 @@ func (c *InspectCmd) answer(ctx context.Context, nc *nats.Conn, st *jsstore.Stor
 		case err == nil:
 			how := fmt.Sprintf("time-travel index at seq %d: snapshot after %d of %d events, %d folded onto it", rep.Checkpoint,
 				rep.Stats.Snapshot, rep.Stats.Events, rep.Stats.Folded)
+			if rep.Note != "" {
+				fmt.Fprintln(os.Stderr, "fleet inspect: note:", rep.Note)
+			}
 			return inspectResult{rep.Device, rep.Exists, how}, nil
 		case errors.Is(err, events.ErrInvalid):
 			return inspectResult{}, err
 		}
 		// no service, a device it has not seen, or an error: the fold answers
+	}
+	if h, err := timetravel.LogHorizon(ctx, st); err == nil && h.Note(q) != "" {
+		fmt.Fprintln(os.Stderr, "fleet inspect: note:", h.Note(q))
 	}
 	f := events.Filter{Device: q.Device}
 	if q.At.IsZero() && q.Seq > 0 {

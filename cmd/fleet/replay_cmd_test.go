@@ -164,7 +164,7 @@ func TestInspectFromIndexEqualsFoldAndDiffs(t *testing.T) {
 	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer wcancel()
 	is.NoErr(x.WaitFor(wctx, 30))
-	svc, err := x.Serve(env.Conn)
+	svc, err := x.Serve(env.Conn, env.Store)
 	is.NoErr(err)
 	defer svc.Stop()
 

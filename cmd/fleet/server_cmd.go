@@ -35,7 +35,10 @@ type ServerCmd struct {
 	Replicas     int           `default:"1" help:"Stream replicas when using an existing cluster (--nats)."`
 	HeartbeatTTL time.Duration `default:"3m" help:"How long a device's heartbeat counts before it is Stale (agents write one a minute by default)."`
 	Auth         bool          `help:"Require credentials: per-device least privilege on NATS ('fleet device add'), a bearer token on the HTTP API and dashboard; keys and token under DIR/auth."`
+	// NoRolloutController: see server_rollouts.go
+	NoRolloutController bool `help:"Do not run the rollout controller in this server (run 'fleet rollout controller' elsewhere; any number may run)."`
 	ServerTLS
+	ServerLimits `embed:""` // retention flags (server_limits.go)
 	Output
 
 	// which of --nats and --listen were given on the command line (not from
@@ -95,7 +98,7 @@ Examples:
 
 With --auth the HTTP API and dashboard require the token in DATA/auth/http.token
 (Authorization: Bearer TOKEN, or open /?token=TOKEN once in a browser);
-/healthz and /metrics stay open.`
+/healthz and /metrics stay open.` + retentionHelp
 }
 
 // ServerEnv is what a running server gives the parts that run inside it
@@ -111,6 +114,7 @@ type ServerEnv struct {
 	HeartbeatTTL time.Duration
 	Health       *serverHealth    // checks for /healthz (server_health.go)
 	Embedded     *embedded.Server // nil with --nats
+	NoRollouts   bool             // --no-rollout-controller
 }
 
 // serverPart starts one part of the server; it runs until ctx is done and
@@ -150,7 +154,7 @@ type RunningServer struct {
 // Start brings the server up and prints where to point agents and browsers.
 func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*RunningServer, error) {
 	rs := &RunningServer{}
-	env := &ServerEnv{DataDir: c.Data, HeartbeatTTL: c.HeartbeatTTL, Health: &serverHealth{}}
+	env := &ServerEnv{DataDir: c.Data, HeartbeatTTL: c.HeartbeatTTL, Health: &serverHealth{}, NoRollouts: c.NoRolloutController}
 	// flags first: a refused command leaves nothing behind
 	extURL, err := c.external(g)
 	if err != nil {
@@ -225,7 +229,12 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 	if replicas == 0 {
 		replicas = 1
 	}
-	st, err := jsstore.Open(ctx, js, jsstore.Config{Replicas: replicas})
+	scfg, err := c.ServerLimits.streamConfig(replicas)
+	if err != nil {
+		rs.Stop()
+		return nil, err
+	}
+	st, err := jsstore.Open(ctx, js, scfg)
 	if err != nil {
 		rs.Stop()
 		return nil, err
@@ -307,7 +316,7 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 				fmt.Fprint(out, ", fsync before ack")
 			}
 		}
-		fmt.Fprintf(out, ", data %s)\n", c.Data)
+		fmt.Fprintf(out, ", %s, data %s)\n", c.ServerLimits.describe(), c.Data)
 		if natsTLS {
 			fmt.Fprintf(out, "  agents:    fleet agent --nats %s --tls-ca CA.pem --device ID (TLS: the CA of %s)\n", env.NATSURL, c.TLSCert)
 		} else {

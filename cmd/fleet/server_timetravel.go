@@ -41,7 +41,7 @@ func startTimeTravel(ctx context.Context, env *ServerEnv) (func(), error) {
 			fmt.Fprintln(os.Stderr, "fleet server: time travel:", err)
 		}
 	}()
-	svc, err := x.Serve(env.Conn)
+	svc, err := x.Serve(env.Conn, env.Store)
 	if err != nil {
 		cancel()
 		<-done

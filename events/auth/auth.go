@@ -232,6 +232,13 @@ func (a *Authority) issueUser(acc nkeys.KeyPair, name string, configure func(*jw
 	return creds, pub, nil
 }
 
+// DeviceMaxPayload is the largest message (headers and body) a device's
+// credentials may send: the FLEET stream's max_msg_size, so that an event
+// too large for the log is refused by the device's own connection before it
+// leaves (the agent parks it) and a device cannot send the server the 2 MiB
+// the server takes from the control plane.
+const DeviceMaxPayload = 1 << 20
+
 // Device is the record of one device's credentials.
 type Device struct {
 	ID        string     `json:"id"`
@@ -285,6 +292,7 @@ func (a *Authority) AddDevice(id string) ([]byte, Device, error) {
 	creds, pub, err := a.issueUser(a.acc, id, func(uc *jwt.UserClaims) {
 		uc.Tags.Add(deviceTag)
 		uc.Permissions = DevicePermissions(id)
+		uc.Limits.Payload = DeviceMaxPayload // the server refuses larger messages on the device's connection
 	})
 	if err != nil {
 		return nil, Device{}, err

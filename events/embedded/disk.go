@@ -10,6 +10,11 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
+// limitMemory is how long a "resource limits exceeded" from the server keeps
+// the health failing (the server repeats it at most every 10 s while writes
+// are refused).
+const limitMemory = 30 * time.Second
+
 // DefaultMinFree is the free space the store's file system must have for
 // the server to count as healthy, and before JetStream is started again
 // after a full disk: two of the largest messages (the max payload).
@@ -28,8 +33,10 @@ type Health struct {
 // diskState is what the logger and the watcher know of the store's disk.
 type diskState struct {
 	mu         sync.Mutex
-	writeErr   string // a write the store failed (no space, I/O error), since JetStream last started
-	restarting bool   // JetStream is being started again
+	writeErr   string    // a write the store failed (no space, I/O error), since JetStream last started
+	limitAt    time.Time // when the server last said its storage limit (max_store) was exceeded
+	limitMsg   string
+	restarting bool // JetStream is being started again
 	recoveries int
 }
 
@@ -37,6 +44,12 @@ type diskState struct {
 // the file store refuses every write (and publishes time out) until
 // JetStream is started again.
 func (d *diskState) noteProblem(msg string) {
+	if strings.Contains(msg, "resource limits exceeded") {
+		d.mu.Lock()
+		d.limitAt, d.limitMsg = time.Now(), msg
+		d.mu.Unlock()
+		return
+	}
 	if !strings.Contains(msg, "no space left on device") && !strings.Contains(msg, "Critical write error") {
 		return // (a server disabling JetStream is seen by JetStreamEnabled)
 	}
@@ -65,6 +78,8 @@ func (s *Server) Health() Health {
 	h.FreeBytes = free
 	s.disk.mu.Lock()
 	werr, restarting := s.disk.writeErr, s.disk.restarting
+	limited := time.Since(s.disk.limitAt) < limitMemory
+	limitMsg := s.disk.limitMsg
 	h.Recoveries = s.disk.recoveries
 	s.disk.mu.Unlock()
 	minFree := s.minFree()
@@ -78,6 +93,8 @@ func (s *Server) Health() Health {
 		}
 	case werr != "":
 		h.OK, h.Reason = false, "the JetStream store failed a write and takes no more: "+werr
+	case limited:
+		h.OK, h.Reason = false, "JetStream refuses writes: "+limitMsg+" (the server's max_store, set at start from the free disk)"
 	case ferr == nil && free < minFree:
 		h.OK, h.Reason = false, fmt.Sprintf("the disk of %s is nearly full: %d bytes free, fewer than %d", s.opts.Dir, free, minFree)
 	}

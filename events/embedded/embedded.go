@@ -48,6 +48,10 @@ type Options struct {
 	RecoverEvery time.Duration
 }
 
+// maxBatchInflight is how many atomic batches may be open at once on a
+// stream (and on the server); the nats-server defaults are 50 and 1,000.
+const maxBatchInflight = 1000
+
 // Server is a running embedded server.
 type Server struct {
 	*server.Server
@@ -94,6 +98,11 @@ func Start(o Options) (*Server, error) {
 	if o.NoListen {
 		so.DontListen = true
 	}
+	// Every agent drains its outbox in atomic batches: with a fleet
+	// rolling out at once, the default of 50 open batches a stream made
+	// drains wait (429 "too many inflight"; fleet sim, BENCHMARKS.md).
+	so.JetStreamLimits.MaxBatchInflightPerStream = maxBatchInflight
+	so.JetStreamLimits.MaxBatchInflightTotal = maxBatchInflight
 	if !o.RelaxedSync {
 		so.SyncAlways = true
 		so.SyncInterval = 2 * time.Minute

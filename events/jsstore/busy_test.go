@@ -8,23 +8,36 @@ import (
 	"time"
 
 	"github.com/matryer/is"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleet-dev/fleet/events"
-	"github.com/fleet-dev/fleet/events/eventstest"
+	"github.com/fleet-dev/fleet/events/embedded"
 	"github.com/fleet-dev/fleet/events/jsstore"
 )
 
 // TestManyWritersBeyondTheServersBatchLimitAllSucceed: 300 writers (more
-// than the 50 atomic batches the server keeps open on a stream) append a
+// than the 50 atomic batches a server with nats-server's default limits
+// keeps open on a stream, as with --nats) append a
 // batch each at once, as a fleet's agents do in a rollout; the server
 // refuses some as "too many inflight" (429), and the store sends those again
 // after a short pause instead of failing them: every append succeeds and
 // every event is stored once.
 func TestManyWritersBeyondTheServersBatchLimitAllSucceed(t *testing.T) {
 	is := is.New(t)
-	env := eventstest.Start(t, true)
+	srv, err := embedded.Start(embedded.Options{Dir: t.TempDir(), RelaxedSync: true,
+		Configure: func(o *server.Options) { o.JetStreamLimits = server.JSLimitOpts{} }}) // nats-server's defaults
+	is.NoErr(err)
+	t.Cleanup(srv.Stop)
+	nc, err := srv.Connect()
+	is.NoErr(err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	is.NoErr(err)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	st, err := jsstore.Open(ctx, js, jsstore.Config{})
+	is.NoErr(err)
 	c := newClock(t)
 	const writers, per = 300, 20
 	batches := make([][]jsstore.Encoded, writers)
@@ -44,7 +57,7 @@ func TestManyWritersBeyondTheServersBatchLimitAllSucceed(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			errs[w] = env.Store.AppendEncoded(ctx, batches[w])
+			errs[w] = st.AppendEncoded(ctx, batches[w])
 		}()
 	}
 	close(start)
@@ -54,7 +67,7 @@ func TestManyWritersBeyondTheServersBatchLimitAllSucceed(t *testing.T) {
 			t.Fatalf("writer %d: %v", w, err)
 		}
 	}
-	str, err := env.JS.Stream(ctx, events.Stream)
+	str, err := js.Stream(ctx, events.Stream)
 	is.NoErr(err)
 	info, err := str.Info(ctx)
 	is.NoErr(err)

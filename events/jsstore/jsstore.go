@@ -28,10 +28,23 @@ const MaxBatch = 1000
 // keeps ids stable and projections deduplicate by id.
 const DefaultDuplicateWindow = 10 * time.Minute
 
+// The smallest retention limits Config takes (fleet server refuses less):
+// an hour of log, and room for a few of the largest events.
+const (
+	MinRetentionAge   = time.Hour
+	MinRetentionBytes = 8 << 20
+)
+
 // Config sets up the stream.
 type Config struct {
 	Replicas        int           // 1 on one server, 3 on a cluster
 	DuplicateWindow time.Duration // default DefaultDuplicateWindow
+	// Retention of the audit log; zero keeps every event for ever (the
+	// default). Past either limit the oldest events are removed: export
+	// them first ('fleet export'). The duplicate window is cut to MaxAge
+	// when it is shorter.
+	MaxAge   time.Duration // events older than this (by stream time) are removed
+	MaxBytes int64         // the stream keeps at most this many bytes
 }
 
 // StreamConfig returns the FLEET stream configuration fleet wants.
@@ -41,6 +54,13 @@ func StreamConfig(c Config) jetstream.StreamConfig {
 	}
 	if c.DuplicateWindow == 0 {
 		c.DuplicateWindow = DefaultDuplicateWindow
+	}
+	if c.MaxAge > 0 && c.DuplicateWindow > c.MaxAge {
+		c.DuplicateWindow = c.MaxAge // the server refuses a window longer than MaxAge
+	}
+	maxBytes := c.MaxBytes
+	if maxBytes <= 0 {
+		maxBytes = -1
 	}
 	return jetstream.StreamConfig{
 		Name:               events.Stream,
@@ -56,6 +76,8 @@ func StreamConfig(c Config) jetstream.StreamConfig {
 		DenyDelete:         true,
 		DenyPurge:          true,
 		MaxMsgSize:         1 << 20,
+		MaxAge:             max(c.MaxAge, 0),
+		MaxBytes:           maxBytes,
 	}
 }
 
@@ -109,7 +131,8 @@ func sameConfig(have, want jetstream.StreamConfig) bool {
 		have.Duplicates == want.Duplicates && have.AllowDirect == want.AllowDirect &&
 		have.AllowAtomicPublish == want.AllowAtomicPublish && have.DenyDelete == want.DenyDelete &&
 		have.DenyPurge == want.DenyPurge && have.MaxMsgSize == want.MaxMsgSize &&
-		have.Description == want.Description && have.Retention == want.Retention && have.Discard == want.Discard
+		have.Description == want.Description && have.Retention == want.Retention && have.Discard == want.Discard &&
+		have.MaxAge == want.MaxAge && have.MaxBytes == want.MaxBytes
 }
 
 // JetStream returns the underlying context.
@@ -284,6 +307,10 @@ func onSubject(e events.Event, subject string) bool {
 		kind, perResource = events.KindManifest, false
 	case events.TypeDeviceRegistered, events.TypeDeviceDeregistered, events.TypeManifestRejected, events.TypeClockSkewDetected:
 		kind, perResource = events.KindLifecycle, false
+	case events.TypeDeviceLabeled:
+		kind, perResource = events.KindLabels, false
+	case events.TypeDeviceTargeted:
+		kind = events.KindRollout
 	case events.TypeReconcileAttempted:
 		kind = events.KindAttempt
 	case events.TypeStatusChanged:
@@ -291,6 +318,9 @@ func onSubject(e events.Event, subject string) bool {
 	case events.TypeDriftDetected:
 		kind = events.KindDrift
 	default:
+		if events.IsRolloutDecision(e.Type) {
+			return e.Device == "" && subject == events.RolloutSubject(e.Resource)
+		}
 		return false
 	}
 	rest, ok := strings.CutPrefix(subject, events.Prefix+".")
@@ -338,7 +368,24 @@ func unavailable(err error) error {
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, jetstream.ErrNoHeartbeat):
 		return fmt.Errorf("%w: %w", events.ErrUnavailable, err)
 	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case errInsufficientResources, errStorageResourcesExceeded, errStoreFailed, jetstream.JSErrCodeJetStreamNotEnabled:
+			// a full disk or JetStream disabled: nothing is wrong with the
+			// event; the writer keeps it and retries later (never parks it)
+			return fmt.Errorf("%w: the log cannot store now (its disk is full or JetStream is disabled; see the server's /healthz): %w",
+				events.ErrUnavailable, err)
+		}
+	}
 	return err
 }
+
+// JetStream's answers for a store that cannot take more now.
+const (
+	errInsufficientResources    jetstream.ErrorCode = 10023
+	errStorageResourcesExceeded jetstream.ErrorCode = 10047
+	errStoreFailed              jetstream.ErrorCode = 10077
+)
 
 var _ events.Store = (*Store)(nil)

@@ -44,14 +44,15 @@ type Request struct {
 	Device   string `json:"device,omitempty"`
 	Resource string `json:"resource,omitempty"`
 	// Lists (devices, summaries): see ListOptions.
-	After  string `json:"after,omitempty"`
-	Limit  int    `json:"limit,omitempty"`
-	Query  string `json:"q,omitempty"`
-	Status string `json:"status,omitempty"`
+	After    string `json:"after,omitempty"`
+	Limit    int    `json:"limit,omitempty"`
+	Query    string `json:"q,omitempty"`
+	Status   string `json:"status,omitempty"`
+	Selector string `json:"selector,omitempty"`
 }
 
 func (r Request) list() ListOptions {
-	return ListOptions{After: r.After, Limit: r.Limit, Query: r.Query, Status: r.Status}
+	return ListOptions{After: r.After, Limit: r.Limit, Query: r.Query, Status: r.Status, Selector: r.Selector}
 }
 
 // Status is the service's state: counters, lag and heartbeat TTL.

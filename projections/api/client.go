@@ -83,13 +83,13 @@ func tooLarge(desc string) error { return tooLargeErr{desc} }
 // DefaultLimit). Pass its Next as After for the next page.
 func (c *Client) DevicesPage(ctx context.Context, o ListOptions) (DevicePage, error) {
 	var out DevicePage
-	return out, c.call(ctx, EpDevices, Request{After: o.After, Limit: o.Limit, Query: o.Query, Status: o.Status}, &out)
+	return out, c.call(ctx, EpDevices, Request{After: o.After, Limit: o.Limit, Query: o.Query, Status: o.Status, Selector: o.Selector}, &out)
 }
 
 // Summaries returns one page of device summaries and the fleet's totals.
 func (c *Client) Summaries(ctx context.Context, o ListOptions) (SummaryPage, error) {
 	var out SummaryPage
-	return out, c.call(ctx, EpSummaries, Request{After: o.After, Limit: o.Limit, Query: o.Query, Status: o.Status}, &out)
+	return out, c.call(ctx, EpSummaries, Request{After: o.After, Limit: o.Limit, Query: o.Query, Status: o.Status, Selector: o.Selector}, &out)
 }
 
 // Devices lists every device, page by page (each page one request of at

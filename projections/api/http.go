@@ -17,6 +17,7 @@ import (
 // Routes registers the HTTP API on mux:
 //
 //	GET /api/devices               a page of devices (the device JSON shape): {devices, next, total};
+//	                               ?selector= keeps devices whose labels match (projections.ParseSelector)
 //	                               ?after=CURSOR&limit=N (default 100, at most 1000)&q=TEXT&status=ready|notready|progressing|degraded|stale
 //	GET /api/summary               a page of device summaries (conditions and counts, no resources) and the
 //	                               fleet's totals: {devices, next, total, fleet}; the same parameters

@@ -34,6 +34,11 @@ type ListOptions struct {
 	Limit  int    // at most this many (0: DefaultLimit)
 	Query  string // keep devices whose id, or one of whose labels as key=value, contains this (case-insensitive)
 	Status string // keep devices that are: ready, notready, progressing, degraded, stale ("" all)
+	// Selector keeps devices whose labels (agent's and control plane's
+	// merged) match this label selector (projections.SelectorRule).
+	Selector string
+
+	sel projections.Selector // Selector, parsed by check
 }
 
 var statuses = []string{"ready", "notready", "progressing", "degraded", "stale"}
@@ -55,6 +60,11 @@ func (o *ListOptions) check() error {
 		return fmt.Errorf("%w: query: at most %d characters, got %d", events.ErrInvalid, maxQuery, len(o.Query))
 	}
 	o.Query = strings.ToLower(o.Query)
+	sel, err := projections.ParseSelector(o.Selector)
+	if err != nil {
+		return err
+	}
+	o.sel = sel
 	if o.Status != "" && !contains(statuses, o.Status) {
 		return fmt.Errorf("%w: status %q: must be one of %s", events.ErrInvalid, o.Status, strings.Join(statuses, ", "))
 	}
@@ -70,9 +80,9 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// listOptionsFromURL reads ?after=&limit=&q=&status=.
+// listOptionsFromURL reads ?after=&limit=&q=&status=&selector=.
 func listOptionsFromURL(v url.Values) (ListOptions, error) {
-	o := ListOptions{After: v.Get("after"), Query: v.Get("q"), Status: v.Get("status")}
+	o := ListOptions{After: v.Get("after"), Query: v.Get("q"), Status: v.Get("status"), Selector: v.Get("selector")}
 	if s := v.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
@@ -150,6 +160,9 @@ func condStatus(cs []projections.Condition, t string) string {
 }
 
 func (o ListOptions) match(s DeviceSummary) bool {
+	if !o.sel.Matches(s.Labels) {
+		return false
+	}
 	switch o.Status {
 	case "ready":
 		if condStatus(s.Conditions, projections.CondReady) != projections.True {

@@ -155,7 +155,9 @@ func Open(dir string, opts ...Option) (*Index, error) {
 }
 
 func open(dir string, opts ...Option) (*Index, error) {
-	db, err := pebble.Open(dir, &pebble.Options{Logger: quiet{}, EventListener: corruptionReturned()})
+	o := projections.StoreOptions(quiet{})
+	o.EventListener = corruptionReturned()
+	db, err := pebble.Open(dir, o)
 	if err != nil {
 		return nil, fmt.Errorf("open time-travel index %s: %w", dir, err)
 	}
@@ -305,6 +307,9 @@ func (x *Index) Apply(msgs []Msg) error {
 				return err
 			}
 		}
+		if s.Device == "" { // a rollout's decision (events.IsRolloutDecision): no device's state
+			continue
+		}
 		d := x.device(s.Device)
 		pos := len(d.at)
 		rec := encodeRecord(s, raw)
@@ -434,5 +439,5 @@ func (x *Index) Answer(q Query) (projections.Device, bool, Stats, error) {
 func (x *Index) Close() error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return x.db.Close()
+	return projections.CloseStore(x.db)
 }

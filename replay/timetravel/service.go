@@ -35,6 +35,9 @@ type Reply struct {
 	Exists     bool               `json:"exists"`
 	Stats      Stats              `json:"stats"`
 	Checkpoint uint64             `json:"checkpoint"` // the index had taken in the log up to here
+	// Note says what the log no longer has for this question (a time
+	// before its first event: retention removed it), else empty.
+	Note string `json:"note,omitempty"`
 }
 
 // Follower is what the index needs of the log: events.Store's Follow.
@@ -179,7 +182,9 @@ func (x *Index) WaitFor(ctx context.Context, seq uint64) error {
 }
 
 // Serve adds the micro service: a request is a Query (JSON), the reply a Reply.
-func (x *Index) Serve(nc *nats.Conn) (micro.Service, error) {
+// log, if not nil, says where the log begins, so that an answer about a
+// time before it says what the log no longer has (horizon.go).
+func (x *Index) Serve(nc *nats.Conn, log LogStarter) (micro.Service, error) {
 	return micro.AddService(nc, micro.Config{
 		Name: ServiceName, Version: "0.1.0",
 		Description: "fleet time travel: a device as it was at a time or a stream position",
@@ -205,7 +210,15 @@ func (x *Index) Serve(nc *nats.Conn) (micro.Service, error) {
 			case err != nil:
 				_ = r.Error("500", err.Error(), nil)
 			default:
-				_ = r.RespondJSON(Reply{Device: d, Exists: ok, Stats: st, Checkpoint: x.Checkpoint()})
+				rep := Reply{Device: d, Exists: ok, Stats: st, Checkpoint: x.Checkpoint()}
+				if log != nil {
+					hctx, cancel := context.WithTimeout(context.Background(), time.Second)
+					if h, err := LogHorizon(hctx, log); err == nil {
+						rep.Note = h.Note(q)
+					}
+					cancel()
+				}
+				_ = r.RespondJSON(rep)
 			}
 		})},
 	})

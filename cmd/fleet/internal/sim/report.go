@@ -83,8 +83,9 @@ type Floor struct {
 
 // Usage is CPU and memory of a process over the phase.
 type Usage struct {
-	CPU     float64 `json:"cpuCores"` // share of one core, averaged over the phase
-	RSS     int64   `json:"rssBytes"` // at the end of the phase
+	CPU     float64 `json:"cpuCores"`   // share of one core, averaged over the phase
+	CPUSecs float64 `json:"cpuSeconds"` // CPU time used in the phase
+	RSS     int64   `json:"rssBytes"`   // at the end of the phase
 	PerDev  int64   `json:"rssPerDeviceBytes,omitempty"`
 	Note    string  `json:"note,omitempty"`
 	Measure bool    `json:"measured"`
@@ -198,11 +199,11 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "  phase:            %.1fs, %d events (%.1f/s), %d heartbeat writes; log holds %d events\n",
 		r.PhaseSeconds, r.PhaseEvents, r.EventsPerSec, r.HeartbeatPuts, r.EventsStored)
 	if r.Server.Measure {
-		fmt.Fprintf(w, "  server+projections: %.1f%% of a core, RSS %s\n", 100*r.Server.CPU, mib(r.Server.RSS))
+		fmt.Fprintf(w, "  server+projections: %.1f%% of a core (%.1f s CPU), RSS %s\n", 100*r.Server.CPU, r.Server.CPUSecs, mib(r.Server.RSS))
 	} else {
 		fmt.Fprintf(w, "  server+projections: not measured (%s)\n", r.Server.Note)
 	}
-	fmt.Fprintf(w, "  agents (this process): %.1f%% of a core, RSS %s (%s a device)\n", 100*r.Agents.CPU, mib(r.Agents.RSS), mib(r.Agents.PerDev))
+	fmt.Fprintf(w, "  agents (this process): %.1f%% of a core (%.1f s CPU), RSS %s (%s a device)\n", 100*r.Agents.CPU, r.Agents.CPUSecs, mib(r.Agents.RSS), mib(r.Agents.PerDev))
 	fmt.Fprintf(w, "  projection lag:   p50 %.1f ms, p99 %.1f ms (%d samples)\n", r.Lag.P50, r.Lag.P99, r.Lag.Samples)
 	fmt.Fprintf(w, "  wire:             %.0f bytes a device a day on the socket (%.0f payload)\n", r.Wire.BytesPerDevicePerDay, r.Wire.PayloadPerDevicePerDay)
 	fmt.Fprintf(w, "  durable writes:   %.1f events/s + %.1f heartbeats/s (fsyncs not exposed by the server: %s)\n", r.Durable.EventsPerSec, r.Durable.HeartbeatsPerS, r.Durable.Note)

@@ -56,7 +56,11 @@ func (s *sim) beginWindow(ctx context.Context) (*window, error) {
 		return nil, err
 	}
 	w.beats = s.kvLastSeq(ctx)
-	w.stopLag = s.sampleLag(ctx)
+	every := 200 * time.Millisecond
+	if s.cfg.Scenario == Idle {
+		every = 2 * time.Second // nothing to lag behind; keep the probe's own cost off the idle figures
+	}
+	w.stopLag = s.sampleLag(ctx, every)
 	return w, nil
 }
 
@@ -66,7 +70,7 @@ func (s *sim) endWindow(ctx context.Context, w *window, rep *Report) error {
 	wall := end.Sub(w.start)
 	rep.PhaseSeconds = wall.Seconds()
 	self := selfUsage()
-	rep.Agents = Usage{CPU: cpuShare(w.self, self), RSS: self.RSS, PerDev: self.RSS / int64(len(s.devs)), Measure: true,
+	rep.Agents = Usage{CPU: cpuShare(w.self, self), CPUSecs: (self.CPU - w.self.CPU).Seconds(), RSS: self.RSS, PerDev: self.RSS / int64(len(s.devs)), Measure: true,
 		Note: "the simulator process: every agent, its Pebble store and NATS connection, and the simulator itself"}
 	if s.srv != nil && s.cfg.Scenario != Reconnect {
 		u, err := s.srv.Usage()
@@ -74,10 +78,12 @@ func (s *sim) endWindow(ctx context.Context, w *window, rep *Report) error {
 			return err
 		}
 		rep.Server.CPU, rep.Server.RSS, rep.Server.Measure = cpuShare(w.server, u), u.RSS, true
+		rep.Server.CPUSecs = (u.CPU - w.server.CPU).Seconds()
 	} else if s.srv != nil {
 		if u, err := s.srv.Usage(); err == nil {
 			// CPU of the restarted process only: from its start.
 			rep.Server.CPU, rep.Server.RSS, rep.Server.Measure = float64(u.CPU)/float64(wall), u.RSS, true
+			rep.Server.CPUSecs = u.CPU.Seconds()
 			rep.Server.Note += "; restarted during the phase: CPU of the new process over the phase"
 		}
 	}
@@ -111,8 +117,9 @@ func (s *sim) endWindow(ctx context.Context, w *window, rep *Report) error {
 // sampleLag measures projection lag until the returned function is called:
 // it notes the stream's last sequence, times how long until the projection
 // service's checkpoint reaches it (polling its status every 20 ms), waits
-// 200 ms and does it again.
-func (s *sim) sampleLag(ctx context.Context) func() []time.Duration {
+// every and does it again. Each sample costs the server a stream info
+// request and one or more status requests.
+func (s *sim) sampleLag(ctx context.Context, every time.Duration) func() []time.Duration {
 	ctx, cancel := context.WithCancel(ctx)
 	var mu sync.Mutex
 	var lags []time.Duration
@@ -123,7 +130,7 @@ func (s *sim) sampleLag(ctx context.Context) func() []time.Duration {
 			last, err := s.st.LastSeq(ctx)
 			t0 := time.Now()
 			if err != nil {
-				_ = sleep(ctx, 200*time.Millisecond)
+				_ = sleep(ctx, every)
 				continue
 			}
 			for ctx.Err() == nil {
@@ -136,7 +143,7 @@ func (s *sim) sampleLag(ctx context.Context) func() []time.Duration {
 				}
 				_ = sleep(ctx, 20*time.Millisecond)
 			}
-			_ = sleep(ctx, 200*time.Millisecond)
+			_ = sleep(ctx, every)
 		}
 	}()
 	return func() []time.Duration {

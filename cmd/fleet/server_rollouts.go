@@ -1,0 +1,40 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/fleet-dev/fleet/projections/api"
+	"github.com/fleet-dev/fleet/projections/rollouts"
+)
+
+func init() {
+	addServerPart("rollout controller", startRolloutController)
+}
+
+// startRolloutController runs a rollout controller inside `fleet server`
+// (unless --no-rollout-controller). It reads the device read models from
+// the projection service over NATS, as `fleet rollout controller` does;
+// any number of controllers may run against one log (each decision is
+// compare-and-set), so a second server on the same cluster is safe.
+func startRolloutController(ctx context.Context, env *ServerEnv) (func(), error) {
+	if env.NoRollouts {
+		return nil, nil
+	}
+	ctl, err := rollouts.NewController(env.Store, rollouts.DevicesOf{Client: api.NewClient(env.Conn)}, "user:rollout-controller")
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ctl.Run(ctx, time.Second, func(err error) { log.Warn("rollout controller", "err", err) })
+	}()
+	return func() { cancel(); wg.Wait() }, nil
+}
