@@ -32,7 +32,7 @@ import (
 const outboxFormat = 1
 
 // encodeOutbox is the outbox value of an event in wire form.
-func encodeOutbox(e jsstore.Encoded) []byte {
+func encodeOutbox(e events.Encoded) []byte {
 	b := make([]byte, 0, 1+2*binary.MaxVarintLen32+len(e.Subject)+len(e.ID)+len(e.Data))
 	b = append(b, outboxFormat)
 	b = binary.AppendUvarint(b, uint64(len(e.Subject)))
@@ -43,16 +43,16 @@ func encodeOutbox(e jsstore.Encoded) []byte {
 }
 
 // decodeOutbox reads an outbox value; v is copied (iterator memory is reused).
-func decodeOutbox(v []byte) (jsstore.Encoded, error) {
+func decodeOutbox(v []byte) (events.Encoded, error) {
 	if len(v) > 0 && v[0] == '{' {
 		var e events.Event // written by an older agent
 		if err := json.Unmarshal(v, &e); err != nil {
-			return jsstore.Encoded{}, err
+			return events.Encoded{}, err
 		}
-		return jsstore.EncodedOf(e)
+		return events.EncodedOf(e)
 	}
 	if len(v) == 0 || v[0] != outboxFormat {
-		return jsstore.Encoded{}, errors.New("unknown outbox value format")
+		return events.Encoded{}, errors.New("unknown outbox value format")
 	}
 	rest := v[1:]
 	field := func() (string, bool) {
@@ -67,14 +67,14 @@ func decodeOutbox(v []byte) (jsstore.Encoded, error) {
 	subj, ok1 := field()
 	id, ok2 := field()
 	if !ok1 || !ok2 {
-		return jsstore.Encoded{}, errors.New("truncated outbox value")
+		return events.Encoded{}, errors.New("truncated outbox value")
 	}
-	return jsstore.Encoded{Subject: subj, ID: id, Data: append([]byte(nil), rest...)}, nil
+	return events.Encoded{Subject: subj, ID: id, Data: append([]byte(nil), rest...)}, nil
 }
 
 // outboxBatch is a run of outbox events and the keys they occupy.
 type outboxBatch struct {
-	evs         []jsstore.Encoded
+	evs         []events.Encoded
 	seqs        []uint64 // each event's outbox sequence
 	first, last []byte
 	upTo        uint64 // last sequence in the batch
@@ -332,5 +332,5 @@ const errHeaderExceedsMaximum jetstream.ErrorCode = 10097
 
 // appender is the part of the log the drainer uses.
 type appender interface {
-	AppendEncoded(ctx context.Context, evs []jsstore.Encoded) error
+	AppendEncoded(ctx context.Context, evs []events.Encoded) error
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/fleet-dev/fleet/events"
-	"github.com/fleet-dev/fleet/events/jsstore"
 	"github.com/fleet-dev/fleet/fsm"
 )
 
@@ -257,7 +256,7 @@ func (t *txn) emit(resource string, generation int64, causation, correlation str
 	if err != nil {
 		return e, fmt.Errorf("event %s for %s: %w", e.Type, resource, err)
 	}
-	v := encodeOutbox(jsstore.Encoded{Subject: subj, ID: e.ID, Data: data})
+	v := encodeOutbox(events.Encoded{Subject: subj, ID: e.ID, Data: data})
 	if err := t.b.Set(outboxKey(t.a.outboxNext+uint64(len(t.evs))), v, nil); err != nil {
 		return e, err
 	}

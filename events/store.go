@@ -110,6 +110,10 @@ type Store interface {
 	// on the device's manifest subject is still expectedLastSeq (0: no manifest
 	// yet). A lost race returns a *ConflictError (errors.Is ErrConflict).
 	AppendManifest(ctx context.Context, e Event, expectedLastSeq uint64) (seq uint64, err error)
+	// AppendEncoded is AppendBatch for events already encoded and checked by
+	// their writer (EncodedOf): their bytes are stored as they are, in
+	// order, in atomic batches; events already stored are not stored again.
+	AppendEncoded(ctx context.Context, evs []Encoded) error
 	// LastSeq returns the last sequence stored on the log (0: empty).
 	LastSeq(ctx context.Context) (uint64, error)
 	// LastManifest returns the device's newest ManifestApplied, or ErrNotFound.
@@ -129,6 +133,28 @@ type Store interface {
 	// log cannot be reached), and the caller may follow again from the
 	// sequence after the last event it took.
 	Follow(ctx context.Context, f Filter) iter.Seq2[Stored, error]
+}
+
+// Encoded is an event in its wire form, encoded and checked by its writer
+// when it was produced (an agent's outbox keeps events this way, on disk):
+// the subject it belongs on, its id (sent as the dedup id) and its JSON.
+type Encoded struct {
+	Subject string
+	ID      string
+	Data    []byte
+}
+
+// EncodedOf encodes and checks e (Encode, SubjectFor).
+func EncodedOf(e Event) (Encoded, error) {
+	subj, err := SubjectFor(e)
+	if err != nil {
+		return Encoded{}, err
+	}
+	data, err := Encode(e)
+	if err != nil {
+		return Encoded{}, err
+	}
+	return Encoded{Subject: subj, ID: e.ID, Data: data}, nil
 }
 
 // BadMessage is a message on the log that is not a valid event.

@@ -104,6 +104,7 @@ func (s *Service) checkLog(ctx context.Context, st *jsstore.Store) {
 		return // unavailable: not a verdict on the log
 	}
 	state := info.CachedInfo().State
+	s.noteLast(state.LastSeq) // also while the consumer is stuck: Stalled compares it with the checkpoint
 	h := Health{OK: true, Checkpoint: cp, StreamFirst: state.FirstSeq, StreamLast: state.LastSeq}
 	if s.rebuilding.Load() {
 		return // a rebuild is making a new checkpoint

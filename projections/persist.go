@@ -3,13 +3,12 @@ package projections
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 
 	"github.com/fleet-dev/fleet/events"
 )
 
-// How the service persists the folds: one Pebble key per part that an event
-// can change, so that a batch re-encodes only what it touched (a status
+// How the service persists its default read models (ReadModel):
+// one Pebble key per part that an event can change, so that a batch re-encodes only what it touched (a status
 // change re-encodes one resource and the device's small header, not the
 // whole device with its manifest).
 //
@@ -18,83 +17,50 @@ import (
 //	g/<device>/<resource>   Fleet: one resource's state (absent: removed)
 //	d/<device>              Drift: the device header (no histories)
 //	r/<device>/<resource>   Drift: one resource's history
-const (
-	prefixFleet    = "f/"
-	prefixManifest = "m/"
-	prefixResource = "g/"
-	prefixDrift    = "d/"
-	prefixHistory  = "r/"
-	prefixSkipped  = "s/" // + 20-digit sequence: why a message was skipped
-)
+//
+// The runtime's own keys are c (checkpoint), v (layout) and s/ (skipped).
+const prefixSkipped = "s/" // + 20-digit sequence: why a message was skipped
 
-// part names one persisted part of the folds.
-type part struct {
-	kind     byte // one of the prefixes' first letters: f, m, g, d, r
-	device   string
-	resource string
-}
+// The fleet state's parts: f (header), m (manifest), g (resources).
+func (f *Fleet) Kinds() string { return "fmg" }
 
-func (p part) key() []byte {
-	k := make([]byte, 0, 2+len(p.device)+1+len(p.resource))
-	k = append(k, p.kind, '/')
-	k = append(k, p.device...)
-	if p.resource != "" {
-		k = append(k, '/')
-		k = append(k, p.resource...)
-	}
-	return k
-}
-
-// touched adds the parts that applying e can change to dirty. A repeat
-// that the folds skip adds parts too: writing them again writes the same
-// bytes.
-func touched(dirty map[part]struct{}, e events.Stored) {
-	dirty[part{'f', e.Device, ""}] = struct{}{}
-	dirty[part{'d', e.Device, ""}] = struct{}{}
+// Touch adds the parts of the fleet state that applying e can change.
+func (f *Fleet) Touch(e events.Stored, dirty Dirty) {
+	dirty.Add('f', e.Device, "")
 	if e.Resource != "" {
-		dirty[part{'g', e.Device, e.Resource}] = struct{}{}
-		dirty[part{'r', e.Device, e.Resource}] = struct{}{}
+		dirty.Add('g', e.Device, e.Resource)
 	}
 	if e.Type == events.TypeManifestApplied {
-		dirty[part{'m', e.Device, ""}] = struct{}{}
+		dirty.Add('m', e.Device, "")
 		if p, err := e.Payload(); err == nil {
 			for _, r := range p.(*events.ManifestApplied).Manifest.Resources {
 				if events.ValidID(r.ID) {
-					dirty[part{'g', e.Device, r.ID}] = struct{}{}
+					dirty.Add('g', e.Device, r.ID)
 				}
 			}
 		}
 	}
 }
 
-// allParts lists every part the folds hold (for writing a rebuilt store).
-func allParts(f *Fleet, h *Drift) []part {
-	var out []part
+// Parts calls fn for every part the fleet state holds.
+func (f *Fleet) Parts(fn func(Part)) {
 	for id, d := range f.devices {
-		out = append(out, part{'f', id, ""})
+		fn(Part{'f', id, ""})
 		if d.Manifest != nil {
-			out = append(out, part{'m', id, ""})
+			fn(Part{'m', id, ""})
 		}
 		for r := range d.Resources {
-			out = append(out, part{'g', id, r})
+			fn(Part{'g', id, r})
 		}
 	}
-	for id, d := range h.devices {
-		out = append(out, part{'d', id, ""})
-		for r := range d.Resources {
-			out = append(out, part{'r', id, r})
-		}
-	}
-	return out
 }
 
-// encodePart returns the part's JSON, false if the folds no longer hold it
-// (the key is then deleted).
-func encodePart(f *Fleet, h *Drift, p part) ([]byte, bool) {
+// Encode returns a part's JSON, false if the fleet state no longer holds it.
+func (f *Fleet) Encode(p Part) ([]byte, bool) {
 	var v any
-	switch p.kind {
+	switch p.Kind {
 	case 'f':
-		d := f.devices[p.device]
+		d := f.devices[p.Device]
 		if d == nil {
 			return nil, false
 		}
@@ -102,60 +68,36 @@ func encodePart(f *Fleet, h *Drift, p part) ([]byte, bool) {
 		hdr.Manifest, hdr.Resources = nil, nil
 		v = &hdr
 	case 'm':
-		d := f.devices[p.device]
+		d := f.devices[p.Device]
 		if d == nil || d.Manifest == nil {
 			return nil, false
 		}
 		v = d.Manifest
 	case 'g':
-		d := f.devices[p.device]
-		if d == nil || d.Resources[p.resource] == nil {
+		d := f.devices[p.Device]
+		if d == nil || d.Resources[p.Resource] == nil {
 			return nil, false
 		}
-		v = d.Resources[p.resource]
-	case 'd':
-		d := h.devices[p.device]
-		if d == nil {
-			return nil, false
-		}
-		v = d
-	case 'r':
-		d := h.devices[p.device]
-		if d == nil || d.Resources[p.resource] == nil {
-			return nil, false
-		}
-		v = d.Resources[p.resource]
+		v = d.Resources[p.Resource]
 	default:
 		return nil, false
 	}
-	b, err := json.Marshal(v)
-	if err != nil { // cannot happen: plain data
-		panic(fmt.Sprintf("projections: encode %s: %v", p.key(), err))
-	}
-	return b, true
+	return mustJSON(p, v), true
 }
 
-// loadPart restores one part from its key and value. Headers must be loaded
-// before the parts beneath them (the service loads by prefix in that order).
-func loadPart(f *Fleet, h *Drift, key, val []byte) error {
-	k := string(key)
-	if len(k) < 3 || k[1] != '/' {
-		return fmt.Errorf("key %q: not a read-model key", k)
-	}
-	dev, res, _ := strings.Cut(k[2:], "/")
-	if !events.ValidID(dev) || (res != "" && !events.ValidID(res)) {
-		return fmt.Errorf("key %q: bad device or resource id", k)
-	}
-	switch k[0] {
+// Load restores one part of the fleet state (headers before the rest).
+func (f *Fleet) Load(p Part, val []byte) error {
+	k := p.key()
+	switch p.Kind {
 	case 'f':
 		var d deviceState
 		if err := json.Unmarshal(val, &d); err != nil {
 			return fmt.Errorf("key %q: %w", k, err)
 		}
-		d.Device, d.Manifest, d.Resources = dev, nil, map[string]*resourceState{}
-		f.devices[dev] = &d
+		d.Device, d.Manifest, d.Resources = p.Device, nil, map[string]*resourceState{}
+		f.devices[p.Device] = &d
 	case 'm':
-		d := f.devices[dev]
+		d := f.devices[p.Device]
 		if d == nil {
 			return fmt.Errorf("key %q: manifest of an unknown device", k)
 		}
@@ -165,31 +107,93 @@ func loadPart(f *Fleet, h *Drift, key, val []byte) error {
 		}
 		d.Manifest = &m
 	case 'g':
-		d := f.devices[dev]
-		if d == nil || res == "" {
+		d := f.devices[p.Device]
+		if d == nil || p.Resource == "" {
 			return fmt.Errorf("key %q: resource of an unknown device", k)
 		}
 		var r resourceState
 		if err := json.Unmarshal(val, &r); err != nil {
 			return fmt.Errorf("key %q: %w", k, err)
 		}
-		d.Resources[res] = &r
+		d.Resources[p.Resource] = &r
+	default:
+		return fmt.Errorf("key %q: not a fleet-state key", k)
+	}
+	return nil
+}
+
+// The drift history's parts: d (header), r (one resource's history).
+func (h *Drift) Kinds() string { return "dr" }
+
+// Touch adds the parts of the drift history that applying e can change.
+func (h *Drift) Touch(e events.Stored, dirty Dirty) {
+	dirty.Add('d', e.Device, "")
+	if e.Resource != "" {
+		dirty.Add('r', e.Device, e.Resource)
+	}
+}
+
+// Parts calls fn for every part the drift history holds.
+func (h *Drift) Parts(fn func(Part)) {
+	for id, d := range h.devices {
+		fn(Part{'d', id, ""})
+		for r := range d.Resources {
+			fn(Part{'r', id, r})
+		}
+	}
+}
+
+// Encode returns a part's JSON, false if the history no longer holds it.
+func (h *Drift) Encode(p Part) ([]byte, bool) {
+	var v any
+	switch p.Kind {
+	case 'd':
+		d := h.devices[p.Device]
+		if d == nil {
+			return nil, false
+		}
+		v = d
+	case 'r':
+		d := h.devices[p.Device]
+		if d == nil || d.Resources[p.Resource] == nil {
+			return nil, false
+		}
+		v = d.Resources[p.Resource]
+	default:
+		return nil, false
+	}
+	return mustJSON(p, v), true
+}
+
+// Load restores one part of the drift history.
+func (h *Drift) Load(p Part, val []byte) error {
+	k := p.key()
+	switch p.Kind {
 	case 'd':
 		var d driftDevice
 		if err := json.Unmarshal(val, &d); err != nil {
 			return fmt.Errorf("key %q: %w", k, err)
 		}
-		d.Device = dev
-		if old := h.devices[dev]; old != nil {
+		d.Device = p.Device
+		if old := h.devices[p.Device]; old != nil {
 			d.Resources = old.Resources
 		}
-		h.devices[dev] = &d
+		h.devices[p.Device] = &d
 	case 'r':
 		if err := h.LoadResource(val); err != nil {
 			return fmt.Errorf("key %q: %w", k, err)
 		}
 	default:
-		return fmt.Errorf("key %q: not a read-model key", k)
+		return fmt.Errorf("key %q: not a drift-history key", k)
 	}
 	return nil
+}
+
+// mustJSON encodes a part's plain data (which cannot fail).
+func mustJSON(p Part, v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("projections: encode %s: %v", p.key(), err))
+	}
+	return b
 }

@@ -30,7 +30,7 @@ func damaged(err error) bool {
 // says what happened.
 func (s *Service) rebuildDamaged(old string, cause error) (*models, string, error) {
 	name := "models-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	m, err := openModels(filepath.Join(s.dir, name))
+	m, err := openModels(filepath.Join(s.dir, name), s.kinds)
 	if err != nil {
 		return nil, "", fmt.Errorf("read models %s damaged (%v), and a new store failed: %w", old, cause, err)
 	}

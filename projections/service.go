@@ -2,14 +2,11 @@ package projections
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,7 +16,6 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/jsstore"
 )
 
@@ -54,6 +50,18 @@ func WithDurable(name string) Option { return func(s *Service) { s.durable = nam
 // what the last interval wrote (Pebble recovers a prefix of the batches).
 func WithSyncInterval(d time.Duration) Option { return func(s *Service) { s.syncEvery = d } }
 
+// WithModel registers one more read model, run beside the defaults
+// (DefaultModels): folded, persisted with the checkpoint, reloaded on Open
+// and rebuilt by Rebuild. Read it with Query. A store written without it
+// (or with other models) is folded again from the log on Open.
+func WithModel(f ModelFactory) Option {
+	return func(s *Service) { s.factories = append(s.factories, f) }
+}
+
+// WithLogger sets where the service logs its consumer's failures (default
+// slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(s *Service) { s.logger = l } }
+
 // WithMaxBatch bounds how many events one Pebble batch applies (default 5,000).
 func WithMaxBatch(n int) Option { return func(s *Service) { s.maxBatch = n } }
 
@@ -77,21 +85,27 @@ type Stats struct {
 	Batches    uint64  `json:"batches"`     // Pebble batches written since start
 	FoldSecs   float64 `json:"foldSeconds"` // time spent folding and writing
 	Devices    int     `json:"devices"`
-	Rebuilding bool    `json:"rebuilding"`
+	// Failures of the consumer since start (each logged, rate-limited), and
+	// the last one's cause while they go on ("" once it advances again).
+	Failures    uint64 `json:"failures"`
+	LastFailure string `json:"lastFailure,omitempty"`
+	Rebuilding  bool   `json:"rebuilding"`
 	// Rebuild progress while Rebuilding: sequences done of total.
 	RebuildDone  uint64 `json:"rebuildDone,omitempty"`
 	RebuildTotal uint64 `json:"rebuildTotal,omitempty"`
 }
 
-// models is one read-model store: the folds in memory and their Pebble copy.
+// models is one read-model store: the registered read models in memory and
+// their Pebble copy.
 type models struct {
 	dir        string
 	db         *pebble.DB
-	fleet      *Fleet
-	drift      *Drift
+	kinds      modelSet
+	set        []ReadModel // one of each registered model, in registration order
+	byKind     [256]ReadModel
 	checkpoint uint64 // last sequence written to Pebble with the parts
 	applied    uint64 // last sequence folded in memory (>= checkpoint)
-	dirty      map[part]struct{}
+	dirty      Dirty
 	allDirty   bool   // every part will be written (a rebuild): apply need not note which
 	skipped    []item // bad messages not yet written
 }
@@ -104,6 +118,8 @@ type models struct {
 type Service struct {
 	dir       string
 	durable   string
+	factories []ModelFactory // WithModel's, after DefaultModels
+	kinds     modelSet
 	maxBatch  int
 	syncEvery time.Duration
 
@@ -133,6 +149,10 @@ type Service struct {
 	progress  chan struct{} // closed and replaced after every batch
 
 	recovered string // why Open started from an empty store (recover.go)
+
+	logger     *slog.Logger
+	fails      *FailureLog
+	advancedAt atomic.Int64 // unix nanoseconds of the checkpoint's last move (or of Open)
 }
 
 // Open opens (or creates) the service's store in dir and loads the read
@@ -140,10 +160,17 @@ type Service struct {
 // set aside: the models start empty and are folded again from the log.
 func Open(dir string, opts ...Option) (*Service, error) {
 	s := &Service{dir: dir, durable: DefaultDurable, maxBatch: 5000, syncEvery: 50 * time.Millisecond,
-		listeners: map[int]func(BatchInfo){}, progress: make(chan struct{})}
+		listeners: map[int]func(BatchInfo){}, progress: make(chan struct{}), factories: DefaultModels()}
 	for _, o := range opts {
 		o(s)
 	}
+	kinds, err := newModelSet(s.factories)
+	if err != nil {
+		return nil, fmt.Errorf("projections store %s: %w", dir, err)
+	}
+	s.kinds = kinds
+	s.fails = NewFailureLog(s.logger, "projections: consuming the log failed; the service starts again from its checkpoint every second, and the read models lag until it does", nil)
+	s.advancedAt.Store(time.Now().UnixNano())
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("projections store %s: %w", dir, err)
 	}
@@ -155,11 +182,11 @@ func Open(dir string, opts ...Option) (*Service, error) {
 	} else if err := writeCurrent(dir, name); err != nil {
 		return nil, err
 	}
-	m, err := openModels(filepath.Join(dir, name))
+	m, err := openModels(filepath.Join(dir, name), s.kinds)
 	if errors.Is(err, errOldLayout) {
 		m.db.Close()
 		name = "models-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-		if m, err = openModels(filepath.Join(dir, name)); err == nil {
+		if m, err = openModels(filepath.Join(dir, name), s.kinds); err == nil {
 			err = writeCurrent(dir, name)
 		}
 	} else if damaged(err) {
@@ -172,114 +199,6 @@ func Open(dir string, opts ...Option) (*Service, error) {
 	s.streamLast.Store(m.checkpoint)
 	removeOthers(dir, name)
 	return s, nil
-}
-
-// removeOthers deletes models directories other than the current one: left
-// by a rebuild that did not finish, or by an older layout.
-func removeOthers(dir, current string) {
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		if e.IsDir() && strings.HasPrefix(e.Name(), "models-") && e.Name() != current {
-			os.RemoveAll(filepath.Join(dir, e.Name()))
-		}
-	}
-}
-
-func writeCurrent(dir, name string) error {
-	tmp := filepath.Join(dir, currentFile+".tmp")
-	if err := os.WriteFile(tmp, []byte(name+"\n"), 0o644); err != nil {
-		return fmt.Errorf("projections store: %w", err)
-	}
-	f, err := os.Open(tmp)
-	if err == nil {
-		_ = f.Sync()
-		f.Close()
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, currentFile)); err != nil {
-		return fmt.Errorf("projections store: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
-}
-
-var errOldLayout = errors.New("read models written with another key layout")
-
-// openModels opens a store and loads its folds. With errOldLayout the
-// returned models are open but hold data of another layout.
-func openModels(dir string) (*models, error) {
-	o := StoreOptions(quiet{})
-	o.EventListener = corruptionReturned()
-	db, err := pebble.Open(dir, o)
-	if err != nil {
-		return nil, fmt.Errorf("open read models %s: %w", dir, err)
-	}
-	m := &models{dir: dir, db: db, dirty: map[part]struct{}{}}
-	cp, err := get(db, keyCheckpoint)
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("read checkpoint: %w", err)
-	}
-	v, err := get(db, keyLayout)
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("read layout: %w", err)
-	}
-	if cp != nil && string(v) != layout {
-		return m, errOldLayout
-	}
-	if len(cp) == 8 {
-		m.checkpoint = binary.BigEndian.Uint64(cp)
-	}
-	m.applied = m.checkpoint
-	if err := m.load(); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("load read models %s: %w", dir, err)
-	}
-	return m, nil
-}
-
-func get(db *pebble.DB, key []byte) ([]byte, error) {
-	v, closer, err := db.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer closer.Close()
-	return slices.Clone(v), nil
-}
-
-// load reads the folds from Pebble: headers before the parts beneath them.
-func (m *models) load() error {
-	m.fleet, m.drift = NewFleet(), NewDrift()
-	for _, prefix := range []string{prefixFleet, prefixManifest, prefixResource, prefixDrift, prefixHistory} {
-		it, err := m.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: []byte(prefix[:1] + "0")})
-		if err != nil {
-			return err
-		}
-		for it.First(); it.Valid(); it.Next() {
-			if err := loadPart(m.fleet, m.drift, it.Key(), slices.Clone(it.Value())); err != nil {
-				it.Close()
-				return fmt.Errorf("%w: %w", errBadPart, err)
-			}
-		}
-		if err := it.Close(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-type quiet struct{}
-
-func (quiet) Infof(string, ...any)  {}
-func (quiet) Errorf(string, ...any) {}
-func (quiet) Fatalf(format string, args ...any) {
-	panic(fmt.Sprintf(format, args...))
 }
 
 // Close closes the store. Run must have returned.
@@ -297,157 +216,6 @@ func (s *Service) Close() error {
 	err := closeStore(s.m.db)
 	s.m = nil
 	return err
-}
-
-// item is one delivered message: its raw form until a decoder has decoded it.
-type item struct {
-	seq     uint64
-	pending uint64
-	ev      events.Stored
-	err     error
-
-	subject string    // raw message, cleared once decoded
-	at      time.Time // stream time
-	data    []byte
-}
-
-// decode decodes the item's raw message and lets go of it.
-func (it *item) decode() {
-	it.ev, it.err = jsstore.FromRawOwned(it.subject, it.seq, it.at, it.data) // the message's buffer is the event's now
-	it.subject, it.data = "", nil
-}
-
-// chunk is a slice of delivered messages on its way to the fold: decoded on
-// one of the decoder goroutines, folded in delivery order.
-type chunk struct {
-	items   []item
-	decoded chan struct{} // closed once items are decoded
-}
-
-// apply folds items into m's folds in memory and notes the parts they
-// change; flush writes them. Items at or below what m has applied
-// (redeliveries) are skipped. The caller holds applyMu (or owns m alone);
-// with live, readers are locked out while the folds change.
-func (s *Service) apply(m *models, items []item, live bool) BatchInfo {
-	return s.applyParts(m, [][]item{items}, live)
-}
-
-// applyParts is apply for items in parts, in order.
-func (s *Service) applyParts(m *models, parts [][]item, live bool) BatchInfo {
-	info := BatchInfo{}
-	if live {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-	}
-	for _, items := range parts {
-		s.applyItems(m, items, &info)
-	}
-	return info
-}
-
-func (s *Service) applyItems(m *models, items []item, info *BatchInfo) {
-	for i := range items {
-		it := &items[i]
-		if it.seq <= m.applied {
-			continue // delivered again: already applied
-		}
-		if info.FromSeq == 0 {
-			info.FromSeq = it.seq
-		}
-		m.applied = it.seq
-		if it.err == nil && !events.WrittenByItsWriter(it.ev.Event) {
-			it.err = events.CheckWriter(it.ev) // forged: reported with its sequence like a bad message, not folded
-		}
-		if it.err != nil {
-			m.skipped = append(m.skipped, item{seq: it.seq, err: it.err})
-			continue
-		}
-		m.fleet.Apply(it.ev)
-		m.drift.Apply(it.ev)
-		if !m.allDirty {
-			touched(m.dirty, it.ev)
-		}
-		info.Events++
-	}
-}
-
-// flush writes the parts changed since the last flush, the skipped messages
-// and the checkpoint in one Pebble batch, synced if sync: a kill at any
-// moment leaves the parts and the checkpoint of one and the same sequence.
-// It fills info's Devices and Checkpoint. If the write fails, the folds are
-// read back from Pebble, so memory never runs ahead of what is stored.
-func (s *Service) flush(m *models, sync, live bool, info *BatchInfo) error {
-	if m.applied == m.checkpoint {
-		return nil
-	}
-	// encode first, so that the batch is made at its size (a rebuild
-	// writes every part at once: growing the batch would copy it again and again)
-	type kv struct{ k, v []byte }
-	kvs := make([]kv, 0, len(m.dirty))
-	size := 1 << 10
-	for p := range m.dirty {
-		if p.kind == 'f' {
-			info.Devices = append(info.Devices, p.device)
-		}
-		x := kv{k: p.key()}
-		if v, ok := encodePart(m.fleet, m.drift, p); ok {
-			x.v = v
-		}
-		kvs = append(kvs, x)
-		size += len(x.k) + len(x.v) + 16
-	}
-	b := m.db.NewBatchWithSize(size)
-	defer b.Close()
-	for _, x := range kvs {
-		if x.v != nil {
-			_ = b.Set(x.k, x.v, nil)
-		} else {
-			_ = b.Delete(x.k, nil)
-		}
-	}
-	for _, it := range m.skipped {
-		_ = b.Set([]byte(fmt.Sprintf("%s%020d", prefixSkipped, it.seq)), []byte(it.err.Error()), nil)
-	}
-	var v [8]byte
-	binary.BigEndian.PutUint64(v[:], m.applied)
-	_ = b.Set(keyCheckpoint, v[:], nil)
-	_ = b.Set(keyLayout, []byte(layout), nil)
-	opt := pebble.NoSync
-	if sync {
-		opt = pebble.Sync
-	}
-	if err := b.Commit(opt); err != nil {
-		err = fmt.Errorf("write read models at sequence %d: %w", m.applied, err)
-		if live {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-		}
-		if lerr := m.load(); lerr != nil {
-			return errors.Join(err, fmt.Errorf("read models back: %w", lerr))
-		}
-		m.applied = m.checkpoint
-		clear(m.dirty)
-		m.skipped = m.skipped[:0]
-		return err
-	}
-	s.skipped.Add(uint64(len(m.skipped)))
-	for _, it := range m.skipped {
-		if errors.Is(it.err, events.ErrForged) {
-			s.forged.Add(1)
-		}
-	}
-	m.skipped = m.skipped[:0]
-	clear(m.dirty)
-	if live { // readers (Checkpoint, Lag) read it under s.mu
-		s.mu.Lock()
-	}
-	m.checkpoint = m.applied
-	if live {
-		s.mu.Unlock()
-	}
-	info.Checkpoint = m.checkpoint
-	slices.Sort(info.Devices)
-	return nil
 }
 
 // Run consumes the stream from the checkpoint until ctx is done, applying
@@ -481,13 +249,20 @@ func (s *Service) Run(ctx context.Context, js jetstream.JetStream) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		// the consumer was lost (server restart, consumer deleted): start again from the checkpoint
+		if s.Halted() {
+			continue // the guard stopped it: Health says why
+		}
+		if err == nil {
+			err = errors.New("the consumer ended without an error")
+		}
+		// the consumer was lost (server restart, consumer deleted) or a
+		// write failed: say why, and start again from the checkpoint
+		s.fails.Failed(err, s.Checkpoint())
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(time.Second):
 		}
-		_ = err
 	}
 }
 
@@ -525,269 +300,13 @@ func (s *Service) noteLast(seq uint64) {
 	}
 }
 
-// consume runs one durable consumer from checkpoint+1. The consumer acks
-// nothing: the checkpoint in Pebble is the source of truth, so the consumer
-// is recreated at the checkpoint on every start.
-func (s *Service) consume(ctx context.Context, js jetstream.JetStream) error {
-	s.applyMu.Lock()
-	from := s.m.applied + 1
-	s.applyMu.Unlock()
-	if err := js.DeleteConsumer(ctx, events.Stream, s.durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return fmt.Errorf("reset consumer %s: %w", s.durable, err)
-	}
-	cons, err := js.CreateConsumer(ctx, events.Stream, jetstream.ConsumerConfig{
-		Durable: s.durable, Description: "fleet projection service (checkpoint kept in its Pebble store)",
-		AckPolicy: jetstream.AckNonePolicy, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from,
-		FilterSubject: events.AllSubjects, MaxAckPending: -1,
-	})
-	if err != nil {
-		return fmt.Errorf("create consumer %s: %w", s.durable, err)
-	}
-	return s.pump(ctx, cons, 0, func(parts [][]item) error {
-		start := time.Now()
-		s.applyMu.Lock()
-		defer s.applyMu.Unlock()
-		info := s.applyParts(s.m, parts, true)
-		if err := s.flush(s.m, s.syncEvery <= 0, true, &info); err != nil {
-			return err
-		}
-		if s.syncEvery > 0 {
-			s.unsynced.Store(true)
-		}
-		info.Fold = time.Since(start)
-		s.done(info)
-		return nil
-	})
-}
-
-// handoff is how many decoded messages the consumer's callback hands the
-// folding goroutine at once; it hands fewer when the stream has nothing
-// more pending or the first of them has waited handoffWait.
-const (
-	handoff     = 256
-	handoffWait = time.Millisecond
-)
-
-// pump delivers messages from cons to apply in batches: whatever has arrived
-// when the previous batch is written, up to maxBatch. The consumer's
-// callback hands messages over in chunks (see handoff: a lone event is not
-// held back); decoders (one a CPU) decode the chunks side by side, and the
-// fold takes them in delivery order while the previous batch is folded and
-// written: a three-stage pipeline. It stops at ctx's end, on an error, or
-// after sequence upTo (0: never).
-func (s *Service) pump(ctx context.Context, cons jetstream.Consumer, upTo uint64, apply func([][]item) error) error {
-	ch := make(chan *chunk, 2*s.maxBatch/handoff+2) // in delivery order, to the fold
-	work := make(chan *chunk, cap(ch))              // to the decoders
-	free := make(chan []item, cap(ch)+2)
-	quit := make(chan struct{})
-	defer close(quit)
-	for range decoders() {
-		go func() {
-			for {
-				select {
-				case c := <-work:
-					for i := range c.items {
-						c.items[i].decode()
-					}
-					close(c.decoded)
-				case <-quit:
-					return
-				}
-			}
-		}()
-	}
-	errc := make(chan error, 1)
-	var pend []item // the callback's alone
-	var since time.Time
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		seq, pending, at, ok := ackMetadata(m.Reply())
-		if !ok {
-			md, err := m.Metadata()
-			if err != nil {
-				return
-			}
-			seq, pending, at = md.Sequence.Stream, md.NumPending, md.Timestamp
-		}
-		now := time.Now()
-		if pend == nil {
-			select {
-			case pend = <-free:
-			default:
-				pend = make([]item, 0, handoff)
-			}
-			since = now
-		}
-		pend = append(pend, item{seq: seq, pending: pending, subject: m.Subject(), at: at, data: m.Data()})
-		if len(pend) >= handoff || pending == 0 || now.Sub(since) >= handoffWait || (upTo > 0 && seq >= upTo) {
-			c := &chunk{items: pend, decoded: make(chan struct{})}
-			pend = nil
-			select {
-			case work <- c:
-			case <-ctx.Done():
-				return
-			case <-quit:
-				return
-			}
-			select {
-			case ch <- c:
-			case <-ctx.Done():
-			case <-quit:
-			}
-		}
-	}, jetstream.PullMaxMessages(4096), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-			select {
-			case errc <- err:
-			default:
-			}
-		}
-	}))
-	if err != nil {
-		return fmt.Errorf("consume: %w", err)
-	}
-	defer cc.Stop()
-	// A batch is the chunks' items as they are (not copied); the chunks go
-	// back to the callback once applied. Their items are overwritten as it
-	// fills them again, so what a chunk in the free list still holds is
-	// bounded by the list's length.
-	var batch [][]item
-	n := 0 // items in batch
-	take := func(c *chunk) bool {
-		select {
-		case <-c.decoded:
-		case <-ctx.Done():
-			return false
-		}
-		batch = append(batch, c.items)
-		n += len(c.items)
-		return true
-	}
-	release := func() {
-		for _, items := range batch {
-			select {
-			case free <- items[:0]:
-			default:
-			}
-		}
-		clear(batch)
-		batch, n = batch[:0], 0
-	}
-	for {
-		release()
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case err := <-errc:
-			return err
-		case c := <-ch:
-			if !take(c) {
-				return ctx.Err()
-			}
-		}
-	drain:
-		for n < s.maxBatch {
-			select {
-			case c := <-ch:
-				if !take(c) {
-					return ctx.Err()
-				}
-			default:
-				break drain
-			}
-		}
-		lastPart := batch[len(batch)-1]
-		last := lastPart[len(lastPart)-1]
-		s.noteLast(last.seq + last.pending)
-		if upTo > 0 {
-			for i, items := range batch {
-				batch[i] = slices.DeleteFunc(items, func(it item) bool { return it.seq > upTo })
-			}
-		}
-		if err := apply(batch); err != nil {
-			return err
-		}
-		if upTo > 0 && last.seq >= upTo {
-			return nil
-		}
-	}
-}
-
-// ackMetadata reads a delivered message's stream sequence, pending count
-// and stream time from its reply subject, as jetstream.Msg.Metadata does
-// but without building the metadata (it runs for every message, on the
-// connection's goroutine). ok false: not a form it knows; use Metadata.
-//
-//	$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>
-//	$JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>[.<token>]
-func ackMetadata(reply string) (seq, pending uint64, at time.Time, ok bool) {
-	const prefix = "$JS.ACK."
-	if len(reply) <= len(prefix) || reply[:len(prefix)] != prefix {
-		return 0, 0, time.Time{}, false
-	}
-	// the tokens after the prefix, by the positions of the dots between them
-	var dots [11]int
-	n := 0
-	for i := len(prefix); i < len(reply); i++ {
-		if reply[i] == '.' {
-			if n == len(dots) {
-				return 0, 0, time.Time{}, false // more tokens than either form has
-			}
-			dots[n] = i
-			n++
-		}
-	}
-	tok := func(i int) string { // i-th token after the prefix; 0 <= i <= n
-		from, to := len(prefix), len(reply)
-		if i > 0 {
-			from = dots[i-1] + 1
-		}
-		if i < n {
-			to = dots[i]
-		}
-		return reply[from:to]
-	}
-	first := 0 // of delivered, sseq, cseq, tm, pending
-	switch n + 1 {
-	case 7: // v1
-		first = 2
-	case 9, 10: // v2, with or without the last token
-		first = 4
-	default:
-		return 0, 0, time.Time{}, false
-	}
-	seq, ok1 := number(tok(first + 1))
-	ts, ok2 := number(tok(first + 3))
-	pending, ok3 := number(tok(first + 4))
-	if !ok1 || !ok2 || !ok3 {
-		return 0, 0, time.Time{}, false
-	}
-	return seq, pending, time.Unix(0, int64(ts)), true
-}
-
-// number parses a reply subject's decimal token.
-func number(s string) (uint64, bool) {
-	if s == "" || len(s) > 19 {
-		return 0, false
-	}
-	var n uint64
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + uint64(c-'0')
-	}
-	return n, true
-}
-
-// decoders is how many goroutines decode delivered messages: one a CPU.
-func decoders() int { return max(1, runtime.GOMAXPROCS(0)) }
-
 func (s *Service) done(info BatchInfo) {
 	if info.Checkpoint == 0 {
 		return
 	}
 	s.applied.Add(uint64(info.Events))
+	s.advancedAt.Store(time.Now().UnixNano())
+	s.fails.OK()
 	s.batches.Add(1)
 	s.foldNanos.Add(int64(info.Fold))
 	s.lmu.Lock()
@@ -833,229 +352,4 @@ func (s *Service) WaitFor(ctx context.Context, seq uint64) error {
 		case <-ch:
 		}
 	}
-}
-
-// Checkpoint returns the last stream sequence applied.
-func (s *Service) Checkpoint() uint64 {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.m == nil {
-		return 0
-	}
-	return s.m.checkpoint
-}
-
-// Lag is the stream's last sequence minus the checkpoint.
-func (s *Service) Lag() uint64 {
-	cp, last := s.Checkpoint(), s.streamLast.Load()
-	if last < cp {
-		return 0
-	}
-	return last - cp
-}
-
-// Stats returns the service's counters.
-func (s *Service) Stats() Stats {
-	st := Stats{Checkpoint: s.Checkpoint(), StreamLast: s.streamLast.Load(), Applied: s.applied.Load(),
-		Skipped: s.skipped.Load(), Forged: s.forged.Load(), Batches: s.batches.Load(), FoldSecs: time.Duration(s.foldNanos.Load()).Seconds(),
-		Rebuilding: s.rebuilding.Load(), RebuildDone: s.rebuildDone.Load(), RebuildTotal: s.rebuildTotal.Load()}
-	if st.StreamLast > st.Checkpoint {
-		st.Lag = st.StreamLast - st.Checkpoint
-	} else {
-		st.StreamLast = st.Checkpoint
-	}
-	s.mu.RLock()
-	if s.m != nil { // counted, not copied: Stats is asked for by every open stream
-		for _, d := range s.m.fleet.devices {
-			if !d.Deregistered {
-				st.Devices++
-			}
-		}
-	}
-	s.mu.RUnlock()
-	return st
-}
-
-// Device returns one device's read model.
-func (s *Service) Device(id string) (Device, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.m.fleet.Device(id)
-}
-
-// DeviceIDs returns the id of every device the read model knows, sorted
-// (deregistered ones too: Device says false for them). It copies no device,
-// so listing a page of a large fleet costs the page, not the fleet.
-func (s *Service) DeviceIDs() []string {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.m.fleet.DeviceIDs()
-}
-
-// Devices returns every device, sorted by id.
-func (s *Service) Devices() []Device {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.m.fleet.Devices()
-}
-
-// Drift returns a device's drift history, or every device's if id is "".
-func (s *Service) Drift(id string) []ResourceDrift {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if id == "" {
-		return s.m.drift.All()
-	}
-	return s.m.drift.Device(id)
-}
-
-// Explain explains one resource.
-func (s *Service) Explain(device, resource string) (Explanation, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.m.fleet.Explain(device, resource)
-}
-
-// Dump returns every key and value of the active store (read models,
-// checkpoint, skipped messages), for byte-equal comparisons.
-func (s *Service) Dump() (map[string]string, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return dump(s.m.db)
-}
-
-func dump(db *pebble.DB) (map[string]string, error) {
-	it, err := db.NewIter(nil)
-	if err != nil {
-		return nil, err
-	}
-	defer it.Close()
-	out := map[string]string{}
-	for it.First(); it.Valid(); it.Next() {
-		out[string(it.Key())] = string(it.Value())
-	}
-	return out, it.Error()
-}
-
-// Rebuild builds the read models from sequence 1 into a fresh store while
-// the current ones keep answering, then swaps them in and deletes the old
-// store. progress, if not nil, is called now and then with the sequences
-// done and the total. It may run while Run runs; the live loop pauses only
-// for the final catch-up and the swap.
-func (s *Service) Rebuild(ctx context.Context, js jetstream.JetStream, progress func(done, total uint64)) error {
-	if !s.rebuilding.CompareAndSwap(false, true) {
-		return fmt.Errorf("a rebuild is already running")
-	}
-	defer s.rebuilding.Store(false)
-	// A rebuild allocates fast and keeps little (the folds are small next to
-	// the stream): collect garbage less often while it runs.
-	defer debug.SetGCPercent(debug.SetGCPercent(400))
-	st, err := jsstore.Attach(ctx, js)
-	if err != nil {
-		return err
-	}
-	total, err := st.LastSeq(ctx)
-	if err != nil {
-		return err
-	}
-	s.rebuildDone.Store(0)
-	s.rebuildTotal.Store(total)
-	name := "models-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	nm, err := openModels(filepath.Join(s.dir, name))
-	if err != nil {
-		return err
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			nm.db.Close()
-			os.RemoveAll(nm.dir)
-		}
-	}()
-	report := func() {
-		s.rebuildDone.Store(nm.applied)
-		if progress != nil {
-			progress(nm.applied, s.rebuildTotal.Load())
-		}
-	}
-	report()
-	// Fold in memory; write the whole state once at the end (unsynced, then
-	// the tail synced): nothing is read from this store before the swap,
-	// and an interrupted rebuild starts over.
-	if total > 0 {
-		cons, err := js.OrderedConsumer(ctx, events.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.AllSubjects}})
-		if err != nil {
-			return fmt.Errorf("rebuild: %w", err)
-		}
-		lastReport := time.Now()
-		nm.allDirty = true // written whole below
-		err = s.pump(ctx, cons, total, func(parts [][]item) error {
-			s.applyParts(nm, parts, false)
-			if len(nm.skipped) > 10000 {
-				if err := s.flush(nm, false, false, &BatchInfo{}); err != nil {
-					return err
-				}
-			}
-			if time.Since(lastReport) > 500*time.Millisecond {
-				lastReport = time.Now()
-				report()
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("rebuild: %w", err)
-		}
-	}
-	nm.allDirty = false
-	clear(nm.dirty)
-	for _, p := range allParts(nm.fleet, nm.drift) {
-		nm.dirty[p] = struct{}{}
-	}
-	if err := s.flush(nm, false, false, &BatchInfo{}); err != nil {
-		return fmt.Errorf("rebuild: %w", err)
-	}
-	// catch up with the live models, then swap
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
-	target := s.m.applied
-	if s.Halted() {
-		target = nm.applied // the live models folded events the log no longer has: take the log as it is
-	}
-	if target > nm.applied {
-		s.rebuildTotal.Store(target)
-		var tail []item
-		for ev, err := range st.Read(ctx, events.Filter{FromSeq: nm.applied + 1, ToSeq: target}) {
-			var bm *events.BadMessage
-			switch {
-			case err == nil:
-				tail = append(tail, item{seq: ev.Seq, ev: ev})
-			case errors.As(err, &bm):
-				tail = append(tail, item{seq: bm.Seq, err: err})
-			default:
-				return fmt.Errorf("rebuild catch-up: %w", err)
-			}
-		}
-		s.apply(nm, tail, false)
-		// gap-free up to target: mark it even if the last messages were not delivered
-		nm.applied = max(nm.applied, target)
-	}
-	if err := s.flush(nm, true, false, &BatchInfo{}); err != nil {
-		return fmt.Errorf("rebuild: %w", err)
-	}
-	report()
-	if err := writeCurrent(s.dir, name); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	old := s.m
-	s.m = nm
-	s.mu.Unlock()
-	ok = true
-	s.syncMu.Lock()
-	old.db.Close()
-	s.syncMu.Unlock()
-	os.RemoveAll(old.dir)
-	s.liftHalt()
-	s.done(BatchInfo{Checkpoint: nm.checkpoint, Devices: nm.fleet.DeviceIDs()})
-	return nil
 }

@@ -71,12 +71,14 @@ func streamLog(t testing.TB, env *eventstest.Env) []events.Stored {
 func serviceModels(s *Service) []byte {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := map[string]any{"devices": s.m.fleet.Devices(), "drift": s.m.drift.All()}
+	fleet, _ := find[*Fleet](s.m.set)
+	drift, _ := find[*Drift](s.m.set)
+	out := map[string]any{"devices": fleet.Devices(), "drift": drift.All()}
 	var ex []Explanation
-	for _, dev := range s.m.fleet.Devices() {
+	for _, dev := range fleet.Devices() {
 		for _, r := range dev.Resources {
 			if r.State != "Ready" {
-				x, _ := s.m.fleet.Explain(dev.Device, r.ID)
+				x, _ := fleet.Explain(dev.Device, r.ID)
 				ex = append(ex, x)
 			}
 		}

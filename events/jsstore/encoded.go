@@ -11,29 +11,14 @@ import (
 	"github.com/fleet-dev/fleet/events"
 )
 
-// Encoded is an event in its wire form, encoded and checked by its writer
-// when it was produced (an agent's outbox keeps events this way): the
-// subject it belongs on, its id (sent as Nats-Msg-Id) and its JSON.
-type Encoded struct {
-	Subject string
-	ID      string
-	Data    []byte
-}
+// Encoded is events.Encoded (the type moved to the contract: an agent's
+// outbox record is not the adapter's); kept so existing callers build.
+type Encoded = events.Encoded
 
-// EncodedOf encodes and checks e (events.Encode, events.SubjectFor).
-func EncodedOf(e events.Event) (Encoded, error) {
-	subj, err := events.SubjectFor(e)
-	if err != nil {
-		return Encoded{}, err
-	}
-	data, err := events.Encode(e)
-	if err != nil {
-		return Encoded{}, err
-	}
-	return Encoded{Subject: subj, ID: e.ID, Data: data}, nil
-}
+// EncodedOf is events.EncodedOf.
+func EncodedOf(e events.Event) (Encoded, error) { return events.EncodedOf(e) }
 
-func (e Encoded) msg() *nats.Msg {
+func encodedMsg(e events.Encoded) *nats.Msg {
 	m := nats.NewMsg(e.Subject)
 	m.Data = e.Data
 	m.Header.Set(jetstream.MsgIDHeader, e.ID)
@@ -48,18 +33,18 @@ func (e Encoded) msg() *nats.Msg {
 // events are stored already (a retry after a lost ack) is appended again one
 // event at a time, in order, and the stream drops the copies. Errors: as
 // AppendBatch (connection failures wrap events.ErrUnavailable).
-func (s *Store) AppendEncoded(ctx context.Context, evs []Encoded) error {
+func (s *Store) AppendEncoded(ctx context.Context, evs []events.Encoded) error {
 	for len(evs) > 0 {
 		n := min(len(evs), MaxBatch)
 		batch := evs[:n]
 		if n == 1 {
-			if _, err := s.publish(ctx, batch[0].msg); err != nil {
+			if _, err := s.publish(ctx, func() *nats.Msg { return encodedMsg(batch[0]) }); err != nil {
 				return fmt.Errorf("append batch of 1: %w", unavailable(err))
 			}
 		} else {
 			msgs := make([]*nats.Msg, n)
 			for i, e := range batch {
-				msgs[i] = e.msg()
+				msgs[i] = encodedMsg(e)
 			}
 			if err := s.publishBatch(ctx, msgs); err != nil {
 				var apiErr *jetstream.APIError
@@ -67,7 +52,7 @@ func (s *Store) AppendEncoded(ctx context.Context, evs []Encoded) error {
 					return fmt.Errorf("append batch of %d: %w", n, unavailable(err))
 				}
 				for _, e := range batch {
-					if _, err := s.publish(ctx, e.msg); err != nil {
+					if _, err := s.publish(ctx, func() *nats.Msg { return encodedMsg(e) }); err != nil {
 						return fmt.Errorf("append batch retry of %d: %w", n, unavailable(err))
 					}
 				}

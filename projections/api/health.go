@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"sync"
+	"time"
 )
 
 // Check is one part's health: OK, or why not and what to do.
@@ -17,9 +18,18 @@ type Check struct {
 
 // healthChecks are the checks /healthz runs besides the projection service's own.
 type healthChecks struct {
-	mu  sync.Mutex
-	fns []func() Check
+	mu       sync.Mutex
+	fns      []func() Check
+	maxStall time.Duration // 0: DefaultMaxStall
 }
+
+// DefaultMaxStall is how long the read models may stand still while the
+// stream has events past them before /healthz fails.
+const DefaultMaxStall = time.Minute
+
+// WithMaxStall sets how long the projection service may not advance while
+// the stream has before /healthz answers 503 (default DefaultMaxStall).
+func WithMaxStall(d time.Duration) ServerOption { return func(a *Server) { a.checks.maxStall = d } }
 
 // AddCheck makes /healthz run fn too (the JetStream server, the time-travel
 // index): /healthz fails when any check fails. Safe for concurrent use.
@@ -44,6 +54,17 @@ func (a *Server) Health() (ok bool, checks []Check) {
 		pc.Action = "wait for them to catch up; if the lag keeps growing, see 'fleet project --status'"
 	}
 	checks = append(checks, pc)
+	stall := a.checks.maxStall
+	if stall <= 0 {
+		stall = DefaultMaxStall
+	}
+	sc := Check{Name: "projections-advancing", OK: true}
+	if why := a.svc.Stalled(stall); why != "" {
+		sc.OK, sc.Reason = false, why
+		sc.Action = "see the server's log for 'projections: consuming the log failed' and its cause " +
+			"(the NATS user's permissions on FLEET, the server's health, the read models' disk); 'fleet project --status' shows the lag"
+	}
+	checks = append(checks, sc)
 	a.checks.mu.Lock()
 	fns := append([]func() Check(nil), a.checks.fns...)
 	a.checks.mu.Unlock()

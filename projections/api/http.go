@@ -95,6 +95,8 @@ func (a *Server) metrics() *prometheus.Registry {
 			stat(func(s projections.Stats) float64 { return float64(s.Lag) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fleet_projection_checkpoint", Help: "Last stream sequence applied."},
 			stat(func(s projections.Stats) float64 { return float64(s.Checkpoint) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleet_projection_consumer_failures_total", Help: "Times the service's consumer failed and was started again from the checkpoint (each logged with its cause)."},
+			stat(func(s projections.Stats) float64 { return float64(s.Failures) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fleet_projection_devices", Help: "Devices in the fleet state."},
 			stat(func(s projections.Stats) float64 { return float64(s.Devices) })),
 	)

@@ -54,16 +54,16 @@ type Follower interface {
 // (nil: slog.Default()), the first at once and then at most once a minute
 // with a count, and following resumes from the checkpoint a second later.
 func (x *Index) Follow(ctx context.Context, log Follower, logger *slog.Logger) error {
-	fails := newFailureLog(logger, "time-travel index: following the log failed; it resumes from its checkpoint every second, and inspect answers lag until it does", time.Now)
+	fails := projections.NewFailureLog(logger, "time-travel index: following the log failed; it resumes from its checkpoint every second, and inspect answers lag until it does", time.Now)
 	for ctx.Err() == nil {
-		err := x.follow(ctx, log, fails.ok)
+		err := x.follow(ctx, log, fails.OK)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err == nil {
 			err = errors.New("the log's follow ended without an error")
 		}
-		fails.failed(err, x.Checkpoint())
+		fails.Failed(err, x.Checkpoint())
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):

@@ -1,0 +1,146 @@
+package projections
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/fleet-dev/fleet/events"
+)
+
+// apply folds items into m's folds in memory and notes the parts they
+// change; flush writes them. Items at or below what m has applied
+// (redeliveries) are skipped. The caller holds applyMu (or owns m alone);
+// with live, readers are locked out while the folds change.
+func (s *Service) apply(m *models, items []item, live bool) BatchInfo {
+	return s.applyParts(m, [][]item{items}, live)
+}
+
+// applyParts is apply for items in parts, in order.
+func (s *Service) applyParts(m *models, parts [][]item, live bool) BatchInfo {
+	info := BatchInfo{}
+	if live {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+	}
+	for _, items := range parts {
+		s.applyItems(m, items, &info)
+	}
+	return info
+}
+
+func (s *Service) applyItems(m *models, items []item, info *BatchInfo) {
+	for i := range items {
+		it := &items[i]
+		if it.seq <= m.applied {
+			continue // delivered again: already applied
+		}
+		if info.FromSeq == 0 {
+			info.FromSeq = it.seq
+		}
+		m.applied = it.seq
+		if it.err == nil && !events.WrittenByItsWriter(it.ev.Event) {
+			it.err = events.CheckWriter(it.ev) // forged: reported with its sequence like a bad message, not folded
+		}
+		if it.err != nil {
+			m.skipped = append(m.skipped, item{seq: it.seq, err: it.err})
+			continue
+		}
+		for _, rm := range m.set {
+			rm.Apply(it.ev)
+			if !m.allDirty {
+				rm.Touch(it.ev, m.dirty)
+			}
+		}
+		info.Events++
+	}
+}
+
+// flush writes the parts changed since the last flush, the skipped messages
+// and the checkpoint in one Pebble batch, synced if sync: a kill at any
+// moment leaves the parts and the checkpoint of one and the same sequence.
+// It fills info's Devices and Checkpoint. If the write fails, the folds are
+// read back from Pebble, so memory never runs ahead of what is stored.
+func (s *Service) flush(m *models, sync, live bool, info *BatchInfo) error {
+	if m.applied == m.checkpoint {
+		return nil
+	}
+	// encode first, so that the batch is made at its size (a rebuild
+	// writes every part at once: growing the batch would copy it again and again)
+	type kv struct{ k, v []byte }
+	kvs := make([]kv, 0, len(m.dirty))
+	size := 1 << 10
+	var devices map[string]struct{} // the batch's devices, for listeners (a rebuild has none)
+	if live {
+		devices = map[string]struct{}{}
+	}
+	for p := range m.dirty {
+		if devices != nil {
+			if _, ok := devices[p.Device]; !ok {
+				devices[p.Device] = struct{}{}
+				info.Devices = append(info.Devices, p.Device)
+			}
+		}
+		x := kv{k: p.key()}
+		if v, ok := m.byKind[p.Kind].Encode(p); ok {
+			x.v = v
+		}
+		kvs = append(kvs, x)
+		size += len(x.k) + len(x.v) + 16
+	}
+	b := m.db.NewBatchWithSize(size)
+	defer b.Close()
+	for _, x := range kvs {
+		if x.v != nil {
+			_ = b.Set(x.k, x.v, nil)
+		} else {
+			_ = b.Delete(x.k, nil)
+		}
+	}
+	for _, it := range m.skipped {
+		_ = b.Set([]byte(fmt.Sprintf("%s%020d", prefixSkipped, it.seq)), []byte(it.err.Error()), nil)
+	}
+	var v [8]byte
+	binary.BigEndian.PutUint64(v[:], m.applied)
+	_ = b.Set(keyCheckpoint, v[:], nil)
+	_ = b.Set(keyLayout, []byte(m.kinds.layout), nil)
+	opt := pebble.NoSync
+	if sync {
+		opt = pebble.Sync
+	}
+	if err := b.Commit(opt); err != nil {
+		err = fmt.Errorf("write read models at sequence %d: %w", m.applied, err)
+		if live {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+		}
+		if lerr := m.load(); lerr != nil {
+			return errors.Join(err, fmt.Errorf("read models back: %w", lerr))
+		}
+		m.applied = m.checkpoint
+		clear(m.dirty)
+		m.skipped = m.skipped[:0]
+		return err
+	}
+	s.skipped.Add(uint64(len(m.skipped)))
+	for _, it := range m.skipped {
+		if errors.Is(it.err, events.ErrForged) {
+			s.forged.Add(1)
+		}
+	}
+	m.skipped = m.skipped[:0]
+	clear(m.dirty)
+	if live { // readers (Checkpoint, Lag) read it under s.mu
+		s.mu.Lock()
+	}
+	m.checkpoint = m.applied
+	if live {
+		s.mu.Unlock()
+	}
+	info.Checkpoint = m.checkpoint
+	slices.Sort(info.Devices)
+	return nil
+}

@@ -1,0 +1,140 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/events/jsstore"
+)
+
+// Rebuild builds the read models from sequence 1 into a fresh store while
+// the current ones keep answering, then swaps them in and deletes the old
+// store. progress, if not nil, is called now and then with the sequences
+// done and the total. It may run while Run runs; the live loop pauses only
+// for the final catch-up and the swap.
+func (s *Service) Rebuild(ctx context.Context, js jetstream.JetStream, progress func(done, total uint64)) error {
+	if !s.rebuilding.CompareAndSwap(false, true) {
+		return fmt.Errorf("a rebuild is already running")
+	}
+	defer s.rebuilding.Store(false)
+	// A rebuild allocates fast and keeps little (the folds are small next to
+	// the stream): collect garbage less often while it runs.
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	st, err := jsstore.Attach(ctx, js)
+	if err != nil {
+		return err
+	}
+	total, err := st.LastSeq(ctx)
+	if err != nil {
+		return err
+	}
+	s.rebuildDone.Store(0)
+	s.rebuildTotal.Store(total)
+	name := "models-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	nm, err := openModels(filepath.Join(s.dir, name), s.kinds)
+	if err != nil {
+		return err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			nm.db.Close()
+			os.RemoveAll(nm.dir)
+		}
+	}()
+	report := func() {
+		s.rebuildDone.Store(nm.applied)
+		if progress != nil {
+			progress(nm.applied, s.rebuildTotal.Load())
+		}
+	}
+	report()
+	// Fold in memory; write the whole state once at the end (unsynced, then
+	// the tail synced): nothing is read from this store before the swap,
+	// and an interrupted rebuild starts over.
+	if total > 0 {
+		cons, err := js.OrderedConsumer(ctx, events.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.AllSubjects}})
+		if err != nil {
+			return fmt.Errorf("rebuild: %w", err)
+		}
+		lastReport := time.Now()
+		nm.allDirty = true // written whole below
+		err = s.pump(ctx, cons, total, func(parts [][]item) error {
+			s.applyParts(nm, parts, false)
+			if len(nm.skipped) > 10000 {
+				if err := s.flush(nm, false, false, &BatchInfo{}); err != nil {
+					return err
+				}
+			}
+			if time.Since(lastReport) > 500*time.Millisecond {
+				lastReport = time.Now()
+				report()
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("rebuild: %w", err)
+		}
+	}
+	nm.allDirty = false
+	clear(nm.dirty)
+	for _, rm := range nm.set {
+		rm.Parts(func(p Part) { nm.dirty[p] = struct{}{} })
+	}
+	if err := s.flush(nm, false, false, &BatchInfo{}); err != nil {
+		return fmt.Errorf("rebuild: %w", err)
+	}
+	// catch up with the live models, then swap
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	target := s.m.applied
+	if s.Halted() {
+		target = nm.applied // the live models folded events the log no longer has: take the log as it is
+	}
+	if target > nm.applied {
+		s.rebuildTotal.Store(target)
+		var tail []item
+		for ev, err := range st.Read(ctx, events.Filter{FromSeq: nm.applied + 1, ToSeq: target}) {
+			var bm *events.BadMessage
+			switch {
+			case err == nil:
+				tail = append(tail, item{seq: ev.Seq, ev: ev})
+			case errors.As(err, &bm):
+				tail = append(tail, item{seq: bm.Seq, err: err})
+			default:
+				return fmt.Errorf("rebuild catch-up: %w", err)
+			}
+		}
+		s.apply(nm, tail, false)
+		// gap-free up to target: mark it even if the last messages were not delivered
+		nm.applied = max(nm.applied, target)
+	}
+	if err := s.flush(nm, true, false, &BatchInfo{}); err != nil {
+		return fmt.Errorf("rebuild: %w", err)
+	}
+	report()
+	if err := writeCurrent(s.dir, name); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	old := s.m
+	s.m = nm
+	s.mu.Unlock()
+	ok = true
+	s.syncMu.Lock()
+	old.db.Close()
+	s.syncMu.Unlock()
+	os.RemoveAll(old.dir)
+	s.liftHalt()
+	s.done(BatchInfo{Checkpoint: nm.checkpoint, Devices: nm.devices()})
+	return nil
+}
