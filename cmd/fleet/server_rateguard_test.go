@@ -147,9 +147,13 @@ func TestRateGuardSuspendsAFloodingDeviceAndLetsItBackIn(t *testing.T) {
 	// the agent, cut off, records drift meanwhile and keeps it
 	is.NoErr(os.WriteFile(motd, []byte("tampered\n"), 0o644))
 	rgWait(t, "the agent recorded the drift while suspended", func() bool { return h.Agent.OutboxLen() > 0 })
-	mu.Lock()
-	is.True(strings.Contains(agentLog.String(), "credentials suspended by the server (rate limit): backing off"))
-	mu.Unlock()
+	// (never assert while holding mu: a failed assert would keep it, and the
+	// agent's logger, blocked on it, would hang the agent's Stop)
+	rgWait(t, "the agent to say it backs off", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(agentLog.String(), "credentials suspended by the server (rate limit): backing off")
+	})
 
 	// what the server says
 	t.Run("metrics and healthz show it", func(t *testing.T) {
