@@ -108,10 +108,13 @@ func TestDoctorFailsOnAStoppedProjectionService(t *testing.T) {
 	p, err := startProjections(context.Background(), env.Conn, env.JS, t.TempDir(), projections.DefaultDurable, time.Minute, nil)
 	is.NoErr(err)
 	url := "--nats=" + env.Server.URL()
-	rep, code := doctor(t, url)
-	is.Equal(finding(rep, "projections").Status, statusOK) // it answered while it ran
+	var rep DoctorReport
+	eventstest.WaitFor(t, 15*time.Second, "projections to answer doctor", func() bool {
+		rep, _ = doctor(t, url)
+		return finding(rep, "projections").Status == statusOK // it answers once it has caught up
+	})
 	p.Stop()
-	rep, code = doctor(t, url)
+	rep, code := doctor(t, url)
 	is.Equal(code, 1)
 	is.True(!rep.OK)
 	f := finding(rep, "projections")
