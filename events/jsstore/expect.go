@@ -59,25 +59,41 @@ func (s *Store) LastSeqOn(ctx context.Context, subject string) (uint64, error) {
 // if the first copy was stored, its sequence is returned and nothing is
 // stored twice.
 func (s *Store) AppendExpect(ctx context.Context, e events.Event, expectedLastSeq uint64) (uint64, error) {
+	subj, err := events.SubjectFor(e)
+	if err != nil {
+		return 0, err
+	}
+	return s.appendExpect(ctx, e, expectedLastSeq, "append "+string(e.Type)+" on "+subj,
+		func() (events.Stored, error) { return s.LastOnSubject(ctx, subj) })
+}
+
+// appendExpect publishes e with an expected last sequence on its subject.
+// On a wrong-last-sequence answer it reads the subject's last event (last):
+// if that is e itself, an attempt whose acknowledgement was lost stored it
+// and its sequence is returned; otherwise the conflict names the winner's.
+func (s *Store) appendExpect(ctx context.Context, e events.Event, expectedLastSeq uint64, what string, last func() (events.Stored, error)) (uint64, error) {
 	m, err := Msg(e)
 	if err != nil {
 		return 0, err
 	}
+	// Sent again (same Nats-Msg-Id) while the cluster cannot take it or
+	// has an earlier write to the subject in flight; a copy of it that was
+	// stored after all comes back as a duplicate ack with its sequence.
 	ack, err := s.publish(ctx, func() *nats.Msg { return copyMsg(m) }, jetstream.WithExpectLastSequencePerSubject(expectedLastSeq))
 	if err != nil {
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
 			ce := &events.ConflictError{Subject: m.Subject, Expected: expectedLastSeq, Actual: actualFrom(apiErr.Description)}
-			if last, lerr := s.LastOnSubject(ctx, m.Subject); lerr == nil {
-				if last.ID == e.ID {
-					return last.Seq, nil // this very event, stored by an attempt whose ack was lost
+			if l, lerr := last(); lerr == nil {
+				if l.ID == e.ID {
+					return l.Seq, nil // this very event, stored by an attempt whose ack was lost
 				}
-				ce.Actual = last.Seq
+				ce.Actual = l.Seq
 			}
 			return 0, ce
 		}
-		return 0, fmt.Errorf("append %s on %s: %w", e.Type, m.Subject, unavailable(err))
+		return 0, fmt.Errorf("%s: %w", what, unavailable(err))
 	}
 	return ack.Sequence, nil
 }

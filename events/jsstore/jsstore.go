@@ -211,30 +211,8 @@ func (s *Store) AppendManifest(ctx context.Context, e events.Event, expectedLast
 	if e.Type != events.TypeManifestApplied {
 		return 0, fmt.Errorf("%w: append manifest: event type %q: must be %s", events.ErrInvalid, e.Type, events.TypeManifestApplied)
 	}
-	m, err := Msg(e)
-	if err != nil {
-		return 0, err
-	}
-	// Sent again (same Nats-Msg-Id) while the cluster cannot take it or
-	// has an earlier write to the subject in flight; a copy of it that was
-	// stored after all comes back as a duplicate ack with its sequence.
-	ack, err := s.publish(ctx, func() *nats.Msg { return copyMsg(m) }, jetstream.WithExpectLastSequencePerSubject(expectedLastSeq))
-	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-			ce := &events.ConflictError{Subject: m.Subject, Expected: expectedLastSeq, Actual: actualFrom(apiErr.Description)}
-			if last, lerr := s.LastManifest(ctx, e.Device); lerr == nil {
-				if last.ID == e.ID {
-					return last.Seq, nil // this very event, stored by an attempt whose ack was lost
-				}
-				ce.Actual = last.Seq
-			}
-			return 0, ce
-		}
-		return 0, fmt.Errorf("append manifest %s: %w", e.Device, unavailable(err))
-	}
-	return ack.Sequence, nil
+	return s.appendExpect(ctx, e, expectedLastSeq, "append manifest "+e.Device,
+		func() (events.Stored, error) { return s.LastManifest(ctx, e.Device) })
 }
 
 // actualFrom reads N from "wrong last sequence: N".
