@@ -230,34 +230,9 @@ func (s *Service) Run(ctx context.Context, log Log) error {
 	}
 	s.checkLog(ctx, log) // before the first event: never fold onto a log that went backwards
 	go s.watchLog(ctx, log)
-	for {
-		cctx, cancel, ok := s.consumeContext(ctx)
-		if !ok { // halted until a rebuild (see Health)
-			if ctx.Err() != nil {
-				return nil
-			}
-			continue
-		}
-		err := s.consume(cctx, log)
-		cancel()
-		if ctx.Err() != nil {
-			return nil
-		}
-		if s.Halted() {
-			continue // the guard stopped it: Health says why
-		}
-		if err == nil {
-			err = errors.New("the consumer ended without an error")
-		}
-		// the consumer was lost (server restart, consumer deleted) or a
-		// write failed: say why, and start again from the checkpoint
-		s.fails.Failed(err, s.Checkpoint())
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-	}
+	return FollowLog(ctx, log, (*serviceConsumer)(s), FollowOptions{
+		Name: s.durable, Max: s.maxBatch, Fails: s.fails, Gate: s.consumeContext, Stopped: s.Halted,
+	})
 }
 
 // syncer fsyncs the store's log every syncEvery while batches are written
