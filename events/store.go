@@ -133,6 +133,80 @@ type Store interface {
 	// log cannot be reached), and the caller may follow again from the
 	// sequence after the last event it took.
 	Follow(ctx context.Context, f Filter) iter.Seq2[Stored, error]
+	// Batches is Read (o.Follow false) or Follow (o.Follow true) a batch
+	// at a time, for consumers that write what they fold in batches (the
+	// read-side runtime: read models, the time-travel index). A batch is
+	// whatever has been delivered and decoded by the time the caller takes
+	// it, at most o.Max messages: a backlog comes in large batches, a lone
+	// live event at once. Messages that do not decode are deliveries with
+	// Err set (a *BadMessage), in their place. A batch's slices are the
+	// follow's again once yield returns (keep the Stored values, not the
+	// slices). Ends as Read and Follow do: a read at f.ToSeq (or the last
+	// sequence when it was called) or with an error when ctx ends first, a
+	// follow without an error when ctx is done, either with an error it
+	// cannot recover from (wrapping ErrUnavailable when the log cannot be
+	// reached).
+	Batches(ctx context.Context, f Filter, o BatchOptions) iter.Seq2[Batch, error]
+	// State says where the log begins and ends now.
+	State(ctx context.Context) (LogState, error)
+}
+
+// BatchOptions shape Store.Batches.
+type BatchOptions struct {
+	Follow bool // go on with new events once the log's end is reached
+	Max    int  // the most messages a batch holds (0: 5,000)
+	// Name, if set, names the follower on the log's server, for its
+	// operators (JetStream: a durable consumer of that name, made anew at
+	// f.FromSeq on every call, so that no state of the follower lives on
+	// the server); a follower of the same name elsewhere replaces it.
+	Name string
+}
+
+// Delivery is one message of a batch (Store.Batches): the event stored at
+// Seq, or, when Err is set, a message there that is not a valid event (a
+// *BadMessage).
+type Delivery struct {
+	Seq    uint64
+	Stored Stored
+	Err    error
+}
+
+// Batch is consecutive messages of the log in log order, in the runs they
+// were decoded in (read them run by run, each in order; they are not copied
+// into one slice), and how many messages the log held after the last of
+// them when it was delivered: the log's last sequence was then at least
+// Last()+Pending.
+type Batch struct {
+	Runs    [][]Delivery
+	Pending uint64
+}
+
+// Len is the number of deliveries in b.
+func (b Batch) Len() int {
+	n := 0
+	for _, r := range b.Runs {
+		n += len(r)
+	}
+	return n
+}
+
+// Last is the sequence of b's last delivery (0: b is empty).
+func (b Batch) Last() uint64 {
+	for i := len(b.Runs) - 1; i >= 0; i-- {
+		if r := b.Runs[i]; len(r) > 0 {
+			return r[len(r)-1].Seq
+		}
+	}
+	return 0
+}
+
+// LogState is where the log begins and ends now: a retention policy (or
+// damage) may have removed its first events.
+type LogState struct {
+	FirstSeq  uint64    // the first sequence still stored
+	FirstTime time.Time // its stream time
+	LastSeq   uint64    // the last sequence stored (0: nothing ever stored)
+	Msgs      uint64    // how many messages it holds
 }
 
 // Encoded is an event in its wire form, encoded and checked by its writer

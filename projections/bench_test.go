@@ -77,7 +77,7 @@ func BenchmarkRebuild(b *testing.B) {
 		}
 		stopProfile := startProfile(b, *rebuildProfile)
 		start = time.Now()
-		if err := s.Rebuild(ctx, env.JS, nil); err != nil {
+		if err := s.Rebuild(ctx, env.Store, nil); err != nil {
 			b.Fatal(err)
 		}
 		rebuildTime += time.Since(start)
@@ -169,7 +169,7 @@ func BenchmarkAppendToReadModel(b *testing.B) {
 			amu.Unlock()
 		})
 		done := make(chan error, 1)
-		go func() { done <- s.Run(ctx, env.JS) }()
+		go func() { done <- s.Run(ctx, env.Store) }()
 		// warm up: the first event, through the service
 		if _, _, err := env.Store.Append(ctx, evs[0]); err != nil {
 			b.Fatal(err)

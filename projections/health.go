@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/fleet-dev/fleet/events"
-	"github.com/fleet-dev/fleet/events/jsstore"
 )
 
 // LogCheckInterval is how often the running service compares the stream's
@@ -97,13 +96,12 @@ func (s *Service) Halted() bool {
 
 // checkLog compares the stream with the checkpoint once; on a problem it
 // halts the service (the consumer is stopped, nothing more is applied).
-func (s *Service) checkLog(ctx context.Context, st *jsstore.Store) {
+func (s *Service) checkLog(ctx context.Context, log Log) {
 	cp := s.Checkpoint() // before the stream's state: a healthy stream is at or past it
-	info, err := st.JetStream().Stream(ctx, events.Stream)
+	state, err := log.State(ctx)
 	if err != nil {
 		return // unavailable: not a verdict on the log
 	}
-	state := info.CachedInfo().State
 	s.noteLast(state.LastSeq) // also while the consumer is stuck: Stalled compares it with the checkpoint
 	h := Health{OK: true, Checkpoint: cp, StreamFirst: state.FirstSeq, StreamLast: state.LastSeq}
 	if s.rebuilding.Load() {
@@ -131,7 +129,7 @@ func (s *Service) checkLog(ctx context.Context, st *jsstore.Store) {
 }
 
 // watchLog runs checkLog every LogCheckInterval until ctx is done.
-func (s *Service) watchLog(ctx context.Context, st *jsstore.Store) {
+func (s *Service) watchLog(ctx context.Context, log Log) {
 	t := time.NewTicker(LogCheckInterval)
 	defer t.Stop()
 	for {
@@ -140,7 +138,7 @@ func (s *Service) watchLog(ctx context.Context, st *jsstore.Store) {
 			return
 		case <-t.C:
 		}
-		s.checkLog(ctx, st)
+		s.checkLog(ctx, log)
 	}
 }
 

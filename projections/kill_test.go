@@ -16,6 +16,7 @@ import (
 
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/eventstest"
+	"github.com/fleet-dev/fleet/events/jsstore"
 	"github.com/fleet-dev/fleet/fixtures"
 )
 
@@ -33,11 +34,15 @@ func TestKillHelper(t *testing.T) {
 		t.Fatal(err)
 	}
 	js, _ := jetstream.New(nc)
+	st, err := jsstore.Attach(context.Background(), js)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s, err := Open(dir, WithMaxBatch(1000))
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = s.Run(context.Background(), js) // until killed
+	_ = s.Run(context.Background(), st) // until killed
 }
 
 func TestServiceKilledAtRandomPointsEndsByteEqual(t *testing.T) {
@@ -64,7 +69,7 @@ func testKilled(t *testing.T, twice bool) {
 	// uninterrupted run
 	ref, err := Open(t.TempDir(), WithMaxBatch(1000))
 	is.NoErr(err)
-	runService(t, ref, env.JS, last)
+	runService(t, ref, env.Store, last)
 	want, err := ref.Dump()
 	is.NoErr(err)
 	is.NoErr(ref.Close())
@@ -99,7 +104,7 @@ func testKilled(t *testing.T, twice bool) {
 	s, err := Open(dir, WithMaxBatch(1000))
 	is.NoErr(err)
 	defer s.Close()
-	runService(t, s, env.JS, last) // resume after the last kill
+	runService(t, s, env.Store, last) // resume after the last kill
 	got, err := s.Dump()
 	is.NoErr(err)
 	is.Equal(len(got), len(want))

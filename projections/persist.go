@@ -56,33 +56,23 @@ func (f *Fleet) Parts(fn func(Part)) {
 }
 
 // Encode returns a part's JSON, false if the fleet state no longer holds it.
-func (f *Fleet) Encode(p Part) ([]byte, bool) {
-	var v any
-	switch p.Kind {
-	case 'f':
-		d := f.devices[p.Device]
-		if d == nil {
-			return nil, false
-		}
+func (f *Fleet) Encode(p Part) ([]byte, bool) { return encodeJSON(p, f.partValue(p)) }
+
+// partValue is what the fleet state stores for p (nil: it holds no such part).
+func (f *Fleet) partValue(p Part) any {
+	d := f.devices[p.Device]
+	switch {
+	case d == nil:
+	case p.Kind == 'f':
 		hdr := *d
 		hdr.Manifest, hdr.Resources = nil, nil
-		v = &hdr
-	case 'm':
-		d := f.devices[p.Device]
-		if d == nil || d.Manifest == nil {
-			return nil, false
-		}
-		v = d.Manifest
-	case 'g':
-		d := f.devices[p.Device]
-		if d == nil || d.Resources[p.Resource] == nil {
-			return nil, false
-		}
-		v = d.Resources[p.Resource]
-	default:
-		return nil, false
+		return &hdr
+	case p.Kind == 'm' && d.Manifest != nil:
+		return d.Manifest
+	case p.Kind == 'g' && d.Resources[p.Resource] != nil:
+		return d.Resources[p.Resource]
 	}
-	return mustJSON(p, v), true
+	return nil
 }
 
 // Load restores one part of the fleet state (headers before the rest).
@@ -91,8 +81,8 @@ func (f *Fleet) Load(p Part, val []byte) error {
 	switch p.Kind {
 	case 'f':
 		var d deviceState
-		if err := json.Unmarshal(val, &d); err != nil {
-			return fmt.Errorf("key %q: %w", k, err)
+		if err := loadJSON(p, val, &d); err != nil {
+			return err
 		}
 		d.Device, d.Manifest, d.Resources = p.Device, nil, map[string]*resourceState{}
 		f.devices[p.Device] = &d
@@ -102,8 +92,8 @@ func (f *Fleet) Load(p Part, val []byte) error {
 			return fmt.Errorf("key %q: manifest of an unknown device", k)
 		}
 		var m manifestInfo
-		if err := json.Unmarshal(val, &m); err != nil {
-			return fmt.Errorf("key %q: %w", k, err)
+		if err := loadJSON(p, val, &m); err != nil {
+			return err
 		}
 		d.Manifest = &m
 	case 'g':
@@ -112,8 +102,8 @@ func (f *Fleet) Load(p Part, val []byte) error {
 			return fmt.Errorf("key %q: resource of an unknown device", k)
 		}
 		var r resourceState
-		if err := json.Unmarshal(val, &r); err != nil {
-			return fmt.Errorf("key %q: %w", k, err)
+		if err := loadJSON(p, val, &r); err != nil {
+			return err
 		}
 		d.Resources[p.Resource] = &r
 	default:
@@ -144,25 +134,19 @@ func (h *Drift) Parts(fn func(Part)) {
 }
 
 // Encode returns a part's JSON, false if the history no longer holds it.
-func (h *Drift) Encode(p Part) ([]byte, bool) {
-	var v any
-	switch p.Kind {
-	case 'd':
-		d := h.devices[p.Device]
-		if d == nil {
-			return nil, false
-		}
-		v = d
-	case 'r':
-		d := h.devices[p.Device]
-		if d == nil || d.Resources[p.Resource] == nil {
-			return nil, false
-		}
-		v = d.Resources[p.Resource]
-	default:
-		return nil, false
+func (h *Drift) Encode(p Part) ([]byte, bool) { return encodeJSON(p, h.partValue(p)) }
+
+// partValue is what the drift history stores for p (nil: it holds no such part).
+func (h *Drift) partValue(p Part) any {
+	d := h.devices[p.Device]
+	switch {
+	case d == nil:
+	case p.Kind == 'd':
+		return d
+	case p.Kind == 'r' && d.Resources[p.Resource] != nil:
+		return d.Resources[p.Resource]
 	}
-	return mustJSON(p, v), true
+	return nil
 }
 
 // Load restores one part of the drift history.
@@ -171,8 +155,8 @@ func (h *Drift) Load(p Part, val []byte) error {
 	switch p.Kind {
 	case 'd':
 		var d driftDevice
-		if err := json.Unmarshal(val, &d); err != nil {
-			return fmt.Errorf("key %q: %w", k, err)
+		if err := loadJSON(p, val, &d); err != nil {
+			return err
 		}
 		d.Device = p.Device
 		if old := h.devices[p.Device]; old != nil {
@@ -189,11 +173,23 @@ func (h *Drift) Load(p Part, val []byte) error {
 	return nil
 }
 
-// mustJSON encodes a part's plain data (which cannot fail).
-func mustJSON(p Part, v any) []byte {
+// encodeJSON encodes a part's value, v (plain data: encoding cannot fail);
+// false if v is nil (the model holds no such part).
+func encodeJSON(p Part, v any) ([]byte, bool) {
+	if v == nil {
+		return nil, false
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		panic(fmt.Sprintf("projections: encode %s: %v", p.key(), err))
 	}
-	return b
+	return b, true
+}
+
+// loadJSON decodes a stored part's value into v.
+func loadJSON(p Part, val []byte, v any) error {
+	if err := json.Unmarshal(val, v); err != nil {
+		return fmt.Errorf("key %q: %w", p.key(), err)
+	}
+	return nil
 }

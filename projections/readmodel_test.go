@@ -60,14 +60,14 @@ func TestANewReadModelIsFoldedPersistedReloadedAndRebuilt(t *testing.T) {
 	dir := t.TempDir()
 	s, err := Open(dir, WithModel(newEventCounter))
 	is.NoErr(err)
-	runService(t, s, env.JS, half)
+	runService(t, s, env.Store, half)
 	is.NoErr(s.Close())
 
 	last := appendLog(t, env, evs[700:], false)
 	s, err = Open(dir, WithModel(newEventCounter)) // reloaded from Pebble, then folded on
 	is.NoErr(err)
 	is.Equal(s.Checkpoint(), half)
-	runService(t, s, env.JS, last)
+	runService(t, s, env.Store, last)
 	is.Equal(counts(t, s), want)                                        // folded
 	is.Equal(string(serviceModels(s)), string(readModels(stored(evs)))) // the defaults run beside it as before
 	dump, err := s.Dump()
@@ -80,7 +80,7 @@ func TestANewReadModelIsFoldedPersistedReloadedAndRebuilt(t *testing.T) {
 	s, err = Open(dir, WithModel(newEventCounter)) // after a restart: as it was
 	is.NoErr(err)
 	is.Equal(counts(t, s), want)
-	is.NoErr(s.Rebuild(context.Background(), env.JS, nil)) // rebuilt beside the live store and swapped in
+	is.NoErr(s.Rebuild(context.Background(), env.Store, nil)) // rebuilt beside the live store and swapped in
 	is.Equal(counts(t, s), want)
 	rebuilt, err := s.Dump()
 	is.NoErr(err)

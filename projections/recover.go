@@ -48,10 +48,3 @@ func (s *Service) rebuildDamaged(old string, cause error) (*models, string, erro
 // service has caught up (Lag 0) the models answer for an earlier point of
 // the log.
 func (s *Service) Recovered() string { return s.recovered }
-
-// corruptionReturned makes Pebble return the error of a damaged table to
-// the read that found it (which Open turns into a rebuild) instead of
-// calling its logger's Fatalf.
-func corruptionReturned() *pebble.EventListener {
-	return &pebble.EventListener{DataCorruption: func(pebble.DataCorruptionInfo) {}}
-}

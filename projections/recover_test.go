@@ -55,7 +55,7 @@ func TestDamagedReadModelsAreRebuiltFromTheLog(t *testing.T) {
 	dir := t.TempDir()
 	s, err := Open(dir)
 	is.NoErr(err)
-	runService(t, s, env.JS, last)
+	runService(t, s, env.Store, last)
 	want := serviceModels(s)
 	is.NoErr(s.Close())
 
@@ -68,7 +68,7 @@ func TestDamagedReadModelsAreRebuiltFromTheLog(t *testing.T) {
 	t.Log(s.Recovered())
 	is.True(strings.Contains(s.Recovered(), "damaged"))
 	is.Equal(s.Checkpoint(), uint64(0))
-	runService(t, s, env.JS, last)
+	runService(t, s, env.Store, last)
 	is.Equal(string(serviceModels(s)), string(want)) // answers the same
 	is.Equal(string(want), string(readModels(stored(evs))))
 	is.NoErr(s.Close())

@@ -14,9 +14,6 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/fleet-dev/fleet/events/jsstore"
 )
 
 // Pebble layout of one read-model store: the checkpoint, the layout
@@ -34,13 +31,15 @@ const layout = "2"
 // directory; a rebuild writes a new one and swaps by renaming this file.
 const currentFile = "CURRENT"
 
-// DefaultDurable is the durable consumer name of the projection service.
+// DefaultDurable is the name the projection service's follower has on the
+// log's server (events.BatchOptions.Name: a durable consumer on JetStream).
 const DefaultDurable = "fleet-projections"
 
 // Option configures a Service.
 type Option func(*Service)
 
-// WithDurable sets the durable consumer's name (one per service instance).
+// WithDurable sets the name of the service's follower on the log's server
+// (one per service instance; "": unnamed).
 func WithDurable(name string) Option { return func(s *Service) { s.durable = name } }
 
 // WithSyncInterval sets how often the live loop fsyncs Pebble's log
@@ -107,11 +106,11 @@ type models struct {
 	applied    uint64 // last sequence folded in memory (>= checkpoint)
 	dirty      Dirty
 	allDirty   bool   // every part will be written (a rebuild): apply need not note which
-	skipped    []item // bad messages not yet written
+	skipped    []skip // bad messages not yet written
 }
 
-// Service is the projection service: it consumes FLEET with a durable
-// consumer, folds events in batches, and writes the read models with the
+// Service is the projection service: it follows the log (Log.Batches),
+// folds events in batches, and writes the read models with the
 // checkpoint in one synced Pebble batch, so that a restart (also after kill
 // -9) resumes at the checkpoint and never applies an event twice. Reads are
 // served from memory and are safe for concurrent use with Run.
@@ -218,52 +217,22 @@ func (s *Service) Close() error {
 	return err
 }
 
-// Run consumes the stream from the checkpoint until ctx is done, applying
+// Run follows the log from the checkpoint until ctx is done, applying
 // events in batches. It returns nil when ctx is cancelled.
-func (s *Service) Run(ctx context.Context, js jetstream.JetStream) error {
-	st, err := jsstore.Attach(ctx, js)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
-	if last, err := st.LastSeq(ctx); err == nil {
-		s.noteLast(last)
+func (s *Service) Run(ctx context.Context, log Log) error {
+	if st, err := log.State(ctx); err == nil {
+		s.noteLast(st.LastSeq)
+	} else if ctx.Err() != nil {
+		return nil
 	}
 	if s.syncEvery > 0 {
 		go s.syncer(ctx)
 	}
-	s.checkLog(ctx, st) // before the first event: never fold onto a log that went backwards
-	go s.watchLog(ctx, st)
-	for {
-		cctx, cancel, ok := s.consumeContext(ctx)
-		if !ok { // halted until a rebuild (see Health)
-			if ctx.Err() != nil {
-				return nil
-			}
-			continue
-		}
-		err := s.consume(cctx, js)
-		cancel()
-		if ctx.Err() != nil {
-			return nil
-		}
-		if s.Halted() {
-			continue // the guard stopped it: Health says why
-		}
-		if err == nil {
-			err = errors.New("the consumer ended without an error")
-		}
-		// the consumer was lost (server restart, consumer deleted) or a
-		// write failed: say why, and start again from the checkpoint
-		s.fails.Failed(err, s.Checkpoint())
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-	}
+	s.checkLog(ctx, log) // before the first event: never fold onto a log that went backwards
+	go s.watchLog(ctx, log)
+	return FollowLog(ctx, log, (*serviceConsumer)(s), FollowOptions{
+		Name: s.durable, Max: s.maxBatch, Fails: s.fails, Gate: s.consumeContext, Stopped: s.Halted,
+	})
 }
 
 // syncer fsyncs the store's log every syncEvery while batches are written

@@ -11,48 +11,45 @@ import (
 	"github.com/fleet-dev/fleet/events"
 )
 
-// apply folds items into m's folds in memory and notes the parts they
-// change; flush writes them. Items at or below what m has applied
-// (redeliveries) are skipped. The caller holds applyMu (or owns m alone);
-// with live, readers are locked out while the folds change.
-func (s *Service) apply(m *models, items []item, live bool) BatchInfo {
-	return s.applyParts(m, [][]item{items}, live)
-}
-
-// applyParts is apply for items in parts, in order.
-func (s *Service) applyParts(m *models, parts [][]item, live bool) BatchInfo {
+// applyRuns folds a batch's deliveries into m's models in memory, in
+// order, and notes the parts they change; flush writes them. Deliveries at
+// or below what m has applied (redeliveries) are skipped. The caller holds
+// applyMu (or owns m alone); with live, readers are locked out while the
+// folds change.
+func (s *Service) applyRuns(m *models, runs [][]events.Delivery, live bool) BatchInfo {
 	info := BatchInfo{}
 	if live {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 	}
-	for _, items := range parts {
-		s.applyItems(m, items, &info)
+	for _, run := range runs {
+		s.applyDeliveries(m, run, &info)
 	}
 	return info
 }
 
-func (s *Service) applyItems(m *models, items []item, info *BatchInfo) {
-	for i := range items {
-		it := &items[i]
-		if it.seq <= m.applied {
+func (s *Service) applyDeliveries(m *models, run []events.Delivery, info *BatchInfo) {
+	for i := range run {
+		d := &run[i]
+		if d.Seq <= m.applied {
 			continue // delivered again: already applied
 		}
 		if info.FromSeq == 0 {
-			info.FromSeq = it.seq
+			info.FromSeq = d.Seq
 		}
-		m.applied = it.seq
-		if it.err == nil && !events.WrittenByItsWriter(it.ev.Event) {
-			it.err = events.CheckWriter(it.ev) // forged: reported with its sequence like a bad message, not folded
+		m.applied = d.Seq
+		err := d.Err
+		if err == nil && !events.WrittenByItsWriter(d.Stored.Event) {
+			err = events.CheckWriter(d.Stored) // forged: reported with its sequence like a bad message, not folded
 		}
-		if it.err != nil {
-			m.skipped = append(m.skipped, item{seq: it.seq, err: it.err})
+		if err != nil {
+			m.skipped = append(m.skipped, skip{seq: d.Seq, err: err})
 			continue
 		}
 		for _, rm := range m.set {
-			rm.Apply(it.ev)
+			rm.Apply(d.Stored)
 			if !m.allDirty {
-				rm.Touch(it.ev, m.dirty)
+				rm.Touch(d.Stored, m.dirty)
 			}
 		}
 		info.Events++

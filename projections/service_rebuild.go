@@ -2,7 +2,6 @@ package projections
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,10 +9,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/fleet-dev/fleet/events"
-	"github.com/fleet-dev/fleet/events/jsstore"
 )
 
 // Rebuild builds the read models from sequence 1 into a fresh store while
@@ -21,7 +17,7 @@ import (
 // store. progress, if not nil, is called now and then with the sequences
 // done and the total. It may run while Run runs; the live loop pauses only
 // for the final catch-up and the swap.
-func (s *Service) Rebuild(ctx context.Context, js jetstream.JetStream, progress func(done, total uint64)) error {
+func (s *Service) Rebuild(ctx context.Context, log Log, progress func(done, total uint64)) error {
 	if !s.rebuilding.CompareAndSwap(false, true) {
 		return fmt.Errorf("a rebuild is already running")
 	}
@@ -29,14 +25,11 @@ func (s *Service) Rebuild(ctx context.Context, js jetstream.JetStream, progress 
 	// A rebuild allocates fast and keeps little (the folds are small next to
 	// the stream): collect garbage less often while it runs.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
-	st, err := jsstore.Attach(ctx, js)
+	state, err := log.State(ctx)
 	if err != nil {
 		return err
 	}
-	total, err := st.LastSeq(ctx)
-	if err != nil {
-		return err
-	}
+	total := state.LastSeq
 	s.rebuildDone.Store(0)
 	s.rebuildTotal.Store(total)
 	name := "models-" + strconv.FormatInt(time.Now().UnixNano(), 36)
@@ -62,27 +55,22 @@ func (s *Service) Rebuild(ctx context.Context, js jetstream.JetStream, progress 
 	// the tail synced): nothing is read from this store before the swap,
 	// and an interrupted rebuild starts over.
 	if total > 0 {
-		cons, err := js.OrderedConsumer(ctx, events.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.AllSubjects}})
-		if err != nil {
-			return fmt.Errorf("rebuild: %w", err)
-		}
 		lastReport := time.Now()
 		nm.allDirty = true // written whole below
-		err = s.pump(ctx, cons, total, func(parts [][]item) error {
-			s.applyParts(nm, parts, false)
+		for b, err := range log.Batches(ctx, events.Filter{FromSeq: 1, ToSeq: total}, events.BatchOptions{Max: s.maxBatch}) {
+			if err != nil {
+				return fmt.Errorf("rebuild: %w", err)
+			}
+			s.applyRuns(nm, b.Runs, false)
 			if len(nm.skipped) > 10000 {
 				if err := s.flush(nm, false, false, &BatchInfo{}); err != nil {
-					return err
+					return fmt.Errorf("rebuild: %w", err)
 				}
 			}
 			if time.Since(lastReport) > 500*time.Millisecond {
 				lastReport = time.Now()
 				report()
 			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("rebuild: %w", err)
 		}
 	}
 	nm.allDirty = false
@@ -102,19 +90,12 @@ func (s *Service) Rebuild(ctx context.Context, js jetstream.JetStream, progress 
 	}
 	if target > nm.applied {
 		s.rebuildTotal.Store(target)
-		var tail []item
-		for ev, err := range st.Read(ctx, events.Filter{FromSeq: nm.applied + 1, ToSeq: target}) {
-			var bm *events.BadMessage
-			switch {
-			case err == nil:
-				tail = append(tail, item{seq: ev.Seq, ev: ev})
-			case errors.As(err, &bm):
-				tail = append(tail, item{seq: bm.Seq, err: err})
-			default:
+		for b, err := range log.Batches(ctx, events.Filter{FromSeq: nm.applied + 1, ToSeq: target}, events.BatchOptions{Max: s.maxBatch}) {
+			if err != nil {
 				return fmt.Errorf("rebuild catch-up: %w", err)
 			}
+			s.applyRuns(nm, b.Runs, false)
 		}
-		s.apply(nm, tail, false)
 		// gap-free up to target: mark it even if the last messages were not delivered
 		nm.applied = max(nm.applied, target)
 	}

@@ -48,9 +48,7 @@ var errOldLayout = errors.New("read models written with another key layout")
 // openModels opens a store and loads its folds. With errOldLayout the
 // returned models are open but hold data of another layout.
 func openModels(dir string, kinds modelSet) (*models, error) {
-	o := StoreOptions(quiet{})
-	o.EventListener = corruptionReturned()
-	db, err := pebble.Open(dir, o)
+	db, err := OpenStore(dir)
 	if err != nil {
 		return nil, fmt.Errorf("open read models %s: %w", dir, err)
 	}

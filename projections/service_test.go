@@ -8,7 +8,6 @@ import (
 
 	"github.com/matryer/is"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/fleet-dev/fleet/events"
@@ -89,11 +88,11 @@ func serviceModels(s *Service) []byte {
 }
 
 // runService runs s until the checkpoint reaches seq, then stops it.
-func runService(t testing.TB, s *Service, js jetstream.JetStream, seq uint64) {
+func runService(t testing.TB, s *Service, log Log, seq uint64) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, js) }()
+	go func() { done <- s.Run(ctx, log) }()
 	wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
 	defer wcancel()
 	if err := s.WaitFor(wctx, seq); err != nil {
@@ -114,14 +113,14 @@ func TestServiceMatchesFoldAndResumesAfterRestart(t *testing.T) {
 	dir := t.TempDir()
 	s, err := Open(dir)
 	is.NoErr(err)
-	runService(t, s, env.JS, half)
+	runService(t, s, env.Store, half)
 	is.NoErr(s.Close())
 
 	last := appendLog(t, env, evs[2000:], false)
 	s, err = Open(dir) // resumes at the checkpoint
 	is.NoErr(err)
 	is.Equal(s.Checkpoint(), half)
-	runService(t, s, env.JS, last)
+	runService(t, s, env.Store, last)
 	is.Equal(s.Lag(), uint64(0))
 	is.Equal(string(serviceModels(s)), string(readModels(stored(evs))))
 	is.NoErr(s.Close())
@@ -141,7 +140,7 @@ func TestServiceAppliesEventsStoredTwiceOnce(t *testing.T) {
 	s, err := Open(t.TempDir())
 	is.NoErr(err)
 	defer s.Close()
-	runService(t, s, env.JS, last)
+	runService(t, s, env.Store, last)
 	log := streamLog(t, env)
 	is.Equal(len(log), 2*len(evs))
 	is.Equal(string(serviceModels(s)), string(readModels(log)))
@@ -163,13 +162,13 @@ func TestServiceSkipsRedeliveredMessages(t *testing.T) {
 	s, err := Open(t.TempDir())
 	is.NoErr(err)
 	defer s.Close()
-	var items []item
+	var items []events.Delivery
 	for _, e := range evs {
-		items = append(items, item{seq: e.Seq, ev: e}, item{seq: e.Seq, ev: e}) // every message delivered twice
+		items = append(items, events.Delivery{Seq: e.Seq, Stored: e}, events.Delivery{Seq: e.Seq, Stored: e}) // every message delivered twice
 	}
 	for i := 0; i < len(items); i += 300 {
 		s.applyMu.Lock()
-		info := s.apply(s.m, items[i:min(i+300, len(items))], true)
+		info := s.applyRuns(s.m, [][]events.Delivery{items[i:min(i+300, len(items))]}, true)
 		err := s.flush(s.m, true, true, &info)
 		s.applyMu.Unlock()
 		is.NoErr(err)
@@ -189,7 +188,7 @@ func TestServiceRecordsBadMessagesAndGoesOn(t *testing.T) {
 	s, err := Open(t.TempDir())
 	is.NoErr(err)
 	defer s.Close()
-	runService(t, s, env.JS, last)
+	runService(t, s, env.Store, last)
 	is.Equal(s.Stats().Skipped, uint64(1))
 	dump, err := s.Dump()
 	is.NoErr(err)
@@ -209,7 +208,7 @@ func TestRebuildWhileServingGivesTheLiveModels(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, env.JS) }()
+	go func() { done <- s.Run(ctx, env.Store) }()
 	is.NoErr(s.WaitFor(ctx, first))
 	before := s.Devices()
 
@@ -217,7 +216,7 @@ func TestRebuildWhileServingGivesTheLiveModels(t *testing.T) {
 	answered := 0
 	rebuilt := make(chan error, 1)
 	go func() {
-		rebuilt <- s.Rebuild(ctx, env.JS, func(done, total uint64) {
+		rebuilt <- s.Rebuild(ctx, env.Store, func(done, total uint64) {
 			if d, ok := s.Device(before[0].Device); ok && d.Device == before[0].Device {
 				answered++
 			}
@@ -232,29 +231,4 @@ func TestRebuildWhileServingGivesTheLiveModels(t *testing.T) {
 	is.Equal(string(serviceModels(s)), string(readModels(stored(evs))))
 	cancel()
 	is.NoErr(<-done)
-}
-
-func TestAckMetadataReadsWhatMetadataReads(t *testing.T) {
-	is := is.New(t)
-	for _, c := range []struct {
-		reply              string
-		seq, pending, nsec uint64
-		ok                 bool
-	}{
-		{"$JS.ACK.FLEET.c1.1.42.7.1700000000123456789.99", 42, 99, 1700000000123456789, true},
-		{"$JS.ACK._.ACCHASH.FLEET.c1.1.42.7.1700000000123456789.99.tok", 42, 99, 1700000000123456789, true},
-		{"$JS.ACK.dom.ACCHASH.FLEET.c1.1.42.7.1700000000123456789.0", 42, 0, 1700000000123456789, true},
-		{"$JS.ACK.FLEET.c1.1.x.7.1.2", 0, 0, 0, false},          // not a number
-		{"$JS.ACK.FLEET.c1.1.42.7.1", 0, 0, 0, false},           // too few tokens
-		{"$JS.ACK.a.b.FLEET.c1.1.42.7.1.2.t.u", 0, 0, 0, false}, // too many
-		{"_INBOX.x", 0, 0, 0, false},
-	} {
-		seq, pending, at, ok := ackMetadata(c.reply)
-		is.Equal(ok, c.ok) // form known
-		if ok {
-			is.Equal(seq, c.seq)
-			is.Equal(pending, c.pending)
-			is.Equal(uint64(at.UnixNano()), c.nsec)
-		}
-	}
 }

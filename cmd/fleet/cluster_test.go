@@ -70,7 +70,7 @@ func TestClusterStreamLeaderKilledWhileAgentsConverge(t *testing.T) {
 	is.NoErr(err)
 	defer svc.Close()
 	svcDone := make(chan error, 1)
-	go func() { svcDone <- svc.Run(ctx, opJS) }()
+	go func() { svcDone <- svc.Run(ctx, ops) }()
 
 	clock, _ := events.NewClock(events.ClockState{}, nil)
 	gens := make([]int64, devices)
@@ -177,7 +177,7 @@ func TestClusterStreamLeaderKilledWhileAgentsConverge(t *testing.T) {
 	wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
 	defer wcancel()
 	is.NoErr(svc.WaitFor(wctx, last))
-	compareWithRebuild(t, wctx, opJS, svc, last)
+	compareWithRebuild(t, wctx, ops, svc, last)
 	cancel()
 	is.NoErr(<-svcDone)
 }
@@ -229,7 +229,7 @@ func checkLogOnce(t *testing.T, ctx context.Context, st *jsstore.Store, got *com
 
 // compareWithRebuild folds the log from sequence 1 into a fresh store and
 // compares it with svc key for key.
-func compareWithRebuild(t *testing.T, ctx context.Context, js jetstream.JetStream, svc *projections.Service, last uint64) {
+func compareWithRebuild(t *testing.T, ctx context.Context, log projections.Log, svc *projections.Service, last uint64) {
 	t.Helper()
 	is := is.New(t)
 	fresh, err := projections.Open(t.TempDir(), projections.WithDurable(fmt.Sprintf("rebuild-%d", time.Now().UnixNano())))
@@ -237,7 +237,7 @@ func compareWithRebuild(t *testing.T, ctx context.Context, js jetstream.JetStrea
 	defer fresh.Close()
 	fctx, fcancel := context.WithCancel(ctx)
 	freshDone := make(chan error, 1)
-	go func() { freshDone <- fresh.Run(fctx, js) }()
+	go func() { freshDone <- fresh.Run(fctx, log) }()
 	is.NoErr(fresh.WaitFor(ctx, last))
 	fcancel()
 	if err := <-freshDone; err != nil && !errors.Is(err, context.Canceled) {

@@ -147,7 +147,7 @@ func TestServerRestartedTenTimesWhileTenAgentsConvergeAndDrift(t *testing.T) {
 	is.NoErr(err)
 	defer svc.Close()
 	svcDone := make(chan error, 1)
-	go func() { svcDone <- svc.Run(ctx, opJS) }()
+	go func() { svcDone <- svc.Run(ctx, ops) }()
 
 	clock, _ := events.NewClock(events.ClockState{}, nil)
 	gens := make([]int64, devices)
@@ -303,7 +303,7 @@ func TestServerRestartedTenTimesWhileTenAgentsConvergeAndDrift(t *testing.T) {
 	defer fresh.Close()
 	fctx, fcancel := context.WithCancel(ctx)
 	freshDone := make(chan error, 1)
-	go func() { freshDone <- fresh.Run(fctx, opJS) }()
+	go func() { freshDone <- fresh.Run(fctx, ops) }()
 	is.NoErr(fresh.WaitFor(wctx, last))
 	fcancel()
 	is.NoErr(<-freshDone)

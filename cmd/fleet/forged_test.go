@@ -135,7 +135,7 @@ func TestForgedActorsAreReportedNotFolded(t *testing.T) {
 		defer svc.Close()
 		sctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
-		go func() { done <- svc.Run(sctx, opJS) }()
+		go func() { done <- svc.Run(sctx, ops) }()
 		wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
 		defer wcancel()
 		is.NoErr(svc.WaitFor(wctx, last))

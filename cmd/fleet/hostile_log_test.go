@@ -109,7 +109,7 @@ func TestHostileEventsOnTheLogAreReportedAndSkipped(t *testing.T) {
 	defer svc.Close()
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- svc.Run(sctx, env.JS) }()
+	go func() { done <- svc.Run(sctx, env.Store) }()
 	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer wcancel()
 	is.NoErr(svc.WaitFor(wctx, last))

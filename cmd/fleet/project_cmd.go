@@ -80,7 +80,7 @@ func (c *ProjectCmd) Run(ctx context.Context, g *Globals) error {
 	fmt.Fprintf(os.Stderr, "fleet project: read models in %s, checkpoint %d, consumer %s\n", c.Data, p.Svc.Checkpoint(), c.Durable)
 	if c.Rebuild {
 		start := time.Now()
-		err := p.Svc.Rebuild(ctx, js, func(done, total uint64) { c.progress(done, total, start) })
+		err := p.Svc.Rebuild(ctx, st, func(done, total uint64) { c.progress(done, total, start) })
 		if err != nil {
 			return fmt.Errorf("rebuild: %w", err)
 		}

@@ -57,7 +57,7 @@ func startProjections(ctx context.Context, nc *nats.Conn, js jetstream.JetStream
 		svc.Close()
 		return nil, err
 	}
-	a := api.NewServer(svc, store, ttl, api.WithRebuild(func(ctx context.Context) error { return svc.Rebuild(ctx, js, nil) }))
+	a := api.NewServer(svc, store, ttl, api.WithRebuild(func(ctx context.Context) error { return svc.Rebuild(ctx, store, nil) }))
 	if err := a.Start(ctx); err != nil {
 		cancel()
 		svc.Close()
@@ -74,7 +74,7 @@ func startProjections(ctx context.Context, nc *nats.Conn, js jetstream.JetStream
 	}
 	p := &runningProjections{Svc: svc, API: a, cancel: cancel, done: make(chan error, 1), stopMS: ms.Stop}
 	go func() {
-		err := svc.Run(ctx, js)
+		err := svc.Run(ctx, store)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "fleet: projections:", err)
 		}

@@ -42,17 +42,9 @@ func (s *Store) read(ctx context.Context, f events.Filter, follow bool, yield fu
 		what = "follow log"
 		f.ToSeq = 0
 	}
-	if f.Resource != "" && f.Device == "" {
-		yield(events.Stored{}, fmt.Errorf("%w: filter: a resource needs a device", events.ErrInvalid))
+	if err := checkFilter(f); err != nil {
+		yield(events.Stored{}, err)
 		return
-	}
-	for _, id := range []struct{ field, v string }{{"device", f.Device}, {"resource", f.Resource}} {
-		if id.v != "" {
-			if err := events.CheckID(id.field, id.v); err != nil {
-				yield(events.Stored{}, err)
-				return
-			}
-		}
 	}
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: f.Subjects(), DeliverPolicy: jetstream.DeliverAllPolicy}
 	if f.FromSeq > 1 {

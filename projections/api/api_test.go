@@ -46,13 +46,13 @@ func serve(t *testing.T) *served {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx, env.JS) }()
+	go func() { done <- svc.Run(ctx, env.Store) }()
 	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer wcancel()
 	if err := svc.WaitFor(wctx, last); err != nil {
 		t.Fatal(err)
 	}
-	a := api.NewServer(svc, env.Store, time.Minute, api.WithRebuild(func(ctx context.Context) error { return svc.Rebuild(ctx, env.JS, nil) }))
+	a := api.NewServer(svc, env.Store, time.Minute, api.WithRebuild(func(ctx context.Context) error { return svc.Rebuild(ctx, env.Store, nil) }))
 	if err := a.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -48,7 +48,7 @@ func serveFleet(t testing.TB, evs []events.Event, opts ...api.ServerOption) *ser
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx, env.JS) }()
+	go func() { done <- svc.Run(ctx, env.Store) }()
 	wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
 	defer wcancel()
 	if err := svc.WaitFor(wctx, last); err != nil {

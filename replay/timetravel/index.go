@@ -60,6 +60,7 @@ type Index struct {
 	devices    map[string]*deviceIndex
 	checkpoint uint64
 	recovered  string // why Open started empty (recover.go)
+	msgs       []Msg  // ApplyBatch's, reused
 }
 
 type deviceIndex struct {
@@ -131,14 +132,6 @@ func subjectOf(e events.Event) string {
 	return s
 }
 
-type quiet struct{}
-
-func (quiet) Infof(string, ...any)  {}
-func (quiet) Errorf(string, ...any) {}
-func (quiet) Fatalf(format string, args ...any) {
-	panic(fmt.Sprintf(format, args...))
-}
-
 // Open opens (or creates) the index in dir and loads it: the positions of
 // every indexed event and, per device, the live fold from its last snapshot.
 //
@@ -155,9 +148,7 @@ func Open(dir string, opts ...Option) (*Index, error) {
 }
 
 func open(dir string, opts ...Option) (*Index, error) {
-	o := projections.StoreOptions(quiet{})
-	o.EventListener = corruptionReturned()
-	db, err := pebble.Open(dir, o)
+	db, err := projections.OpenStore(dir)
 	if err != nil {
 		return nil, fmt.Errorf("open time-travel index %s: %w", dir, err)
 	}

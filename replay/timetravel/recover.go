@@ -18,12 +18,6 @@ func damagedIndex(err error) bool {
 	return pebble.IsCorruptionError(err) || errors.Is(err, errDamagedRecord)
 }
 
-// corruptionReturned makes Pebble return the error of a damaged table to
-// the read that found it instead of calling its logger's Fatalf.
-func corruptionReturned() *pebble.EventListener {
-	return &pebble.EventListener{DataCorruption: func(pebble.DataCorruptionInfo) {}}
-}
-
 // reopenEmpty deletes the damaged index in dir and opens an empty one.
 func reopenEmpty(dir string, cause error, opts ...Option) (*Index, error) {
 	if err := os.RemoveAll(dir); err != nil {

@@ -40,134 +40,52 @@ type Reply struct {
 	Note string `json:"note,omitempty"`
 }
 
-// Follower is what the index needs of the log: events.Store's Follow.
-type Follower interface {
-	Follow(ctx context.Context, f events.Filter) iter.Seq2[events.Stored, error]
+// Log is what the index needs of the log: its batched follow
+// (events.Store has it).
+type Log interface {
+	Batches(ctx context.Context, f events.Filter, o events.BatchOptions) iter.Seq2[events.Batch, error]
 }
 
-// Follow keeps x up to date with the log: it follows from the checkpoint
-// on, applying events in batches (each batch one Pebble write with the
-// checkpoint), until ctx is done. The Pebble checkpoint is the source of
+// Follow keeps x up to date with the log on the read side's runtime
+// (projections.FollowLog, as the projection service): it follows from the
+// checkpoint on, a batch at a time, each batch one Pebble write with the
+// checkpoint, until ctx is done. The Pebble checkpoint is the source of
 // truth, so no consumer state lives on the server; after a restart it
 // resumes exactly after the last batch written. A failure (the server gone
 // for a moment, a write that failed) is logged with its cause on logger
 // (nil: slog.Default()), the first at once and then at most once a minute
 // with a count, and following resumes from the checkpoint a second later.
-func (x *Index) Follow(ctx context.Context, log Follower, logger *slog.Logger) error {
+func (x *Index) Follow(ctx context.Context, log Log, logger *slog.Logger) error {
 	fails := projections.NewFailureLog(logger, "time-travel index: following the log failed; it resumes from its checkpoint every second, and inspect answers lag until it does", time.Now)
-	for ctx.Err() == nil {
-		err := x.follow(ctx, log, fails.OK)
-		if ctx.Err() != nil {
-			return nil
+	return projections.FollowLog(ctx, log, x, projections.FollowOptions{Max: maxBatch, Fails: fails})
+}
+
+// ApplyBatch takes in one batch of the log (projections.Consumer): its
+// events, and its bad messages as gaps the checkpoint passes, in one
+// Pebble write with the new checkpoint.
+func (x *Index) ApplyBatch(b events.Batch) error {
+	msgs := x.msgs[:0]
+	for _, run := range b.Runs {
+		for i := range run {
+			d := &run[i]
+			if d.Err != nil { // indexed as a gap, so the checkpoint passes it
+				msgs = append(msgs, Msg{Stored: events.Stored{Seq: d.Seq}, Bad: true})
+				continue
+			}
+			msgs = append(msgs, Msg{Stored: d.Stored, Raw: events.AppendEventJSON(nil, d.Stored.Event)})
 		}
-		if err == nil {
-			err = errors.New("the log's follow ended without an error")
-		}
-		fails.Failed(err, x.Checkpoint())
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
+	}
+	err := x.Apply(msgs)
+	clear(msgs)
+	x.msgs = msgs[:0]
+	if err != nil {
+		return fmt.Errorf("write %d events to the index: %w", len(msgs), err)
 	}
 	return nil
 }
 
-// followed is one event (or error) handed from the log's follow to the batcher.
-type followed struct {
-	s   events.Stored
-	err error
-}
-
-// follow runs one follow of the log from the checkpoint on; progress is
-// called after each batch written. It returns nil when ctx is done.
-func (x *Index) follow(ctx context.Context, log Follower, progress func()) error {
-	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	in := make(chan followed, 2*maxBatch)
-	go func() {
-		defer close(in)
-		for s, err := range log.Follow(fctx, events.Filter{FromSeq: x.Checkpoint() + 1}) {
-			select {
-			case in <- followed{s, err}:
-			case <-fctx.Done():
-				return
-			}
-		}
-	}()
-	var batch []Msg
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		if err := x.Apply(batch); err != nil {
-			return fmt.Errorf("write %d events to the index: %w", len(batch), err)
-		}
-		batch = batch[:0]
-		progress()
-		return nil
-	}
-	idle := time.NewTimer(time.Hour)
-	defer idle.Stop()
-	for {
-		var m followed
-		var open bool
-		select {
-		case m, open = <-in:
-		default: // nothing more now: write what is taken, soon, in one batch
-			if len(batch) > 0 {
-				idle.Reset(batchWait)
-				select {
-				case m, open = <-in:
-					idle.Stop()
-				case <-idle.C:
-					if err := flush(); err != nil {
-						return err
-					}
-					continue
-				}
-			} else {
-				select {
-				case m, open = <-in:
-				case <-ctx.Done():
-					return nil
-				}
-			}
-		}
-		if !open {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if err := flush(); err != nil {
-				return err
-			}
-			return errors.New("the log's follow ended")
-		}
-		var bad *events.BadMessage
-		switch {
-		case errors.As(m.err, &bad): // indexed as a gap, so the checkpoint passes it
-			batch = append(batch, Msg{Stored: events.Stored{Seq: bad.Seq}, Bad: true})
-		case m.err != nil:
-			if err := flush(); err != nil {
-				return err
-			}
-			return m.err
-		default:
-			batch = append(batch, Msg{Stored: m.s, Raw: events.AppendEventJSON(nil, m.s.Event)})
-		}
-		if len(batch) >= maxBatch {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-	}
-}
-
-// maxBatch is the most events one index write takes; batchWait is how long
-// the index waits for more events before it writes fewer.
-const (
-	maxBatch  = 1000
-	batchWait = 20 * time.Millisecond
-)
+// maxBatch is the most events one index write takes.
+const maxBatch = 5000
 
 // WaitFor blocks until the index has taken in the log up to seq, or ctx is done.
 func (x *Index) WaitFor(ctx context.Context, seq uint64) error {
