@@ -146,6 +146,10 @@ func ParseManifest(b []byte) (Manifest, error) {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return m, fmt.Errorf("%w: manifest is empty: it needs a resources list", ErrInvalid)
 	}
+	b, err := quoteUnquotedModes(b)
+	if err != nil {
+		return m, err
+	}
 	js, err := yaml.YAMLToJSON(b)
 	if err != nil {
 		return m, fmt.Errorf("%w: manifest is neither YAML nor JSON: %v", ErrInvalid, err)

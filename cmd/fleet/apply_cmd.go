@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 
 	"github.com/alecthomas/kong"
@@ -72,11 +70,15 @@ Examples:
   fleet apply -f empty.yaml --device pi-01 --allow-empty    # remove every resource
   fleet apply -f site.yaml --device pi-01 --key ops.key     # signed
   fleet apply -f kiosk.yaml --selector 'site=lab,role in (kiosk,sign),!canary'
+  fleet apply -f kiosk.yaml --selector site=lab --dry-run   # each device's plan
+  fleet apply -f empty.yaml --selector site=lab --allow-empty -o json
 
 With --selector the manifest goes to every device the projection service
 lists for the selector, each one compare-and-set on its own generation; the
 command reports per device (applied, already applied, conflict, error) and
-exits 1 if any device was not applied.`
+exits 1 if any device was not applied. --dry-run prints each device's plan
+against its own generation; a manifest that would remove every resource of
+any matching device is refused for all of them without --allow-empty.`
 }
 
 // Run validates and appends the manifest.
@@ -91,25 +93,13 @@ func (c *ApplyCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	data, err := readInput(c.File)
+	m, err := loadManifest(c.File)
 	if err != nil {
-		return usageError{err}
+		return err
 	}
-	m, err := events.ParseManifest(data)
+	signer, keyID, err := loadSigner(c.Key)
 	if err != nil {
-		return fmt.Errorf("manifest %s: %w", c.File, err)
-	}
-	var signer events.Signer
-	var keyID string
-	if c.Key != "" {
-		s, err := events.LoadSigner(c.Key)
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return usageError{fmt.Errorf("--key: %w", err)} // a missing file is bad usage, like a missing -f
-			}
-			return err
-		}
-		signer, keyID = s, s.KeyID()
+		return err
 	}
 	nc, st, err := g.Store(ctx, "fleet-apply")
 	if err != nil {
@@ -127,7 +117,7 @@ func (c *ApplyCmd) Run(ctx context.Context, g *Globals) error {
 	if c.DryRun {
 		return c.printPlan(m, plan)
 	}
-	if len(m.Resources) == 0 && len(plan.Current) > 0 && !c.AllowEmpty {
+	if plan.removesEverything(m) && !c.AllowEmpty {
 		return usagef("manifest %s has no resources: applying it removes all %d resources of %s (%s) from the device; "+
 			"give --allow-empty if that is what you want (see the plan with --dry-run)", c.File, len(plan.Current), c.Device, listText(plan.Current))
 	}

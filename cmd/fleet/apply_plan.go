@@ -121,41 +121,56 @@ func (c *ApplyCmd) printValid(m events.Manifest) error {
 
 // printPlan prints the dry run's plan.
 func (c *ApplyCmd) printPlan(m events.Manifest, p ApplyPlan) error {
-	add, change, remove := p.Count(planAdd), p.Count(planChange), p.Count(planRemove)
+	if c.JSON() {
+		return printJSON(planJSON(c.Device, m, p, c.AllowEmpty))
+	}
+	printPlanText(c.Device, c.File, m, p, c.AllowEmpty)
+	return nil
+}
+
+// removesEverything: applying m removes every resource the device has.
+func (p ApplyPlan) removesEverything(m events.Manifest) bool {
+	return len(m.Resources) == 0 && len(p.Current) > 0
+}
+
+// planJSON is one device's plan for -o json.
+func planJSON(device string, m events.Manifest, p ApplyPlan, allowEmpty bool) map[string]any {
+	steps := p.Steps
+	if steps == nil {
+		steps = []PlanStep{}
+	}
+	empty := p.removesEverything(m)
+	return map[string]any{"device": device, "valid": true, "dryRun": true, "resources": len(m.Resources),
+		"digest": m.Digest(), "currentGeneration": p.Generation, "sameDigest": p.Same, "plan": steps,
+		"add": p.Count(planAdd), "change": p.Count(planChange), "remove": p.Count(planRemove),
+		"removesEverything": empty, "needsAllowEmpty": empty && !allowEmpty}
+}
+
+// printPlanText prints one device's plan: a line a resource, then the counts.
+func printPlanText(device, file string, m events.Manifest, p ApplyPlan, allowEmpty bool) {
 	nextGen := p.Generation + 1
 	if p.Same {
 		nextGen = p.Generation // applying again writes nothing when it is from you; else a new generation
-	}
-	empty := len(m.Resources) == 0 && len(p.Current) > 0
-	if c.JSON() {
-		steps := p.Steps
-		if steps == nil {
-			steps = []PlanStep{}
-		}
-		return printJSON(map[string]any{"device": c.Device, "valid": true, "dryRun": true, "resources": len(m.Resources),
-			"digest": m.Digest(), "currentGeneration": p.Generation, "sameDigest": p.Same, "plan": steps,
-			"add": add, "change": change, "remove": remove, "removesEverything": empty, "needsAllowEmpty": empty && !c.AllowEmpty})
 	}
 	cur := "no manifest yet"
 	if p.Generation > 0 {
 		cur = fmt.Sprintf("generation %d", p.Generation)
 	}
-	fmt.Printf("device %s: plan for %s against %s (dry run, nothing written)\n", c.Device, c.File, cur)
+	fmt.Printf("device %s: plan for %s against %s (dry run, nothing written)\n", device, file, cur)
 	sign := map[string]string{planAdd: "+", planChange: "~", planRemove: "-", planSame: "="}
 	for _, s := range p.Steps {
 		fmt.Printf("  %s %-9s %-12s %s\n", sign[s.Action], s.Action, s.Kind, s.ID)
 	}
-	summary := fmt.Sprintf("%d to add, %d to change, %d to remove", add, change, remove)
+	summary := fmt.Sprintf("%d to add, %d to change, %d to remove", p.Count(planAdd), p.Count(planChange), p.Count(planRemove))
 	if p.Same {
 		summary += "; the same manifest as generation " + fmt.Sprint(p.Generation)
 	} else {
 		summary += fmt.Sprintf("; applying makes generation %d", nextGen)
 	}
 	fmt.Println(summary)
-	if empty && !c.AllowEmpty {
-		fmt.Printf("this removes every resource of %s: applying it needs --allow-empty\n", c.Device)
+	if p.removesEverything(m) && !allowEmpty {
+		fmt.Printf("this removes every resource of %s: applying it needs --allow-empty\n", device)
 	}
-	return nil
 }
 
 // warnUnregistered warns (on stderr) when no agent ever registered device:

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 
 	"github.com/nats-io/nats.go"
@@ -45,24 +44,13 @@ func (c *ApplyCmd) runSelector(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	data, err := readInput(c.File)
+	m, err := loadManifest(c.File)
 	if err != nil {
-		return usageError{err}
+		return err
 	}
-	m, err := events.ParseManifest(data)
+	signer, _, err := loadSigner(c.Key)
 	if err != nil {
-		return fmt.Errorf("manifest %s: %w", c.File, err)
-	}
-	var signer events.Signer
-	if c.Key != "" {
-		s, err := events.LoadSigner(c.Key)
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return usageError{fmt.Errorf("--key: %w", err)}
-			}
-			return err
-		}
-		signer = s
+		return err
 	}
 	nc, st, err := g.Store(ctx, "fleet-apply")
 	if err != nil {
@@ -76,12 +64,22 @@ func (c *ApplyCmd) runSelector(ctx context.Context, g *Globals) error {
 	if len(ds) == 0 {
 		return fmt.Errorf("selector %q: no device matches: %w; see 'fleet get devices --selector'", c.Selector, events.ErrNotFound)
 	}
-	if c.DryRun {
-		var out []SelectorApplied
-		for _, d := range ds {
-			out = append(out, SelectorApplied{Device: d.Device, Result: "would-apply", Generation: d.Generation + 1})
+	plans := make([]ApplyPlan, len(ds))
+	var emptied []string
+	for i, d := range ds {
+		if plans[i], err = planApply(ctx, st, d.Device, m); err != nil {
+			return fmt.Errorf("apply to %s: read the current generation: %w", d.Device, err)
 		}
-		return c.printSelector(out, len(m.Resources), true)
+		if plans[i].removesEverything(m) {
+			emptied = append(emptied, d.Device)
+		}
+	}
+	if c.DryRun {
+		return c.printSelectorPlans(ds, m, plans)
+	}
+	if len(emptied) > 0 && !c.AllowEmpty {
+		return usagef("manifest %s has no resources: applying it removes every resource of %d of the %d devices %q matches (%s); "+
+			"nothing was written; give --allow-empty if that is what you want (see the plans with --dry-run)", c.File, len(emptied), len(ds), c.Selector, listText(emptied))
 	}
 	clock, _ := events.NewClock(events.ClockState{}, nil)
 	var out []SelectorApplied
@@ -93,7 +91,7 @@ func (c *ApplyCmd) runSelector(ctx context.Context, g *Globals) error {
 		}
 		out = append(out, r)
 	}
-	if err := c.printSelector(out, len(m.Resources), false); err != nil {
+	if err := c.printSelector(out); err != nil {
 		return err
 	}
 	if failed > 0 {
@@ -117,9 +115,9 @@ func applyOne(ctx context.Context, nc *nats.Conn, st *jsstore.Store, clock *even
 	return SelectorApplied{Device: device, Result: appliedNew, Generation: res.Generation, Seq: res.Seq, ID: res.Event.ID}
 }
 
-func (c *ApplyCmd) printSelector(out []SelectorApplied, resources int, dry bool) error {
+func (c *ApplyCmd) printSelector(out []SelectorApplied) error {
 	if c.JSON() {
-		return printJSON(map[string]any{"selector": c.Selector, "dryRun": dry, "devices": out})
+		return printJSON(map[string]any{"selector": c.Selector, "dryRun": false, "devices": out})
 	}
 	var rows [][]string
 	for _, r := range out {
@@ -132,8 +130,25 @@ func (c *ApplyCmd) printSelector(out []SelectorApplied, resources int, dry bool)
 		}
 		rows = append(rows, []string{r.Device, r.Result, gen, seq, r.Error})
 	}
-	if dry {
-		fmt.Printf("manifest %s is valid: %d resources; %d devices match %q (dry run, nothing written)\n", c.File, resources, len(out), c.Selector)
-	}
 	return table(os.Stdout, []string{"DEVICE", "RESULT", "GENERATION", "SEQ", "ERROR"}, rows)
+}
+
+// printSelectorPlans is `apply --selector --dry-run`: each device's plan, as
+// `apply --device --dry-run` prints it.
+func (c *ApplyCmd) printSelectorPlans(ds []api.DeviceSummary, m events.Manifest, plans []ApplyPlan) error {
+	if c.JSON() {
+		out := make([]map[string]any, len(ds))
+		needs := false
+		for i, d := range ds {
+			out[i] = planJSON(d.Device, m, plans[i], c.AllowEmpty)
+			needs = needs || out[i]["needsAllowEmpty"].(bool)
+		}
+		return printJSON(map[string]any{"selector": c.Selector, "dryRun": true, "valid": true, "resources": len(m.Resources),
+			"digest": m.Digest(), "needsAllowEmpty": needs, "devices": out})
+	}
+	fmt.Printf("manifest %s is valid: %d resources; %d devices match %q (dry run, nothing written)\n", c.File, len(m.Resources), len(ds), c.Selector)
+	for i, d := range ds {
+		printPlanText(d.Device, c.File, m, plans[i], c.AllowEmpty)
+	}
+	return nil
 }

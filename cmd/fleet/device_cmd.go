@@ -176,35 +176,11 @@ func (c *DeviceRevokeCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	pushErr := func() error {
-		topts, err := auth.TLSOptions(g.TLSCA) // a server with --tls-cert
-		if err != nil {
-			return err
-		}
-		nc, err := nats.Connect(g.URL(), append(topts, nats.UserCredentials(a.SystemCredsPath()), nats.Name("fleet-device-revoke"), nats.Timeout(5*time.Second))...)
-		if err != nil {
-			return err
-		}
-		defer nc.Close()
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		return auth.Push(pctx, nc, tok)
-	}()
-	if c.JSON() {
-		out := map[string]any{"device": d.ID, "revokedAt": d.RevokedAt, "serverTold": pushErr == nil}
-		if pushErr != nil {
-			out["error"] = pushErr.Error()
-		}
-		if err := printJSON(out); err != nil {
-			return err
-		}
-	} else if pushErr == nil {
-		fmt.Printf("device %s: credentials revoked; the server at %s closed its connections\n", d.ID, g.URL())
-	}
-	if pushErr != nil {
-		return fmt.Errorf("device %s: revocation saved in %s, but the server at %s was not told: %w (a server started later refuses it; run this again to retry)", d.ID, a.Dir(), g.URL(), pushErr)
-	}
-	return nil
+	pushErr := pushAccount(ctx, g, a, tok, "fleet-device-revoke")
+	return reportPush(c.JSON(), map[string]any{"device": d.ID, "revokedAt": d.RevokedAt}, pushErr,
+		fmt.Sprintf("device %s: credentials revoked; the server at %s closed its connections", d.ID, g.URL()),
+		fmt.Sprintf("device %s: revocation saved in %s, but the server at %s was not told", d.ID, a.Dir(), g.URL()),
+		"a server started later refuses it; run this again to retry")
 }
 
 // DeviceListCmd is `fleet device list`.
@@ -292,8 +268,19 @@ func (c *DeviceReinstateCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	pushErr := pushAccount(ctx, g, a, tok, "fleet-device-reinstate")
-	if c.JSON() {
-		out := map[string]any{"device": d.ID, "reinstated": true, "serverTold": pushErr == nil}
+	return reportPush(c.JSON(), map[string]any{"device": d.ID, "reinstated": true}, pushErr,
+		fmt.Sprintf("device %s: reinstated; the server at %s lets its credentials in again", d.ID, g.URL()),
+		fmt.Sprintf("device %s: reinstatement saved in %s, but the server at %s was not told", d.ID, a.Dir(), g.URL()),
+		"run this again to retry")
+}
+
+// reportPush reports a change of the account JWT saved on disk and pushed
+// (or not) to the server: out gains serverTold (and the error) for -o json;
+// the text is told, or the error is notTold with the push's error and what
+// to do.
+func reportPush(jsonOut bool, out map[string]any, pushErr error, told, notTold, todo string) error {
+	if jsonOut {
+		out["serverTold"] = pushErr == nil
 		if pushErr != nil {
 			out["error"] = pushErr.Error()
 		}
@@ -301,10 +288,10 @@ func (c *DeviceReinstateCmd) Run(ctx context.Context, g *Globals) error {
 			return err
 		}
 	} else if pushErr == nil {
-		fmt.Printf("device %s: reinstated; the server at %s lets its credentials in again\n", d.ID, g.URL())
+		fmt.Println(told)
 	}
 	if pushErr != nil {
-		return fmt.Errorf("device %s: reinstatement saved in %s, but the server at %s was not told: %w (run this again to retry)", d.ID, a.Dir(), g.URL(), pushErr)
+		return fmt.Errorf("%s: %w (%s)", notTold, pushErr, todo)
 	}
 	return nil
 }

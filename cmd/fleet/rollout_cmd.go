@@ -89,13 +89,9 @@ func (c *RolloutStartCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	data, err := readInput(c.File)
+	m, err := loadManifest(c.File)
 	if err != nil {
-		return usageError{err}
-	}
-	m, err := events.ParseManifest(data)
-	if err != nil {
-		return fmt.Errorf("manifest %s: %w", c.File, err)
+		return err
 	}
 	nc, st, err := g.Store(ctx, "fleet-rollout")
 	if err != nil {
