@@ -43,8 +43,9 @@ func file(id, path string) events.Resource {
 }
 
 // startRolloutFleet starts the fleet; serverCtl runs the server's own
-// rollout controller (else the test runs its controllers).
-func startRolloutFleet(t *testing.T, n int, serverCtl bool) *rolloutFleet {
+// rollout controller (else the test runs its controllers); extra gives
+// each agent more options (its id and folder).
+func startRolloutFleet(t *testing.T, n int, serverCtl bool, extra ...func(id, dir string) []agent.Option) *rolloutFleet {
 	t.Helper()
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -74,10 +75,14 @@ func startRolloutFleet(t *testing.T, n int, serverCtl bool) *rolloutFleet {
 		if err != nil {
 			t.Fatal(err)
 		}
-		h, err := agent.Start(ctx, anc, id, agent.WithRoot(root), agent.WithStateDir(filepath.Join(dir, id, "state")),
+		opts := []agent.Option{agent.WithRoot(root), agent.WithStateDir(filepath.Join(dir, id, "state")),
 			agent.WithLabels(map[string]string{"site": "lab"}), agent.WithManifestPoll(time.Second),
 			agent.WithHeartbeatInterval(time.Second), agent.WithShutdownGrace(time.Second),
-			agent.WithBackoff(time.Second, 4*time.Second), agent.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+			agent.WithBackoff(time.Second, 4*time.Second), agent.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}
+		for _, x := range extra {
+			opts = append(opts, x(id, filepath.Join(dir, id))...)
+		}
+		h, err := agent.Start(ctx, anc, id, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -238,49 +238,6 @@ func (c *Controller) applyTarget(ctx context.Context, r *rollout.Rollout, t *rol
 	return err
 }
 
-// verdict of one device of a wave.
-type verdict int
-
-const (
-	waiting verdict = iota
-	passed
-	failed
-	offline
-)
-
-// judge says where a targeted device stands: at the rollout's generation
-// with every resource Ready for the soak (passed), a resource Failed at
-// that generation (failed), Stale (offline), or still converging.
-func (c *Controller) judge(d projections.Device, t *rollout.Target, soak time.Duration) verdict {
-	if st, ok := d.Condition(projections.CondStale); ok && st.Status == projections.True {
-		return offline
-	}
-	if d.Generation < t.Generation {
-		return waiting
-	}
-	settled := d.ObservedGeneration >= t.Generation
-	var readySince time.Time
-	for _, res := range d.Resources {
-		switch res.State {
-		case "Failed":
-			return failed
-		case "Ready":
-			if res.Since.After(readySince) {
-				readySince = res.Since
-			}
-		default:
-			return waiting
-		}
-	}
-	if !settled {
-		return waiting
-	}
-	if c.now().Sub(readySince) < soak {
-		return waiting
-	}
-	return passed
-}
-
 // gate decides the wave in progress once every device is judged: pass,
 // fail (budget spent), or pause as inconclusive past the wave deadline.
 func (c *Controller) gate(ctx context.Context, r *rollout.Rollout) (bool, error) {
@@ -298,12 +255,13 @@ func (c *Controller) gate(ctx context.Context, r *rollout.Rollout) (bool, error)
 			nWaiting = append(nWaiting, dev)
 			continue
 		}
-		switch c.judge(d, t, r.Spec.Soak) {
-		case passed:
+		v, _ := Judge(d, t, r.Spec.Soak, c.now())
+		switch v {
+		case Passed:
 			nPassed++
-		case failed:
+		case Failed:
 			nFailed = append(nFailed, dev)
-		case offline:
+		case Offline:
 			nOffline = append(nOffline, dev)
 		default:
 			nWaiting = append(nWaiting, dev)
