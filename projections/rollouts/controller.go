@@ -131,10 +131,7 @@ func (c *Controller) next(ctx context.Context, r *rollout.Rollout) (bool, error)
 // limit, and applies the manifest to those targeted whose manifest has not
 // changed since (a controller killed between the two).
 func (c *Controller) targetWave(ctx context.Context, r *rollout.Rollout) error {
-	budget := -1
-	if r.Spec.MaxPerMinute > 0 {
-		budget = r.Spec.MaxPerMinute - c.targetedSince(ctx, r, c.now().Add(-time.Minute))
-	}
+	budget := PaceBudget(r, c.now())
 	for _, dev := range append(slices.Clone(r.Waves[r.Current]), c.joiners(ctx, r)...) {
 		t := r.Targeted[dev]
 		if t == nil {
@@ -177,15 +174,30 @@ func (c *Controller) joiners(ctx context.Context, r *rollout.Rollout) []string {
 	return out
 }
 
-// targetedSince counts the devices targeted after t (the rate limit).
-func (c *Controller) targetedSince(ctx context.Context, r *rollout.Rollout, t time.Time) int {
-	n := 0
-	for _, err := range c.log.Read(ctx, events.Filter{SubjectFilters: []string{events.TargetedSubject("*", r.ID)}, Since: t}) {
-		if err == nil {
-			n++
+// PaceBudget is how many more devices --max-per-minute R lets the
+// controller target at now (-1: no limit). Targets are paced evenly from
+// an anchor, the later of the wave's start and the last resume: by now at
+// most floor(elapsed × R / 1 min) + 1 devices are targeted since the
+// anchor. So the rate holds at R whatever the step interval (a late step
+// catches up to the pace, never beyond it), and time spent paused or
+// waiting on a gate is no credit for a burst.
+func PaceBudget(r *rollout.Rollout, now time.Time) int {
+	rate := r.Spec.MaxPerMinute
+	if rate <= 0 {
+		return -1
+	}
+	anchor := r.WaveAt
+	if r.ResumedAt.After(anchor) {
+		anchor = r.ResumedAt
+	}
+	done := 0
+	for _, t := range r.Targeted {
+		if !t.At.Before(anchor) {
+			done++
 		}
 	}
-	return n
+	allowed := int(now.Sub(anchor)*time.Duration(rate)/time.Minute) + 1
+	return max(allowed-done, 0)
 }
 
 // target appends DeviceTargeted for dev, expecting its subject empty: a
