@@ -78,7 +78,8 @@ func (f *rolloutFleet) startManifest(id, manifest string, extra ...string) {
 // unhealthy during the soak (Unhealthy, ReadinessFailed, Degraded), which
 // the gate counts as failed: 3 > 2 spends the budget, the rollout pauses
 // naming the probe, and the second wave is never targeted. Before the
-// probe fails, the wave is held by its soak, not passed.
+// probe fails, the wave is held by its soak, not passed. Replaying the log
+// re-derives the WaveFailed; tampered, it is a gate violation.
 func TestRolloutGateCountsUnhealthyDuringTheSoakAsFailed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real agents: not in -short")
@@ -128,4 +129,18 @@ func TestRolloutGateCountsUnhealthyDuringTheSoakAsFailed(t *testing.T) {
 	}
 	is.Equal(f.decisions("RH"), map[string]int{events.TypeRolloutStarted: 1, events.TypeWaveStarted: 1, events.TypeDeviceTargeted: 3,
 		events.TypeWaveFailed: 1, events.TypeRolloutPaused: 1})
+	// replay re-derives the WaveFailed from the health transitions before it;
+	// a tampered one (a device of the second wave named, or two failures
+	// that do not spend a budget of 2) is a gate violation
+	out, exit := f.exportTampered("RH", events.TypeWaveFailed, func(_ *events.Event, p events.Payload) {
+		p.(*events.WaveFailed).Failed[0] = plan[1][0]
+	})
+	is.Equal(exit, 1)
+	is.True(strings.Contains(out, "names "+plan[1][0]+" failed, but it was not targeted in wave 0"))
+	out, exit = f.exportTampered("RH", events.TypeWaveFailed, func(_ *events.Event, p events.Payload) {
+		w := p.(*events.WaveFailed)
+		w.Failed = w.Failed[:2]
+	})
+	is.Equal(exit, 1)
+	is.True(strings.Contains(out, "2 failed devices do not spend the budget (at most 2)"))
 }

@@ -21,7 +21,6 @@ import (
 	"github.com/fleet-dev/fleet/projections"
 	"github.com/fleet-dev/fleet/projections/api"
 	"github.com/fleet-dev/fleet/projections/rollouts"
-	"github.com/fleet-dev/fleet/replay"
 	"github.com/fleet-dev/fleet/rollout"
 )
 
@@ -173,7 +172,8 @@ func (f *rolloutFleet) waitRollout(id string, ok func(*rollout.Rollout) bool) *r
 	}
 }
 
-// decisions counts the events of a rollout by type, and checks the log.
+// decisions counts the events of a rollout by type, and checks the log
+// (replay --verify with its gate check).
 func (f *rolloutFleet) decisions(id string) map[string]int {
 	f.t.Helper()
 	ctx := context.Background()
@@ -184,7 +184,7 @@ func (f *rolloutFleet) decisions(id string) map[string]int {
 		}
 		out[s.Type]++
 	}
-	rep, err := replay.Verify(f.rs.Env.Store.Read(ctx, events.Filter{}), true)
+	rep, err := verifyWithGates(f.rs.Env.Store.Read(ctx, events.Filter{}), true) // every gate decision re-derived too
 	if err != nil {
 		f.t.Fatal(err)
 	}
