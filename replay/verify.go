@@ -35,11 +35,12 @@ const (
 	ViolationUndecodable   = "undecodable"     // a message on the log that is not a valid event
 	ViolationForged        = "forged"          // an event whose actor may not write it (events.CheckWriter)
 	ViolationRollout       = "rollout"         // a rollout's event its transition table or wave rules forbid (package rollout)
+	ViolationGate          = "gate"            // a rollout's gate decision the device events before it do not justify (rollouts.GateChecker, added by fleet replay --verify)
 )
 
 // ViolationKinds lists every kind, in the order summaries show them.
 var ViolationKinds = []string{ViolationTransition, ViolationGeneration, ViolationWriterOrder,
-	ViolationDuplicateID, ViolationNotInManifest, ViolationUndecodable, ViolationForged, ViolationRollout}
+	ViolationDuplicateID, ViolationNotInManifest, ViolationUndecodable, ViolationForged, ViolationRollout, ViolationGate}
 
 // Violation is one broken rule at one place in the log.
 type Violation struct {

@@ -16,8 +16,9 @@ type Target struct {
 	Generation         int64  `json:"generation"`
 	PreviousGeneration int64  `json:"previousGeneration"`
 	PreviousDigest     string `json:"previousDigest,omitempty"`
-	Joined             bool   `json:"joined,omitempty"`
-	Seq                uint64 `json:"seq"`
+	Joined             bool      `json:"joined,omitempty"`
+	Seq                uint64    `json:"seq"`
+	At                 time.Time `json:"at"` // when it was targeted (the event's time)
 }
 
 // Rollout is the fold of one rollout's events: its decisions and the
@@ -35,6 +36,7 @@ type Rollout struct {
 	Offline   []string              `json:"offline,omitempty"`
 	StartedAt time.Time             `json:"startedAt"`
 	WaveAt    time.Time             `json:"waveAt"`  // when the wave in progress started
+	ResumedAt time.Time             `json:"resumedAt,omitempty"` // of the last RolloutResumed
 	LastSeq   uint64                `json:"lastSeq"` // last sequence on the rollout's subject (what compare-and-set expects)
 	Decisions int                   `json:"decisions"`
 }
@@ -88,7 +90,7 @@ func (r *Rollout) Apply(s events.Stored) error {
 	case *events.RolloutPaused:
 		r.Reason, r.Offline = p.Reason, slices.Clone(p.Offline)
 	case *events.RolloutResumed:
-		r.Reason, r.Offline = "", nil
+		r.Reason, r.Offline, r.ResumedAt = "", nil, s.At
 	case *events.RolloutSucceeded:
 		if r.Current != len(r.Waves)-1 || !r.Passed[r.Current] {
 			return fmt.Errorf("RolloutSucceeded: wave %d of %d is in progress, not passed", r.Current, len(r.Waves))
@@ -127,7 +129,7 @@ func (r *Rollout) target(s events.Stored, p *events.DeviceTargeted) error {
 		return fmt.Errorf("DeviceTargeted %s: not a member of wave %d (hash of rollout and device id)", s.Device, r.Current)
 	}
 	r.Targeted[s.Device] = &Target{Device: s.Device, Wave: p.Wave, Generation: p.Generation, PreviousGeneration: p.PreviousGeneration,
-		PreviousDigest: p.PreviousDigest, Joined: p.Joined, Seq: s.Seq}
+		PreviousDigest: p.PreviousDigest, Joined: p.Joined, Seq: s.Seq, At: s.At}
 	return nil
 }
 

@@ -426,20 +426,25 @@ func (pl filePlan) fixInPlace() error {
 }
 
 // Delete removes the file (a symlink at the path is removed, not followed).
-// Deleting an absent file succeeds; a directory at the path is an error; a
-// path outside the root is refused and nothing is removed.
+// Deleting an absent file succeeds, and so does deleting one whose parent
+// is not a directory (ENOTDIR: /etc a file, so /etc/motd cannot exist: it
+// is already absent, and nothing is touched); a directory at the path is
+// an error; a path outside the root is refused and nothing is removed.
 func (r *File) Delete(ctx context.Context, t Target) error {
 	s, err := fileSpec(t)
 	if err != nil {
 		return err
 	}
 	p, err := resolveUnder(r.root, s.Path)
+	if errors.Is(err, syscall.ENOTDIR) {
+		return nil // an ancestor inside the root is a file: nothing can be at the path
+	}
 	if err != nil {
 		return err
 	}
 	full := p.full()
 	fi, err := os.Lstat(full)
-	if errors.Is(err, fs.ErrNotExist) {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 		return nil
 	}
 	if err != nil {

@@ -218,6 +218,23 @@ func TestFileDirectoryAtPathIsErrorNotRemoved(t *testing.T) {
 	is.NoErr(err) // still there
 }
 
+// TestFileDeleteUnderAFileIsAlreadyAbsent: /etc is a regular file, so
+// /etc/motd cannot exist (ENOTDIR): deleting it succeeds as already
+// absent, and the file /etc is left as it was.
+func TestFileDeleteUnderAFileIsAlreadyAbsent(t *testing.T) {
+	is := is.New(t)
+	root := t.TempDir()
+	is.NoErr(os.WriteFile(filepath.Join(root, "etc"), []byte("not a directory"), 0o644))
+	r := reconcile.NewFile(root)
+	tg := fileTarget("motd", "/etc/motd", "hi\n")
+	is.NoErr(r.Delete(context.Background(), tg))
+	b, err := os.ReadFile(filepath.Join(root, "etc"))
+	is.NoErr(err)
+	is.Equal(string(b), "not a directory") // untouched
+	_, err = r.Apply(context.Background(), tg)
+	is.True(err != nil) // creating it is still a failure: its parent is not a directory
+}
+
 // TestFileEscapesAreRefused: every way out of the root is refused (or, for a
 // final symlink, replaced rather than followed); nothing outside is written.
 func TestFileEscapesAreRefused(t *testing.T) {

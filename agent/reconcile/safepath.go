@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // ReasonPathEscapesRoot is the refusal reason of a path outside the root.
@@ -113,7 +114,7 @@ func (r *resolver) resolve(specPath string) (rootedPath, error) {
 		return refuse("goes through a symlink to %s, outside root %s", real, root)
 	}
 	if fi, err := os.Stat(real); err == nil && !fi.IsDir() {
-		return rootedPath{}, fmt.Errorf("path %q: %s is not a directory", specPath, existing)
+		return rootedPath{}, fmt.Errorf("path %q: %s is not a directory: %w", specPath, existing, syscall.ENOTDIR)
 	}
 	resolved = filepath.Join(real, rest)
 	r.mu.Lock()

@@ -49,8 +49,11 @@ offline are found where they happened.
 its sequence: a status transition the fsm table forbids (or that does not start
 where the resource was), a generation going backwards, an agent's event time or
 id going backwards, a duplicate event id, a status for a resource absent from
-the manifest of its generation, a message that is not a valid event. The last
-line counts events, devices and violations; the exit code is 1 if there is any.
+the manifest of its generation, a message that is not a valid event, a
+rollout decision its table forbids or a wave whose members are not its hash's;
+on the whole log also each rollout gate decision (WaveFailed, WavePassed,
+inconclusive RolloutPaused) re-derived from the device events before it
+(kind gate). The last line counts events, devices and violations; the exit code is 1 if there is any.
 
 Examples:
   fleet replay                                   # the whole log
@@ -199,7 +202,7 @@ func fileRange(seq iter.Seq2[events.Stored, error], f events.Filter) iter.Seq2[e
 }
 
 func (c *ReplayCmd) verify(seq iter.Seq2[events.Stored, error], complete bool) error {
-	rep, err := replay.Verify(seq, complete)
+	rep, err := verifyWithGates(seq, complete)
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}

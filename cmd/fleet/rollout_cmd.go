@@ -62,7 +62,7 @@ type RolloutStartCmd struct {
 	Soak              time.Duration `default:"0s" help:"How long every device of a wave stays Ready before the wave passes."`
 	WaveDeadline      time.Duration `default:"10m" help:"A wave not passed by then pauses as inconclusive, with the reason (offline devices are counted apart)."`
 	OnFailure         string        `enum:"pause,rollback" default:"pause" help:"When the budget is spent: pause, or roll back every device the rollout changed."`
-	MaxPerMinute      int           `help:"Target at most this many devices a minute (0: no limit)."`
+	MaxPerMinute      int           `help:"Target at most this many devices a minute, paced evenly from the wave's start or the last resume (0: no limit)."`
 	ID                string        `placeholder:"ID" help:"Rollout id (default: a new ULID)."`
 	Output
 }

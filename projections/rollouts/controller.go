@@ -131,10 +131,7 @@ func (c *Controller) next(ctx context.Context, r *rollout.Rollout) (bool, error)
 // limit, and applies the manifest to those targeted whose manifest has not
 // changed since (a controller killed between the two).
 func (c *Controller) targetWave(ctx context.Context, r *rollout.Rollout) error {
-	budget := -1
-	if r.Spec.MaxPerMinute > 0 {
-		budget = r.Spec.MaxPerMinute - c.targetedSince(ctx, r, c.now().Add(-time.Minute))
-	}
+	budget := PaceBudget(r, c.now())
 	for _, dev := range append(slices.Clone(r.Waves[r.Current]), c.joiners(ctx, r)...) {
 		t := r.Targeted[dev]
 		if t == nil {
@@ -177,15 +174,30 @@ func (c *Controller) joiners(ctx context.Context, r *rollout.Rollout) []string {
 	return out
 }
 
-// targetedSince counts the devices targeted after t (the rate limit).
-func (c *Controller) targetedSince(ctx context.Context, r *rollout.Rollout, t time.Time) int {
-	n := 0
-	for _, err := range c.log.Read(ctx, events.Filter{SubjectFilters: []string{events.TargetedSubject("*", r.ID)}, Since: t}) {
-		if err == nil {
-			n++
+// PaceBudget is how many more devices --max-per-minute R lets the
+// controller target at now (-1: no limit). Targets are paced evenly from
+// an anchor, the later of the wave's start and the last resume: by now at
+// most floor(elapsed × R / 1 min) + 1 devices are targeted since the
+// anchor. So the rate holds at R whatever the step interval (a late step
+// catches up to the pace, never beyond it), and time spent paused or
+// waiting on a gate is no credit for a burst.
+func PaceBudget(r *rollout.Rollout, now time.Time) int {
+	rate := r.Spec.MaxPerMinute
+	if rate <= 0 {
+		return -1
+	}
+	anchor := r.WaveAt
+	if r.ResumedAt.After(anchor) {
+		anchor = r.ResumedAt
+	}
+	done := 0
+	for _, t := range r.Targeted {
+		if !t.At.Before(anchor) {
+			done++
 		}
 	}
-	return n
+	allowed := int(now.Sub(anchor)*time.Duration(rate)/time.Minute) + 1
+	return max(allowed-done, 0)
 }
 
 // target appends DeviceTargeted for dev, expecting its subject empty: a
@@ -238,49 +250,6 @@ func (c *Controller) applyTarget(ctx context.Context, r *rollout.Rollout, t *rol
 	return err
 }
 
-// verdict of one device of a wave.
-type verdict int
-
-const (
-	waiting verdict = iota
-	passed
-	failed
-	offline
-)
-
-// judge says where a targeted device stands: at the rollout's generation
-// with every resource Ready for the soak (passed), a resource Failed at
-// that generation (failed), Stale (offline), or still converging.
-func (c *Controller) judge(d projections.Device, t *rollout.Target, soak time.Duration) verdict {
-	if st, ok := d.Condition(projections.CondStale); ok && st.Status == projections.True {
-		return offline
-	}
-	if d.Generation < t.Generation {
-		return waiting
-	}
-	settled := d.ObservedGeneration >= t.Generation
-	var readySince time.Time
-	for _, res := range d.Resources {
-		switch res.State {
-		case "Failed":
-			return failed
-		case "Ready":
-			if res.Since.After(readySince) {
-				readySince = res.Since
-			}
-		default:
-			return waiting
-		}
-	}
-	if !settled {
-		return waiting
-	}
-	if c.now().Sub(readySince) < soak {
-		return waiting
-	}
-	return passed
-}
-
 // gate decides the wave in progress once every device is judged: pass,
 // fail (budget spent), or pause as inconclusive past the wave deadline.
 func (c *Controller) gate(ctx context.Context, r *rollout.Rollout) (bool, error) {
@@ -298,12 +267,13 @@ func (c *Controller) gate(ctx context.Context, r *rollout.Rollout) (bool, error)
 			nWaiting = append(nWaiting, dev)
 			continue
 		}
-		switch c.judge(d, t, r.Spec.Soak) {
-		case passed:
+		v, _ := Judge(d, t, r.Spec.Soak, c.now())
+		switch v {
+		case Passed:
 			nPassed++
-		case failed:
+		case Failed:
 			nFailed = append(nFailed, dev)
-		case offline:
+		case Offline:
 			nOffline = append(nOffline, dev)
 		default:
 			nWaiting = append(nWaiting, dev)
