@@ -312,3 +312,23 @@ func pushAccount(ctx context.Context, g *Globals, a *auth.Authority, tok, name s
 	defer cancel()
 	return auth.Push(pctx, nc, tok)
 }
+
+// externalAuth is --auth with --nats: the servers are the operator's own
+// (a cluster, a hub), so fleet cannot configure them; it opens (the first
+// time: creates) DATA/auth, writes the block every node's config must
+// include (auth.NATSConfigFile) and connects as the operator unless
+// --creds names other credentials.
+func externalAuth(data string, g *Globals) (string, []nats.Option, error) {
+	dir := filepath.Join(data, "auth")
+	a, err := auth.Open(dir)
+	if err != nil {
+		return "", nil, err
+	}
+	if _, err := a.WriteNATSConfig(); err != nil {
+		return "", nil, err
+	}
+	if g.Creds != "" {
+		return dir, nil, nil
+	}
+	return dir, []nats.Option{nats.UserCredentials(a.OperatorCredsPath())}, nil
+}

@@ -34,7 +34,7 @@ type ServerCmd struct {
 	RelaxedSync  bool          `help:"Acknowledge writes before fsync (faster, may lose the last acknowledged events on power loss)."`
 	Replicas     int           `default:"1" help:"Stream replicas when using an existing cluster (--nats)."`
 	HeartbeatTTL time.Duration `default:"3m" help:"How long a device's heartbeat counts before it is Stale (agents write one a minute by default)."`
-	Auth         bool          `help:"Require credentials: per-device least privilege on NATS ('fleet device add'), a bearer token on the HTTP API and dashboard; keys and token under DIR/auth."`
+	Auth         bool          `help:"Require credentials: per-device least privilege on NATS ('fleet device add'), a bearer token on the HTTP API and dashboard; keys and token under DIR/auth. With --nats: include DIR/auth/nats-auth.conf (written here) in every node's config."`
 	// NoRolloutController: see server_rollouts.go
 	NoRolloutController bool `help:"Do not run the rollout controller in this server (run 'fleet rollout controller' elsewhere; any number may run)."`
 	ServerTLS
@@ -94,6 +94,8 @@ Examples:
   fleet server --data /var/lib/fleet --listen 0.0.0.0:4222 --http :8080
   fleet server --nats nats://nats-1:4222 --replicas 3
   fleet server --auth                           # credentials required; see 'fleet device --help'
+  fleet server --nats nats://n1:4222,nats://n2:4222,nats://n3:4222 --replicas 3 --auth
+                                                # nodes: include DATA/auth/nats-auth.conf
   fleet server --auth --tls-cert cert.pem --tls-key key.pem \
     --http-tls-cert cert.pem --http-tls-key key.pem   # NATS and HTTPS over TLS; clients: --tls-ca
 
@@ -167,9 +169,6 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 	if err != nil {
 		return nil, err
 	}
-	if c.Auth && extURL != "" {
-		return nil, usagef("--auth configures the embedded server: with --nats, configure auth on your own servers")
-	}
 	if c.TLSCert != "" && extURL != "" {
 		return nil, usagef("--tls-cert configures the embedded server's client port: with --nats, configure TLS on your own servers (and give fleet --tls-ca)")
 	}
@@ -187,8 +186,17 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 	var authDir string
 	natsTLS := false
 	if extURL != "" {
-		nc, err = g.Connect("fleet-server")
+		var extra []nats.Option
+		if c.Auth {
+			if authDir, extra, err = externalAuth(c.Data, g); err != nil {
+				return nil, err
+			}
+		}
+		nc, err = g.Connect("fleet-server", extra...)
 		if err != nil {
+			if c.Auth {
+				err = fmt.Errorf("%w (with --auth, every node's config must include %s)", err, filepath.Join(authDir, auth.NATSConfigFile))
+			}
 			return nil, err
 		}
 		env.NATSURL = extURL

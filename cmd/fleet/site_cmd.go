@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/events/auth"
 	"github.com/fleet-dev/fleet/events/embedded"
 	"github.com/fleet-dev/fleet/events/jsstore"
 )
@@ -34,6 +35,7 @@ type SiteCmd struct {
 	Devices      []string      `sep:"," placeholder:"ID,..." help:"The devices at this site; their manifests are brought here and their events go to the hub. Empty: every device (all manifests come to the site)."`
 	RelaxedSync  bool          `help:"Acknowledge writes before fsync (faster, may lose the last acknowledged events on power loss)."`
 	HeartbeatTTL time.Duration `default:"30s" help:"How long a device's heartbeat counts at the site."`
+	Auth         string        `placeholder:"DIR" help:"Require credentials at the site: DIR is a copy of the hub's auth directory (DATA/auth of 'fleet server --auth'). Devices' credentials from 'fleet device add' are valid here; the site reaches the hub with DIR/operator.creds."`
 	Output
 }
 
@@ -54,7 +56,15 @@ reaches the hub.
 Examples:
   fleet site --hub nats-leaf://hub-1:7422,nats-leaf://hub-2:7422 --domain shop-12 \
     --data /var/lib/fleet-site --listen 0.0.0.0:4222 --devices pi-01,pi-02
-  fleet agent --nats nats://site-host:4222 --device pi-01   # at the site`
+  fleet agent --nats nats://site-host:4222 --device pi-01   # at the site
+  fleet site --hub nats-leaf://hub-1:7422 --domain shop-12 --auth /etc/fleet/auth \
+    --devices pi-01,pi-02                                  # credentials required
+  fleet agent --nats nats://site-host:4222 --device pi-01 --creds pi-01.creds
+
+With --auth, copy the hub's DATA/auth directory to the site (it holds the
+operator's credentials: keep it as secret as at the hub). A revocation
+('fleet device revoke') reaches the hub's servers at once; at the site it
+takes effect when the site is restarted with the updated copy.`
 }
 
 // RunningSite is a started `fleet site`.
@@ -130,12 +140,16 @@ func (c *SiteCmd) Start(ctx context.Context, out *os.File) (*RunningSite, error)
 	if err := os.MkdirAll(c.Data, 0o755); err != nil {
 		return nil, fmt.Errorf("data directory %s: %w", c.Data, err)
 	}
+	configure, copts, err := c.siteAuth(hub)
+	if err != nil {
+		return nil, err
+	}
 	srv, err := embedded.Start(embedded.Options{Dir: filepath.Join(c.Data, "jetstream"), Listen: c.Listen, RelaxedSync: c.RelaxedSync,
-		Name: "fleet-site-" + c.Domain, Configure: func(o *server.Options) { siteServerOptions(o, c.Domain, hub) }})
+		Name: "fleet-site-" + c.Domain, Configure: configure})
 	if err != nil {
 		return nil, fmt.Errorf("%w (another server on %s? pick another with --listen)", err, c.Listen)
 	}
-	nc, err := srv.Connect(nats.Name("fleet-site"), nats.MaxReconnects(-1))
+	nc, err := srv.Connect(append(copts, nats.Name("fleet-site"), nats.MaxReconnects(-1))...)
 	if err != nil {
 		srv.Stop()
 		return nil, err
@@ -162,7 +176,7 @@ func (c *SiteCmd) Start(ctx context.Context, out *os.File) (*RunningSite, error)
 	go rs.sourceAtHub(sctx, hubJS, jsstore.HubSource(c.Domain, c.Devices))
 	if out != nil && c.JSON() {
 		if err := json.NewEncoder(out).Encode(map[string]any{"nats": rs.URL, "domain": c.Domain, "hub": c.Hub,
-			"hubDomain": c.HubDomain, "devices": c.Devices, "data": c.Data, "fsyncBeforeAck": !c.RelaxedSync}); err != nil {
+			"hubDomain": c.HubDomain, "devices": c.Devices, "data": c.Data, "fsyncBeforeAck": !c.RelaxedSync, "auth": c.Auth != ""}); err != nil {
 			rs.Stop()
 			return nil, err
 		}
@@ -172,6 +186,32 @@ func (c *SiteCmd) Start(ctx context.Context, out *os.File) (*RunningSite, error)
 		fmt.Fprintln(out, "  Ctrl-C to stop")
 	}
 	return rs, nil
+}
+
+// siteAuth is the server's configuration (siteServerOptions, and with
+// --auth the hub's authority) and the options of the site's own connection.
+func (c *SiteCmd) siteAuth(hub []*url.URL) (func(*server.Options), []nats.Option, error) {
+	if c.Auth == "" {
+		return func(o *server.Options) { siteServerOptions(o, c.Domain, hub) }, nil, nil
+	}
+	if _, err := os.Stat(filepath.Join(c.Auth, "operator.jwt")); err != nil {
+		return nil, nil, usagef("--auth %s: no auth keys there: copy the hub's DATA/auth directory (of 'fleet server --auth') to the site", c.Auth)
+	}
+	a, err := auth.Open(c.Auth)
+	if err != nil {
+		return nil, nil, err
+	}
+	withAuth, err := embedded.WithAuth(a)
+	if err != nil {
+		return nil, nil, err
+	}
+	return func(o *server.Options) {
+		withAuth(o)
+		siteServerOptions(o, c.Domain, hub)
+		r := o.LeafNode.Remotes[0]
+		r.LocalAccount = a.AccountPublicKey() // the FLEET account on both sides
+		r.Credentials = a.OperatorCredsPath()
+	}, []nats.Option{nats.UserCredentials(a.OperatorCredsPath())}, nil
 }
 
 // siteServerOptions make the embedded server a leaf node of hub with its

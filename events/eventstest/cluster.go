@@ -60,6 +60,9 @@ type ClusterOptions struct {
 	Domain      string // JetStream domain; empty for none
 	Leafnodes   bool   // each node accepts leaf node connections
 	RelaxedSync bool   // default: sync_interval always (fsync before ack)
+	// Extra is appended to every node's configuration (such as fleet's
+	// auth block, auth.Authority.NATSConfig).
+	Extra string
 }
 
 // Node is one nats-server process of a cluster.
@@ -146,6 +149,7 @@ func (c *Cluster) config(nd *Node) string {
 		// the real address and reconnect around a cut
 		fmt.Fprintf(&b, "leafnodes {\n  listen: 127.0.0.1:%d\n  no_advertise: true\n}\n", nd.LPort)
 	}
+	b.WriteString(c.Opts.Extra)
 	return b.String()
 }
 
