@@ -1,7 +1,6 @@
 package projections
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -58,7 +57,7 @@ func TestFollowLogRunsAnyConsumerAndResumesAfterAFailure(t *testing.T) {
 	env := eventstest.Start(t, true)
 	evs := fixtures.GenerateLog(21, fixtures.Options{Devices: 3, Events: 900})
 	appendLog(t, env, evs[:600], false)
-	var logs syncLog
+	var logs eventstest.Buffer
 	fails := NewFailureLog(slog.New(slog.NewTextHandler(&logs, nil)), "test consumer failed", nil)
 	r := &seqRecorder{}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -81,22 +80,4 @@ func TestFollowLogRunsAnyConsumerAndResumesAfterAFailure(t *testing.T) {
 	is.Equal(fails.Total(), uint64(1))
 	is.True(strings.Contains(logs.String(), "disk on fire")) // the cause
 	is.True(strings.Contains(logs.String(), "recovered"))
-}
-
-// syncLog is a log buffer safe for the runtime's goroutine and the test.
-type syncLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
