@@ -265,12 +265,7 @@ func (c *batchChunk) decode(f events.Filter) {
 // f.FromSeq (it acks nothing: its reader keeps its own checkpoint).
 func (s *Store) batchConsumer(ctx context.Context, f events.Filter, o events.BatchOptions) (jetstream.Consumer, error) {
 	if o.Name == "" {
-		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: f.Subjects(), DeliverPolicy: jetstream.DeliverAllPolicy}
-		if f.FromSeq > 1 {
-			cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-			cfg.OptStartSeq = f.FromSeq
-		}
-		cons, err := s.js.OrderedConsumer(ctx, events.Stream, cfg)
+		cons, err := s.js.OrderedConsumer(ctx, events.Stream, orderedConfig(f))
 		if err != nil {
 			return nil, unavailable(err)
 		}

@@ -46,12 +46,7 @@ func (s *Store) read(ctx context.Context, f events.Filter, follow bool, yield fu
 		yield(events.Stored{}, err)
 		return
 	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: f.Subjects(), DeliverPolicy: jetstream.DeliverAllPolicy}
-	if f.FromSeq > 1 {
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = f.FromSeq
-	}
-	cons, err := s.js.OrderedConsumer(ctx, events.Stream, cfg)
+	cons, err := s.js.OrderedConsumer(ctx, events.Stream, orderedConfig(f))
 	if err != nil {
 		if follow && ctx.Err() != nil {
 			return
@@ -145,6 +140,16 @@ func (s *Store) read(ctx context.Context, f events.Filter, follow bool, yield fu
 	if !follow {
 		yield(events.Stored{}, fmt.Errorf("%s: %w", what, unavailable(context.Cause(ctx))))
 	}
+}
+
+// orderedConfig is the ordered consumer that reads f's subjects from f.FromSeq.
+func orderedConfig(f events.Filter) jetstream.OrderedConsumerConfig {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: f.Subjects(), DeliverPolicy: jetstream.DeliverAllPolicy}
+	if f.FromSeq > 1 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = f.FromSeq
+	}
+	return cfg
 }
 
 // readChunkSize is how many messages Read hands a decoder at once.

@@ -1,35 +1,15 @@
 package timetravel_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/fleet-dev/fleet/events/eventstest"
 	"github.com/fleet-dev/fleet/replay/timetravel"
 )
-
-// syncBuffer is a bytes.Buffer safe for the index's goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestIndexLogsWhyItCannotFollow: when the log goes away, the index's
 // consumer says so on its logger with the cause (it used to drop the error).
@@ -40,7 +20,7 @@ func TestIndexLogsWhyItCannotFollow(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer x.Close()
-	var out syncBuffer
+	var out eventstest.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
