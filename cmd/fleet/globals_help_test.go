@@ -48,7 +48,9 @@ func TestGlobalFlagsOnlyInTheHelpOfCommandsThatConnect(t *testing.T) {
 		}
 	}
 	var code int
-	stderr := captureStderr(t, func() { _ = captureStdout(t, func() { code = run([]string{"version", "--nats", "nats://elsewhere:4222"}) }) })
+	stderr := captureStderr(t, func() {
+		_ = captureStdout(t, func() { code = run([]string{"version", "--nats", "nats://elsewhere:4222"}) })
+	})
 	if code != 0 || !strings.Contains(stderr, "--nats has no effect on 'fleet version'") {
 		t.Errorf("fleet version --nats: exit %d, stderr %q", code, stderr)
 	}
