@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
