@@ -27,6 +27,7 @@ import (
 	"github.com/fleet-dev/fleet/agent/reconcile"
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/fsm"
+	"github.com/fleet-dev/fleet/internal/hint"
 )
 
 // Version is the agent's version, recorded in DeviceRegistered (set by the
@@ -117,13 +118,13 @@ func New(device string, opts ...Option) (*Agent, error) {
 	}
 	log = log.With("device", device)
 	if err := os.MkdirAll(o.stateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("state directory %s: %w", o.stateDir, err)
+		return nil, hint.PermissionDir(fmt.Errorf("state directory %s: %w", o.stateDir, err), o.stateDir, "--state", stateDirFix)
 	}
 	// The store first: its lock keeps a second agent (say, a --deregister
 	// run beside the daemon) from touching anything else of this state.
 	db, replaced, err := openStore(o.stateDir+"/store", log)
 	if err != nil {
-		return nil, err
+		return nil, hint.PermissionDir(hint.InUse(err, o.stateDir, "--state"), o.stateDir, "--state", stateDirFix)
 	}
 	snap, err := loadSnapshot(db)
 	if err != nil && pebble.IsCorruptionError(err) && !replaced {
@@ -353,3 +354,6 @@ func (h *Handle) Wait() error {
 	<-h.done
 	return h.err
 }
+
+// stateDirFix is what to do about a state directory the agent may not write.
+const stateDirFix = "under systemd the unit's StateDirectory=fleet-agent gives the agent /var/lib/fleet-agent (deploy/systemd/fleet-agent.service)"

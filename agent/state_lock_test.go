@@ -1,11 +1,15 @@
 package agent
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/matryer/is"
@@ -41,4 +45,39 @@ func TestSecondAgentOnAStateInUseTouchesNothing(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(len(after), 1)
 	is.Equal(after[0].Name(), before[0].Name()) // the same spare, untouched
+}
+
+// TestSecondAgentNamesThePIDHoldingTheState: an agent on a state directory
+// another process holds says "in use by PID N (its command line)" and what
+// to do, not "resource temporarily unavailable".
+func TestSecondAgentNamesThePIDHoldingTheState(t *testing.T) {
+	if dir := os.Getenv("FLEET_TEST_HOLD_STATE"); dir != "" { // the other process
+		a, err := New("lock-02", WithStateDir(dir), WithRoot(t.TempDir()), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		os.Stdout.WriteString("held\n")
+		_, _ = io.Copy(io.Discard, os.Stdin) // until the test closes it
+		return
+	}
+	is := is.New(t)
+	state := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSecondAgentNamesThePIDHoldingTheState$")
+	cmd.Env = append(os.Environ(), "FLEET_TEST_HOLD_STATE="+state)
+	stdin, err := cmd.StdinPipe()
+	is.NoErr(err)
+	out, err := cmd.StdoutPipe()
+	is.NoErr(err)
+	is.NoErr(cmd.Start())
+	defer func() { stdin.Close(); _ = cmd.Wait() }()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	is.NoErr(err)
+	is.Equal(line, "held\n")
+
+	_, err = New("lock-02", WithStateDir(state), WithRoot(t.TempDir()), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	is.True(err != nil)
+	t.Log(err)
+	is.True(strings.Contains(err.Error(), fmt.Sprintf("--state %s is in use by PID %d (", state, cmd.Process.Pid)))
+	is.True(strings.Contains(err.Error(), "systemctl stop"))
 }

@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/internal/hint"
 )
 
 // File reconciles file resources: inline content, mode, owner and group,
@@ -297,7 +298,21 @@ func (r *File) Observe(ctx context.Context, t Target) ([]events.Difference, erro
 // and owner), or fixes mode and owner in place. Changed is false when the
 // file already matched. An owner that differs when the agent is not root is
 // a clear error. A directory at the path is an error; nothing is removed.
+//
+// A permission error says which user the agent runs as, who owns the path
+// and what to run.
 func (r *File) Apply(ctx context.Context, t Target) (Result, error) {
+	res, err := r.apply(ctx, t)
+	if err != nil && t.Resource.File != nil {
+		err = hint.Permission(err, filepath.Join(r.root, t.Resource.File.Path), "file", fileFix)
+	}
+	return res, err
+}
+
+// fileFix is what to do about a file the agent may not write.
+const fileFix = "the agent writes a manifest's files as the user it runs as: run it as root (deploy/systemd/fleet-agent.service does), or give that user the path; with --root every path is under that folder"
+
+func (r *File) apply(ctx context.Context, t Target) (Result, error) {
 	pl, err := r.plan(ctx, t, nil)
 	if err != nil || len(pl.diffs) == 0 {
 		return Result{}, err

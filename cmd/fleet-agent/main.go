@@ -19,6 +19,7 @@ import (
 	"github.com/fleet-dev/fleet/agent/agentcli"
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/auth"
+	"github.com/fleet-dev/fleet/internal/hint"
 )
 
 // CLI is fleet-agent's flags: the connection, then the agent command's.
@@ -77,6 +78,7 @@ func exec(ctx context.Context, cli *CLI) error {
 	opts := append([]nats.Option{nats.Name("fleet-agent " + cli.Device), nats.Timeout(5 * time.Second)}, append(agentcli.ConnectOptions(), cli.ConnectionLogging()...)...)
 	if cli.Creds != "" {
 		copts, err := auth.ClientOptions(cli.Creds) // a device's creds also set its inbox prefix
+		err = hint.Permission(err, cli.Creds, "--creds", hint.CredsFix)
 		if err != nil {
 			return err
 		}

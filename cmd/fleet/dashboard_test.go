@@ -32,10 +32,11 @@ func TestDashboardServesEmbeddedAssets(t *testing.T) {
 	mux := http.NewServeMux()
 	dashboardRoutes(mux)
 	for path, ctype := range map[string]string{
-		"/":                 "text/html",
-		"/static/app.js":    "text/javascript",
-		"/static/ui.js":     "text/javascript",
-		"/static/style.css": "text/css",
+		"/":                   "text/html",
+		"/static/app.js":      "text/javascript",
+		"/static/ui.js":       "text/javascript",
+		"/static/timeline.js": "text/javascript",
+		"/static/style.css":   "text/css",
 	} {
 		rec := httpGet(mux, path)
 		is.Equal(rec.code, 200)                                           // served

@@ -13,6 +13,7 @@ import (
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/auth"
 	"github.com/fleet-dev/fleet/events/jsstore"
+	"github.com/fleet-dev/fleet/internal/hint"
 )
 
 // DefaultNATS is where client commands look for the server.
@@ -39,7 +40,7 @@ func (g *Globals) Connect(name string, extra ...nats.Option) (*nats.Conn, error)
 	if g.Creds != "" {
 		copts, err := auth.ClientOptions(g.Creds) // a device's creds also set its inbox prefix
 		if err != nil {
-			return nil, err
+			return nil, hint.Permission(err, g.Creds, "--creds", hint.CredsFix)
 		}
 		opts = append(opts, copts...)
 	}

@@ -92,6 +92,8 @@ func run(args []string) int {
 		kong.Description("fleet keeps edge devices converged on a typed desired state, with an immutable record of every change.\n\nStart here: fleet demo"),
 		kong.UsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.Help(helpPrinter),
+		kong.Exit(exitAfterHelp),
 		kong.Vars{"version": "fleet " + buildInfo().String(), "default_nats": DefaultNATS},
 		kong.BindTo(ctx, (*context.Context)(nil)),
 	}
@@ -112,6 +114,7 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "Run 'fleet --help' for the commands, 'fleet COMMAND --help' for one.")
 		return exitUsage
 	}
+	warnIgnoredGlobals(kctx)
 	err = kctx.Run(&cli.Globals)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fleet:", err)

@@ -20,6 +20,7 @@ import (
 	"github.com/fleet-dev/fleet/events/auth"
 	"github.com/fleet-dev/fleet/events/embedded"
 	"github.com/fleet-dev/fleet/events/jsstore"
+	"github.com/fleet-dev/fleet/internal/hint"
 )
 
 func init() {
@@ -141,7 +142,7 @@ func addServerPart(name string, start func(ctx context.Context, env *ServerEnv) 
 func (c *ServerCmd) Run(ctx context.Context, g *Globals) error {
 	rs, err := c.Start(ctx, g, os.Stdout)
 	if err != nil {
-		return err
+		return hint.PermissionDir(hint.InUse(err, c.Data, "--data"), c.Data, "--data", dataDirFix)
 	}
 	<-ctx.Done()
 	fmt.Fprintln(os.Stderr, "fleet server: stopping")
@@ -180,7 +181,7 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 		return nil, err
 	}
 	if err := os.MkdirAll(c.Data, 0o755); err != nil {
-		return nil, fmt.Errorf("data directory %s: %w", c.Data, err)
+		return nil, hint.PermissionDir(fmt.Errorf("data directory %s: %w", c.Data, err), c.Data, "--data", dataDirFix)
 	}
 	var nc *nats.Conn
 	var authDir string
@@ -373,3 +374,6 @@ func validPort(p string) bool {
 	n, err := strconv.Atoi(p)
 	return err == nil && n >= 0 && n <= 65535
 }
+
+// dataDirFix is what to do about a data directory the server may not write.
+const dataDirFix = "under systemd the unit's StateDirectory=fleet gives the server /var/lib/fleet (deploy/systemd/fleet-server.service)"

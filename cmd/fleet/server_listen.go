@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"syscall"
+
+	"github.com/fleet-dev/fleet/internal/hint"
 )
 
 // listenFree checks that addr can be listened on, so that a taken --listen
@@ -15,7 +17,11 @@ func listenFree(addr string) error {
 	if err != nil {
 		switch {
 		case errors.Is(err, syscall.EADDRINUSE):
-			return fmt.Errorf("--listen %s: the address is in use by another process (another fleet server? find it with: ss -ltnp | grep %s); stop it or pick another address with --listen", addr, portOf(addr))
+			who := "another process (another fleet server? find it with: ss -ltnp | grep " + portOf(addr) + ")"
+			if pid, ok := hint.PortHolder(addr); ok {
+				who = hint.Process(pid)
+			}
+			return fmt.Errorf("--listen %s: the address is in use by %s; stop it or pick another address with --listen", addr, who)
 		case errors.Is(err, syscall.EACCES):
 			return fmt.Errorf("--listen %s: permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE; use a port such as 4222", addr)
 		}

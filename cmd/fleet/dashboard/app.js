@@ -8,6 +8,7 @@
 // No page ever loads the whole fleet: the overview shows a page of
 // summaries (search, filter, sort, pages), the device page one device.
 import { h, clear, fmtTime, ago, until, stateBadge, condBadge, summaryOf, list } from "/static/ui.js";
+import { renderTimeline, renderContradictions } from "/static/timeline.js";
 
 const app = document.getElementById("app");
 const crumbs = document.getElementById("crumbs");
@@ -339,11 +340,12 @@ function renderDevice(page) {
     h("div", { class: "travel-row" }, s.slider, s.liveBtn),
     h("div", { class: "travel-row small" }, s.when, h("label", { class: "muted" }, "or pick a moment ", s.picker)));
   s.banner = h("div", { class: "banner", id: "travel-banner", hidden: "" });
+  s.contra = h("div", { class: "banner warn", id: "contradictions", hidden: "" });
   s.resources = h("section", { class: "card", id: "resources" });
   s.why = h("section", { class: "card", id: "why" });
   s.drift = h("section", { class: "card", id: "drift" });
   s.timeline = h("section", { class: "card", id: "timeline" });
-  clear(app).append(s.head, s.travel, s.banner, h("div", { class: "grid" }, s.resources, s.why), h("div", { class: "grid" }, s.timeline, s.drift));
+  clear(app).append(s.head, s.travel, s.banner, s.contra, h("div", { class: "grid" }, s.resources, s.why), h("div", { class: "grid" }, s.timeline, s.drift));
 
   s.slider.addEventListener("input", () => {
     const i = Number(s.slider.value);
@@ -392,6 +394,7 @@ async function showNow(page) {
   s.when.textContent = "now (live)";
   renderHead(page, page.device);
   renderResources(page, page.device, false);
+  renderContradictions(page, page.device, null);
   await renderWhy(page, page.device, false);
 }
 
@@ -419,6 +422,7 @@ function travelTo(page, at, index) {
       h("a", { href: "#", onclick: (ev) => { ev.preventDefault(); goNow(page); } }, "Back to now"));
     renderHead(page, dev);
     renderResources(page, dev, true);
+    renderContradictions(page, dev, at);
     await renderWhy(page, dev, true);
     renderTimeline(page);
     renderDrift(page);
@@ -510,22 +514,6 @@ function deriveWhy(page, d, r, past) {
   if (r.retryAfter) why.push(`next retry not before ${fmtTime(r.retryAfter)}`);
   else if (r.state === "Pending" || r.state === "Reconciling") why.push("the agent is working on it");
   return why;
-}
-
-function renderTimeline(page) {
-  const limit = page.travel ? Date.parse(page.travel) : Infinity;
-  const shown = page.events.slice(-300).reverse();
-  clear(page.shell.timeline).append(
-    h("h2", {}, "Timeline ", h("span", { class: "muted" }, `(${page.events.length} events${page.events.length > 300 ? ", newest 300" : ""})`)),
-    shown.length ? h("ol", { class: "timeline" }, ...shown.map((e) => h("li", {
-      class: `ev type-${e.type}` + (Date.parse(e.at) > limit ? " future" : ""), "data-seq": String(e.seq ?? ""),
-    },
-      h("time", { datetime: e.at, title: e.streamTime ? `stream time ${fmtTime(e.streamTime)}, sequence ${e.seq}` : "" }, fmtTime(e.at)),
-      h("span", { class: "etype" }, e.type),
-      e.resource ? h("span", { class: "eres" }, e.resource) : "",
-      h("span", { class: "esum" }, summaryOf(e)),
-    ))) : h("p", { class: "muted" }, "No events yet."),
-  );
 }
 
 function renderDrift(page) {
