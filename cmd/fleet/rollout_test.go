@@ -49,7 +49,7 @@ func startRolloutFleet(t *testing.T, n int, serverCtl bool, extra ...func(id, di
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	rs, err := (&ServerCmd{Data: filepath.Join(dir, "server"), Listen: "127.0.0.1:0", HTTP: "", NoRolloutController: !serverCtl,
+	rs, err := (&ServerCmd{Data: filepath.Join(dir, "server"), Listen: "127.0.0.1:0", HTTP: "127.0.0.1:0", NoRolloutController: !serverCtl,
 		RelaxedSync: true, Replicas: 1, HeartbeatTTL: 10 * time.Second}).Start(ctx, &Globals{}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,19 @@ import (
 
 func init() {
 	addServerPart("rollout controller", startRolloutController)
+	addServerPart("rollout api", startRolloutAPI)
+}
+
+// startRolloutAPI serves the rollout read side over HTTP
+// (api.RolloutRoutes: list, one, time travel, the rollouts holding a
+// device), read from the log and judged with the projection service's
+// device read models. With HTTP off it does nothing.
+func startRolloutAPI(_ context.Context, env *ServerEnv) (func(), error) {
+	if env.Mux == nil {
+		return nil, nil
+	}
+	api.RolloutRoutes(env.Mux, &rollouts.Reader{Log: env.Store, Devices: rollouts.DevicesOf{Client: api.NewClient(env.Conn)}})
+	return nil, nil
 }
 
 // startRolloutController runs a rollout controller inside `fleet server`
