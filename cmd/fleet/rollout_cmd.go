@@ -364,6 +364,7 @@ func (c *RolloutDecision) decide(ctx context.Context, g *Globals, verb string) e
 // RolloutControllerCmd is `fleet rollout controller`.
 type RolloutControllerCmd struct {
 	Interval time.Duration `default:"1s" help:"How often every rollout is stepped."`
+	Key      string        `env:"FLEET_ROLLOUT_KEY" placeholder:"FILE" help:"Sign every manifest the controller writes (targets and rollbacks) with this ed25519 key of its own (from 'fleet key new'); give its public key to agents with --trust."`
 }
 
 // Run drives rollouts until interrupted.
@@ -373,7 +374,11 @@ func (c *RolloutControllerCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer nc.Close()
-	ctl, err := rollouts.NewController(st, rollouts.DevicesOf{Client: api.NewClient(nc)}, "user:rollout-controller")
+	opts, err := controllerKey(c.Key)
+	if err != nil {
+		return err
+	}
+	ctl, err := rollouts.NewController(st, rollouts.DevicesOf{Client: api.NewClient(nc)}, "user:rollout-controller", opts...)
 	if err != nil {
 		return err
 	}

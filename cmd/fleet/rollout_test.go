@@ -46,6 +46,13 @@ func file(id, path string) events.Resource {
 // each agent more options (its id and folder).
 func startRolloutFleet(t *testing.T, n int, serverCtl bool, extra ...func(id, dir string) []agent.Option) *rolloutFleet {
 	t.Helper()
+	return startRolloutFleetSigned(t, n, serverCtl, nil, extra...)
+}
+
+// startRolloutFleetSigned is startRolloutFleet with generation 1 signed by
+// signer (nil: unsigned).
+func startRolloutFleetSigned(t *testing.T, n int, serverCtl bool, signer events.Signer, extra ...func(id, dir string) []agent.Option) *rolloutFleet {
+	t.Helper()
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -87,7 +94,7 @@ func startRolloutFleet(t *testing.T, n int, serverCtl bool, extra ...func(id, di
 		}
 		f.agents[id] = h
 		t.Cleanup(func() { _ = h.Stop(); anc.Close() })
-		if _, err := events.Apply(ctx, rs.Env.Store, clock, id, f.base, "user:ops", nil); err != nil {
+		if _, err := events.Apply(ctx, rs.Env.Store, clock, id, f.base, "user:ops", signer); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -141,13 +148,13 @@ func (f *rolloutFleet) start(id string, extra ...string) {
 }
 
 // controller runs one controller until the returned stop is called.
-func (f *rolloutFleet) controller() (stop func()) {
+func (f *rolloutFleet) controller(opts ...rollouts.Option) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	nc, err := nats.Connect(f.rs.Env.NATSURL)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	ctl, err := rollouts.NewController(f.rs.Env.Store, rollouts.DevicesOf{Client: api.NewClient(nc)}, "user:rollout-controller")
+	ctl, err := rollouts.NewController(f.rs.Env.Store, rollouts.DevicesOf{Client: api.NewClient(nc)}, "user:rollout-controller", opts...)
 	if err != nil {
 		f.t.Fatal(err)
 	}
