@@ -37,8 +37,8 @@ func TestRolloutSimulatedFleetPausesOnTheFirstWave(t *testing.T) {
 		Dir: t.TempDir(), Server: simServer, Log: &log}, 3)
 	t.Log(log.String())
 	is.NoErr(err)
-	t.Logf("%d devices, waves %v: %s %s after the third failure (%s after the start), %d targeted, %d outside the first wave, %d events, %d gate decisions verified",
-		rep.Devices, rep.WaveSizes, rep.State, rep.PauseAfter, rep.StartToStop, rep.Targeted, rep.OutsideFirstWave, rep.Events, rep.GateChecked)
+	t.Logf("%d devices, waves %v: %s %s after the third failure (%s after the start), %d targeted, %d outside the first wave, %d events, %d gate decisions verified; raw JetStream: %d CAS publishes in %s",
+		rep.Devices, rep.WaveSizes, rep.State, rep.PauseAfter, rep.StartToStop, rep.Targeted, rep.OutsideFirstWave, rep.Events, rep.GateChecked, rep.WaveSizes[0], rep.RawCAS)
 	is.Equal(rep.State, rollout.Paused)
 	is.True(strings.Contains(rep.Reason, "failure budget spent"))
 	is.Equal(rep.OutsideFirstWave, 0)

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/projections/api"
 	"github.com/fleet-dev/fleet/projections/rollouts"
@@ -42,6 +44,40 @@ type RolloutGate struct {
 	GateChecked      int  `json:"gateDecisionsChecked"`
 	VerifyOK         bool `json:"verifyOK"`
 	Events           int  `json:"events"`
+	// RawCAS is the raw JetStream figure of the same run: as many bare
+	// compare-and-set publishes, one after another, as the first wave's
+	// DeviceTargeted, to a scratch stream on the same server (deleted
+	// after), right after the rollout paused.
+	RawCAS time.Duration `json:"rawCAS"`
+}
+
+// rawCAS publishes n messages one after another, each expecting its own
+// subject empty (as DeviceTargeted does), to a scratch stream with the
+// log's settings, and returns how long they took.
+func (s *sim) rawCAS(ctx context.Context, n int) (time.Duration, error) {
+	str, err := s.js.Stream(ctx, events.Stream)
+	if err != nil {
+		return 0, err
+	}
+	info, err := str.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	c := info.Config
+	c.Name, c.Subjects, c.Description = "SIMGATEFLOOR", []string{"simgatefloor.>"}, "fleet sim: raw CAS floor (deleted after the run)"
+	c.DenyDelete, c.DenyPurge = false, false
+	if _, err := s.js.CreateStream(ctx, c); err != nil {
+		return 0, fmt.Errorf("raw CAS stream: %w", err)
+	}
+	defer func() { _ = s.js.DeleteStream(context.Background(), "SIMGATEFLOOR") }()
+	body := make([]byte, 300)
+	start := time.Now()
+	for i := range n {
+		if _, err := s.js.Publish(ctx, fmt.Sprintf("simgatefloor.d%05d", i), body, jetstream.WithExpectLastSequencePerSubject(0)); err != nil {
+			return 0, err
+		}
+	}
+	return time.Since(start), nil
 }
 
 // RunRolloutGate starts cfg.Devices agents (cfg.Scenario is not used), a
@@ -182,7 +218,11 @@ func RunRolloutGate(ctx context.Context, cfg Config, failing int) (*RolloutGate,
 	if !rep.VerifyOK {
 		return rep, fmt.Errorf("sim: replay --verify: %v %v", vr.Violations, g.Mismatches())
 	}
+	if rep.RawCAS, err = s.rawCAS(ctx, len(plan[0])); err != nil {
+		return rep, err
+	}
 	s.log("rollout %s %s %s after the last failure (%s after its start); %d targeted, %d outside the first wave",
 		id, r.State, rep.PauseAfter.Round(time.Millisecond), rep.StartToStop.Round(time.Millisecond), rep.Targeted, rep.OutsideFirstWave)
+	s.log("raw JetStream, same server: %d compare-and-set publishes one after another in %s", len(plan[0]), rep.RawCAS.Round(time.Millisecond))
 	return rep, nil
 }
