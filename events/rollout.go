@@ -156,6 +156,9 @@ type RolloutAborted struct {
 type RolloutRolledBack struct {
 	Reason  string   `json:"reason"`
 	Devices []string `json:"devices"`
+	// KeyID declares the key the controller signed the rollback
+	// generations with (its own: see rollouts.WithSigner); empty: unsigned.
+	KeyID string `json:"keyID,omitempty"`
 }
 
 // RolloutSucceeded: every wave passed.

@@ -38,9 +38,10 @@ const (
 	ViolationGate          = "gate"            // a rollout's gate decision the device events before it do not justify (rollouts.GateChecker, added by fleet replay --verify)
 )
 
-// ViolationKinds lists every kind, in the order summaries show them.
+// ViolationKinds lists every kind Verify reports, in the order summaries
+// show them (ViolationGate, added by `fleet replay --verify`, last).
 var ViolationKinds = []string{ViolationTransition, ViolationGeneration, ViolationWriterOrder,
-	ViolationDuplicateID, ViolationNotInManifest, ViolationUndecodable, ViolationForged, ViolationRollout, ViolationGate}
+	ViolationDuplicateID, ViolationNotInManifest, ViolationUndecodable, ViolationForged, ViolationRollout}
 
 // Violation is one broken rule at one place in the log.
 type Violation struct {
@@ -79,7 +80,7 @@ func (r Report) OK() bool { return len(r.Violations) == 0 }
 func (r Report) SummaryLine() string {
 	s := fmt.Sprintf("verified %d events of %d devices: %d violations", r.Events, r.Devices, len(r.Violations))
 	var parts []string
-	for _, k := range ViolationKinds {
+	for _, k := range append(ViolationKinds[:len(ViolationKinds):len(ViolationKinds)], ViolationGate) {
 		if n := r.ByKind[k]; n > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", n, k))
 		}

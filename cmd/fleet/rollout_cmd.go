@@ -16,6 +16,7 @@ import (
 	"github.com/fleet-dev/fleet/projections"
 	"github.com/fleet-dev/fleet/projections/api"
 	"github.com/fleet-dev/fleet/projections/rollouts"
+	"github.com/fleet-dev/fleet/replay"
 	"github.com/fleet-dev/fleet/rollout"
 )
 
@@ -162,7 +163,9 @@ func supersede(ctx context.Context, st rollouts.Log, clock *events.Clock, actor,
 
 // RolloutStatusCmd is `fleet rollout status ID`.
 type RolloutStatusCmd struct {
-	ID string `arg:"" placeholder:"ID" help:"Rollout id."`
+	ID  string  `arg:"" placeholder:"ID" help:"Rollout id."`
+	At  string  `placeholder:"TIME" help:"Show the rollout as it was then (event time): RFC 3339 or a duration ago like 2h; default now."`
+	Seq seqFlag `placeholder:"N" help:"Show the rollout as of stream sequence N instead of a time."`
 	Output
 }
 
@@ -173,12 +176,22 @@ func (c *RolloutStatusCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer nc.Close()
-	r, err := rollouts.Load(ctx, st, c.ID)
+	at, err := replay.ParseTime(c.At, time.Now())
+	if err != nil {
+		return usagef("--at: %v", err)
+	}
+	if !at.IsZero() && c.Seq > 0 {
+		return usagef("--at and --seq: pick one")
+	}
+	r, err := rollouts.LoadAt(ctx, st, c.ID, at, uint64(c.Seq))
 	if err != nil {
 		return err
 	}
 	if c.JSON() {
 		return printJSON(r)
+	}
+	if !at.IsZero() {
+		fmt.Printf("as of %s (time travel)\n", at.UTC().Format(time.RFC3339))
 	}
 	fmt.Printf("rollout %s  %s  selector %q  wave %d of %d  targeted %d of %d  budget %s\n", r.ID, r.State, r.Spec.Selector,
 		r.Current+1, len(r.Waves), len(r.Targeted), len(r.Spec.Devices), budgetOf(r))
@@ -347,6 +360,7 @@ func (c *RolloutDecision) decide(ctx context.Context, g *Globals, verb string) e
 // RolloutControllerCmd is `fleet rollout controller`.
 type RolloutControllerCmd struct {
 	Interval time.Duration `default:"1s" help:"How often every rollout is stepped."`
+	Key      string        `env:"FLEET_ROLLOUT_KEY" placeholder:"FILE" help:"Sign every manifest the controller writes (targets and rollbacks) with this ed25519 key of its own (from 'fleet key new'); give its public key to agents with --trust."`
 }
 
 // Run drives rollouts until interrupted.
@@ -356,7 +370,11 @@ func (c *RolloutControllerCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer nc.Close()
-	ctl, err := rollouts.NewController(st, rollouts.DevicesOf{Client: api.NewClient(nc)}, "user:rollout-controller")
+	opts, err := controllerKey(c.Key)
+	if err != nil {
+		return err
+	}
+	ctl, err := rollouts.NewController(st, rollouts.DevicesOf{Client: api.NewClient(nc)}, "user:rollout-controller", opts...)
 	if err != nil {
 		return err
 	}

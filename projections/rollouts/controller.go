@@ -38,10 +38,27 @@ type Controller struct {
 	clock   *events.Clock
 	actor   string
 	now     func() time.Time
+	signer  events.Signer
 }
 
+// Option configures a Controller.
+type Option func(*Controller)
+
+// WithSigner has the controller sign every manifest it writes (a rollout's
+// manifest to each device it targets, and each rollback) with its own
+// key. A signature covers a device and a generation (events.SignedStatement),
+// which are known only when the controller writes, so an operator cannot
+// sign them ahead and the operator's private key never goes to a server:
+// the controller signs with a key of its own, whose key id each
+// ManifestApplied records, and that RolloutRolledBack declares; agents
+// started with --trust trust it beside the operators' keys. Without a
+// signer its manifests are unsigned (an agent with --trust rejects them,
+// ManifestRejected, which the gate counts as failed), and a rollback's
+// reason says so.
+func WithSigner(s events.Signer) Option { return func(c *Controller) { c.signer = s } }
+
 // NewController returns a controller writing as actor (user:NAME).
-func NewController(l Log, d Devices, actor string) (*Controller, error) {
+func NewController(l Log, d Devices, actor string, opts ...Option) (*Controller, error) {
 	if err := events.CheckActor(actor); err != nil {
 		return nil, err
 	}
@@ -49,7 +66,11 @@ func NewController(l Log, d Devices, actor string) (*Controller, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Controller{log: l, devices: d, clock: clock, actor: actor, now: time.Now}, nil
+	c := &Controller{log: l, devices: d, clock: clock, actor: actor, now: time.Now}
+	for _, o := range opts {
+		o(c)
+	}
+	return c, nil
 }
 
 // Run steps every rollout that has not ended, every interval, until ctx
@@ -243,7 +264,7 @@ func (c *Controller) applyTarget(ctx context.Context, r *rollout.Rollout, t *rol
 	if gen != t.PreviousGeneration {
 		return nil
 	}
-	_, err := events.ApplyOnce(ctx, c.log, c.clock, t.Device, r.Spec.Manifest, c.actor, nil)
+	_, err := events.ApplyOnce(ctx, c.log, c.clock, t.Device, r.Spec.Manifest, c.actor, c.signer)
 	if errors.Is(err, events.ErrConflict) {
 		return nil // someone applied in between: the gate sees what the device has
 	}
@@ -323,7 +344,7 @@ func budgetText(r *rollout.Rollout) string {
 // manifest before keeps the rollout's (nothing to go back to) and is named
 // in the reason.
 func (c *Controller) rollback(ctx context.Context, r *rollout.Rollout) (bool, error) {
-	var back, none []string
+	var back, none, wasSigned []string
 	devs := make([]string, 0, len(r.Targeted))
 	for d := range r.Targeted {
 		devs = append(devs, d)
@@ -346,20 +367,36 @@ func (c *Controller) rollback(ctx context.Context, r *rollout.Rollout) (bool, er
 		if last.Generation == t.PreviousGeneration {
 			continue // the rollout never applied it: nothing changed
 		}
-		if _, err := events.ApplyOnce(ctx, c.log, c.clock, dev, prev, c.actor, nil); err != nil {
+		if _, err := events.ApplyOnce(ctx, c.log, c.clock, dev, prev.Manifest, c.actor, c.signer); err != nil {
 			return false, fmt.Errorf("roll back %s: %w", dev, err)
 		}
 		back = append(back, dev)
+		if prev.Signature != "" {
+			wasSigned = append(wasSigned, dev)
+		}
 	}
 	reason := r.Reason
 	if len(none) > 0 {
 		reason += fmt.Sprintf("; %d devices had no manifest before and keep the rollout's: %v", len(none), none)
 	}
-	return c.decide(ctx, r, &events.RolloutRolledBack{Reason: reason, Devices: back})
+	p := &events.RolloutRolledBack{Reason: reason, Devices: back}
+	switch {
+	case c.signer != nil:
+		_, kid, err := c.signer.Sign(events.SignedStatement("", 0, "")) // the key id, whatever it signs
+		if err != nil {
+			return false, err
+		}
+		p.KeyID = kid
+		p.Reason += "; each rollback generation is signed by the rollout controller's key " + kid
+	case len(wasSigned) > 0:
+		p.Reason += fmt.Sprintf("; %d rollback generations are unsigned although the manifests they restore were signed: "+
+			"this controller has no signing key (start it with --key, or FLEET_ROLLOUT_KEY for fleet server); agents with --trust reject them: %v", len(wasSigned), wasSigned)
+	}
+	return c.decide(ctx, r, p)
 }
 
-// manifestAt returns the manifest device had at generation gen.
-func (c *Controller) manifestAt(ctx context.Context, dev string, gen int64) (events.Manifest, error) {
+// manifestAt returns the ManifestApplied device had at generation gen.
+func (c *Controller) manifestAt(ctx context.Context, dev string, gen int64) (*events.ManifestApplied, error) {
 	for s, err := range c.log.Read(ctx, events.Filter{Device: dev, Types: []string{events.TypeManifestApplied}}) {
 		if err != nil {
 			continue
@@ -367,10 +404,10 @@ func (c *Controller) manifestAt(ctx context.Context, dev string, gen int64) (eve
 		if s.Generation == gen {
 			p, err := s.Payload()
 			if err != nil {
-				return events.Manifest{}, err
+				return nil, err
 			}
-			return p.(*events.ManifestApplied).Manifest, nil
+			return p.(*events.ManifestApplied), nil
 		}
 	}
-	return events.Manifest{}, fmt.Errorf("roll back %s: its generation %d is not on the log: %w", dev, gen, events.ErrNotFound)
+	return nil, fmt.Errorf("roll back %s: its generation %d is not on the log: %w", dev, gen, events.ErrNotFound)
 }

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/projections"
@@ -29,12 +30,23 @@ type Log interface {
 // events. events.ErrNotFound if it has none. A rule the log breaks is an
 // error (see `fleet replay --verify`).
 func Load(ctx context.Context, l events.Store, id string) (*rollout.Rollout, error) {
+	return LoadAt(ctx, l, id, time.Time{}, 0)
+}
+
+// LoadAt is time travel: the rollout as it was at time at (its events in
+// log order up to the first whose time is after at), or as of stream
+// sequence seq; zero for both is now. events.ErrNotFound if it had not
+// started by then.
+func LoadAt(ctx context.Context, l events.Store, id string, at time.Time, seq uint64) (*rollout.Rollout, error) {
 	if err := events.CheckID("rollout", id); err != nil {
 		return nil, err
 	}
 	set := rollout.NewSet()
-	f := events.Filter{SubjectFilters: []string{events.RolloutSubject(id), events.TargetedSubject("*", id)}}
+	f := events.Filter{SubjectFilters: []string{events.RolloutSubject(id), events.TargetedSubject("*", id)}, ToSeq: seq}
 	for s, err := range l.Read(ctx, f) {
+		if err == nil && !at.IsZero() && s.At.After(at) {
+			break // a prefix of the log: what was decided by then
+		}
 		var bad *events.BadMessage
 		if errors.As(err, &bad) {
 			continue
@@ -50,6 +62,9 @@ func Load(ctx context.Context, l events.Store, id string) (*rollout.Rollout, err
 		}
 	}
 	r, ok := set.Get(id)
+	if !ok && (!at.IsZero() || seq > 0) {
+		return nil, fmt.Errorf("rollout %s: had not started by then: %w", id, events.ErrNotFound)
+	}
 	if !ok {
 		return nil, fmt.Errorf("rollout %s: %w (see 'fleet rollout list')", id, events.ErrNotFound)
 	}
