@@ -143,6 +143,8 @@ type Service struct {
 
 	guard logGuard // halts the service on a log that went backwards (health.go)
 
+	part *jsstore.Partition // WithPartition: fold only these devices (partition.go)
+
 	lmu       sync.Mutex
 	listeners map[int]func(BatchInfo)
 	nextL     int

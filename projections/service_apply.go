@@ -42,6 +42,9 @@ func (s *Service) applyItems(m *models, items []item, info *BatchInfo) {
 			info.FromSeq = it.seq
 		}
 		m.applied = it.seq
+		if it.other {
+			continue // another partition's device (WithPartition)
+		}
 		if it.err == nil && !events.WrittenByItsWriter(it.ev.Event) {
 			it.err = events.CheckWriter(it.ev) // forged: reported with its sequence like a bad message, not folded
 		}

@@ -24,10 +24,14 @@ type item struct {
 	subject string    // raw message, cleared once decoded
 	at      time.Time // stream time
 	data    []byte
+	other   bool // another partition's (WithPartition): not decoded, not folded
 }
 
 // decode decodes the item's raw message and lets go of it.
 func (it *item) decode() {
+	if it.other {
+		return
+	}
 	it.ev, it.err = jsstore.FromRawOwned(it.subject, it.seq, it.at, it.data) // the message's buffer is the event's now
 	it.subject, it.data = "", nil
 }
@@ -131,7 +135,11 @@ func (s *Service) pump(ctx context.Context, cons jetstream.Consumer, upTo uint64
 			}
 			since = now
 		}
-		pend = append(pend, item{seq: seq, pending: pending, subject: m.Subject(), at: at, data: m.Data()})
+		if s.others(m.Subject()) {
+			pend = append(pend, item{seq: seq, pending: pending, other: true})
+		} else {
+			pend = append(pend, item{seq: seq, pending: pending, subject: m.Subject(), at: at, data: m.Data()})
+		}
 		if len(pend) >= handoff || pending == 0 || now.Sub(since) >= handoffWait || (upTo > 0 && seq >= upTo) {
 			c := &chunk{items: pend, decoded: make(chan struct{})}
 			pend = nil

@@ -79,8 +79,8 @@ type RunningSite struct {
 	// SourceRestarts counts the restarts of the sources across the leaf
 	// link (keepSourcesAlive).
 	SourceRestarts atomic.Int64
-	cancel     context.CancelFunc
-	done       chan struct{}
+	cancel         context.CancelFunc
+	done           chan struct{}
 }
 
 // Run starts the site and blocks until ctx is done.
