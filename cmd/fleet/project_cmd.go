@@ -27,6 +27,7 @@ type ProjectCmd struct {
 	Rebuild      bool          `help:"Build the read models from sequence 1 into a fresh store while the old one keeps answering, then swap."`
 	Remote       bool          `help:"With --rebuild: ask the running service (fleet server or fleet project) to rebuild instead, and show its progress."`
 	Status       bool          `help:"Show the running service's checkpoint, lag and counters, and exit."`
+	Front        bool          `help:"Fold nothing: serve the HTTP API (--http) and the dashboard for the workers of a partitioned read side, merged."`
 	Partition    string        `placeholder:"I/N" help:"Run worker I of N of a partitioned read side (0/2 and 1/2: two workers): it folds and serves only its devices (FNV-1a of the id mod N, as nats-server's partition() mapping); fleet get merges all N. With --status or --rebuild --remote: that worker."`
 	Output
 }
@@ -50,6 +51,7 @@ Examples:
   fleet project --partition 1/2 --data /var/lib/fleet/p1   # half of the devices
   fleet get devices                             # merges both; names a worker that is down
   fleet project --status --partition 1/2        # one worker's checkpoint and lag
+  fleet project --front --http 127.0.0.1:8080   # the merged API and the dashboard
 
 A partitioned worker reads the whole stream in order (its checkpoint is the
 stream's sequence) but decodes, folds and stores only its own devices' events.
@@ -63,6 +65,9 @@ the old ones with their own --data, wait until their lag is 0, stop the old).`
 func (c *ProjectCmd) Run(ctx context.Context, g *Globals) error {
 	if c.Remote && !c.Rebuild {
 		return usagef("--remote: only with --rebuild")
+	}
+	if c.Front {
+		return c.front(ctx, g)
 	}
 	var part *jsstore.Partition
 	if c.Partition != "" {

@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -25,6 +28,7 @@ import (
 // worker is a projection service with its micro service.
 type worker struct {
 	svc  *projections.Service
+	api  *api.Server
 	ms   micro.Service
 	stop func()
 }
@@ -43,11 +47,12 @@ func startWorker(t *testing.T, env *eventstest.Env, last uint64, durable string,
 	if err := svc.WaitFor(wctx, last); err != nil {
 		t.Fatal(err)
 	}
-	ms, err := api.NewServer(svc, env.Store, time.Minute).AddMicro(env.Conn)
+	a := api.NewServer(svc, env.Store, time.Minute)
+	ms, err := a.AddMicro(env.Conn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &worker{svc: svc, ms: ms}
+	w := &worker{svc: svc, api: a, ms: ms}
 	stopped := false
 	w.stop = func() {
 		if stopped {
@@ -174,8 +179,41 @@ func TestPartitionedWorkersMergeToTheUnpartitionedAnswers(t *testing.T) {
 	is.NoErr(err)
 	is.True(bytes.Equal(mustJSON(t, da), mustJSON(t, db)))
 
+	// the HTTP API: merged routes give the unpartitioned routes' bodies
+	singleMux, mergedMux := http.NewServeMux(), http.NewServeMux()
+	single.api.Routes(singleMux)
+	api.MergedRoutes(mergedMux, merged)
+	hs1, hs2 := httptest.NewServer(singleMux), httptest.NewServer(mergedMux)
+	defer hs1.Close()
+	defer hs2.Close()
+	body := func(base, path string) (int, []byte) {
+		res, err := http.Get(base + path)
+		is.NoErr(err)
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		is.NoErr(err)
+		return res.StatusCode, b
+	}
+	for _, path := range []string{"/api/devices?limit=50", "/api/devices?limit=20&after=" + ids[100], "/api/summary?limit=40",
+		"/api/devices/" + ids[3], "/api/devices/" + ids[4] + "/drift", "/api/devices/nosuch"} {
+		c1, b1 := body(hs1.URL, path)
+		c2, b2 := body(hs2.URL, path)
+		is.Equal(c1, c2)
+		if !bytes.Equal(b1, b2) {
+			t.Fatalf("GET %s: the merged body differs from the unpartitioned one:\n%.300s\n%.300s", path, b1, b2)
+		}
+	}
+	code, _ := body(hs2.URL, "/healthz")
+	is.Equal(code, http.StatusOK)
+
 	// worker 1 stops: worker 0's devices answer, worker 1's say who is missing
 	w[1].stop()
+	code, b := body(hs2.URL, "/healthz")
+	is.Equal(code, http.StatusServiceUnavailable)
+	is.True(strings.Contains(string(b), "partition 1/2 did not answer"))
+	code, b = body(hs2.URL, "/api/devices?limit=10")
+	is.Equal(code, http.StatusOK)
+	is.True(strings.Contains(string(b), `"missingPartitions":["1/2"]`))
 	page, err := merged.DevicesPage(wctx, api.ListOptions{Limit: api.MaxLimit})
 	is.NoErr(err)
 	is.Equal(page.Missing, []string{"1/2"})
