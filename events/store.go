@@ -160,15 +160,21 @@ type BatchOptions struct {
 	// f.FromSeq on every call, so that no state of the follower lives on
 	// the server); a follower of the same name elsewhere replaces it.
 	Name string
+	// Skip, if set, is asked of each message's subject before it is
+	// decoded: a message it skips is delivered with only its sequence and
+	// Skipped set (so a reader's checkpoint still moves past it), never
+	// decoded (a partitioned reader: another worker's devices).
+	Skip func(subject string) bool
 }
 
 // Delivery is one message of a batch (Store.Batches): the event stored at
 // Seq, or, when Err is set, a message there that is not a valid event (a
 // *BadMessage).
 type Delivery struct {
-	Seq    uint64
-	Stored Stored
-	Err    error
+	Seq     uint64
+	Stored  Stored
+	Err     error
+	Skipped bool // BatchOptions.Skip skipped it: neither decoded nor matched
 }
 
 // Batch is consecutive messages of the log in log order, in the runs they

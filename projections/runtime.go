@@ -51,6 +51,10 @@ type FollowOptions struct {
 	// guard (health.go) is such a gate.
 	Gate    func(ctx context.Context) (context.Context, context.CancelFunc, bool)
 	Stopped func() bool
+	// Skip, if set, passes messages by subject undecoded (a partitioned
+	// read side: events.BatchOptions.Skip); the consumer gets them as
+	// Skipped deliveries, so its checkpoint moves past them.
+	Skip func(subject string) bool
 }
 
 // FollowLog runs c on log until ctx is done; it returns nil then.
@@ -95,7 +99,7 @@ func FollowLog(ctx context.Context, log Batcher, c Consumer, o FollowOptions) er
 }
 
 func followOnce(ctx context.Context, log Batcher, c Consumer, o FollowOptions) error {
-	bo := events.BatchOptions{Follow: true, Max: o.Max, Name: o.Name}
+	bo := events.BatchOptions{Follow: true, Max: o.Max, Name: o.Name, Skip: o.Skip}
 	for b, err := range log.Batches(ctx, events.Filter{FromSeq: c.Checkpoint() + 1}, bo) {
 		if err != nil {
 			return err

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/fleet-dev/fleet/events"
 )
 
 // Pebble layout of one read-model store: the checkpoint, the layout
@@ -142,6 +144,8 @@ type Service struct {
 
 	guard logGuard // halts the service on a log that went backwards (health.go)
 
+	part *events.Partition // WithPartition: fold only these devices (partition.go)
+
 	lmu       sync.Mutex
 	listeners map[int]func(BatchInfo)
 	nextL     int
@@ -231,7 +235,7 @@ func (s *Service) Run(ctx context.Context, log Log) error {
 	s.checkLog(ctx, log) // before the first event: never fold onto a log that went backwards
 	go s.watchLog(ctx, log)
 	return FollowLog(ctx, log, (*serviceConsumer)(s), FollowOptions{
-		Name: s.durable, Max: s.maxBatch, Fails: s.fails, Gate: s.consumeContext, Stopped: s.Halted,
+		Name: s.durable, Max: s.maxBatch, Fails: s.fails, Gate: s.consumeContext, Stopped: s.Halted, Skip: s.skip(),
 	})
 }
 

@@ -38,6 +38,9 @@ func (s *Service) applyDeliveries(m *models, run []events.Delivery, info *BatchI
 			info.FromSeq = d.Seq
 		}
 		m.applied = d.Seq
+		if d.Skipped {
+			continue // another partition's device (WithPartition)
+		}
 		err := d.Err
 		if err == nil && !events.WrittenByItsWriter(d.Stored.Event) {
 			err = events.CheckWriter(d.Stored) // forged: reported with its sequence like a bad message, not folded

@@ -57,7 +57,7 @@ func (s *Service) Rebuild(ctx context.Context, log Log, progress func(done, tota
 	if total > 0 {
 		lastReport := time.Now()
 		nm.allDirty = true // written whole below
-		for b, err := range log.Batches(ctx, events.Filter{FromSeq: 1, ToSeq: total}, events.BatchOptions{Max: s.maxBatch}) {
+		for b, err := range log.Batches(ctx, events.Filter{FromSeq: 1, ToSeq: total}, events.BatchOptions{Max: s.maxBatch, Skip: s.skip()}) {
 			if err != nil {
 				return fmt.Errorf("rebuild: %w", err)
 			}
@@ -90,7 +90,7 @@ func (s *Service) Rebuild(ctx context.Context, log Log, progress func(done, tota
 	}
 	if target > nm.applied {
 		s.rebuildTotal.Store(target)
-		for b, err := range log.Batches(ctx, events.Filter{FromSeq: nm.applied + 1, ToSeq: target}, events.BatchOptions{Max: s.maxBatch}) {
+		for b, err := range log.Batches(ctx, events.Filter{FromSeq: nm.applied + 1, ToSeq: target}, events.BatchOptions{Max: s.maxBatch, Skip: s.skip()}) {
 			if err != nil {
 				return fmt.Errorf("rebuild catch-up: %w", err)
 			}

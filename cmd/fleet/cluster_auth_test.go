@@ -68,6 +68,22 @@ func authAgent(t *testing.T, ctx context.Context, url, creds, dev string, got *c
 	}
 }
 
+// authKeys is a server data directory with fleet's auth keys, the
+// authority, and the block the nodes of a cluster or a hub include.
+func authKeys(t *testing.T) (string, *auth.Authority, string) {
+	t.Helper()
+	data := t.TempDir()
+	a, err := auth.Open(filepath.Join(data, "auth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := a.NATSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data, a, block
+}
+
 // fileManifest is a manifest of one file with content.
 func fileManifest(content string) events.Manifest {
 	return events.Manifest{Resources: []events.Resource{{ID: "motd", Kind: events.KindFile,
@@ -88,11 +104,7 @@ func TestClusterAuthDevicesConverge(t *testing.T) {
 	is := is.New(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	data := t.TempDir()
-	a, err := auth.Open(filepath.Join(data, "auth"))
-	is.NoErr(err)
-	block, err := a.NATSConfig()
-	is.NoErr(err)
+	data, a, block := authKeys(t)
 	c := eventstest.StartCluster(t, 3, eventstest.ClusterOptions{Extra: block})
 
 	rs, err := (&ServerCmd{Data: data, Replicas: 3, Auth: true, HeartbeatTTL: 30 * time.Second, natsFlag: true}).Start(ctx, &Globals{NATS: c.URLs()}, nil)

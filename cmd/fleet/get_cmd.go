@@ -72,7 +72,17 @@ func readClient(g *Globals) (*api.Client, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return api.NewClient(nc), nc.Close, nil
+	// a partitioned read side (fleet project --partition I/N) is merged
+	return api.NewClientFor(context.Background(), nc), nc.Close, nil
+}
+
+// warnMissing says which partitions of a partitioned read side did not
+// answer a list (their devices are not on it).
+func warnMissing(cl *api.Client) {
+	if m := cl.Missing(); len(m) > 0 {
+		fmt.Fprintf(os.Stderr, "fleet get: partition(s) %s of the read side did not answer: their devices are not listed (is 'fleet project --partition %s' running?); the others' are\n",
+			strings.Join(m, ", "), m[0])
+	}
 }
 
 func cond(d projections.Device, t string) string {
@@ -109,6 +119,7 @@ func (c *GetDevicesCmd) Run(ctx context.Context, g *Globals) error {
 		return fmt.Errorf("--selector: %w", err)
 	}
 	o := api.ListOptions{After: c.After, Query: c.Match, Status: c.Status, Selector: c.Selector, Limit: api.MaxLimit}
+	defer warnMissing(cl)
 	if c.JSON() {
 		return c.printJSON(ctx, cl, o)
 	}

@@ -9,6 +9,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/projections"
 	"github.com/fleet-dev/fleet/projections/api"
 )
 
@@ -25,6 +27,8 @@ type ProjectCmd struct {
 	Rebuild      bool          `help:"Build the read models from sequence 1 into a fresh store while the old one keeps answering, then swap."`
 	Remote       bool          `help:"With --rebuild: ask the running service (fleet server or fleet project) to rebuild instead, and show its progress."`
 	Status       bool          `help:"Show the running service's checkpoint, lag and counters, and exit."`
+	Front        bool          `help:"Fold nothing: serve the HTTP API (--http) and the dashboard for the workers of a partitioned read side, merged."`
+	Partition    string        `placeholder:"I/N" help:"Run worker I of N of a partitioned read side (0/2 and 1/2: two workers): it folds and serves only its devices (FNV-1a of the id mod N, as nats-server's partition() mapping); fleet get merges all N. With --status or --rebuild --remote: that worker."`
 	Output
 }
 
@@ -42,7 +46,19 @@ Examples:
   fleet project --nats nats://127.0.0.1:4222 --data /var/lib/fleet/projections
   fleet project --rebuild                       # rebuild locally, then keep serving
   fleet project --rebuild --remote              # rebuild inside the running 'fleet server'
-  fleet project --status -o json                # checkpoint, lag, events applied`
+  fleet project --status -o json                # checkpoint, lag, events applied
+  fleet project --partition 0/2 --data /var/lib/fleet/p0   # two workers, each
+  fleet project --partition 1/2 --data /var/lib/fleet/p1   # half of the devices
+  fleet get devices                             # merges both; names a worker that is down
+  fleet project --status --partition 1/2        # one worker's checkpoint and lag
+  fleet project --front --http 127.0.0.1:8080   # the merged API and the dashboard
+
+A partitioned worker reads the whole stream in order (its checkpoint is the
+stream's sequence) but decodes, folds and stores only its own devices' events.
+'fleet get device ID' asks the device's owner; 'fleet get devices' merges every
+worker's page and, if one is down, lists the others' devices and says which
+partition is missing. Changing N: see the README (start the new workers beside
+the old ones with their own --data, wait until their lag is 0, stop the old).`
 }
 
 // Run runs the service, rebuilds, or shows its status.
@@ -50,8 +66,22 @@ func (c *ProjectCmd) Run(ctx context.Context, g *Globals) error {
 	if c.Remote && !c.Rebuild {
 		return usagef("--remote: only with --rebuild")
 	}
+	if c.Front {
+		return c.front(ctx, g)
+	}
+	var part *events.Partition
+	if c.Partition != "" {
+		p, err := events.ParsePartition(c.Partition)
+		if err != nil {
+			return usagef("--partition: %v", err)
+		}
+		part = &p
+		if c.Durable == "fleet-project" { // the default: one consumer per worker
+			c.Durable = fmt.Sprintf("fleet-project-p%dof%d", p.I, p.N)
+		}
+	}
 	if c.Status || c.Remote {
-		return c.remote(ctx, g)
+		return c.remote(ctx, g, part)
 	}
 	nc, st, err := g.Store(ctx, "fleet-project")
 	if err != nil {
@@ -63,7 +93,11 @@ func (c *ProjectCmd) Run(ctx context.Context, g *Globals) error {
 	if c.HTTP != "" {
 		mux = http.NewServeMux()
 	}
-	p, err := startProjections(ctx, nc, js, c.Data, c.Durable, c.HeartbeatTTL, mux)
+	var opts []projections.Option
+	if part != nil {
+		opts = append(opts, projections.WithPartition(*part))
+	}
+	p, err := startProjections(ctx, nc, js, c.Data, c.Durable, c.HeartbeatTTL, mux, opts...)
 	if err != nil {
 		return err
 	}
@@ -78,6 +112,9 @@ func (c *ProjectCmd) Run(ctx context.Context, g *Globals) error {
 		defer srv.Close()
 	}
 	fmt.Fprintf(os.Stderr, "fleet project: read models in %s, checkpoint %d, consumer %s\n", c.Data, p.Svc.Checkpoint(), c.Durable)
+	if part != nil {
+		fmt.Fprintf(os.Stderr, "fleet project: partition %s: this worker folds and serves its devices only\n", part)
+	}
 	if c.Rebuild {
 		start := time.Now()
 		err := p.Svc.Rebuild(ctx, st, func(done, total uint64) { c.progress(done, total, start) })
@@ -108,13 +145,16 @@ func (c *ProjectCmd) progress(done, total uint64, start time.Time) {
 	fmt.Printf("rebuild: %d of %d (%.0f%%), %.0f events/s\n", done, total, pct, rate)
 }
 
-func (c *ProjectCmd) remote(ctx context.Context, g *Globals) error {
+func (c *ProjectCmd) remote(ctx context.Context, g *Globals, part *events.Partition) error {
 	nc, err := g.Connect("fleet-project")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	cl := api.NewClient(nc)
+	if part != nil {
+		cl = cl.ForPartition(*part)
+	}
 	if c.Status {
 		st, err := cl.Status(ctx)
 		if err != nil {

@@ -42,8 +42,8 @@ type runningProjections struct {
 // startProjections opens the read models in dir, consumes the stream with
 // the durable consumer durable, serves the micro service on nc and, if mux
 // is not nil, the HTTP API.
-func startProjections(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, dir, durable string, ttl time.Duration, mux *http.ServeMux) (*runningProjections, error) {
-	svc, err := projections.Open(dir, projections.WithDurable(durable))
+func startProjections(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, dir, durable string, ttl time.Duration, mux *http.ServeMux, opts ...projections.Option) (*runningProjections, error) {
+	svc, err := projections.Open(dir, append([]projections.Option{projections.WithDurable(durable)}, opts...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -75,8 +76,11 @@ type RunningSite struct {
 	URL    string
 	// HubSourced is closed once the hub's FLEET sources the site.
 	HubSourced chan struct{}
-	cancel     context.CancelFunc
-	done       chan struct{}
+	// SourceRestarts counts the restarts of the sources across the leaf
+	// link (keepSourcesAlive).
+	SourceRestarts atomic.Int64
+	cancel         context.CancelFunc
+	done           chan struct{}
 }
 
 // Run starts the site and blocks until ctx is done.
@@ -173,7 +177,8 @@ func (c *SiteCmd) Start(ctx context.Context, out *os.File) (*RunningSite, error)
 	}
 	sctx, cancel := context.WithCancel(context.Background())
 	rs := &RunningSite{Server: srv, Conn: nc, Store: st, URL: srv.URL(), HubSourced: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
-	go rs.sourceAtHub(sctx, hubJS, jsstore.HubSource(c.Domain, c.Devices))
+	siteSrc := jsstore.SiteStreamConfig(jsstore.Config{}, c.HubDomain, c.Devices).Sources[0]
+	go rs.sourceAtHub(sctx, hubJS, jsstore.HubSource(c.Domain, c.Devices), js, siteSrc)
 	if out != nil && c.JSON() {
 		if err := json.NewEncoder(out).Encode(map[string]any{"nats": rs.URL, "domain": c.Domain, "hub": c.Hub,
 			"hubDomain": c.HubDomain, "devices": c.Devices, "data": c.Data, "fsyncBeforeAck": !c.RelaxedSync, "auth": c.Auth != ""}); err != nil {
@@ -234,7 +239,7 @@ func siteServerOptions(o *server.Options, domain string, hub []*url.URL) {
 
 // sourceAtHub adds the site's source to the hub's FLEET, retrying until
 // the hub can be reached.
-func (rs *RunningSite) sourceAtHub(ctx context.Context, hub jetstream.JetStream, src *jetstream.StreamSource) {
+func (rs *RunningSite) sourceAtHub(ctx context.Context, hub jetstream.JetStream, src *jetstream.StreamSource, site jetstream.JetStream, siteSrc *jetstream.StreamSource) {
 	defer close(rs.done)
 	logged := false
 	for {
@@ -243,6 +248,7 @@ func (rs *RunningSite) sourceAtHub(ctx context.Context, hub jetstream.JetStream,
 		cancel()
 		if err == nil {
 			close(rs.HubSourced)
+			rs.keepSourcesAlive(ctx, []sourceAt{{"the hub's source of this site", hub, src}, {"this site's source of the hub's manifests", site, siteSrc}})
 			return
 		}
 		if !logged && ctx.Err() == nil {
@@ -253,6 +259,61 @@ func (rs *RunningSite) sourceAtHub(ctx context.Context, hub jetstream.JetStream,
 		case <-ctx.Done():
 			return
 		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Source watch: how often the site looks, how long the link must be up
+// and the hub's source silent before the site restarts it (the source's
+// heartbeat is 1 s; a healthy source is heard from every second).
+const (
+	sourceCheckEvery = time.Second
+	sourceSilentFor  = 3 * time.Second
+)
+
+// sourceAt is a stream's source across the leaf link.
+type sourceAt struct {
+	what string
+	js   jetstream.JetStream // the FLEET that has the source
+	src  *jetstream.StreamSource
+}
+
+// keepSourcesAlive restarts a source across the leaf link when the link is
+// up and the source stays silent (jsstore.RestartSource): after an outage
+// its server would otherwise take it up at its next backoff, up to minutes
+// later.
+func (rs *RunningSite) keepSourcesAlive(ctx context.Context, sources []sourceAt) {
+	upSince := make([]time.Time, len(sources))
+	t := time.NewTicker(sourceCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		up := rs.Server.NumLeafNodes() > 0
+		for i, s := range sources {
+			if !up {
+				upSince[i] = time.Time{}
+				continue
+			}
+			if upSince[i].IsZero() {
+				upSince[i] = time.Now()
+			}
+			if time.Since(upSince[i]) < sourceSilentFor {
+				continue
+			}
+			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			active, err := jsstore.SourceActive(actx, s.js, s.src)
+			if err == nil && (active < 0 || active > sourceSilentFor) {
+				if err = jsstore.RestartSource(actx, s.js, s.src); err == nil {
+					rs.SourceRestarts.Add(1)
+					fmt.Fprintf(os.Stderr, "fleet site: %s was silent for %s with the uplink up: restarted it\n", s.what, active.Round(time.Second))
+					upSince[i] = time.Now() // give it time to be heard from
+				}
+			}
+			cancel()
 		}
 	}
 }

@@ -128,6 +128,8 @@ func TestSiteKeepsWorkingThroughAnUplinkCut(t *testing.T) {
 		}
 		return true
 	})
+	siteAtCut, err := site.Store.LastSeq(ctx)
+	is.NoErr(err)
 	proxy.Cut()
 	cutAt := time.Now()
 	time.Sleep(time.Second) // what crossed before the cut is stored at the hub
@@ -161,6 +163,23 @@ func TestSiteKeepsWorkingThroughAnUplinkCut(t *testing.T) {
 	got.mu.Unlock()
 	proxy.Restore()
 	restoredAt := time.Now()
+	backlog := siteSeq - siteAtCut // what the site stored during the cut: the hub takes each once
+	firstEvent, allBacklog := make(chan time.Duration, 1), make(chan time.Duration, 1)
+	go func() { // the outage's first and last events at the hub
+		first := false
+		for ctx.Err() == nil {
+			seq, err := hub.LastSeq(ctx)
+			if err == nil && seq > hubDuring && !first {
+				firstEvent <- time.Since(restoredAt)
+				first = true
+			}
+			if err == nil && seq >= hubDuring+backlog {
+				allBacklog <- time.Since(restoredAt)
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
 	eventstest.WaitFor(t, 60*time.Second, "the manifest applied during the cut Ready at pi-02", func() bool {
 		return readyAt("pi-02", gens["pi-02"]) && content("pi-02", "motd") == "g3-during-the-cut motd\n"
 	})
@@ -179,8 +198,14 @@ func TestSiteKeepsWorkingThroughAnUplinkCut(t *testing.T) {
 		return len(ids) == 0 && allReady()
 	})
 	caughtUp := time.Since(restoredAt)
-	t.Logf("uplink cut %s; the site stored %d messages, the agents committed %d events by the reconnect; the hub had all of them %s after it",
-		outage, siteSeq, outageEvents, caughtUp.Round(time.Millisecond))
+	hubAfter, err := hub.LastSeq(ctx)
+	is.NoErr(err)
+	taken := hubAfter - hubDuring
+	first, all := <-firstEvent, <-allBacklog
+	t.Logf("uplink cut %s; the site stored %d messages during it (%d in all), the agents committed %d events by the reconnect; "+
+		"first event of the outage at the hub %s after it, the whole backlog %s after it (%.0f msg/s once flowing), every event and the manifest of the cut Ready %s after it (%d messages at the hub since); source restarts %d",
+		outage, backlog, siteSeq, outageEvents, first.Round(time.Millisecond), all.Round(time.Millisecond),
+		float64(backlog)/max(all-first, time.Millisecond).Seconds(), caughtUp.Round(time.Millisecond), taken, site.SourceRestarts.Load())
 	checkLogOnce(t, ctx, hub, got)
 }
 

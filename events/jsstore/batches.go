@@ -111,7 +111,7 @@ func (s *Store) batches(ctx context.Context, f events.Filter, o events.BatchOpti
 			for {
 				select {
 				case c := <-work:
-					c.decode(f)
+					c.decode(f, o.Skip)
 				case <-quit:
 					return
 				}
@@ -245,12 +245,17 @@ func (s *Store) batches(ctx context.Context, f events.Filter, o events.BatchOpti
 
 // decode decodes the chunk's messages into its deliveries (those f
 // matches, and every bad message) and lets go of the raw ones.
-func (c *batchChunk) decode(f events.Filter) {
+func (c *batchChunk) decode(f events.Filter, skip func(string) bool) {
 	if cap(c.out) < len(c.raw) {
 		c.out = make([]events.Delivery, 0, max(len(c.raw), handoff))
 	}
 	for i := range c.raw {
 		m := &c.raw[i]
+		if skip != nil && skip(m.subject) {
+			c.out = append(c.out, events.Delivery{Seq: m.seq, Skipped: true})
+			m.subject, m.data = "", nil
+			continue
+		}
 		st, err := FromRawOwned(m.subject, m.seq, m.at, m.data) // the message's buffer is the event's now
 		if err != nil || f.Match(st) {
 			c.out = append(c.out, events.Delivery{Seq: m.seq, Stored: st, Err: err})

@@ -232,12 +232,13 @@ func (a *Server) Status() Status {
 // AddMicro registers the micro service on nc. Several instances may run:
 // requests go to one of them (queue group).
 func (a *Server) AddMicro(nc *nats.Conn) (micro.Service, error) {
-	srv, err := micro.AddService(nc, micro.Config{Name: ServiceName, Version: Version,
+	prefix, meta := a.partitionPrefix() // client_partition.go
+	srv, err := micro.AddService(nc, micro.Config{Name: ServiceName, Version: Version, Metadata: meta,
 		Description: "fleet read models: fleet state, drift history, explain"})
 	if err != nil {
 		return nil, fmt.Errorf("micro service %s: %w", ServiceName, err)
 	}
-	g := srv.AddGroup(Prefix)
+	g := srv.AddGroup(prefix)
 	budget := a.maxReply
 	if budget <= 0 {
 		budget = int(nc.MaxPayload()) - 4096

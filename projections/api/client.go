@@ -19,6 +19,9 @@ import (
 type Client struct {
 	nc      *nats.Conn
 	Timeout time.Duration
+	prefix  string // one partition's endpoints (ForPartition); empty: Prefix
+	parts   int    // > 1: a partitioned read side, merged (client_partition.go)
+	missing *missingParts
 }
 
 // NewClient returns a client on nc.
@@ -28,19 +31,31 @@ func NewClient(nc *nats.Conn) *Client { return &Client{nc: nc, Timeout: 5 * time
 // errors come back as errors wrapping events.ErrNotFound (404) or
 // events.ErrInvalid (400).
 func (c *Client) call(ctx context.Context, ep string, req Request, out any) error {
+	if c.parts > 1 {
+		return c.callPartitioned(ctx, ep, req, out)
+	}
+	prefix := c.prefix
+	if prefix == "" {
+		prefix = Prefix
+	}
+	return c.callAt(ctx, prefix, ep, req, out)
+}
+
+// callAt is call on the endpoints under prefix.
+func (c *Client) callAt(ctx context.Context, prefix, ep string, req Request, out any) error {
 	body, _ := json.Marshal(req)
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
-	m, err := c.nc.RequestWithContext(ctx, Prefix+"."+ep, body)
+	m, err := c.nc.RequestWithContext(ctx, prefix+"."+ep, body)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
-			return unavailable{fmt.Sprintf("no projection service answers on %s (is 'fleet server' or 'fleet project' running?)", Prefix+"."+ep), err}
+			return unavailable{fmt.Sprintf("no projection service answers on %s (is 'fleet server' or 'fleet project' running?)", prefix+"."+ep), err}
 		}
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
 			return unavailable{fmt.Sprintf("the projection service did not answer on %s within %s (is it overloaded or still starting? 'fleet project status' shows its lag; retry, or raise the timeout)",
-				Prefix+"."+ep, c.Timeout), err}
+				prefix+"."+ep, c.Timeout), err}
 		}
-		return unavailable{fmt.Sprintf("projection service on %s: %v", Prefix+"."+ep, err), err}
+		return unavailable{fmt.Sprintf("projection service on %s: %v", prefix+"."+ep, err), err}
 	}
 	if code := m.Header.Get(micro.ErrorCodeHeader); code != "" {
 		desc := m.Header.Get(micro.ErrorHeader)

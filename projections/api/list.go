@@ -98,6 +98,9 @@ type DevicePage struct {
 	Devices []projections.Device `json:"devices"`
 	Next    string               `json:"next,omitempty"` // cursor of the next page; empty on the last
 	Total   int                  `json:"total"`          // devices matching the query, on every page
+	// Missing names the partitions of a partitioned read side that did
+	// not answer: their devices are not on the page (client_partition.go).
+	Missing []string `json:"missingPartitions,omitempty"`
 }
 
 // DeviceSummary is what the fleet overview shows of a device: its
@@ -129,6 +132,7 @@ type SummaryPage struct {
 	Next    string          `json:"next,omitempty"`
 	Total   int             `json:"total"`
 	Fleet   FleetTotals     `json:"fleet"`
+	Missing []string        `json:"missingPartitions,omitempty"` // as DevicePage's
 }
 
 // maxMessage bounds a condition message in a summary (a Degraded message
