@@ -84,6 +84,9 @@ type Config struct {
 	// TamperEvery is how often the drift scenario tampers with 1% of the
 	// devices (default a minute).
 	TamperEvery time.Duration
+	// ApplyEach appends each generation with events.Apply a device (64 at
+	// a time) instead of events.ApplyMany (1,000 a batch).
+	ApplyEach bool
 	// Log gets progress lines (nil: none).
 	Log io.Writer
 }
