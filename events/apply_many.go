@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // ManifestAppend is one manifest of an AppendManifests batch: the event and
@@ -137,16 +138,28 @@ func applyBatch(ctx context.Context, s Store, b ManifestBatcher, clock *Clock, i
 			return nil, err
 		}
 		// Stored after all (an attempt whose answer was lost), or not at
-		// all: the batch is atomic, so it is every manifest or none.
-		now, _, rerr := b.LastManifests(ctx, devs)
-		if rerr != nil {
-			return nil, fmt.Errorf("%w (and reading the manifests back failed: %v)", err, rerr)
-		}
+		// all: the batch is atomic, so it is every manifest or none (part of
+		// it only while the server is still committing it: read again).
 		stored := 0
-		for i := range ms {
-			if st, ok := now[ms[i].Event.Device]; ok && st.ID == ms[i].Event.ID {
-				out[i].Seq = st.Seq
-				stored++
+		for read := 0; read < 5; read++ {
+			now, _, rerr := b.LastManifests(ctx, devs)
+			if rerr != nil {
+				return nil, fmt.Errorf("%w (and reading the manifests back failed: %v)", err, rerr)
+			}
+			stored = 0
+			for i := range ms {
+				if st, ok := now[ms[i].Event.Device]; ok && st.ID == ms[i].Event.ID {
+					out[i].Seq = st.Seq
+					stored++
+				}
+			}
+			if stored == 0 || stored == len(ms) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(200 * time.Millisecond):
 			}
 		}
 		switch {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -17,6 +18,10 @@ import (
 // lastManifestsPerCall is the most subjects one GetLastMsgsFor asks about
 // (the server answers at most 1,024).
 const lastManifestsPerCall = 1000
+
+// manifestsAttempt is how long one attempt of AppendManifests waits for
+// the batch's answer.
+const manifestsAttempt = 15 * time.Second
 
 // LastManifests implements events.ManifestBatcher: the newest manifest of
 // each device, several devices a request (GetLastMsgsFor on the stream's
@@ -108,7 +113,9 @@ func (s *Store) AppendManifests(ctx context.Context, ms []events.ManifestAppend)
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(a.ExpectedSeq, 10))
 		msgs[i] = m
 	}
-	ack, err := retrying(ctx, func(ctx context.Context) (*jetstreamext.BatchAck, error) {
+	// A batch of a thousand compare-and-sets behind a busy stream takes
+	// longer than one event: an attempt waits up to manifestsAttempt.
+	ack, err := retryingWithin(ctx, manifestsAttempt, func(ctx context.Context) (*jetstreamext.BatchAck, error) {
 		fresh := make([]*nats.Msg, len(msgs))
 		for i, m := range msgs {
 			c := copyMsg(m)
@@ -122,6 +129,11 @@ func (s *Store) AppendManifests(ctx context.Context, ms []events.ManifestAppend)
 		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
 			return nil, &events.ConflictError{Subject: fmt.Sprintf("one of %d manifest subjects", len(ms)), Actual: actualFrom(apiErr.Description)}
+		}
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == errBatchHasDuplicate {
+			// An attempt whose answer did not come in time was stored after
+			// all: the outcome is for the caller to read back.
+			return nil, fmt.Errorf("append %d manifests: %w: sent again after no answer, and found stored: %w", len(ms), events.ErrUnavailable, err)
 		}
 		return nil, fmt.Errorf("append %d manifests: %w", len(ms), unavailable(err))
 	}
