@@ -122,14 +122,14 @@ func New(device string, opts ...Option) (*Agent, error) {
 	}
 	// The store first: its lock keeps a second agent (say, a --deregister
 	// run beside the daemon) from touching anything else of this state.
-	db, replaced, err := openStore(o.stateDir+"/store", log)
+	db, replaced, err := openStore(o.stateDir+"/store", o.storeFS, log)
 	if err != nil {
 		return nil, hint.PermissionDir(hint.InUse(err, o.stateDir, "--state"), o.stateDir, "--state", stateDirFix)
 	}
 	snap, err := loadSnapshot(db)
 	if err != nil && pebble.IsCorruptionError(err) && !replaced {
 		db.Close() // a damaged table: replaced as a store Pebble cannot open
-		if db, err = replaceStore(o.stateDir+"/store", err, log); err != nil {
+		if db, err = replaceStore(o.stateDir+"/store", o.storeFS, err, log); err != nil {
 			return nil, err
 		}
 		replaced = true

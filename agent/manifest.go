@@ -43,7 +43,7 @@ func (a *Agent) watchManifests(ctx context.Context, conn *logConn, out chan<- ma
 	}
 	var lastSeq uint64
 	logged := false
-	read := func() bool { // reports whether something new was handed over
+	read := func() (found, failed bool) { // something new was handed over; the read failed
 		s, isNew, err := conn.lastManifestAfter(ctx, a.device, lastSeq)
 		if err == nil {
 			if isNew {
@@ -52,10 +52,10 @@ func (a *Agent) watchManifests(ctx context.Context, conn *logConn, out chan<- ma
 				case out <- manifestUpdate{st: s}:
 				case <-ctx.Done():
 				}
-				return true
+				return true, false
 			}
 			logged = false
-			return false
+			return false, false
 		}
 		var bad *events.BadMessage
 		switch {
@@ -66,7 +66,7 @@ func (a *Agent) watchManifests(ctx context.Context, conn *logConn, out chan<- ma
 				case out <- manifestUpdate{bad: bad}:
 				case <-ctx.Done():
 				}
-				return true
+				return true, false
 			}
 		case errors.Is(err, events.ErrNotFound):
 			logged = false
@@ -76,8 +76,9 @@ func (a *Agent) watchManifests(ctx context.Context, conn *logConn, out chan<- ma
 				a.log.Info("manifest: log not reachable, converging from the stored manifest", "err", err)
 				logged = true
 			}
+			return false, true
 		}
-		return false
+		return false, false
 	}
 	// A publish while the connection was down sent no hint: read again on
 	// every reconnect, so the poll can be a rare safety net.
@@ -85,32 +86,40 @@ func (a *Agent) watchManifests(ctx context.Context, conn *logConn, out chan<- ma
 	defer conn.nc.RemoveStatusListener(connected)
 	poll := time.NewTicker(a.o.manifestPoll)
 	defer poll.Stop()
-	read()
+	// A chase reads again and again until something new is there or its
+	// window closes: after a hint (which can arrive well before the stream
+	// has stored the message: under load, past a second), and once more
+	// after the first read and each reconnect (a publish the server took
+	// just before our subscription was in, still being stored). A read that
+	// fails keeps the chase going for a minute at least.
+	var c chase
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	step := func(found, failed bool, first, window time.Duration) {
+		if d, ok := c.next(time.Now(), found, failed, first, window); ok {
+			retry.Reset(d)
+		}
+	}
+	found, failed := read()
+	step(found, failed, chaseSettle, chaseSettle)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-poll.C:
-			read()
+			if found, failed := read(); failed {
+				step(found, failed, chaseSettle, chaseSettle)
+			}
 		case <-connected:
-			read()
+			found, failed := read()
+			step(found, failed, chaseSettle, chaseSettle)
 		case <-hint:
-			// The hint can arrive before the stream has stored the message:
-			// read now, and again, waiting 1, 2, 4 ... 512 ms, until it is
-			// there (a read that finds nothing new decodes nothing).
-			if read() {
-				break
-			}
-			for d := time.Millisecond; d <= 512*time.Millisecond; d *= 2 {
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(d):
-				}
-				if read() {
-					break
-				}
-			}
+			found, failed := read()
+			step(found, failed, time.Millisecond, chaseHint)
+		case <-retry.C:
+			found, failed := read()
+			step(found, failed, 0, 0)
 		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+
 	"github.com/fleet-dev/fleet/agent/reconcile"
 	"github.com/fleet-dev/fleet/events"
 )
@@ -52,6 +54,7 @@ type options struct {
 	logger            *slog.Logger
 	onEvent           func([]events.Event)
 	onPublished       func(n int)
+	storeFS           vfs.FS // nil: the operating system's (see WithStoreFS)
 }
 
 func defaultOptions() options {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/fsm"
@@ -107,8 +108,9 @@ func (quietLogger) Fatalf(format string, a ...any) {
 	os.Exit(1)
 }
 
-func openDB(dir string) (*pebble.DB, error) {
+func openDB(dir string, fs vfs.FS) (*pebble.DB, error) {
 	db, err := pebble.Open(dir, &pebble.Options{
+		FS:     fs, // nil: the operating system's
 		Logger: quietLogger{},
 		// a damaged table is an error for the read that finds it (New
 		// replaces the store), not a Fatalf

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/fleet-dev/fleet/events"
 )
@@ -69,25 +70,28 @@ func (a *Agent) writeMark() {
 // kept for inspection, and an empty one opened in its place: the agent
 // reads its manifest from the log again and converges; what the old store
 // held and the log did not is reported by checkStore.
-func openStore(dir string, log *slog.Logger) (*pebble.DB, bool, error) {
-	db, err := openDB(dir)
+func openStore(dir string, fs vfs.FS, log *slog.Logger) (*pebble.DB, bool, error) {
+	db, err := openDB(dir, fs)
 	if err == nil || !pebble.IsCorruptionError(err) {
 		return db, false, err
 	}
-	db, err = replaceStore(dir, err, log)
+	db, err = replaceStore(dir, fs, err, log)
 	return db, err == nil, err
 }
 
 // replaceStore moves the damaged store in dir aside (cause: what Pebble
 // found) and opens an empty one in its place.
-func replaceStore(dir string, cause error, log *slog.Logger) (*pebble.DB, error) {
+func replaceStore(dir string, fs vfs.FS, cause error, log *slog.Logger) (*pebble.DB, error) {
+	if fs == nil {
+		fs = vfs.Default
+	}
 	aside := fmt.Sprintf("%s.damaged-%s", dir, time.Now().UTC().Format("20060102T150405.000000000Z"))
-	if rerr := os.Rename(dir, aside); rerr != nil {
+	if rerr := fs.Rename(dir, aside); rerr != nil {
 		return nil, fmt.Errorf("%w (and moving it aside failed: %v; move %s away by hand and restart)", cause, rerr, dir)
 	}
 	log.Error("agent store damaged: Pebble cannot read it; moved aside and starting from an empty store (check the disk under --state: a failing card or a file system shut down uncleanly)",
 		"store", dir, "movedTo", aside, "err", cause)
-	return openDB(dir)
+	return openDB(dir, fs)
 }
 
 // checkStore compares the store as opened with the mark left by the last

@@ -95,12 +95,15 @@ func TestSimRefusesBadInput(t *testing.T) {
 // reconnects, every outbox drains, the log verifies and holds exactly the
 // events the agents committed (none lost, none twice).
 func TestSimulatedServerKilledUnderAgentsLosesNothing(t *testing.T) {
-	if testing.Short() || !soak() {
-		// In the full suite on CI's 2 cores its read model did not reach
-		// generation 1 within 3 minutes (twice; it passes alone in 7 s and
-		// under parallel runs): a soak until that is understood.
-		t.Skip("kills and restarts a server under 50 agents: FLEET_SOAK=1")
+	if testing.Short() {
+		t.Skip("kills and restarts a server under 50 agents")
 	}
+	// It was a soak for a while: in the full suite on CI one agent of the
+	// 50 sometimes never took generation 1. The manifest hint (the core
+	// message) arrives before the stream has stored the manifest; under
+	// load that took more than the second the agent's re-reads lasted, and
+	// it waited for the 10-minute poll. The watch now keeps reading for
+	// 30 s (agent/manifest_chase.go).
 	is := is.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/nats-io/nats.go"
 
 	"github.com/fleet-dev/fleet/agent"
@@ -124,7 +125,10 @@ func startDevice(ctx context.Context, d *device, url string, authority *auth.Aut
 	d.nc = nc
 	all := append([]agent.Option{agent.WithRoot(d.root), agent.WithStateDir(d.state),
 		agent.WithLabels(map[string]string{"sim": "true"}), agent.WithLogger(logger),
-		agent.WithOnEvent(d.onEvent), agent.WithOnPublished(d.onPublished)}, agentOpts...)
+		agent.WithOnEvent(d.onEvent), agent.WithOnPublished(d.onPublished),
+		// Its own store, on a file system in memory: no descriptors (one
+		// on tmpfs holds eight), see the README.
+		agent.WithStoreFS(vfs.NewMem())}, agentOpts...)
 	h, err := agent.Start(ctx, nc, d.id, all...)
 	if err != nil {
 		nc.Close()

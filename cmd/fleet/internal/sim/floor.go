@@ -73,21 +73,64 @@ func (s *sim) floor(ctx context.Context, ro *ReadyStats) (*Floor, error) {
 	payload := bytes.Repeat([]byte("e"), eventSize)
 	sem := make(chan struct{}, 64)
 	batches := make(chan struct{}, maxInflightBatches)
+	manifestMsg := func(dev string) *nats.Msg {
+		m := nats.NewMsg("simfloor." + dev + ".manifest")
+		m.Data = manifest
+		m.Header.Set(jetstream.MsgIDHeader, dev+"-manifest")
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+		return m
+	}
+	// As the rollout appended them: with ApplyMany, batches of
+	// events.ManyBatch one after the other, a device's events sent once its
+	// batch is in; with Apply, a publish a device, 64 at a time.
+	fl.ManifestBatch = 1
+	var chunkDone []chan struct{}
+	var chunkErr error
+	if !s.cfg.ApplyEach {
+		fl.ManifestBatch = events.ManyBatch
+		chunkDone = make([]chan struct{}, (len(s.devs)+events.ManyBatch-1)/events.ManyBatch)
+		for k := range chunkDone {
+			chunkDone[k] = make(chan struct{})
+		}
+	}
 	start := time.Now()
+	if chunkDone != nil {
+		go func() {
+			for k := range chunkDone {
+				if chunkErr == nil {
+					var msgs []*nats.Msg
+					for _, d := range s.devs[k*events.ManyBatch : min((k+1)*events.ManyBatch, len(s.devs))] {
+						msgs = append(msgs, manifestMsg(d.id))
+					}
+					pctx, cancel := context.WithTimeout(ctx, time.Minute)
+					if err := publishBatch(pctx, s.js, msgs, batches); err != nil {
+						chunkErr = fmt.Errorf("floor manifests batch %d: %w", k, err)
+					}
+					cancel()
+				}
+				close(chunkDone[k])
+			}
+		}()
+	}
 	err = parallel(len(s.devs), len(s.devs), func(i int) error {
 		js := pool[i%len(pool)]
 		dev := s.devs[i].id
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		defer cancel()
-		sem <- struct{}{}
-		m := nats.NewMsg("simfloor." + dev + ".manifest")
-		m.Data = manifest
-		m.Header.Set(jetstream.MsgIDHeader, dev+"-manifest")
-		_, err := js.PublishMsg(pctx, m, jetstream.WithExpectLastSequencePerSubject(0))
-		<-sem
-		if err != nil {
-			return fmt.Errorf("floor manifest %s: %w", dev, err)
+		if chunkDone != nil {
+			<-chunkDone[i/events.ManyBatch]
+			if chunkErr != nil {
+				return chunkErr
+			}
+		} else {
+			sem <- struct{}{}
+			_, err := js.PublishMsg(pctx, manifestMsg(dev))
+			<-sem
+			if err != nil {
+				return fmt.Errorf("floor manifest %s: %w", dev, err)
+			}
 		}
+		var err error
 		for b, n := range shapes[i] {
 			msgs := make([]*nats.Msg, n)
 			for k := range msgs {

@@ -65,20 +65,24 @@ type ReadyStats struct {
 	// fleet Ready in the read model (polled every second).
 	All       float64 `json:"allMs"`
 	Seen      float64 `json:"seenMs"`
-	ApplyMs   float64 `json:"applyMs"` // time to append every device's manifest
-	Events    uint64  `json:"events"`  // events the generation added to the log
+	ApplyMs   float64 `json:"applyMs"`   // time to append every device's manifest
+	ApplyWith string  `json:"applyWith"` // events.ApplyMany or events.Apply
+	Events    uint64  `json:"events"`    // events the generation added to the log
 	Manifests int     `json:"manifests"`
 }
 
 // Floor is the raw floor of a rollout: bare clients publishing the same
 // number of events in the same batch shapes to the same server.
 type Floor struct {
-	Manifests int     `json:"manifests"` // compare-and-set publishes, one per device
-	Events    int     `json:"events"`    // agent events, in the agents' batch shapes
-	Batches   int     `json:"batches"`
-	Ms        float64 `json:"ms"`
-	Ratio     float64 `json:"ratio"` // rollout all / floor
-	Note      string  `json:"note"`
+	Manifests int `json:"manifests"` // with a compare-and-set each, in batches of ManifestBatch
+	// ManifestBatch is how many manifests a publish carries, as the
+	// rollout appended them (1: one publish a device).
+	ManifestBatch int     `json:"manifestBatch"`
+	Events        int     `json:"events"` // agent events, in the agents' batch shapes
+	Batches       int     `json:"batches"`
+	Ms            float64 `json:"ms"`
+	Ratio         float64 `json:"ratio"` // rollout all / floor
+	Note          string  `json:"note"`
 }
 
 // Usage is CPU and memory of a process over the phase.

@@ -84,16 +84,37 @@ func (s *sim) rollout(ctx context.Context, record bool) (*ReadyStats, error) {
 	}
 	stored := make([]time.Time, len(s.devs))
 	start := time.Now()
-	err = parallel(len(s.devs), 64, func(i int) error {
-		d := s.devs[i]
-		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if _, err := events.Apply(actx, s.st, s.clock, d.id, s.manifest(d.id, gen), "user:fleet-sim", nil); err != nil {
-			return fmt.Errorf("apply generation %d to %s: %w", gen, d.id, err)
+	with := "events.ApplyMany"
+	if s.cfg.ApplyEach {
+		with = "events.Apply"
+		err = parallel(len(s.devs), 64, func(i int) error {
+			d := s.devs[i]
+			actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			if _, err := events.Apply(actx, s.st, s.clock, d.id, s.manifest(d.id, gen), "user:fleet-sim", nil); err != nil {
+				return fmt.Errorf("apply generation %d to %s: %w", gen, d.id, err)
+			}
+			stored[i] = time.Now()
+			return nil
+		})
+	} else {
+		for from := 0; from < len(s.devs) && err == nil; from += events.ManyBatch {
+			to := min(from+events.ManyBatch, len(s.devs))
+			items := make([]events.ApplyItem, 0, to-from)
+			for _, d := range s.devs[from:to] {
+				items = append(items, events.ApplyItem{Device: d.id, Manifest: s.manifest(d.id, gen)})
+			}
+			actx, cancel := context.WithTimeout(ctx, time.Minute)
+			if _, err = events.ApplyMany(actx, s.st, s.clock, items, "user:fleet-sim", nil); err != nil {
+				err = fmt.Errorf("apply generation %d to devices %d to %d: %w", gen, from, to-1, err)
+			}
+			cancel()
+			now := time.Now()
+			for i := from; i < to; i++ {
+				stored[i] = now
+			}
 		}
-		stored[i] = time.Now()
-		return nil
-	})
+	}
 	applied := time.Since(start)
 	if err != nil {
 		return nil, err
@@ -101,7 +122,7 @@ func (s *sim) rollout(ctx context.Context, record bool) (*ReadyStats, error) {
 	s.applied += int64(len(s.devs))
 	s.gen = gen
 	s.log("generation %d appended to %d devices in %s; waiting for the read model", gen, len(s.devs), applied.Round(time.Millisecond))
-	rs := &ReadyStats{Generation: gen, ApplyMs: ms(applied), Manifests: len(s.devs)}
+	rs := &ReadyStats{Generation: gen, ApplyMs: ms(applied), ApplyWith: with, Manifests: len(s.devs)}
 	index := map[string]int{}
 	for i, d := range s.devs {
 		index[d.id] = i

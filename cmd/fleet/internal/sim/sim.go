@@ -3,8 +3,8 @@
 // backoff, outbox, heartbeat, lifecycle) with its own NATS connection and,
 // with auth, its own credentials. Only side effects are simulated: file
 // resources live under a memory-backed root (tmpfs, /dev/shm by default)
-// and each agent's Pebble store lives there too. The server and the
-// projection service run as a child `fleet server` process (unless an
+// and each agent's Pebble store on its own in-memory file system. The
+// server and the projection service run as a child `fleet server` process (unless an
 // existing server is given), so their CPU and RSS are read from /proc apart
 // from the agents'. Scenarios (idle, rollout, reconnect, drift) measure
 // what the fleet costs and end with `fleet replay --verify` of the log and
@@ -84,6 +84,9 @@ type Config struct {
 	// TamperEvery is how often the drift scenario tampers with 1% of the
 	// devices (default a minute).
 	TamperEvery time.Duration
+	// ApplyEach appends each generation with events.Apply a device (64 at
+	// a time) instead of events.ApplyMany (1,000 a batch).
+	ApplyEach bool
 	// Log gets progress lines (nil: none).
 	Log io.Writer
 }
@@ -161,7 +164,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	defer s.teardown()
 	rep := &Report{Scenario: cfg.Scenario, Devices: cfg.Devices, Resources: cfg.Resources,
-		StartSeconds: time.Since(began).Seconds(), Root: s.dir, Store: "one Pebble store per device (agent defaults: 2 MiB memtable, 1 MiB block cache) on tmpfs"}
+		StartSeconds: time.Since(began).Seconds(), Root: s.dir, Store: "one Pebble store per device (agent defaults: 2 MiB memtable, 1 MiB block cache), each on its own in-memory file system (agent.WithStoreFS)"}
 	if s.srv == nil {
 		rep.Server.Note = "existing server (--nats): its CPU and RSS are not measured"
 	} else {
@@ -299,11 +302,12 @@ func (s *sim) stopAgents() {
 	})
 }
 
-// raiseFileLimit lifts the open-file limit for N agents (a connection, a
-// Pebble store's files and a file watch each); without privileges the soft
-// limit goes up to the hard one (Go does that already at start).
+// raiseFileLimit lifts the open-file limit for N agents (a connection each,
+// and a file watch for the first 128: the stores are in memory); without
+// privileges the soft limit goes up to the hard one (Go does that already
+// at start).
 func raiseFileLimit(n int) {
-	want := uint64(n*12 + 1024)
+	want := uint64(n*2 + 1024)
 	var l syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil || l.Cur >= want {
 		return
