@@ -245,7 +245,10 @@ func (a *Agent) Run(ctx context.Context, nc *nats.Conn) error {
 		return errors.New("agent: already running")
 	}
 	defer a.running.Store(false)
-	conn := newLogConn(nc)
+	conn, err := a.logConn(nc)
+	if err != nil {
+		return err
+	}
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -260,11 +263,9 @@ func (a *Agent) Run(ctx context.Context, nc *nats.Conn) error {
 	// every clockCheckEvery.
 	if nc.IsConnected() {
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		if js, err := conn.jetStream(); err == nil {
-			if local, server, err := a.measureClock(cctx, js); err == nil {
-				if _, err := a.checkClock(local, server); err != nil {
-					a.log.Error("clock skew: not recorded", "err", err)
-				}
+		if local, server, err := a.measureClock(cctx, conn.log); err == nil {
+			if _, err := a.checkClock(local, server); err != nil {
+				a.log.Error("clock skew: not recorded", "err", err)
 			}
 		}
 		cancel()
@@ -280,8 +281,7 @@ func (a *Agent) Run(ctx context.Context, nc *nats.Conn) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); a.heartbeats(bg, conn, beats) }()
 
-	err := l.run(ctx, manifests, beats)
-	if err != nil {
+	if err := l.run(ctx, manifests, beats); err != nil {
 		return err
 	}
 	// Flush what is left, bounded, if the log can be reached.
@@ -297,7 +297,11 @@ func (a *Agent) Run(ctx context.Context, nc *nats.Conn) error {
 
 // Flush publishes the outbox through nc until it is empty or ctx ends.
 func (a *Agent) Flush(ctx context.Context, nc *nats.Conn) error {
-	return a.drainAll(ctx, newLogConn(nc))
+	conn, err := a.logConn(nc)
+	if err != nil {
+		return err
+	}
+	return a.drainAll(ctx, conn)
 }
 
 // Deregister records DeviceDeregistered in the outbox (published by a

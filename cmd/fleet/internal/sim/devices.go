@@ -17,6 +17,7 @@ import (
 	"github.com/fleet-dev/fleet/agent/agentcli"
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/auth"
+	"github.com/fleet-dev/fleet/events/jsstore"
 )
 
 // device is one simulated device: a real agent.Agent with its own NATS
@@ -125,7 +126,7 @@ func startDevice(ctx context.Context, d *device, url string, authority *auth.Aut
 	all := append([]agent.Option{agent.WithRoot(d.root), agent.WithStateDir(d.state),
 		agent.WithLabels(map[string]string{"sim": "true"}), agent.WithLogger(logger),
 		agent.WithOnEvent(d.onEvent), agent.WithOnPublished(d.onPublished)}, agentOpts...)
-	h, err := agent.Start(ctx, nc, d.id, all...)
+	h, err := agent.Start(ctx, nc, d.id, append(all, agent.WithLog(jsstore.NewLazy(nc)))...)
 	if err != nil {
 		nc.Close()
 		return fmt.Errorf("start agent %s: %w", d.id, err)
