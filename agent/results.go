@@ -31,10 +31,20 @@ func (l *loop) handleResult(t *txn, r result, now time.Time) error {
 			ra.Outcome, ra.Error = events.OutcomeFailed, r.err.Error()
 		}
 		if stale {
-			// The spec changed while this attempt ran: record it for the
-			// generation it was for; the new spec gets its own attempts.
-			_, err := t.emit(rec.ID, r.target.Generation, "", rec.Correlation, ra)
-			return err
+			// The spec changed while this attempt ran: its outcome is
+			// dropped, not recorded. Recorded for the generation it was for,
+			// it would stand after the new generation's events (the
+			// resource's generation going backwards, which replay --verify
+			// flags); recorded for the new generation, it would say that the
+			// new spec was attempted (the read side would count it and show
+			// its error) when it was not. The log already says what
+			// happened: the old spec's attempt began (Reconciling) and was
+			// superseded (SpecChanged); the new spec's own attempt follows
+			// and applies it in full. The agent's log keeps the outcome.
+			l.a.log.Info("attempt of a superseded spec: outcome not recorded; the new spec is applied next",
+				"resource", rec.ID, "generation", r.target.Generation, "now", rec.Generation,
+				"outcome", ra.Outcome, "changed", ra.Changed, "err", ra.Error)
+			return nil
 		}
 		rec.Attempts = r.attempt
 		e, err := t.emit(rec.ID, rec.Generation, rec.LastEvent, rec.Correlation, ra)
