@@ -48,6 +48,9 @@ func (l *loop) execProbeProblem(r *events.Resource) (reason, detail string) {
 func (l *loop) applied(t *txn, x *resource, cause string, now time.Time) error {
 	rec := x.rec
 	x.health = newHealth(&rec.Resource, rec.SpecDigest, l.a.recs[rec.Kind], now)
+	if err := l.keepHealth(t, x); err != nil {
+		return err
+	}
 	h := x.health
 	if h == nil || (h.started && h.readiness == nil) {
 		return l.transition(t, x, fsm.Succeeded, "", "", cause)
@@ -137,6 +140,9 @@ func (l *loop) handleProbe(t *txn, r *probeRun, now time.Time) error {
 	}
 	r.t.reason = r.reason
 	r.h.record(r.t, r.ok, r.output, r.restarts, now)
+	if err := l.keepHealth(t, x); err != nil {
+		return err
+	}
 	if !healthRuns(x) || x.busy {
 		return nil
 	}
@@ -204,6 +210,9 @@ func (l *loop) restartResult(t *txn, r result, now time.Time) error {
 	}
 	rec.LastEvent = e.ID
 	x.health.restarted(now)
+	if err := l.keepHealth(t, x); err != nil {
+		return err
+	}
 	if rec.State == fsm.Ready && x.health.startup != nil {
 		// restarted: not Ready until its startup (and readiness) pass again
 		_, probe, reason, output, failures := x.health.verdict()

@@ -51,6 +51,7 @@ type resource struct {
 	// healthNote the probe details of the transition being recorded.
 	health     *health
 	healthNote *healthNote
+	healthKept []byte // the health state last written to the store (health_persist.go)
 }
 
 // ownWriteWindow is how long after its own apply the agent ignores change
@@ -89,6 +90,7 @@ func newLoop(a *Agent) *loop {
 		probeResults: make(chan *probeRun, maxProbes),
 	}
 	now := time.Now()
+	kept := loadHealth(a)
 	for id, rec := range s.resources {
 		x := &resource{rec: rec, m: fsm.NewMachine(rec.State, nil)}
 		if rec.State == fsm.Ready || rec.State == fsm.Unhealthy {
@@ -98,6 +100,7 @@ func newLoop(a *Agent) *loop {
 				if rec.State == fsm.Ready {
 					x.health.wasReady()
 				}
+				l.restoreHealth(x, kept[id]) // what the probes had judged, from the store
 			}
 		}
 		if rec.State == fsm.Reconciling {
@@ -369,6 +372,11 @@ func (l *loop) transition(t *txn, x *resource, trig fsm.Trigger, reason, errText
 	l.touched[rec.ID] = true
 	if to == fsm.Removed {
 		delete(l.res, rec.ID)
+		if x.healthKept != nil {
+			if err := l.forgetHealth(t, rec.ID); err != nil {
+				return err
+			}
+		}
 		return t.deleteResource(rec.ID)
 	}
 	return t.putResource(rec)
