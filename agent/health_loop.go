@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/fleet-dev/fleet/agent/reconcile"
@@ -154,6 +155,12 @@ func (l *loop) handleProbe(t *txn, r *probeRun, now time.Time) error {
 		return l.healthTransition(t, x, fsm.ProbePassed, "", "", "", 0, x.rec.LastEvent)
 	case !ok && x.rec.State == fsm.Ready:
 		return l.healthTransition(t, x, fsm.ProbeFailed, probe, reason, output, failures, x.rec.LastEvent)
+	case !ok && x.rec.State == fsm.Unhealthy && (reason != x.rec.Reason || outputClass(output) != outputClass(x.rec.Error)):
+		// still Unhealthy, for another reason (readiness failed, then
+		// liveness), or the probe fails another way (HTTP 500, then
+		// connection refused): the outcome changed, so it is an event
+		// (Unhealthy -> Unhealthy); the same failure again is not.
+		return l.healthTransition(t, x, fsm.ProbeFailed, probe, reason, output, failures, x.rec.LastEvent)
 	}
 	return nil
 }
@@ -232,4 +239,32 @@ func (l *loop) healthWake(next time.Time) time.Time {
 		}
 	}
 	return next
+}
+
+// outputClass is the kind of failure a probe's output says, without what
+// varies from run to run (times, addresses, bodies): "HTTP 503", "exit
+// status 2", "connection refused", "timeout". Two failures of one class
+// are the same outcome.
+func outputClass(output string) string {
+	switch {
+	case output == "":
+		return ""
+	case strings.HasPrefix(output, "HTTP "):
+		code, _, _ := strings.Cut(output, ":")
+		return code
+	case strings.HasPrefix(output, "exit status "):
+		code, _, _ := strings.Cut(output, ":")
+		return code
+	}
+	lower := strings.ToLower(output)
+	for _, c := range []string{"connection refused", "connection reset", "no such host", "no route to host",
+		"network is unreachable", "certificate", "eof"} {
+		if strings.Contains(lower, c) {
+			return c
+		}
+	}
+	if strings.Contains(lower, "timed out") || strings.Contains(lower, "timeout") || strings.Contains(lower, "deadline exceeded") {
+		return "timeout"
+	}
+	return "other"
 }
