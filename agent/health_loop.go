@@ -96,37 +96,58 @@ func healthRuns(x *resource) bool {
 	return x.health != nil && !x.rec.Removing && (x.rec.State == fsm.Ready || x.rec.State == fsm.Unhealthy)
 }
 
-// scheduleProbes returns the probe runs due at now, within maxProbes.
-func (l *loop) scheduleProbes(now time.Time) []*probeRun {
-	var runs []*probeRun
+// scheduleProbes returns the probe calls due at now, within maxProbes
+// calls: one probe run each, except the kind health reads due of a kind
+// whose reconciler reads many at once (reconcile.BatchHealthReporter: one
+// podman inspect for every container due), which share one call.
+func (l *loop) scheduleProbes(now time.Time) [][]*probeRun {
+	var calls [][]*probeRun
+	batch := map[string]int{} // kind → its call in calls
 	for _, id := range l.order {
 		x := l.res[id]
 		if x == nil || x.busy || !healthRuns(x) {
 			continue
 		}
 		for _, t := range x.health.tracks() {
-			if l.probing+len(runs) >= maxProbes {
-				return runs
-			}
 			if t.running || now.Before(t.next) {
 				continue
 			}
+			rc := l.a.recs[x.rec.Kind]
+			_, batches := rc.(reconcile.BatchHealthReporter)
+			batches = batches && t.probe == nil
+			i, open := batch[x.rec.Kind]
+			if !(batches && open) && l.probing+len(calls) >= maxProbes {
+				continue // a batch with room may still take a kind health read
+			}
 			t.running = true
-			runs = append(runs, &probeRun{x: x, h: x.health, t: t, rc: l.a.recs[x.rec.Kind],
-				target: reconcile.Target{Resource: x.rec.Resource, Generation: x.rec.Generation}})
+			r := &probeRun{x: x, h: x.health, t: t, rc: rc,
+				target: reconcile.Target{Resource: x.rec.Resource, Generation: x.rec.Generation}}
+			switch {
+			case batches && open:
+				calls[i] = append(calls[i], r)
+			case batches:
+				batch[x.rec.Kind] = len(calls)
+				calls = append(calls, []*probeRun{r})
+			default:
+				calls = append(calls, []*probeRun{r})
+			}
 		}
 	}
-	return runs
+	return calls
 }
 
-// startProbes runs the probes in goroutines; outcomes come back on
-// l.probeResults.
-func (l *loop) startProbes(ctx context.Context, runs []*probeRun) {
-	l.probing += len(runs)
-	for _, r := range runs {
+// startProbes runs the probe calls in goroutines; each call's outcomes
+// come back together on l.probeResults.
+func (l *loop) startProbes(ctx context.Context, calls [][]*probeRun) {
+	l.probing += len(calls)
+	for _, c := range calls {
 		go func() {
-			r.run(ctx)
-			l.probeResults <- r
+			if len(c) > 1 {
+				runKindHealthBatch(ctx, c)
+			} else {
+				c[0].run(ctx)
+			}
+			l.probeResults <- c
 		}()
 	}
 }
@@ -134,7 +155,6 @@ func (l *loop) startProbes(ctx context.Context, runs []*probeRun) {
 // handleProbe takes one probe outcome: it updates the resource's health
 // view and records a transition only when the verdict changed.
 func (l *loop) handleProbe(t *txn, r *probeRun, now time.Time) error {
-	l.probing--
 	x := r.x
 	if l.res[x.rec.ID] != x || x.health != r.h {
 		return nil // removed, or the spec changed since: the run is stale
@@ -190,6 +210,7 @@ func (l *loop) failFromHealth(t *txn, x *resource, reason, detail string, now ti
 	rec.Failures++
 	rec.RetryAfter = now.Add(l.a.o.backoffMax)
 	rec.Reason, rec.Error = reason, detail
+	l.logFailed(rec, reason, detail, l.a.o.backoffMax)
 	return l.transition(t, x, fsm.FailedT, reason, detail, e.ID)
 }
 

@@ -52,6 +52,7 @@ type resource struct {
 	health     *health
 	healthNote *healthNote
 	healthKept []byte // the health state last written to the store (health_persist.go)
+	driftFix   string // the drift the running correction is for, for the agent's log
 }
 
 // ownWriteWindow is how long after its own apply the agent ignores change
@@ -77,8 +78,8 @@ type loop struct {
 	nextBeat    time.Time
 	shutdown    bool
 
-	probeResults chan *probeRun // outcomes of probe runs (health_loop.go)
-	probing      int            // probe runs under way
+	probeResults chan []*probeRun // outcomes of probe calls (health_loop.go)
+	probing      int              // probe calls under way
 }
 
 func newLoop(a *Agent) *loop {
@@ -87,7 +88,7 @@ func newLoop(a *Agent) *loop {
 		a: a, manifest: s.manifest, rejectedSeq: s.rejectedSeq, reg: s.registration,
 		res: map[string]*resource{}, results: make(chan []result, a.o.concurrency),
 		notify: make(chan string, 1024), touched: map[string]bool{},
-		probeResults: make(chan *probeRun, maxProbes),
+		probeResults: make(chan []*probeRun, maxProbes),
 	}
 	now := time.Now()
 	kept := loadHealth(a)
@@ -197,8 +198,9 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 			mans = append(mans, m)
 		case id := <-l.notify:
 			notes = append(notes, id)
-		case pr := <-l.probeResults:
-			probes = append(probes, pr)
+		case prs := <-l.probeResults:
+			l.probing--
+			probes = append(probes, prs...)
 		case <-timer.C:
 			// due work (retries, drift checks, the heartbeat) is found by schedule below
 		case <-graceEnd:
@@ -217,8 +219,9 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 				results = append(results, rs)
 			case id := <-l.notify:
 				notes = append(notes, id)
-			case pr := <-l.probeResults:
-				probes = append(probes, pr)
+			case prs := <-l.probeResults:
+				l.probing--
+				probes = append(probes, prs...)
 			case m := <-manifests:
 				if !l.shutdown {
 					mans = append(mans, m)
@@ -230,7 +233,7 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 		now := time.Now()
 		t := a.begin()
 		var calls []call
-		var probeRuns []*probeRun
+		var probeRuns [][]*probeRun
 		err := func() error {
 			for _, pr := range probes {
 				if err := l.handleProbe(t, pr, now); err != nil {
@@ -540,5 +543,6 @@ func (l *loop) failWithoutAttempt(t *txn, x *resource, reason, detail string) er
 	rec.Failures++
 	rec.RetryAfter = time.Time{}
 	rec.Reason, rec.Error = reason, detail
+	l.logFailed(rec, reason, detail, 0)
 	return l.transition(t, x, fsm.FailedT, reason, detail, e.ID)
 }

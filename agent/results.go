@@ -65,6 +65,11 @@ func (l *loop) handleResult(t *txn, r result, now time.Time) error {
 			return t.putResource(rec)
 		}
 		if r.err == nil {
+			if r.trigger == attemptDrift && x.driftFix != "" {
+				l.a.log.Info("drift: corrected", "resource", rec.ID, "kind", rec.Kind, "generation", rec.Generation,
+					"changed", x.driftFix, "changedBack", ra.Changed)
+			}
+			x.driftFix = ""
 			rec.Failures, rec.RetryAfter, rec.Reason, rec.Error, rec.DriftSeen = 0, time.Time{}, "", "", ""
 			x.nextDrift = now.Add(jitter(l.a.o.driftInterval))
 			x.notified = false
@@ -83,6 +88,7 @@ func (l *loop) handleResult(t *txn, r result, now time.Time) error {
 		}
 		rec.RetryAfter = now.Add(delay)
 		rec.Reason, rec.Error = reason, r.err.Error()
+		l.logFailed(rec, reason, r.err.Error(), delay)
 		return l.transition(t, x, fsm.FailedT, reason, r.err.Error(), e.ID)
 	case jobRestart:
 		if stale || !healthRuns(x) {
@@ -119,13 +125,28 @@ func (l *loop) handleResult(t *txn, r result, now time.Time) error {
 		}
 		rec.LastEvent = e.ID
 		if policy == events.DriftReport {
+			l.a.log.Info("drift: reported, not corrected (driftPolicy: report)", "resource", rec.ID, "kind", rec.Kind,
+				"generation", rec.Generation, "changed", seen)
 			rec.DriftSeen = seen
 			return t.putResource(rec)
 		}
+		l.a.log.Info("drift: correcting", "resource", rec.ID, "kind", rec.Kind, "generation", rec.Generation, "changed", seen)
+		x.driftFix = seen
 		x.trigger = attemptDrift
 		return l.transition(t, x, fsm.Reconcile, "", "", e.ID)
 	}
 	return nil
+}
+
+// logFailed says at info level that a resource failed, why, and when it
+// is tried again (never: zero delay on a shutdown).
+func (l *loop) logFailed(rec *resourceRecord, reason, detail string, retryIn time.Duration) {
+	args := []any{"resource", rec.ID, "kind", rec.Kind, "generation", rec.Generation, "attempt", rec.Attempts,
+		"failures", rec.Failures, "reason", reason, "err", detail}
+	if retryIn > 0 {
+		args = append(args, "retryIn", retryIn.Round(time.Millisecond).String())
+	}
+	l.a.log.Info("resource failed", args...)
 }
 
 // backoff is the delay before retry number failures: base doubling per
