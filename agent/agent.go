@@ -334,6 +334,10 @@ func Start(ctx context.Context, nc *nats.Conn, device string, opts ...Option) (*
 	if err != nil {
 		return nil, err
 	}
+	if _, err := a.logConn(nc); err != nil { // no WithLog: say so now, not at Stop
+		a.Close()
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	h := &Handle{Agent: a, cancel: cancel, done: make(chan struct{})}
 	go func() {
