@@ -246,7 +246,10 @@ func (a *Agent) Run(ctx context.Context, nc *nats.Conn) error {
 		return errors.New("agent: already running")
 	}
 	defer a.running.Store(false)
-	conn := newLogConn(nc)
+	conn, err := a.logConn(nc)
+	if err != nil {
+		return err
+	}
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -261,11 +264,9 @@ func (a *Agent) Run(ctx context.Context, nc *nats.Conn) error {
 	// every clockCheckEvery.
 	if nc.IsConnected() {
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		if js, err := conn.jetStream(); err == nil {
-			if local, server, err := a.measureClock(cctx, js); err == nil {
-				if _, err := a.checkClock(local, server); err != nil {
-					a.log.Error("clock skew: not recorded", "err", err)
-				}
+		if local, server, err := a.measureClock(cctx, conn.log); err == nil {
+			if _, err := a.checkClock(local, server); err != nil {
+				a.log.Error("clock skew: not recorded", "err", err)
 			}
 		}
 		cancel()
@@ -281,8 +282,7 @@ func (a *Agent) Run(ctx context.Context, nc *nats.Conn) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); a.heartbeats(bg, conn, beats) }()
 
-	err := l.run(ctx, manifests, beats)
-	if err != nil {
+	if err := l.run(ctx, manifests, beats); err != nil {
 		return err
 	}
 	// Flush what is left, bounded, if the log can be reached.
@@ -298,7 +298,11 @@ func (a *Agent) Run(ctx context.Context, nc *nats.Conn) error {
 
 // Flush publishes the outbox through nc until it is empty or ctx ends.
 func (a *Agent) Flush(ctx context.Context, nc *nats.Conn) error {
-	return a.drainAll(ctx, newLogConn(nc))
+	conn, err := a.logConn(nc)
+	if err != nil {
+		return err
+	}
+	return a.drainAll(ctx, conn)
 }
 
 // Deregister records DeviceDeregistered in the outbox (published by a
@@ -329,6 +333,10 @@ type Handle struct {
 func Start(ctx context.Context, nc *nats.Conn, device string, opts ...Option) (*Handle, error) {
 	a, err := New(device, opts...)
 	if err != nil {
+		return nil, err
+	}
+	if _, err := a.logConn(nc); err != nil { // no WithLog: say so now, not at Stop
+		a.Close()
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)

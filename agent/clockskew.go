@@ -2,11 +2,8 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleet-dev/fleet/events"
 )
@@ -40,16 +37,12 @@ func (a *Agent) wall() time.Time {
 // measureClock reads the server's time (the timestamp of a stream info
 // answer, which a device's credentials may ask for) and the wall clock at
 // the middle of the round trip.
-func (a *Agent) measureClock(ctx context.Context, js jetstream.JetStream) (local, server time.Time, err error) {
+func (a *Agent) measureClock(ctx context.Context, log events.ServerClock) (local, server time.Time, err error) {
 	t0 := a.wall()
-	st, err := js.Stream(ctx, events.Stream)
+	server, err = log.ServerTime(ctx)
 	t1 := a.wall()
 	if err != nil {
 		return local, server, err
-	}
-	server = st.CachedInfo().TimeStamp
-	if server.IsZero() {
-		return local, server, errors.New("the server's stream info carries no time")
 	}
 	return t0.Add(t1.Sub(t0) / 2), server, nil
 }

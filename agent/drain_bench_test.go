@@ -40,7 +40,7 @@ func benchDrain(b *testing.B, nc *nats.Conn, js jetstream.JetStream) {
 		b.Fatal(err)
 	}
 	defer a.Close()
-	conn := newLogConn(nc)
+	conn := &logConn{nc: nc, log: jsstore.NewLazy(nc)}
 	ctx := context.Background()
 	clock, _ := events.NewClock(events.ClockState{}, nil)
 	var agentDur, rawDur time.Duration

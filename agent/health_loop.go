@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/fleet-dev/fleet/agent/reconcile"
@@ -48,6 +49,9 @@ func (l *loop) execProbeProblem(r *events.Resource) (reason, detail string) {
 func (l *loop) applied(t *txn, x *resource, cause string, now time.Time) error {
 	rec := x.rec
 	x.health = newHealth(&rec.Resource, rec.SpecDigest, l.a.recs[rec.Kind], now)
+	if err := l.keepHealth(t, x); err != nil {
+		return err
+	}
 	h := x.health
 	if h == nil || (h.started && h.readiness == nil) {
 		return l.transition(t, x, fsm.Succeeded, "", "", cause)
@@ -92,37 +96,58 @@ func healthRuns(x *resource) bool {
 	return x.health != nil && !x.rec.Removing && (x.rec.State == fsm.Ready || x.rec.State == fsm.Unhealthy)
 }
 
-// scheduleProbes returns the probe runs due at now, within maxProbes.
-func (l *loop) scheduleProbes(now time.Time) []*probeRun {
-	var runs []*probeRun
+// scheduleProbes returns the probe calls due at now, within maxProbes
+// calls: one probe run each, except the kind health reads due of a kind
+// whose reconciler reads many at once (reconcile.BatchHealthReporter: one
+// podman inspect for every container due), which share one call.
+func (l *loop) scheduleProbes(now time.Time) [][]*probeRun {
+	var calls [][]*probeRun
+	batch := map[string]int{} // kind → its call in calls
 	for _, id := range l.order {
 		x := l.res[id]
 		if x == nil || x.busy || !healthRuns(x) {
 			continue
 		}
 		for _, t := range x.health.tracks() {
-			if l.probing+len(runs) >= maxProbes {
-				return runs
-			}
 			if t.running || now.Before(t.next) {
 				continue
 			}
+			rc := l.a.recs[x.rec.Kind]
+			_, batches := rc.(reconcile.BatchHealthReporter)
+			batches = batches && t.probe == nil
+			i, open := batch[x.rec.Kind]
+			if !(batches && open) && l.probing+len(calls) >= maxProbes {
+				continue // a batch with room may still take a kind health read
+			}
 			t.running = true
-			runs = append(runs, &probeRun{x: x, h: x.health, t: t, rc: l.a.recs[x.rec.Kind],
-				target: reconcile.Target{Resource: x.rec.Resource, Generation: x.rec.Generation}})
+			r := &probeRun{x: x, h: x.health, t: t, rc: rc,
+				target: reconcile.Target{Resource: x.rec.Resource, Generation: x.rec.Generation}}
+			switch {
+			case batches && open:
+				calls[i] = append(calls[i], r)
+			case batches:
+				batch[x.rec.Kind] = len(calls)
+				calls = append(calls, []*probeRun{r})
+			default:
+				calls = append(calls, []*probeRun{r})
+			}
 		}
 	}
-	return runs
+	return calls
 }
 
-// startProbes runs the probes in goroutines; outcomes come back on
-// l.probeResults.
-func (l *loop) startProbes(ctx context.Context, runs []*probeRun) {
-	l.probing += len(runs)
-	for _, r := range runs {
+// startProbes runs the probe calls in goroutines; each call's outcomes
+// come back together on l.probeResults.
+func (l *loop) startProbes(ctx context.Context, calls [][]*probeRun) {
+	l.probing += len(calls)
+	for _, c := range calls {
 		go func() {
-			r.run(ctx)
-			l.probeResults <- r
+			if len(c) > 1 {
+				runKindHealthBatch(ctx, c)
+			} else {
+				c[0].run(ctx)
+			}
+			l.probeResults <- c
 		}()
 	}
 }
@@ -130,13 +155,15 @@ func (l *loop) startProbes(ctx context.Context, runs []*probeRun) {
 // handleProbe takes one probe outcome: it updates the resource's health
 // view and records a transition only when the verdict changed.
 func (l *loop) handleProbe(t *txn, r *probeRun, now time.Time) error {
-	l.probing--
 	x := r.x
 	if l.res[x.rec.ID] != x || x.health != r.h {
 		return nil // removed, or the spec changed since: the run is stale
 	}
 	r.t.reason = r.reason
 	r.h.record(r.t, r.ok, r.output, r.restarts, now)
+	if err := l.keepHealth(t, x); err != nil {
+		return err
+	}
 	if !healthRuns(x) || x.busy {
 		return nil
 	}
@@ -147,6 +174,12 @@ func (l *loop) handleProbe(t *txn, r *probeRun, now time.Time) error {
 	case ok && x.rec.State == fsm.Unhealthy:
 		return l.healthTransition(t, x, fsm.ProbePassed, "", "", "", 0, x.rec.LastEvent)
 	case !ok && x.rec.State == fsm.Ready:
+		return l.healthTransition(t, x, fsm.ProbeFailed, probe, reason, output, failures, x.rec.LastEvent)
+	case !ok && x.rec.State == fsm.Unhealthy && (reason != x.rec.Reason || outputClass(output) != outputClass(x.rec.Error)):
+		// still Unhealthy, for another reason (readiness failed, then
+		// liveness), or the probe fails another way (HTTP 500, then
+		// connection refused): the outcome changed, so it is an event
+		// (Unhealthy -> Unhealthy); the same failure again is not.
 		return l.healthTransition(t, x, fsm.ProbeFailed, probe, reason, output, failures, x.rec.LastEvent)
 	}
 	return nil
@@ -177,6 +210,7 @@ func (l *loop) failFromHealth(t *txn, x *resource, reason, detail string, now ti
 	rec.Failures++
 	rec.RetryAfter = now.Add(l.a.o.backoffMax)
 	rec.Reason, rec.Error = reason, detail
+	l.logFailed(rec, reason, detail, l.a.o.backoffMax)
 	return l.transition(t, x, fsm.FailedT, reason, detail, e.ID)
 }
 
@@ -204,6 +238,9 @@ func (l *loop) restartResult(t *txn, r result, now time.Time) error {
 	}
 	rec.LastEvent = e.ID
 	x.health.restarted(now)
+	if err := l.keepHealth(t, x); err != nil {
+		return err
+	}
 	if rec.State == fsm.Ready && x.health.startup != nil {
 		// restarted: not Ready until its startup (and readiness) pass again
 		_, probe, reason, output, failures := x.health.verdict()
@@ -223,4 +260,32 @@ func (l *loop) healthWake(next time.Time) time.Time {
 		}
 	}
 	return next
+}
+
+// outputClass is the kind of failure a probe's output says, without what
+// varies from run to run (times, addresses, bodies): "HTTP 503", "exit
+// status 2", "connection refused", "timeout". Two failures of one class
+// are the same outcome.
+func outputClass(output string) string {
+	switch {
+	case output == "":
+		return ""
+	case strings.HasPrefix(output, "HTTP "):
+		code, _, _ := strings.Cut(output, ":")
+		return code
+	case strings.HasPrefix(output, "exit status "):
+		code, _, _ := strings.Cut(output, ":")
+		return code
+	}
+	lower := strings.ToLower(output)
+	for _, c := range []string{"connection refused", "connection reset", "no such host", "no route to host",
+		"network is unreachable", "certificate", "eof"} {
+		if strings.Contains(lower, c) {
+			return c
+		}
+	}
+	if strings.Contains(lower, "timed out") || strings.Contains(lower, "timeout") || strings.Contains(lower, "deadline exceeded") {
+		return "timeout"
+	}
+	return "other"
 }

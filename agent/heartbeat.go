@@ -6,8 +6,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/fleet-dev/fleet/events"
 )
 
@@ -44,7 +42,6 @@ func (l *loop) sendBeat(beats chan heartbeat, now time.Time) {
 // heartbeats writes heartbeats to the KV bucket until ctx is done. A missing
 // bucket (no `fleet server` created it) is logged once; the agent goes on.
 func (a *Agent) heartbeats(ctx context.Context, conn *logConn, beats <-chan heartbeat) {
-	var kv jetstream.KeyValue
 	loggedMissing, loggedDown := false, false
 	var clockChecked time.Time // wall time of the last clock measurement (zero: none since start)
 	for {
@@ -58,42 +55,26 @@ func (a *Agent) heartbeats(ctx context.Context, conn *logConn, beats <-chan hear
 			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		err := func() error {
-			if kv == nil {
-				js, err := conn.jetStream()
-				if err != nil {
-					return err
-				}
-				kv, err = js.KeyValue(pctx, events.HeartbeatBucket)
-				if err != nil {
-					kv = nil
-					return err
-				}
-			}
-			b, _ := json.Marshal(hb)
-			_, err := kv.Put(pctx, a.device, b)
-			return err
-		}()
+		b, _ := json.Marshal(hb)
+		err := conn.log.PutHeartbeat(pctx, a.device, b)
 		cancel()
-		if (err == nil || errors.Is(err, jetstream.ErrBucketNotFound)) && (clockChecked.IsZero() || a.wall().Sub(clockChecked) >= clockCheckEvery || a.wall().Before(clockChecked)) {
+		if (err == nil || errors.Is(err, events.ErrNotFound)) && (clockChecked.IsZero() || a.wall().Sub(clockChecked) >= clockCheckEvery || a.wall().Before(clockChecked)) {
 			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-			if js, jerr := conn.jetStream(); jerr == nil {
-				local, server, merr := a.measureClock(cctx, js)
-				if merr == nil {
-					clockChecked = a.wall()
-					if _, cerr := a.checkClock(local, server); cerr != nil {
-						a.log.Error("clock skew: not recorded", "err", cerr)
-					}
-				} else if ctx.Err() == nil {
-					a.log.Debug("clock: not measured", "err", merr)
+			local, server, merr := a.measureClock(cctx, conn.log)
+			if merr == nil {
+				clockChecked = a.wall()
+				if _, cerr := a.checkClock(local, server); cerr != nil {
+					a.log.Error("clock skew: not recorded", "err", cerr)
 				}
+			} else if ctx.Err() == nil {
+				a.log.Debug("clock: not measured", "err", merr)
 			}
 			cancel()
 		}
 		switch {
 		case err == nil:
 			loggedDown = false
-		case errors.Is(err, jetstream.ErrBucketNotFound):
+		case errors.Is(err, events.ErrNotFound):
 			if !loggedMissing {
 				a.log.Warn("heartbeat: bucket missing (created by 'fleet server'); going on without heartbeats", "bucket", events.HeartbeatBucket)
 				loggedMissing = true

@@ -16,6 +16,7 @@ import (
 	"github.com/fleet-dev/fleet/agent"
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/eventstest"
+	"github.com/fleet-dev/fleet/events/jsstore"
 	"github.com/fleet-dev/fleet/fsm"
 )
 
@@ -86,7 +87,7 @@ func newRig(t testing.TB, device string, opts ...agent.Option) *rig {
 
 func (r *rig) start(t testing.TB, device string, opts ...agent.Option) {
 	t.Helper()
-	base := []agent.Option{agent.WithRoot(r.root), agent.WithStateDir(r.state), agent.WithLogger(quiet),
+	base := []agent.Option{agent.WithLog(jsstore.NewLazy(r.nc)), agent.WithRoot(r.root), agent.WithStateDir(r.state), agent.WithLogger(quiet),
 		agent.WithOnEvent(r.rec.add), agent.WithManifestPoll(200 * time.Millisecond), agent.WithBackoff(50*time.Millisecond, time.Second)}
 	h, err := agent.Start(context.Background(), r.nc, device, append(base, opts...)...)
 	if err != nil {

@@ -3,97 +3,43 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
-	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleet-dev/fleet/events"
-	"github.com/fleet-dev/fleet/events/jsstore"
 )
 
-// logConn attaches to the log lazily, so an agent can start with no server
-// and attach when one appears. Safe for concurrent use.
+// Log is what the agent uses of the log: it appends its outbox's events
+// (already encoded), reads its manifest when it changed, puts its
+// heartbeat and reads the server's time. jsstore.Lazy is one over a client
+// connection that attaches when the server appears (cmd wires it in with
+// WithLog). Implementations translate their errors to events' sentinels:
+// events.ErrUnavailable (retry later), events.ErrRefused and
+// events.ErrTooLarge (the outbox), events.ErrNotFound (no manifest, no
+// heartbeat bucket).
+type Log interface {
+	appender
+	events.ManifestWatcher
+	events.HeartbeatWriter
+	events.ServerClock
+}
+
+// appender is the part of the log the drainer uses.
+type appender interface {
+	AppendEncoded(ctx context.Context, evs []events.Encoded) error
+}
+
+// logConn is the connection's core part (hints on the manifest subject,
+// connection status, the auth error a suspension leaves) and the log over it.
 type logConn struct {
-	nc     *nats.Conn
-	mu     sync.Mutex
-	js     jetstream.JetStream
-	st     *jsstore.Store
-	stream jetstream.Stream
+	nc  *nats.Conn
+	log Log
 }
 
-func newLogConn(nc *nats.Conn) *logConn { return &logConn{nc: nc} }
-
-// jetStream returns the JetStream context (no server round trip).
-func (c *logConn) jetStream() (jetstream.JetStream, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.js == nil {
-		js, err := jetstream.New(c.nc)
-		if err != nil {
-			return nil, err
-		}
-		c.js = js
+// logConn pairs nc with the log of WithLog.
+func (a *Agent) logConn(nc *nats.Conn) (*logConn, error) {
+	if a.o.log == nil {
+		return nil, errors.New("agent: no log: pass agent.WithLog(jsstore.NewLazy(nc)) with the connection given to Run")
 	}
-	return c.js, nil
-}
-
-// store returns the attached store, attaching first if needed.
-func (c *logConn) store(ctx context.Context) (*jsstore.Store, error) {
-	js, err := c.jetStream()
-	if err != nil {
-		return nil, err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.st != nil {
-		return c.st, nil
-	}
-	if !c.nc.IsConnected() {
-		return nil, fmt.Errorf("attach to the log: %w: not connected", events.ErrUnavailable)
-	}
-	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	st, err := jsstore.Attach(actx, js)
-	if err != nil {
-		return nil, err
-	}
-	c.st = st
-	return st, nil
-}
-
-// lastManifestAfter returns the last message of device's manifest subject if
-// its sequence is above after (new is false otherwise, and nothing is
-// decoded: polling a large unchanged manifest costs one direct get). Errors
-// as jsstore.Store.LastManifest: events.ErrNotFound when there is none, a
-// *events.BadMessage when it does not decode.
-func (c *logConn) lastManifestAfter(ctx context.Context, device string, after uint64) (s events.Stored, isNew bool, err error) {
-	if _, err := c.store(ctx); err != nil {
-		return s, false, err
-	}
-	c.mu.Lock()
-	stream := c.stream
-	c.mu.Unlock()
-	if stream == nil {
-		stream, err = c.js.Stream(ctx, events.Stream)
-		if err != nil {
-			return s, false, fmt.Errorf("manifest of %s: %w: %w", device, events.ErrUnavailable, err)
-		}
-		c.mu.Lock()
-		c.stream = stream
-		c.mu.Unlock()
-	}
-	raw, err := stream.GetLastMsgForSubject(ctx, events.ManifestSubject(device))
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return s, false, fmt.Errorf("manifest of %s: %w", device, events.ErrNotFound)
-	case err != nil:
-		return s, false, fmt.Errorf("manifest of %s: %w: %w", device, events.ErrUnavailable, err)
-	case raw.Sequence <= after:
-		return s, false, nil
-	}
-	s, err = jsstore.FromRaw(raw.Subject, raw.Sequence, raw.Time, raw.Data)
-	return s, err == nil, err
+	return &logConn{nc: nc, log: a.o.log}, nil
 }

@@ -2,10 +2,8 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
-	"math/rand/v2"
 	"reflect"
 	"slices"
 	"strings"
@@ -53,51 +51,14 @@ type resource struct {
 	// healthNote the probe details of the transition being recorded.
 	health     *health
 	healthNote *healthNote
+	healthKept []byte // the health state last written to the store (health_persist.go)
+	driftFix   string // the drift the running correction is for, for the agent's log
 }
 
 // ownWriteWindow is how long after its own apply the agent ignores change
 // notifications for a resource: they are its own writes echoing back. A real
 // change in that window is caught by the next interval check.
 const ownWriteWindow = 300 * time.Millisecond
-
-type jobKind int
-
-const (
-	jobApply jobKind = iota
-	jobObserve
-	jobDelete
-	jobRestart // a liveness restart (reconcile.Restarter)
-)
-
-type job struct {
-	kind    jobKind
-	x       *resource
-	token   int
-	attempt int
-	target  reconcile.Target
-	digest  string
-	rc      reconcile.Reconciler
-	trigger string // apply: why; observe: interval or notify
-}
-
-type result struct {
-	job
-	diffs []events.Difference
-	res   reconcile.Result
-	err   error
-	dur   time.Duration
-}
-
-// call is one reconciler call: one job, or a batch of apply jobs of one
-// kind whose reconciler is a reconcile.BatchApplier. It takes one of the
-// concurrency slots; its results come back together, handled in one step.
-type call struct {
-	jobs  []job
-	batch reconcile.BatchApplier
-}
-
-// maxBatch bounds the resources of one batch call.
-const maxBatch = 1000
 
 // loop owns the agent's state while Run runs: every change goes through it,
 // one txn per step.
@@ -117,8 +78,8 @@ type loop struct {
 	nextBeat    time.Time
 	shutdown    bool
 
-	probeResults chan *probeRun // outcomes of probe runs (health_loop.go)
-	probing      int            // probe runs under way
+	probeResults chan []*probeRun // outcomes of probe calls (health_loop.go)
+	probing      int              // probe calls under way
 }
 
 func newLoop(a *Agent) *loop {
@@ -127,9 +88,10 @@ func newLoop(a *Agent) *loop {
 		a: a, manifest: s.manifest, rejectedSeq: s.rejectedSeq, reg: s.registration,
 		res: map[string]*resource{}, results: make(chan []result, a.o.concurrency),
 		notify: make(chan string, 1024), touched: map[string]bool{},
-		probeResults: make(chan *probeRun, maxProbes),
+		probeResults: make(chan []*probeRun, maxProbes),
 	}
 	now := time.Now()
+	kept := loadHealth(a)
 	for id, rec := range s.resources {
 		x := &resource{rec: rec, m: fsm.NewMachine(rec.State, nil)}
 		if rec.State == fsm.Ready || rec.State == fsm.Unhealthy {
@@ -139,6 +101,7 @@ func newLoop(a *Agent) *loop {
 				if rec.State == fsm.Ready {
 					x.health.wasReady()
 				}
+				l.restoreHealth(x, kept[id]) // what the probes had judged, from the store
 			}
 		}
 		if rec.State == fsm.Reconciling {
@@ -235,8 +198,9 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 			mans = append(mans, m)
 		case id := <-l.notify:
 			notes = append(notes, id)
-		case pr := <-l.probeResults:
-			probes = append(probes, pr)
+		case prs := <-l.probeResults:
+			l.probing--
+			probes = append(probes, prs...)
 		case <-timer.C:
 			// due work (retries, drift checks, the heartbeat) is found by schedule below
 		case <-graceEnd:
@@ -255,8 +219,9 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 				results = append(results, rs)
 			case id := <-l.notify:
 				notes = append(notes, id)
-			case pr := <-l.probeResults:
-				probes = append(probes, pr)
+			case prs := <-l.probeResults:
+				l.probing--
+				probes = append(probes, prs...)
 			case m := <-manifests:
 				if !l.shutdown {
 					mans = append(mans, m)
@@ -268,7 +233,7 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 		now := time.Now()
 		t := a.begin()
 		var calls []call
-		var probeRuns []*probeRun
+		var probeRuns [][]*probeRun
 		err := func() error {
 			for _, pr := range probes {
 				if err := l.handleProbe(t, pr, now); err != nil {
@@ -410,6 +375,11 @@ func (l *loop) transition(t *txn, x *resource, trig fsm.Trigger, reason, errText
 	l.touched[rec.ID] = true
 	if to == fsm.Removed {
 		delete(l.res, rec.ID)
+		if x.healthKept != nil {
+			if err := l.forgetHealth(t, rec.ID); err != nil {
+				return err
+			}
+		}
 		return t.deleteResource(rec.ID)
 	}
 	return t.putResource(rec)
@@ -557,13 +527,6 @@ func (l *loop) schedule(t *txn, now time.Time) ([]call, error) {
 	return calls, nil
 }
 
-func (l *loop) newJob(x *resource, kind jobKind, trigger string) job {
-	rec := x.rec
-	return job{kind: kind, x: x, token: x.token, attempt: rec.Attempts + 1, trigger: trigger,
-		target: reconcile.Target{Resource: rec.Resource, Generation: rec.Generation},
-		digest: rec.SpecDigest, rc: l.a.recs[rec.Kind]}
-}
-
 // failWithoutAttempt fails a Reconciling resource that no reconciler can
 // handle (unknown kind, invalid spec): an attempt that failed at once, and
 // no retry until the spec changes.
@@ -580,224 +543,6 @@ func (l *loop) failWithoutAttempt(t *txn, x *resource, reason, detail string) er
 	rec.Failures++
 	rec.RetryAfter = time.Time{}
 	rec.Reason, rec.Error = reason, detail
+	l.logFailed(rec, reason, detail, 0)
 	return l.transition(t, x, fsm.FailedT, reason, detail, e.ID)
-}
-
-// start runs one reconciler call in its own goroutine; its results come
-// back together on l.results.
-func (l *loop) start(workCtx context.Context, c call) {
-	timeout := l.a.o.attemptTimeout
-	for _, j := range c.jobs {
-		if at, ok := j.rc.(reconcile.AttemptTimer); ok {
-			timeout = max(timeout, at.AttemptTimeout(j.target, l.a.o.attemptTimeout))
-		}
-	}
-	go func() {
-		ctx, cancel := context.WithTimeout(workCtx, timeout)
-		defer cancel()
-		if c.batch != nil {
-			l.results <- runBatch(ctx, c)
-			return
-		}
-		l.results <- []result{runJob(ctx, c.jobs[0])}
-	}()
-}
-
-// runJob runs one job: apply then observe, observe, or delete.
-func runJob(ctx context.Context, j job) (r result) {
-	r.job = j
-	begun := time.Now()
-	defer func() { r.dur = time.Since(begun) }()
-	defer func() {
-		if p := recover(); p != nil {
-			r.err = fmt.Errorf("reconciler panic: %v", p)
-		}
-	}()
-	switch j.kind {
-	case jobApply:
-		r.res, r.err = j.rc.Apply(ctx, j.target)
-		if r.err == nil {
-			diffs, err := j.rc.Observe(ctx, j.target)
-			switch {
-			case err != nil:
-				r.err = fmt.Errorf("observe after apply: %w", err)
-			case len(diffs) > 0:
-				r.err = fmt.Errorf("still differs after apply: %s", describe(diffs))
-			}
-		}
-	case jobObserve:
-		r.diffs, r.err = j.rc.Observe(ctx, j.target)
-	case jobDelete:
-		r.err = j.rc.Delete(ctx, j.target)
-	case jobRestart:
-		r.res, r.err = j.rc.(reconcile.Restarter).Restart(ctx, j.target)
-	}
-	return r
-}
-
-// runBatch runs a batch of applies; the batch applier observes each
-// resource after applying it. Each attempt's duration is the batch's.
-func runBatch(ctx context.Context, c call) (rs []result) {
-	rs = make([]result, len(c.jobs))
-	ts := make([]reconcile.Target, len(c.jobs))
-	for i, j := range c.jobs {
-		rs[i].job = j
-		ts[i] = j.target
-	}
-	begun := time.Now()
-	defer func() {
-		p := recover()
-		dur := time.Since(begun)
-		for i := range rs {
-			rs[i].dur = dur
-			if p != nil {
-				rs[i].err = fmt.Errorf("reconciler panic: %v", p)
-			}
-		}
-	}()
-	out := c.batch.ApplyBatch(ctx, ts)
-	for i := range rs {
-		if i >= len(out) {
-			rs[i].err = fmt.Errorf("batch apply returned %d results for %d resources", len(out), len(rs))
-			continue
-		}
-		rs[i].res, rs[i].err = out[i].Result, out[i].Err
-	}
-	return rs
-}
-
-// describe renders differences for an error text.
-func describe(diffs []events.Difference) string {
-	parts := make([]string, len(diffs))
-	for i, d := range diffs {
-		parts[i] = fmt.Sprintf("%s: want %q, have %q", d.Field, d.Expected, d.Observed)
-	}
-	return strings.Join(parts, "; ")
-}
-
-// handleResult records an attempt, a drift check or a deletion.
-func (l *loop) handleResult(t *txn, r result, now time.Time) error {
-	x := r.x
-	x.busy = false
-	rec := x.rec
-	stale := r.token != x.token || l.res[rec.ID] != x
-	switch r.kind {
-	case jobApply, jobDelete:
-		x.appliedAt = now
-		ra := &events.ReconcileAttempted{Kind: r.target.Resource.Kind, Attempt: r.attempt, Trigger: r.trigger,
-			Duration: r.dur, Outcome: events.OutcomeSucceeded, Changed: r.res.Changed,
-			Output: truncate(r.res.Output, maxOutput), ExitCode: r.res.ExitCode, SpecDigest: r.digest}
-		if r.err != nil {
-			ra.Outcome, ra.Error = events.OutcomeFailed, r.err.Error()
-		}
-		if stale {
-			// The spec changed while this attempt ran: record it for the
-			// generation it was for; the new spec gets its own attempts.
-			_, err := t.emit(rec.ID, r.target.Generation, "", rec.Correlation, ra)
-			return err
-		}
-		rec.Attempts = r.attempt
-		e, err := t.emit(rec.ID, rec.Generation, rec.LastEvent, rec.Correlation, ra)
-		if err != nil {
-			return err
-		}
-		rec.LastEvent = e.ID
-		if r.kind == jobDelete {
-			if r.err == nil {
-				err := l.transition(t, x, fsm.Remove, "", "", e.ID)
-				l.rebuildOrder()
-				return err
-			}
-			rec.Failures++
-			rec.RetryAfter = now.Add(l.backoff(rec.Failures))
-			rec.Error = r.err.Error()
-			l.touched[rec.ID] = true
-			return t.putResource(rec)
-		}
-		if r.err == nil {
-			rec.Failures, rec.RetryAfter, rec.Reason, rec.Error, rec.DriftSeen = 0, time.Time{}, "", "", ""
-			x.nextDrift = now.Add(jitter(l.a.o.driftInterval))
-			x.notified = false
-			return l.applied(t, x, e.ID, now)
-		}
-		rec.Failures++
-		reason, delay := ReasonApplyFailed, l.backoff(rec.Failures)
-		var refused *reconcile.RefusedError
-		switch {
-		case errors.As(r.err, &refused):
-			reason, delay = refused.Reason, l.a.o.backoffMax
-		case l.shutdown && errors.Is(r.err, context.Canceled):
-			reason, delay = ReasonInterrupted, 0
-		case errors.Is(r.err, context.DeadlineExceeded):
-			reason = ReasonTimeout
-		}
-		rec.RetryAfter = now.Add(delay)
-		rec.Reason, rec.Error = reason, r.err.Error()
-		return l.transition(t, x, fsm.FailedT, reason, r.err.Error(), e.ID)
-	case jobRestart:
-		if stale || !healthRuns(x) {
-			return nil
-		}
-		return l.restartResult(t, r, now)
-	case jobObserve:
-		if stale || (rec.State != fsm.Ready && rec.State != fsm.Unhealthy) || rec.Removing {
-			return nil
-		}
-		diffs := r.diffs
-		if r.err != nil {
-			diffs = []events.Difference{{Field: "observe", Expected: "observable", Observed: r.err.Error()}}
-		}
-		if len(diffs) == 0 {
-			if rec.DriftSeen != "" {
-				rec.DriftSeen = ""
-				return t.putResource(rec)
-			}
-			return nil
-		}
-		policy := rec.Resource.DriftPolicy
-		if policy == "" {
-			policy = events.DriftCorrect
-		}
-		seen := describe(diffs)
-		if policy == events.DriftReport && seen == rec.DriftSeen {
-			return nil // reported already; report again when it changes
-		}
-		e, err := t.emit(rec.ID, rec.Generation, rec.LastEvent, rec.Correlation,
-			&events.DriftDetected{Kind: rec.Kind, Differences: diffs, Policy: policy, Source: r.trigger})
-		if err != nil {
-			return err
-		}
-		rec.LastEvent = e.ID
-		if policy == events.DriftReport {
-			rec.DriftSeen = seen
-			return t.putResource(rec)
-		}
-		x.trigger = attemptDrift
-		return l.transition(t, x, fsm.Reconcile, "", "", e.ID)
-	}
-	return nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…(truncated)"
-}
-
-// backoff is the delay before retry number failures: base doubling per
-// failure up to the cap, with jitter (a random half to full delay).
-func (l *loop) backoff(failures int) time.Duration {
-	d := l.a.o.backoffBase
-	for i := 1; i < failures && d < l.a.o.backoffMax; i++ {
-		d *= 2
-	}
-	d = min(d, l.a.o.backoffMax)
-	return d/2 + rand.N(d/2+1)
-}
-
-// jitter spreads d by ±10% so that drift checks of many resources do not
-// line up.
-func jitter(d time.Duration) time.Duration {
-	return d - d/10 + rand.N(d/5+1)
 }

@@ -44,7 +44,7 @@ func (a *Agent) watchManifests(ctx context.Context, conn *logConn, out chan<- ma
 	var lastSeq uint64
 	logged := false
 	read := func() (found, failed bool) { // something new was handed over; the read failed
-		s, isNew, err := conn.lastManifestAfter(ctx, a.device, lastSeq)
+		s, isNew, err := conn.log.LastManifestAfter(ctx, a.device, lastSeq)
 		if err == nil {
 			if isNew {
 				lastSeq = s.Seq

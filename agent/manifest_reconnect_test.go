@@ -10,6 +10,7 @@ import (
 
 	"github.com/fleet-dev/fleet/agent"
 	"github.com/fleet-dev/fleet/events/eventstest"
+	"github.com/fleet-dev/fleet/events/jsstore"
 )
 
 // TestManifestPublishedWhileDisconnectedIsReadOnReconnect: a manifest
@@ -24,7 +25,7 @@ func TestManifestPublishedWhileDisconnectedIsReadOnReconnect(t *testing.T) {
 		nats.ReconnectWait(2*time.Second), nats.ReconnectJitter(0, 0), nats.ReconnectBufSize(-1))
 	is.NoErr(err)
 	t.Cleanup(nc.Close)
-	h, err := agent.Start(context.Background(), nc, "pi-01", agent.WithRoot(t.TempDir()), agent.WithStateDir(t.TempDir()),
+	h, err := agent.Start(context.Background(), nc, "pi-01", agent.WithLog(jsstore.NewLazy(nc)), agent.WithRoot(t.TempDir()), agent.WithStateDir(t.TempDir()),
 		agent.WithLogger(quiet), agent.WithManifestPoll(time.Hour))
 	is.NoErr(err)
 	t.Cleanup(func() { _ = h.Stop() })

@@ -52,6 +52,7 @@ type options struct {
 	now               func() time.Time
 	maxClockSkew      time.Duration
 	logger            *slog.Logger
+	log               Log // WithLog
 	onEvent           func([]events.Event)
 	onPublished       func(n int)
 	storeFS           vfs.FS // nil: the operating system's (see WithStoreFS)
@@ -156,3 +157,8 @@ func WithOnEvent(f func([]events.Event)) Option { return func(o *options) { o.on
 // replay the same batch shapes against a bare client). It runs on the
 // drainer: it must not block.
 func WithOnPublished(f func(n int)) Option { return func(o *options) { o.onPublished = f } }
+
+// WithLog sets the log the agent publishes to and reads its manifest from
+// (required by Run and Flush): jsstore.NewLazy over the same connection as
+// Run's, which attaches when the server appears. Tests may wrap it.
+func WithLog(l Log) Option { return func(o *options) { o.log = l } }

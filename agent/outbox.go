@@ -10,10 +10,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleet-dev/fleet/events"
-	"github.com/fleet-dev/fleet/events/jsstore"
 )
 
 // The outbox holds every event the agent produced and the log has not
@@ -21,7 +19,7 @@ import (
 // subject, the id and the exact JSON bytes, checked once when the event was
 // produced (emit), so that draining publishes bytes without decoding them.
 // The drainer publishes it in key order in atomic batches of at most
-// jsstore.MaxBatch and deletes a batch only after the stream acknowledged
+// maxPublish and deletes a batch only after the stream acknowledged
 // it; it reads the next batch from the store while the current one is in
 // flight. A crash between the ack and the delete publishes the batch again;
 // the stream drops the copies by Nats-Msg-Id (the event id), so each event
@@ -209,11 +207,8 @@ func (a *Agent) drainAll(ctx context.Context, conn *logConn) error {
 	if a.OutboxLen() == 0 {
 		return nil
 	}
-	st, err := conn.store(ctx)
-	if err != nil {
-		return err
-	}
-	next, err := a.peekOutbox(jsstore.MaxBatch, 0, durable)
+	st := conn.log
+	next, err := a.peekOutbox(maxPublish, 0, durable)
 	for err == nil && len(next.evs) > 0 {
 		cur := next
 		sent := make(chan error, 1)
@@ -226,7 +221,7 @@ func (a *Agent) drainAll(ctx context.Context, conn *logConn) error {
 			durable, err = a.syncLocal() // what the loop committed meanwhile
 		}
 		if err == nil {
-			next, err = a.peekOutbox(jsstore.MaxBatch, cur.upTo, durable)
+			next, err = a.peekOutbox(maxPublish, cur.upTo, durable)
 		}
 		parked := 0
 		if perr := <-sent; perr != nil {
@@ -306,31 +301,14 @@ func (a *Agent) publishOrPark(ctx context.Context, st appender, cur outboxBatch)
 // bad request), or one larger than the connection carries: the batch is
 // then sent one event at a time to find which. Anything else (unreachable,
 // no stream, no leader, a timeout) is retried as it is.
-func answered(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		return apiErr.Code == 400 || apiErr.Code == 413
-	}
-	return errors.Is(err, nats.ErrMaxPayload)
-}
+func answered(err error) bool { return errors.Is(err, events.ErrRefused) }
 
 // tooLarge reports whether err says the log will never take this message
 // as it is: larger than the stream's maximum message or header size, or
 // than the connection carries. Only such events are parked; any other
 // refusal (a sealed stream, say) leaves them in the outbox, retried.
-func tooLarge(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		return apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum || apiErr.ErrorCode == errHeaderExceedsMaximum
-	}
-	return errors.Is(err, nats.ErrMaxPayload)
-}
+func tooLarge(err error) bool { return errors.Is(err, events.ErrTooLarge) }
 
-// errHeaderExceedsMaximum is the stream's answer to a header larger than it
-// takes (nats.go has no constant for it).
-const errHeaderExceedsMaximum jetstream.ErrorCode = 10097
-
-// appender is the part of the log the drainer uses.
-type appender interface {
-	AppendEncoded(ctx context.Context, evs []events.Encoded) error
-}
+// maxPublish is the most events the drainer sends in one atomic batch (the
+// server's limit on an atomic batch, jsstore.MaxBatch).
+const maxPublish = 1000

@@ -34,7 +34,7 @@ func TestOutboxDrainsEventsWrittenByAnOlderAgent(t *testing.T) {
 	is := is.New(t)
 	env := eventstest.Start(t, true)
 	state := t.TempDir()
-	a, err := New("old-01", WithStateDir(state), WithRoot(t.TempDir()), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	a, err := New("old-01", WithLog(jsstore.NewLazy(env.Conn)), WithStateDir(state), WithRoot(t.TempDir()), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	is.NoErr(err)
 	// Two events the way the previous version stored them.
 	b := a.db.NewBatch()
@@ -51,7 +51,7 @@ func TestOutboxDrainsEventsWrittenByAnOlderAgent(t *testing.T) {
 	is.NoErr(b.Commit(pebble.Sync))
 	is.NoErr(a.Close())
 
-	a, err = New("old-01", WithStateDir(state), WithRoot(t.TempDir()), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	a, err = New("old-01", WithLog(jsstore.NewLazy(env.Conn)), WithStateDir(state), WithRoot(t.TempDir()), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	is.NoErr(err)
 	defer a.Close()
 	is.Equal(a.OutboxLen(), 2)
@@ -95,7 +95,7 @@ func TestRefusedEventIsParkedAndTheRestGoOn(t *testing.T) {
 
 	state := t.TempDir()
 	open := func() *Agent {
-		a, err := New("park-01", WithStateDir(state), WithRoot(t.TempDir()), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+		a, err := New("park-01", WithLog(jsstore.NewLazy(env.Conn)), WithStateDir(state), WithRoot(t.TempDir()), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 		is.NoErr(err)
 		return a
 	}

@@ -133,11 +133,42 @@ func (r *probeRun) run(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	kh, err := r.rc.(reconcile.HealthReporter).KindHealth(ctx, r.target)
+	r.kindHealth(r.rc.(reconcile.HealthReporter).KindHealth(ctx, r.target))
+}
+
+// kindHealth fills in the outcome of a kind health read.
+func (r *probeRun) kindHealth(kh reconcile.KindHealth, err error) {
 	if err != nil {
 		// the tool could not say: not a health verdict, keep the last one
 		r.ok, r.output, r.reason, r.restarts = r.t.passing, truncate(err.Error(), maxProbeOutput), r.t.reason, -1
 		return
 	}
 	r.ok, r.output, r.reason, r.restarts = !kh.Down, truncate(kh.Detail, maxProbeOutput), kh.Reason, kh.Restarts
+}
+
+// runKindHealthBatch reads the kind health of every run of rs (one
+// reconciler, a reconcile.BatchHealthReporter) in one call and fills in
+// each outcome as run does.
+func runKindHealthBatch(ctx context.Context, rs []*probeRun) {
+	defer func() {
+		if p := recover(); p != nil {
+			for _, r := range rs {
+				r.ok, r.output = false, fmt.Sprintf("probe panic: %v", p)
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ts := make([]reconcile.Target, len(rs))
+	for i, r := range rs {
+		ts[i] = r.target
+	}
+	out := rs[0].rc.(reconcile.BatchHealthReporter).KindHealthBatch(ctx, ts)
+	for i, r := range rs {
+		if i >= len(out) {
+			r.ok, r.output, r.reason, r.restarts = r.t.passing, "kind health: no answer for it in the batch", r.t.reason, -1
+			continue
+		}
+		r.kindHealth(out[i].Health, out[i].Err)
+	}
 }

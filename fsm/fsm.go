@@ -72,8 +72,11 @@ type Transition struct {
 // Ready; a Ready resource whose readiness or liveness fails failureThreshold
 // times in a row, or whose kind's own health is down, moves Ready ->
 // Unhealthy (probeFailed, with the probe, reason and output); when every
-// probe passes again it moves Unhealthy -> Ready (probePassed). Probe runs
-// that change nothing are no transition and no event. A liveness restart is
+// probe passes again it moves Unhealthy -> Ready (probePassed). An Unhealthy
+// resource that stays so for another reason (readiness failed, then
+// liveness) or whose probe fails another way (HTTP 500, then connection
+// refused) moves Unhealthy -> Unhealthy (probeFailed). Probe runs that
+// change nothing are no transition and no event. A liveness restart is
 // recorded as a ReconcileAttempted (trigger liveness), not a transition. An
 // Unhealthy resource is still applied: drift checks (reconcile) run on it.
 var Table = []Transition{
@@ -82,7 +85,7 @@ var Table = []Transition{
 	{Succeeded, []State{Reconciling}, Ready},
 	{FailedT, []State{Reconciling}, Failed},
 	{Remove, []State{Pending, Reconciling, Ready, Unhealthy, Failed}, Removed},
-	{ProbeFailed, []State{Reconciling, Ready}, Unhealthy},
+	{ProbeFailed, []State{Reconciling, Ready, Unhealthy}, Unhealthy},
 	{ProbePassed, []State{Unhealthy}, Ready},
 }
 

@@ -25,7 +25,7 @@ func TestEveryStateTriggerPair(t *testing.T) {
 		{P, fsm.SpecChanged, P, true}, {P, fsm.Reconcile, C, true}, {P, fsm.Succeeded, "", false}, {P, fsm.FailedT, "", false}, {P, fsm.Remove, X, true}, {P, PF, "", false}, {P, PP, "", false},
 		{C, fsm.SpecChanged, P, true}, {C, fsm.Reconcile, "", false}, {C, fsm.Succeeded, R, true}, {C, fsm.FailedT, F, true}, {C, fsm.Remove, X, true}, {C, PF, U, true}, {C, PP, "", false},
 		{R, fsm.SpecChanged, P, true}, {R, fsm.Reconcile, C, true}, {R, fsm.Succeeded, "", false}, {R, fsm.FailedT, "", false}, {R, fsm.Remove, X, true}, {R, PF, U, true}, {R, PP, "", false},
-		{U, fsm.SpecChanged, P, true}, {U, fsm.Reconcile, C, true}, {U, fsm.Succeeded, "", false}, {U, fsm.FailedT, "", false}, {U, fsm.Remove, X, true}, {U, PF, "", false}, {U, PP, R, true},
+		{U, fsm.SpecChanged, P, true}, {U, fsm.Reconcile, C, true}, {U, fsm.Succeeded, "", false}, {U, fsm.FailedT, "", false}, {U, fsm.Remove, X, true}, {U, PF, U, true}, {U, PP, R, true},
 		{F, fsm.SpecChanged, P, true}, {F, fsm.Reconcile, C, true}, {F, fsm.Succeeded, "", false}, {F, fsm.FailedT, "", false}, {F, fsm.Remove, X, true}, {F, PF, "", false}, {F, PP, "", false},
 		{X, fsm.SpecChanged, P, true}, {X, fsm.Reconcile, "", false}, {X, fsm.Succeeded, "", false}, {X, fsm.FailedT, "", false}, {X, fsm.Remove, "", false}, {X, PF, "", false}, {X, PP, "", false},
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/fleet-dev/fleet/agent"
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/eventstest"
+	"github.com/fleet-dev/fleet/events/jsstore"
 	"github.com/fleet-dev/fleet/fsm"
 	"github.com/fleet-dev/fleet/replay"
 )
@@ -37,7 +38,7 @@ func TestVerifyPassesRealAgentLogs(t *testing.T) {
 	root, state := t.TempDir(), t.TempDir()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	start := func() *agent.Handle {
-		h, err := agent.Start(ctx, nc, "pi-01", agent.WithRoot(root), agent.WithStateDir(state), agent.WithLogger(quiet),
+		h, err := agent.Start(ctx, nc, "pi-01", agent.WithLog(jsstore.NewLazy(nc)), agent.WithRoot(root), agent.WithStateDir(state), agent.WithLogger(quiet),
 			agent.WithManifestPoll(100*time.Millisecond), agent.WithDriftInterval(100*time.Millisecond),
 			agent.WithBackoff(20*time.Millisecond, 200*time.Millisecond))
 		is.NoErr(err)

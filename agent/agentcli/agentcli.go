@@ -183,14 +183,16 @@ func (c *Cmd) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, nil))
 }
 
-// Exec runs the agent over nc until ctx is done (or, with --deregister,
-// records and publishes DeviceDeregistered). out gets the result of
-// --deregister.
-func (c *Cmd) Exec(ctx context.Context, nc *nats.Conn, out io.Writer) error {
+// Exec runs the agent over nc and log until ctx is done (or, with
+// --deregister, records and publishes DeviceDeregistered). log is the log
+// over nc (the caller wires the adapter in: jsstore.NewLazy(nc)). out gets
+// the result of --deregister.
+func (c *Cmd) Exec(ctx context.Context, nc *nats.Conn, log agent.Log, out io.Writer) error {
 	opts, err := c.Options()
 	if err != nil {
 		return err
 	}
+	opts = append(opts, agent.WithLog(log))
 	if c.Parked && c.Deregister {
 		return fmt.Errorf("%w: --parked and --deregister: give one", events.ErrInvalid)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/fleet-dev/fleet/agent/agentcli"
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/eventstest"
+	"github.com/fleet-dev/fleet/events/jsstore"
 )
 
 // TestDeregisterPublishesDeviceDeregistered: --deregister records
@@ -26,7 +27,7 @@ func TestDeregisterPublishesDeviceDeregistered(t *testing.T) {
 	cmd := agentcli.Cmd{Device: "pi-07", Root: t.TempDir(), State: t.TempDir(), DriftInterval: time.Minute,
 		Concurrency: 4, Deregister: true, Format: "json"}
 	var out bytes.Buffer
-	is.NoErr(cmd.Exec(ctx, env.Conn, &out))
+	is.NoErr(cmd.Exec(ctx, env.Conn, jsstore.NewLazy(env.Conn), &out))
 	var res map[string]any
 	is.NoErr(json.Unmarshal(out.Bytes(), &res))
 	is.Equal(res["device"], "pi-07")
@@ -63,14 +64,14 @@ func TestDeregisterWithoutServerKeepsTheEvent(t *testing.T) {
 	cmd := agentcli.Cmd{Device: "pi-08", Root: t.TempDir(), State: state, DriftInterval: time.Minute,
 		Concurrency: 4, Deregister: true, Format: "table"}
 	var out bytes.Buffer
-	is.True(cmd.Exec(ctx, down, &out) != nil) // not published: an error
+	is.True(cmd.Exec(ctx, down, jsstore.NewLazy(down), &out) != nil) // not published: an error
 	is.True(bytes.Contains(out.Bytes(), []byte("deregistered locally; 1 events wait")))
 
 	// Next time, with the server: the kept event is published (once).
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel2()
 	out.Reset()
-	is.NoErr(cmd.Exec(ctx2, env.Conn, &out))
+	is.NoErr(cmd.Exec(ctx2, env.Conn, jsstore.NewLazy(env.Conn), &out))
 	n := 0
 	for s, err := range env.Store.Read(ctx2, events.Filter{Device: "pi-08"}) {
 		is.NoErr(err)

@@ -15,6 +15,7 @@ import (
 	"github.com/fleet-dev/fleet/agent/agentcli"
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/eventstest"
+	"github.com/fleet-dev/fleet/events/jsstore"
 )
 
 // TestParkedListsWhatTheLogRefused: an event too large for the stream is
@@ -27,7 +28,7 @@ func TestParkedListsWhatTheLogRefused(t *testing.T) {
 	env.LimitMessageSize(t, 4096)
 
 	state, root := t.TempDir(), t.TempDir()
-	a, err := agent.New("big-01", agent.WithStateDir(state), agent.WithRoot(root), agent.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	a, err := agent.New("big-01", agent.WithLog(jsstore.NewLazy(env.Conn)), agent.WithStateDir(state), agent.WithRoot(root), agent.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	is.NoErr(err)
 	is.NoErr(a.Deregister(ctx, strings.Repeat("a very long reason ", 400))) // about 7.6 kB
 	is.NoErr(a.Flush(ctx, env.Conn))
@@ -36,7 +37,7 @@ func TestParkedListsWhatTheLogRefused(t *testing.T) {
 
 	var out bytes.Buffer
 	cmd := agentcli.Cmd{Device: "big-01", Root: root, State: state, DriftInterval: 60e9, Concurrency: 1, Parked: true, Format: "json"}
-	is.NoErr(cmd.Exec(ctx, env.Conn, &out))
+	is.NoErr(cmd.Exec(ctx, env.Conn, jsstore.NewLazy(env.Conn), &out))
 	var listed []agent.ParkedEvent
 	is.NoErr(json.Unmarshal(out.Bytes(), &listed))
 	is.Equal(len(listed), 1)
@@ -48,7 +49,7 @@ func TestParkedListsWhatTheLogRefused(t *testing.T) {
 
 	out.Reset()
 	cmd.Format = "table"
-	is.NoErr(cmd.Exec(ctx, env.Conn, &out))
+	is.NoErr(cmd.Exec(ctx, env.Conn, jsstore.NewLazy(env.Conn), &out))
 	is.True(strings.Contains(out.String(), listed[0].ID))
 	is.True(strings.Contains(out.String(), "REFUSED WITH"))
 }

@@ -94,7 +94,7 @@ func TestTrustedAgentAppliesOnlySignedManifests(t *testing.T) {
 	is.NoErr(err)
 	t.Cleanup(nc.Close)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h, err := agent.Start(ctx, nc, "pi-01", append(opts, agent.WithLogger(quiet), agent.WithManifestPoll(100*time.Millisecond))...)
+	h, err := agent.Start(ctx, nc, "pi-01", append(opts, agent.WithLog(jsstore.NewLazy(nc)), agent.WithLogger(quiet), agent.WithManifestPoll(100*time.Millisecond))...)
 	is.NoErr(err)
 	t.Cleanup(func() { _ = h.Stop() })
 

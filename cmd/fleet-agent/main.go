@@ -19,6 +19,7 @@ import (
 	"github.com/fleet-dev/fleet/agent/agentcli"
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/auth"
+	"github.com/fleet-dev/fleet/events/jsstore"
 	"github.com/fleet-dev/fleet/internal/hint"
 )
 
@@ -94,5 +95,5 @@ func exec(ctx context.Context, cli *CLI) error {
 		return fmt.Errorf("connect to NATS at %s: %w", cli.NATS, err)
 	}
 	defer nc.Close()
-	return cli.Exec(ctx, nc, os.Stdout)
+	return cli.Exec(ctx, nc, jsstore.NewLazy(nc), os.Stdout)
 }

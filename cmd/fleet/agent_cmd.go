@@ -8,6 +8,7 @@ import (
 
 	"github.com/fleet-dev/fleet/agent/agentcli"
 	"github.com/fleet-dev/fleet/agent/agentcli/agentkong"
+	"github.com/fleet-dev/fleet/events/jsstore"
 )
 
 func init() {
@@ -34,5 +35,5 @@ func (c *AgentCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer nc.Close()
-	return c.Exec(ctx, nc, os.Stdout)
+	return c.Exec(ctx, nc, jsstore.NewLazy(nc), os.Stdout)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/fleet-dev/fleet/agent"
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/eventstest"
+	"github.com/fleet-dev/fleet/events/jsstore"
 	"github.com/fleet-dev/fleet/projections"
 )
 
@@ -42,7 +43,7 @@ func TestClockAheadThenRightInspectAndReplayIncludeRecentEvents(t *testing.T) {
 			root, state := t.TempDir(), t.TempDir()
 			quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 			start := func(opts ...agent.Option) *agent.Handle {
-				h, err := agent.Start(context.Background(), env.Conn, dev, append([]agent.Option{agent.WithRoot(root),
+				h, err := agent.Start(context.Background(), env.Conn, dev, append([]agent.Option{agent.WithLog(jsstore.NewLazy(env.Conn)), agent.WithRoot(root),
 					agent.WithStateDir(state), agent.WithLogger(quiet), agent.WithManifestPoll(100 * time.Millisecond)}, opts...)...)
 				is.NoErr(err)
 				t.Cleanup(func() { _ = h.Stop() })

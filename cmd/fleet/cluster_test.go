@@ -101,7 +101,8 @@ func TestClusterStreamLeaderKilledWhileAgentsConverge(t *testing.T) {
 	for i := range devices {
 		apply(i, "g1")
 		roots[i] = t.TempDir()
-		h, err := agent.Start(ctx, c.Connect(), fmt.Sprintf("pi-%02d", i), agent.WithRoot(roots[i]), agent.WithStateDir(t.TempDir()),
+		anc := c.Connect()
+		h, err := agent.Start(ctx, anc, fmt.Sprintf("pi-%02d", i), agent.WithLog(jsstore.NewLazy(anc)), agent.WithRoot(roots[i]), agent.WithStateDir(t.TempDir()),
 			agent.WithLogger(quietLog), agent.WithOnEvent(got.add), agent.WithManifestPoll(200*time.Millisecond),
 			agent.WithDriftInterval(200*time.Millisecond), agent.WithBackoff(50*time.Millisecond, time.Second),
 			agent.WithHeartbeatInterval(time.Second))

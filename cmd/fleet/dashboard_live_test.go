@@ -13,6 +13,7 @@ import (
 
 	"github.com/fleet-dev/fleet/agent"
 	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/events/jsstore"
 )
 
 // TestDashboardShowsLastEventAndHeartbeatApartAndStaleLive: the device page
@@ -30,7 +31,7 @@ func TestDashboardShowsLastEventAndHeartbeatApartAndStaleLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	h, err := agent.Start(context.Background(), nc, "pi-01", agent.WithRoot(t.TempDir()), agent.WithStateDir(filepath.Join(t.TempDir(), "state")),
+	h, err := agent.Start(context.Background(), nc, "pi-01", agent.WithLog(jsstore.NewLazy(nc)), agent.WithRoot(t.TempDir()), agent.WithStateDir(filepath.Join(t.TempDir(), "state")),
 		agent.WithManifestPoll(time.Second), agent.WithHeartbeatInterval(time.Second), agent.WithShutdownGrace(time.Second),
 		agent.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {

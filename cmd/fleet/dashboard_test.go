@@ -22,6 +22,7 @@ import (
 
 	"github.com/fleet-dev/fleet/agent"
 	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/events/jsstore"
 	"github.com/fleet-dev/fleet/projections"
 )
 
@@ -137,7 +138,7 @@ func startBrowserFleet(t *testing.T, devices ...string) *browserFleet {
 		if err != nil {
 			t.Fatal(err)
 		}
-		h, err := agent.Start(ctx, nc, id, agent.WithRoot(root), agent.WithStateDir(filepath.Join(dir, id, "state")),
+		h, err := agent.Start(ctx, nc, id, agent.WithLog(jsstore.NewLazy(nc)), agent.WithRoot(root), agent.WithStateDir(filepath.Join(dir, id, "state")),
 			agent.WithLabels(map[string]string{"site": "test"}), agent.WithManifestPoll(time.Second),
 			agent.WithHeartbeatInterval(time.Second), agent.WithShutdownGrace(time.Second),
 			agent.WithBackoff(time.Second, 4*time.Second), agent.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))

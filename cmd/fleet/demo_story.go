@@ -169,7 +169,7 @@ func (d *demo) startAgents(ctx context.Context) error {
 			return fmt.Errorf("connect %s: %w", dev.id, err)
 		}
 		dev.nc = nc
-		h, err := agent.Start(ctx, nc, dev.id,
+		h, err := agent.Start(ctx, nc, dev.id, agent.WithLog(jsstore.NewLazy(nc)),
 			agent.WithRoot(dev.root), agent.WithStateDir(dev.state),
 			agent.WithLabels(map[string]string{"site": "lab", "ring": dev.ring}),
 			agent.WithDriftInterval(3*time.Second), agent.WithBackoff(time.Second, agent.DefaultBackoffMax), // a resource failing for good backs off to the documented 5 min cap

@@ -15,6 +15,7 @@ import (
 
 	"github.com/fleet-dev/fleet/agent"
 	"github.com/fleet-dev/fleet/events/eventstest"
+	"github.com/fleet-dev/fleet/events/jsstore"
 	"github.com/fleet-dev/fleet/projections"
 )
 
@@ -60,7 +61,7 @@ func startDoctorServer(t *testing.T, data, dev string) *RunningServer {
 func runDoctorAgent(t *testing.T, rs *RunningServer, dev string, opts ...agent.Option) *agent.Handle {
 	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h, err := agent.Start(context.Background(), rs.Env.Conn, dev, append([]agent.Option{agent.WithRoot(t.TempDir()),
+	h, err := agent.Start(context.Background(), rs.Env.Conn, dev, append([]agent.Option{agent.WithLog(jsstore.NewLazy(rs.Env.Conn)), agent.WithRoot(t.TempDir()),
 		agent.WithStateDir(t.TempDir()), agent.WithLogger(quiet), agent.WithHeartbeatInterval(200 * time.Millisecond)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/fleet-dev/fleet/agent"
 	"github.com/fleet-dev/fleet/events/eventstest"
+	"github.com/fleet-dev/fleet/events/jsstore"
 	"github.com/fleet-dev/fleet/projections"
 )
 
@@ -34,7 +35,7 @@ func TestReportedDriftShowsInGetDeviceAndExplain(t *testing.T) {
 	url := "--nats=" + env.Server.URL()
 	root := t.TempDir()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h, err := agent.Start(ctx, env.Conn, "pi-01", agent.WithRoot(root), agent.WithStateDir(t.TempDir()), agent.WithLogger(quiet),
+	h, err := agent.Start(ctx, env.Conn, "pi-01", agent.WithLog(jsstore.NewLazy(env.Conn)), agent.WithRoot(root), agent.WithStateDir(t.TempDir()), agent.WithLogger(quiet),
 		agent.WithManifestPoll(100*time.Millisecond), agent.WithDriftInterval(100*time.Millisecond))
 	is.NoErr(err)
 	t.Cleanup(func() { _ = h.Stop() })

@@ -190,7 +190,7 @@ func TestServerRestartedTenTimesWhileTenAgentsConvergeAndDrift(t *testing.T) {
 		nc, err := nats.Connect(url, reconnecting...)
 		is.NoErr(err)
 		defer nc.Close()
-		h, err := agent.Start(ctx, nc, fmt.Sprintf("pi-%02d", i), agent.WithRoot(roots[i]), agent.WithStateDir(t.TempDir()),
+		h, err := agent.Start(ctx, nc, fmt.Sprintf("pi-%02d", i), agent.WithLog(jsstore.NewLazy(nc)), agent.WithRoot(roots[i]), agent.WithStateDir(t.TempDir()),
 			agent.WithLogger(quiet), agent.WithOnEvent(got.add), agent.WithManifestPoll(200*time.Millisecond),
 			agent.WithDriftInterval(200*time.Millisecond), agent.WithBackoff(50*time.Millisecond, time.Second),
 			agent.WithHeartbeatInterval(time.Second))
@@ -334,7 +334,7 @@ func TestFaultAgentHelper(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := agent.New("pi-01", agent.WithRoot(root), agent.WithStateDir(state), agent.WithDriftInterval(100*time.Millisecond),
+	a, err := agent.New("pi-01", agent.WithLog(jsstore.NewLazy(nc)), agent.WithRoot(root), agent.WithStateDir(state), agent.WithDriftInterval(100*time.Millisecond),
 		agent.WithManifestPoll(100*time.Millisecond), agent.WithBackoff(50*time.Millisecond, time.Second),
 		agent.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {

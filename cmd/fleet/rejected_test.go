@@ -15,6 +15,7 @@ import (
 	"github.com/fleet-dev/fleet/agent"
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/eventstest"
+	"github.com/fleet-dev/fleet/events/jsstore"
 	"github.com/fleet-dev/fleet/projections"
 )
 
@@ -35,7 +36,7 @@ func TestRejectedManifestShowsInGetDeviceAndExplain(t *testing.T) {
 	signer, err := events.GenerateSigner()
 	is.NoErr(err)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h, err := agent.Start(ctx, env.Conn, "pi-01", agent.WithRoot(t.TempDir()), agent.WithStateDir(t.TempDir()), agent.WithLogger(quiet),
+	h, err := agent.Start(ctx, env.Conn, "pi-01", agent.WithLog(jsstore.NewLazy(env.Conn)), agent.WithRoot(t.TempDir()), agent.WithStateDir(t.TempDir()), agent.WithLogger(quiet),
 		agent.WithManifestPoll(100*time.Millisecond), agent.WithManifestCheck(events.TrustCheck([]events.PublicKey{signer.Public()})))
 	is.NoErr(err)
 	t.Cleanup(func() { _ = h.Stop() })

@@ -18,6 +18,7 @@ import (
 
 	"github.com/fleet-dev/fleet/agent"
 	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/events/jsstore"
 	"github.com/fleet-dev/fleet/projections"
 	"github.com/fleet-dev/fleet/projections/api"
 	"github.com/fleet-dev/fleet/projections/rollouts"
@@ -81,7 +82,7 @@ func startRolloutFleetSigned(t *testing.T, n int, serverCtl bool, signer events.
 		if err != nil {
 			t.Fatal(err)
 		}
-		opts := []agent.Option{agent.WithRoot(root), agent.WithStateDir(filepath.Join(dir, id, "state")),
+		opts := []agent.Option{agent.WithLog(jsstore.NewLazy(anc)), agent.WithRoot(root), agent.WithStateDir(filepath.Join(dir, id, "state")),
 			agent.WithLabels(map[string]string{"site": "lab"}), agent.WithManifestPoll(time.Second),
 			agent.WithHeartbeatInterval(time.Second), agent.WithShutdownGrace(time.Second),
 			agent.WithBackoff(time.Second, 4*time.Second), agent.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}

@@ -103,7 +103,7 @@ func TestRateGuardSuspendsAFloodingDeviceAndLetsItBackIn(t *testing.T) {
 	recorded := map[string]bool{}
 	var agentLog strings.Builder
 	logger := slog.New(slog.NewTextHandler(&lockedWriter{w: &agentLog, mu: &mu}, nil))
-	h, err := agent.Start(ctx, anc, "pi-flood", append(aopts, agent.WithLogger(logger), agent.WithManifestPoll(100*time.Millisecond),
+	h, err := agent.Start(ctx, anc, "pi-flood", append(aopts, agent.WithLog(jsstore.NewLazy(anc)), agent.WithLogger(logger), agent.WithManifestPoll(100*time.Millisecond),
 		agent.WithOnEvent(func(evs []events.Event) {
 			mu.Lock()
 			for _, e := range evs {

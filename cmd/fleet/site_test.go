@@ -80,7 +80,7 @@ func TestSiteKeepsWorkingThroughAnUplinkCut(t *testing.T) {
 		nc, err := nats.Connect(site.URL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 		is.NoErr(err)
 		defer nc.Close()
-		h, err := agent.Start(ctx, nc, dev, agent.WithRoot(roots[dev]), agent.WithStateDir(t.TempDir()),
+		h, err := agent.Start(ctx, nc, dev, agent.WithLog(jsstore.NewLazy(nc)), agent.WithRoot(roots[dev]), agent.WithStateDir(t.TempDir()),
 			agent.WithLogger(quietLog), agent.WithOnEvent(got.add), agent.WithManifestPoll(200*time.Millisecond),
 			agent.WithDriftInterval(200*time.Millisecond), agent.WithBackoff(50*time.Millisecond, time.Second),
 			agent.WithHeartbeatInterval(time.Second))

@@ -32,14 +32,16 @@ func encodedMsg(e events.Encoded) *nats.Msg {
 // fleet.> or too large). A batch the stream refuses because some of its
 // events are stored already (a retry after a lost ack) is appended again one
 // event at a time, in order, and the stream drops the copies. Errors: as
-// AppendBatch (connection failures wrap events.ErrUnavailable).
+// AppendBatch (connection failures wrap events.ErrUnavailable; the
+// stream's refusals wrap events.ErrRefused, and events.ErrTooLarge for a
+// message it will never take as it is).
 func (s *Store) AppendEncoded(ctx context.Context, evs []events.Encoded) error {
 	for len(evs) > 0 {
 		n := min(len(evs), MaxBatch)
 		batch := evs[:n]
 		if n == 1 {
 			if _, err := s.publish(ctx, func() *nats.Msg { return encodedMsg(batch[0]) }); err != nil {
-				return fmt.Errorf("append batch of 1: %w", unavailable(err))
+				return fmt.Errorf("append batch of 1: %w", refusal(unavailable(err)))
 			}
 		} else {
 			msgs := make([]*nats.Msg, n)
@@ -49,11 +51,11 @@ func (s *Store) AppendEncoded(ctx context.Context, evs []events.Encoded) error {
 			if err := s.publishBatch(ctx, msgs); err != nil {
 				var apiErr *jetstream.APIError
 				if !errors.As(err, &apiErr) || apiErr.ErrorCode != errBatchHasDuplicate {
-					return fmt.Errorf("append batch of %d: %w", n, unavailable(err))
+					return fmt.Errorf("append batch of %d: %w", n, refusal(unavailable(err)))
 				}
 				for _, e := range batch {
 					if _, err := s.publish(ctx, func() *nats.Msg { return encodedMsg(e) }); err != nil {
-						return fmt.Errorf("append batch retry of %d: %w", n, unavailable(err))
+						return fmt.Errorf("append batch retry of %d: %w", n, refusal(unavailable(err)))
 					}
 				}
 			}

@@ -85,6 +85,7 @@ func StreamConfig(c Config) jetstream.StreamConfig {
 type Store struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
+	beats  heartbeatPut // devicelog.go
 }
 
 // Open connects the store to the stream, creating it or bringing its

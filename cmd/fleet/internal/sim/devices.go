@@ -18,6 +18,7 @@ import (
 	"github.com/fleet-dev/fleet/agent/agentcli"
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/auth"
+	"github.com/fleet-dev/fleet/events/jsstore"
 )
 
 // device is one simulated device: a real agent.Agent with its own NATS
@@ -129,7 +130,7 @@ func startDevice(ctx context.Context, d *device, url string, authority *auth.Aut
 		// Its own store, on a file system in memory: no descriptors (one
 		// on tmpfs holds eight), see the README.
 		agent.WithStoreFS(vfs.NewMem())}, agentOpts...)
-	h, err := agent.Start(ctx, nc, d.id, all...)
+	h, err := agent.Start(ctx, nc, d.id, append(all, agent.WithLog(jsstore.NewLazy(nc)))...)
 	if err != nil {
 		nc.Close()
 		return fmt.Errorf("start agent %s: %w", d.id, err)
