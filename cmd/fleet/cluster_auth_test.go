@@ -48,7 +48,7 @@ func authAgent(t *testing.T, ctx context.Context, url, creds, dev string, got *c
 			}
 		}
 	})
-	h, err := agent.Start(ctx, nc, dev, agent.WithRoot(t.TempDir()), agent.WithStateDir(t.TempDir()),
+	h, err := agent.Start(ctx, nc, dev, agent.WithLog(jsstore.NewLazy(nc)), agent.WithRoot(t.TempDir()), agent.WithStateDir(t.TempDir()),
 		agent.WithLogger(quietLog), agent.WithOnEvent(got.add), agent.WithManifestPoll(200*time.Millisecond),
 		agent.WithDriftInterval(200*time.Millisecond), agent.WithBackoff(50*time.Millisecond, time.Second),
 		agent.WithHeartbeatInterval(time.Second))
