@@ -10,14 +10,16 @@ import (
 )
 
 // quoteUnquotedModes rewrites every unquoted number given as a file's mode
-// into the string the user wrote, read as chmod reads it. YAML reads
-// `mode: 0644` as the integer 420 (YAML 1.1) or 644 (YAML 1.2), neither of
-// which is what was meant; the digits as written are: 0644, 644 and 0o644
-// all become "0644", 4755 becomes "4755". A number that is no octal mode as
-// written (0x1a4, 0648, 1e3) is refused, naming the field and saying to
-// quote it. Only the number's own bytes change, so everything else is read
-// exactly as before; a document this parser cannot read is left alone for
-// the strict parse to refuse.
+// in octal form into the string the user wrote. YAML reads `mode: 0644` as
+// the integer 420 (YAML 1.1) or 644 (YAML 1.2), neither of which is what was
+// meant; the octal digits as written are: 0644 and 0o644 become "0644",
+// 04755 becomes "4755". A number without the leading 0 (644, 420, 4755) is
+// refused, naming the field and saying to quote it: 420 is 0644 in decimal
+// (as Kubernetes writes it) as much as it is chmod 420, so fleet does not
+// guess; and so is a number that is no octal mode (0648, 0x1a4, 1e3). Only
+// the number's own bytes change, so everything else is read exactly as
+// before; a document this parser cannot read is left alone for the strict
+// parse to refuse.
 func quoteUnquotedModes(b []byte) ([]byte, error) {
 	if !bytes.Contains(b, []byte("mode")) {
 		return b, nil
@@ -43,7 +45,7 @@ func quoteUnquotedModes(b []byte) ([]byte, error) {
 			continue
 		}
 		if _, ok := octalAsWritten(mode.Value); !ok {
-			errs = append(errs, fmt.Sprintf("resources[%d].file.mode: %s written unquoted is read by YAML as a number, not an octal mode: quote it, as in mode: \"0644\"", i, mode.Value))
+			errs = append(errs, fmt.Sprintf("resources[%d].file.mode: %s written unquoted is read by YAML as a number, not an octal mode: quote it, as in mode: \"0644\" (a mode is a string of octal digits)", i, mode.Value))
 			continue
 		}
 		fixes = append(fixes, mode)
@@ -64,11 +66,22 @@ func quoteUnquotedModes(b []byte) ([]byte, error) {
 	return out, nil
 }
 
-// octalAsWritten returns the mode that digits written as a number mean to
-// chmod: an optional 0o/0O prefix, then 3 or 4 octal digits (a leading 0
-// added to 3).
+// octalAsWritten returns the mode that a number written in octal form
+// means: a leading 0 or 0o/0O, then 3 or 4 octal digits in all ("0644",
+// "04755", "0o644"); false for anything else.
 func octalAsWritten(v string) (string, bool) {
-	d := strings.TrimPrefix(strings.TrimPrefix(v, "0o"), "0O")
+	var d string
+	switch {
+	case strings.HasPrefix(v, "0o"), strings.HasPrefix(v, "0O"):
+		d = v[2:]
+	case strings.HasPrefix(v, "0") && len(v) > 1:
+		d = v[1:]
+		if len(d) == 4 && d[0] == '0' { // 00644
+			d = d[1:]
+		}
+	default:
+		return "", false
+	}
 	if len(d) < 3 || len(d) > 4 || strings.Trim(d, "01234567") != "" {
 		return "", false
 	}

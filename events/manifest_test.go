@@ -66,7 +66,7 @@ func TestParseManifestRefusals(t *testing.T) {
 		{"bad mode", "resources:\n  - id: a\n    file: {path: /a, content: x, mode: '999'}", []string{"resources[0].file.mode", "octal"}},
 		{"negative mode", "resources:\n  - id: a\n    file: {path: /a, content: x, mode: '-644'}", []string{"resources[0].file.mode"}},
 		{"huge mode", "resources:\n  - id: a\n    file: {path: /a, content: x, mode: '777777'}", []string{"resources[0].file.mode"}},
-		{"numeric mode not octal", "resources:\n  - id: a\n    file: {path: /a, content: x, mode: 0x1a4}", []string{"resources[0].file.mode", "quote it"}}, // 644 unquoted means 0644: TestParseManifestUnquotedMode
+		{"numeric mode", "resources:\n  - id: a\n    file: {path: /a, content: x, mode: 644}", []string{"resources[0].file.mode", "quote it"}},
 		{"bad owner", "resources:\n  - id: a\n    file: {path: /a, content: x, owner: 'ro ot'}", []string{"resources[0].file.owner"}},
 		{"bad drift policy", "resources:\n  - id: a\n    driftPolicy: ignore\n    file: {path: /a, content: x}", []string{"resources[0].driftPolicy"}},
 		{"unit with slash", "resources:\n  - id: a\n    systemdUnit: {name: ../x.service, content: x}", []string{"resources[0].systemdUnit.name"}},
