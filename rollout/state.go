@@ -11,11 +11,11 @@ import (
 
 // Target is a device the rollout targeted (DeviceTargeted).
 type Target struct {
-	Device             string `json:"device"`
-	Wave               int    `json:"wave"`
-	Generation         int64  `json:"generation"`
-	PreviousGeneration int64  `json:"previousGeneration"`
-	PreviousDigest     string `json:"previousDigest,omitempty"`
+	Device             string    `json:"device"`
+	Wave               int       `json:"wave"`
+	Generation         int64     `json:"generation"`
+	PreviousGeneration int64     `json:"previousGeneration"`
+	PreviousDigest     string    `json:"previousDigest,omitempty"`
 	Joined             bool      `json:"joined,omitempty"`
 	Seq                uint64    `json:"seq"`
 	At                 time.Time `json:"at"` // when it was targeted (the event's time)
@@ -35,9 +35,9 @@ type Rollout struct {
 	Reason    string                `json:"reason,omitempty"` // of the last pause, failure or end
 	Offline   []string              `json:"offline,omitempty"`
 	StartedAt time.Time             `json:"startedAt"`
-	WaveAt    time.Time             `json:"waveAt"`  // when the wave in progress started
+	WaveAt    time.Time             `json:"waveAt"`              // when the wave in progress started
 	ResumedAt time.Time             `json:"resumedAt,omitempty"` // of the last RolloutResumed
-	LastSeq   uint64                `json:"lastSeq"` // last sequence on the rollout's subject (what compare-and-set expects)
+	LastSeq   uint64                `json:"lastSeq"`             // last sequence on the rollout's subject (what compare-and-set expects)
 	Decisions int                   `json:"decisions"`
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/projections"
@@ -51,7 +52,9 @@ func (c *ExplainCmd) Run(ctx context.Context, g *Globals) error {
 	x, err := cl.Explain(ctx, c.ID, c.Resource)
 	holds, herr := heldBy(ctx, g, c.ID)
 	if herr != nil {
-		return herr
+		// the rollouts are an addition: without the log (no JetStream, no
+		// permission) the explanation stands alone
+		fmt.Fprintf(os.Stderr, "fleet explain: warning: rollouts not read: %v\n", herr)
 	}
 	if err != nil {
 		if errors.Is(err, events.ErrNotFound) && len(holds) > 0 {

@@ -44,11 +44,19 @@ RolloutSucceeded, RolloutSuperseded) on fleet.@rollout.ID, written
 compare-and-set, and DeviceTargeted on each device's fleet.DEVICE.rollout.ID.
 Which wave a device is in is a hash of the rollout id and the device id;
 a device that starts to match during the rollout joins the wave in progress.
+A wave passes when every device is at the rollout's generation, Ready and
+healthy for --soak; a resource that turns Unhealthy (a probe, a liveness
+restart, a crash loop) counts as failed. 'fleet replay --verify' re-derives
+every gate decision from the device events before it. 'fleet explain DEVICE
+RESOURCE' says when a rollout holds a device; the HTTP API is /api/rollouts
+and the page /static/rollouts.html.
 
 Examples:
   fleet rollout start -f kiosk.yaml --selector 'site=lab' --waves 5%,25%,100% --max-failures 2 --soak 2m
   fleet rollout start -f kiosk.yaml --selector 'role=sign' --on-failure rollback --max-per-minute 30
   fleet rollout status 01KQ... -o json
+  fleet rollout status 01KQ... --at 2h              # as it was two hours ago (from the log)
+  fleet rollout controller --key controller.key     # sign what it writes; agents --trust its public key
   fleet rollout pause 01KQ...
   fleet rollout promote 01KQ...`
 }
@@ -183,12 +191,14 @@ func (c *RolloutStatusCmd) Run(ctx context.Context, g *Globals) error {
 	if !at.IsZero() && c.Seq > 0 {
 		return usagef("--at and --seq: pick one")
 	}
-	r, err := rollouts.LoadAt(ctx, st, c.ID, at, uint64(c.Seq))
+	x := &rollouts.Reader{Log: st, Devices: rollouts.DevicesOf{Client: api.NewClient(nc)}}
+	v, err := x.Get(ctx, c.ID, at, uint64(c.Seq))
 	if err != nil {
 		return err
 	}
+	r := v.Rollout
 	if c.JSON() {
-		return printJSON(r)
+		return printJSON(v) // the rollout, its waves' counts and gate (api.RolloutView, as GET /api/rollouts/ID)
 	}
 	if !at.IsZero() {
 		fmt.Printf("as of %s (time travel)\n", at.UTC().Format(time.RFC3339))
@@ -198,24 +208,15 @@ func (c *RolloutStatusCmd) Run(ctx context.Context, g *Globals) error {
 	if r.Reason != "" {
 		fmt.Printf("reason: %s\n", r.Reason)
 	}
-	var rows [][]string
-	for i, w := range r.Waves {
-		n := 0
-		for _, d := range w {
-			if r.Targeted[d] != nil {
-				n++
-			}
-		}
-		state := "waiting"
-		switch {
-		case r.Passed[i]:
-			state = "passed"
-		case i == r.Current:
-			state = "in progress"
-		}
-		rows = append(rows, []string{fmt.Sprint(i), r.Spec.Waves[i], fmt.Sprint(len(w)), fmt.Sprint(n), state})
+	if v.WaitingOn != "" {
+		fmt.Printf("waiting on %s\n", v.WaitingOn)
 	}
-	return table(os.Stdout, []string{"WAVE", "SIZE", "DEVICES", "TARGETED", "STATE"}, rows)
+	var rows [][]string
+	for _, w := range v.WaveGates {
+		rows = append(rows, []string{fmt.Sprint(w.Wave), w.Size, fmt.Sprint(w.Devices), fmt.Sprint(w.Targeted), w.State,
+			fmt.Sprint(w.Passed), fmt.Sprint(w.Failed), fmt.Sprint(w.Waiting), fmt.Sprint(w.Offline)})
+	}
+	return table(os.Stdout, []string{"WAVE", "SIZE", "DEVICES", "TARGETED", "STATE", "PASSED", "FAILED", "WAITING", "OFFLINE"}, rows)
 }
 
 func budgetOf(r *rollout.Rollout) string {

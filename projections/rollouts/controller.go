@@ -79,13 +79,19 @@ func NewController(l Log, d Devices, actor string, opts ...Option) (*Controller,
 func (c *Controller) Run(ctx context.Context, interval time.Duration, report func(error)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	ended := map[string]bool{} // an ended rollout stays ended: not read again (each read is a consumer on the log)
 	for {
 		ids, err := List(ctx, c.log)
 		if err == nil {
 			for _, id := range ids {
-				if err := c.Step(ctx, id); err != nil && !errors.Is(err, events.ErrConflict) && report != nil && ctx.Err() == nil {
+				if ended[id] {
+					continue
+				}
+				done, err := c.step(ctx, id)
+				if err != nil && !errors.Is(err, events.ErrConflict) && report != nil && ctx.Err() == nil {
 					report(err)
 				}
+				ended[id] = done
 			}
 		} else if report != nil && ctx.Err() == nil {
 			report(err)
@@ -102,17 +108,23 @@ func (c *Controller) Run(ctx context.Context, interval time.Duration, report fun
 // until it waits for devices or has ended. A conflict (another writer
 // decided first) is returned wrapping events.ErrConflict.
 func (c *Controller) Step(ctx context.Context, id string) error {
+	_, err := c.step(ctx, id)
+	return err
+}
+
+// step is Step; ended reports that the rollout has ended (as last read).
+func (c *Controller) step(ctx context.Context, id string) (ended bool, err error) {
 	for range 100 { // each pass takes at most one decision; bounded so a step always ends
 		r, err := Load(ctx, c.log, id)
 		if err != nil {
-			return err
+			return false, err
 		}
 		decided, err := c.next(ctx, r)
 		if err != nil || !decided {
-			return err
+			return rollout.Terminal(r.State), err
 		}
 	}
-	return nil
+	return false, nil
 }
 
 // decide appends p; it reports whether a decision was written.
