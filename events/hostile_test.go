@@ -61,6 +61,7 @@ var hostileManifests = []struct {
 	{"mode negative", "resources: [{id: a, file: {path: /a, mode: '-1'}}]", []string{"resources[0].file.mode", "octal mode from 0000 to 7777"}},
 	{"mode absurd", "resources: [{id: a, file: {path: /a, mode: '777777'}}]", []string{"resources[0].file.mode", "octal mode"}},
 	{"mode decimal digits", "resources: [{id: a, file: {path: /a, mode: '0999'}}]", []string{"resources[0].file.mode", "octal mode"}},
+	{"mode a decimal number", "resources: [{id: a, file: {path: /a, mode: 420}}]", []string{"resources[0].file.mode", "quote it"}},
 	{"mode a number that is no octal mode", "resources: [{id: a, file: {path: /a, mode: 999}}]", []string{"resources[0].file.mode", "not an octal mode", "quote it"}},
 	{"timeout negative", "resources: [{id: a, exec: {argv: [x], timeout: -5s}}]", []string{"resources[0].exec.timeout", "from 1ms to 1h0m0s"}},
 	{"timeout zero", "resources: [{id: a, exec: {argv: [x], timeout: 0s}}]", []string{"resources[0].exec.timeout", "from 1ms"}},

@@ -211,12 +211,6 @@ func TestVerifyPassesGoodLog(t *testing.T) {
 
 func TestVerifyCatchesEachViolationKind(t *testing.T) {
 	for _, kind := range replay.ViolationKinds {
-		if kind == replay.ViolationGate {
-			// Gate decisions are re-derived by fleet replay --verify with the
-			// rollouts' GateChecker (cmd/fleet/replay_gates.go), above this
-			// package; cmd/fleet/rollout_replay_test.go tests that kind.
-			continue
-		}
 		t.Run(kind, func(t *testing.T) {
 			is := is.New(t)
 			rep := verifyFile(t, kind+".ndjson")
