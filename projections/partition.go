@@ -1,9 +1,9 @@
 package projections
 
-import "github.com/fleet-dev/fleet/events/jsstore"
+import "github.com/fleet-dev/fleet/events"
 
 // A partitioned read side: the service as worker I of N folds only the
-// events of its own devices (jsstore.Partition: the device id's FNV-1a
+// events of its own devices (events.Partition: the device id's FNV-1a
 // modulo N, as nats-server's {{partition(N,1)}} mapping). It still reads
 // the whole stream in order, so its checkpoint is the stream's sequence
 // like an unpartitioned service's, and each device's events keep their
@@ -13,14 +13,14 @@ import "github.com/fleet-dev/fleet/events/jsstore"
 // service holds for it.
 
 // WithPartition makes the service worker p of a partitioned read side.
-func WithPartition(p jsstore.Partition) Option {
+func WithPartition(p events.Partition) Option {
 	return func(s *Service) { s.part = &p }
 }
 
 // Partition is the service's partition, if it has one (WithPartition).
-func (s *Service) Partition() (jsstore.Partition, bool) {
+func (s *Service) Partition() (events.Partition, bool) {
 	if s.part == nil {
-		return jsstore.Partition{I: 0, N: 1}, false
+		return events.Partition{I: 0, N: 1}, false
 	}
 	return *s.part, true
 }

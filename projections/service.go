@@ -16,6 +16,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/jsstore"
 )
 
@@ -143,7 +144,7 @@ type Service struct {
 
 	guard logGuard // halts the service on a log that went backwards (health.go)
 
-	part *jsstore.Partition // WithPartition: fold only these devices (partition.go)
+	part *events.Partition // WithPartition: fold only these devices (partition.go)
 
 	lmu       sync.Mutex
 	listeners map[int]func(BatchInfo)

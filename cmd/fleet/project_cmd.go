@@ -9,7 +9,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/fleet-dev/fleet/events/jsstore"
+	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/projections"
 	"github.com/fleet-dev/fleet/projections/api"
 )
@@ -69,9 +69,9 @@ func (c *ProjectCmd) Run(ctx context.Context, g *Globals) error {
 	if c.Front {
 		return c.front(ctx, g)
 	}
-	var part *jsstore.Partition
+	var part *events.Partition
 	if c.Partition != "" {
-		p, err := jsstore.ParsePartition(c.Partition)
+		p, err := events.ParsePartition(c.Partition)
 		if err != nil {
 			return usagef("--partition: %v", err)
 		}
@@ -145,7 +145,7 @@ func (c *ProjectCmd) progress(done, total uint64, start time.Time) {
 	fmt.Printf("rebuild: %d of %d (%.0f%%), %.0f events/s\n", done, total, pct, rate)
 }
 
-func (c *ProjectCmd) remote(ctx context.Context, g *Globals, part *jsstore.Partition) error {
+func (c *ProjectCmd) remote(ctx context.Context, g *Globals, part *events.Partition) error {
 	nc, err := g.Connect("fleet-project")
 	if err != nil {
 		return err

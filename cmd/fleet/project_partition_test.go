@@ -12,8 +12,8 @@ import (
 
 	"github.com/matryer/is"
 
+	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/eventstest"
-	"github.com/fleet-dev/fleet/events/jsstore"
 	"github.com/fleet-dev/fleet/fixtures"
 	"github.com/fleet-dev/fleet/projections/api"
 )
@@ -106,7 +106,7 @@ func TestPartitionWorkersThroughTheCLI(t *testing.T) {
 	is.Equal(len(page.Devices), 20)
 
 	stop1()
-	p0 := jsstore.Partition{I: 0, N: 2}
+	p0 := events.Partition{I: 0, N: 2}
 	ds, err := merged.EachDevice(ctx, api.ListOptions{Limit: api.MaxLimit}, 0)
 	is.NoErr(err)
 	is.Equal(merged.Missing(), []string{"1/2"})

@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fleet-dev/fleet/events"
-	"github.com/fleet-dev/fleet/events/jsstore"
 	"github.com/fleet-dev/fleet/projections"
 )
 
@@ -22,7 +21,7 @@ import (
 // its devices under PartitionPrefix(I/N) and says which partition it is in
 // its micro service metadata. A client of all of them (Partitioned, or
 // NewClientFor when it finds partitions) asks a device's owner for that
-// device (jsstore.PartitionOf, computed here, no lookup) and merges the
+// device (events.PartitionOf, computed here, no lookup) and merges the
 // lists: every partition's page after the same cursor, merged by id, cut
 // where the shortest full page ends. A partition that does not answer is
 // named on the merged page (Missing) and its devices are not on it; the
@@ -34,7 +33,7 @@ import (
 const MetaPartition = "partition"
 
 // PartitionPrefix is the subject prefix of worker p's endpoints.
-func PartitionPrefix(p jsstore.Partition) string {
+func PartitionPrefix(p events.Partition) string {
 	return fmt.Sprintf("%s.p%dof%d", Prefix, p.I, p.N)
 }
 
@@ -48,7 +47,7 @@ func (a *Server) partitionPrefix() (string, map[string]string) {
 }
 
 // ForPartition is a client of worker p alone (its status, health, rebuild).
-func (c *Client) ForPartition(p jsstore.Partition) *Client {
+func (c *Client) ForPartition(p events.Partition) *Client {
 	return &Client{nc: c.nc, Timeout: c.Timeout, prefix: PartitionPrefix(p)}
 }
 
@@ -131,7 +130,7 @@ func DiscoverPartitions(ctx context.Context, nc *nats.Conn, wait time.Duration) 
 		if json.Unmarshal(m.Data, &info) != nil {
 			continue
 		}
-		p, err := jsstore.ParsePartition(info.Metadata[MetaPartition])
+		p, err := events.ParsePartition(info.Metadata[MetaPartition])
 		if err != nil {
 			continue
 		}
@@ -173,7 +172,7 @@ func (c *Client) callOwner(ctx context.Context, ep string, req Request, out any)
 	if err := events.CheckID("device", req.Device); err != nil {
 		return err
 	}
-	p := jsstore.Partition{I: jsstore.PartitionOf(req.Device, c.parts), N: c.parts}
+	p := events.Partition{I: events.PartitionOf(req.Device, c.parts), N: c.parts}
 	err := c.callAt(ctx, PartitionPrefix(p), ep, req, out)
 	if errors.Is(err, events.ErrUnavailable) {
 		return unavailable{fmt.Sprintf("partition %s, which owns device %s, did not answer: its devices' answers are unavailable until it is back (the other partitions answer): %v", p, req.Device, err), err}
@@ -193,7 +192,7 @@ func fanOut[T any](ctx context.Context, c *Client, ep string, req Request) (answ
 		go func() {
 			defer wg.Done()
 			var v T
-			p := jsstore.Partition{I: i, N: c.parts}
+			p := events.Partition{I: i, N: c.parts}
 			if errs[i] = c.callAt(ctx, PartitionPrefix(p), ep, req, &v); errs[i] == nil {
 				answers[i] = &v
 			}
@@ -205,7 +204,7 @@ func fanOut[T any](ctx context.Context, c *Client, ep string, req Request) (answ
 		switch {
 		case e == nil:
 		case errors.Is(e, events.ErrUnavailable):
-			down = append(down, jsstore.Partition{I: i, N: c.parts}.String())
+			down = append(down, events.Partition{I: i, N: c.parts}.String())
 			unavail = e
 		default:
 			return nil, nil, e

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/fleet-dev/fleet/events/jsstore"
+	"github.com/fleet-dev/fleet/events"
 )
 
 // MergedRoutes serves the HTTP API's read routes for a partitioned read
@@ -84,18 +84,18 @@ type partStatus struct {
 	Health *HealthReport `json:"health,omitempty"`
 }
 
-func (c *Client) each(fn func(p jsstore.Partition) partStatus) map[string]partStatus {
+func (c *Client) each(fn func(p events.Partition) partStatus) map[string]partStatus {
 	n := max(c.parts, 1)
 	out := make(map[string]partStatus, n)
 	for i := range n {
-		p := jsstore.Partition{I: i, N: n}
+		p := events.Partition{I: i, N: n}
 		out[p.String()] = fn(p)
 	}
 	return out
 }
 
 func (c *Client) partitionStatus(ctx context.Context) map[string]partStatus {
-	return c.each(func(p jsstore.Partition) partStatus {
+	return c.each(func(p events.Partition) partStatus {
 		st, err := c.ForPartition(p).Status(ctx)
 		if err != nil {
 			return partStatus{Error: fmt.Sprintf("partition %s: %v", p, err)}
@@ -105,7 +105,7 @@ func (c *Client) partitionStatus(ctx context.Context) map[string]partStatus {
 }
 
 func (c *Client) partitionHealth(ctx context.Context) map[string]partStatus {
-	return c.each(func(p jsstore.Partition) partStatus {
+	return c.each(func(p events.Partition) partStatus {
 		h, err := c.ForPartition(p).Health(ctx)
 		if err != nil {
 			return partStatus{Error: fmt.Sprintf("partition %s did not answer: %v", p, err)}

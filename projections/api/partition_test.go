@@ -19,7 +19,6 @@ import (
 
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/eventstest"
-	"github.com/fleet-dev/fleet/events/jsstore"
 	"github.com/fleet-dev/fleet/fixtures"
 	"github.com/fleet-dev/fleet/projections"
 	"github.com/fleet-dev/fleet/projections/api"
@@ -108,8 +107,8 @@ func TestPartitionedWorkersMergeToTheUnpartitionedAnswers(t *testing.T) {
 	tSingle := time.Since(start)
 	start = time.Now()
 	w := []*worker{
-		startWorker(t, env, last, "part-0", projections.WithPartition(jsstore.Partition{I: 0, N: 2})),
-		startWorker(t, env, last, "part-1", projections.WithPartition(jsstore.Partition{I: 1, N: 2})),
+		startWorker(t, env, last, "part-0", projections.WithPartition(events.Partition{I: 0, N: 2})),
+		startWorker(t, env, last, "part-1", projections.WithPartition(events.Partition{I: 1, N: 2})),
 	}
 	t.Logf("%d events (%d messages): unpartitioned fold %s; two workers one after the other %s", len(evs), last, tSingle.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 
@@ -127,7 +126,7 @@ func TestPartitionedWorkersMergeToTheUnpartitionedAnswers(t *testing.T) {
 	for i, wk := range w {
 		got, err := wk.svc.Dump()
 		is.NoErr(err)
-		p := jsstore.Partition{I: i, N: 2}
+		p := events.Partition{I: i, N: 2}
 		mine := 0
 		for k, v := range want {
 			dev, ok := partDevice(k)
@@ -218,7 +217,7 @@ func TestPartitionedWorkersMergeToTheUnpartitionedAnswers(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(page.Missing, []string{"1/2"})
 	is.Equal(merged.Missing(), []string{"1/2"}) // what fleet get devices warns about
-	p0 := jsstore.Partition{I: 0, N: 2}
+	p0 := events.Partition{I: 0, N: 2}
 	for _, d := range page.Devices {
 		is.True(p0.Owns(d.Device))
 	}

@@ -1,12 +1,10 @@
-package jsstore
+package events
 
 import (
 	"fmt"
 	"hash/fnv"
 	"strconv"
 	"strings"
-
-	"github.com/fleet-dev/fleet/events"
 )
 
 // A partitioned read side (fleet project --partition I/N) gives each
@@ -27,7 +25,7 @@ func ParsePartition(s string) (Partition, error) {
 	i, ierr := strconv.Atoi(is)
 	n, nerr := strconv.Atoi(ns)
 	if !ok || ierr != nil || nerr != nil {
-		return Partition{}, fmt.Errorf("%w: partition %q: must be I/N, such as 0/2 (worker I of N, counting from 0)", events.ErrInvalid, s)
+		return Partition{}, fmt.Errorf("%w: partition %q: must be I/N, such as 0/2 (worker I of N, counting from 0)", ErrInvalid, s)
 	}
 	p := Partition{I: i, N: n}
 	return p, p.Check()
@@ -39,10 +37,10 @@ const MaxPartitions = 1024
 // Check says what is wrong with p, naming the rule.
 func (p Partition) Check() error {
 	if p.N < 1 || p.N > MaxPartitions {
-		return fmt.Errorf("%w: partition %d/%d: N must be from 1 to %d", events.ErrInvalid, p.I, p.N, MaxPartitions)
+		return fmt.Errorf("%w: partition %d/%d: N must be from 1 to %d", ErrInvalid, p.I, p.N, MaxPartitions)
 	}
 	if p.I < 0 || p.I >= p.N {
-		return fmt.Errorf("%w: partition %d/%d: I must be from 0 to N-1 (%d)", events.ErrInvalid, p.I, p.N, p.N-1)
+		return fmt.Errorf("%w: partition %d/%d: I must be from 0 to N-1 (%d)", ErrInvalid, p.I, p.N, p.N-1)
 	}
 	return nil
 }
@@ -66,7 +64,7 @@ func (p Partition) Owns(device string) bool { return PartitionOf(device, p.N) ==
 // p's. A subject with no device token is partition 0's, so that exactly one
 // worker sees it.
 func (p Partition) OwnsSubject(subject string) bool {
-	rest, ok := strings.CutPrefix(subject, events.Prefix+".")
+	rest, ok := strings.CutPrefix(subject, Prefix+".")
 	if !ok {
 		return p.I == 0
 	}
@@ -79,5 +77,5 @@ func (p Partition) OwnsSubject(subject string) bool {
 // wants the server to route or source by partition): source fleet.*.>,
 // destination part.{{partition(N,1)}}.fleet.{{wildcard(1)}}.>.
 func PartitionMapping(n int) (src, dest string) {
-	return events.Prefix + ".*.>", fmt.Sprintf("part.{{partition(%d,1)}}.%s.{{wildcard(1)}}.>", n, events.Prefix)
+	return Prefix + ".*.>", fmt.Sprintf("part.{{partition(%d,1)}}.%s.{{wildcard(1)}}.>", n, Prefix)
 }

@@ -11,19 +11,18 @@ import (
 
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/eventstest"
-	"github.com/fleet-dev/fleet/events/jsstore"
 )
 
 // TestPartitionOfIsTheServersPartitionMapping: a real server with the
-// subject mapping jsstore.PartitionMapping maps each of 2,000 device ids to
-// the partition jsstore.PartitionOf computes, for N = 2, 3 and 7; and
+// subject mapping events.PartitionMapping maps each of 2,000 device ids to
+// the partition events.PartitionOf computes, for N = 2, 3 and 7; and
 // OwnsSubject gives every subject to exactly one worker.
 func TestPartitionOfIsTheServersPartitionMapping(t *testing.T) {
 	is := is.New(t)
 	env := eventstest.Start(t, true)
 	acc := env.Server.GlobalAccount()
 	for _, n := range []int{2, 3, 7} {
-		src, dest := jsstore.PartitionMapping(n)
+		src, dest := events.PartitionMapping(n)
 		src = strings.Replace(src, events.Prefix, fmt.Sprintf("probe%d", n), 1) // outside the stream's subjects
 		dest = strings.Replace(dest, events.Prefix, fmt.Sprintf("probe%d", n), 1)
 		is.NoErr(acc.AddMapping(src, dest))
@@ -38,12 +37,12 @@ func TestPartitionOfIsTheServersPartitionMapping(t *testing.T) {
 			is.NoErr(err)
 			tok := strings.Split(m.Subject, ".") // part.<p>.probeN.<device>.lifecycle
 			got, _ := strconv.Atoi(tok[1])
-			if want := jsstore.PartitionOf(tok[3], n); got != want {
+			if want := events.PartitionOf(tok[3], n); got != want {
 				t.Fatalf("N=%d: the server maps %s to partition %d, PartitionOf says %d", n, tok[3], got, want)
 			}
 			owners := 0
 			for i := range n {
-				if (jsstore.Partition{I: i, N: n}).OwnsSubject(events.LifecycleSubject(tok[3])) {
+				if (events.Partition{I: i, N: n}).OwnsSubject(events.LifecycleSubject(tok[3])) {
 					owners++
 				}
 			}
@@ -52,10 +51,10 @@ func TestPartitionOfIsTheServersPartitionMapping(t *testing.T) {
 		_ = sub.Unsubscribe()
 	}
 	for _, bad := range []string{"2/2", "-1/2", "0/0", "x", "1/", "0/2000"} {
-		_, err := jsstore.ParsePartition(bad)
+		_, err := events.ParsePartition(bad)
 		is.True(err != nil)
 	}
-	p, err := jsstore.ParsePartition("1/3")
+	p, err := events.ParsePartition("1/3")
 	is.NoErr(err)
-	is.Equal(p, jsstore.Partition{I: 1, N: 3})
+	is.Equal(p, events.Partition{I: 1, N: 3})
 }
