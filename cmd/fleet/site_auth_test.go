@@ -80,7 +80,7 @@ func TestSiteAuthDeviceCredentialsValidAtTheSite(t *testing.T) {
 	// least privilege holds at the site
 	copts, err := auth.ClientOptions(credsPath)
 	is.NoErr(err)
-	dnc, err := nats.Connect(site.URL, copts...)
+	dnc, err := nats.Connect(site.URL, append(copts, quietNATS)...)
 	is.NoErr(err)
 	defer dnc.Close()
 	djs, _ := jetstream.New(dnc)

@@ -141,12 +141,12 @@ func (c *SiteCmd) Start(ctx context.Context, out *os.File) (*RunningSite, error)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(c.Data, 0o755); err != nil {
-		return nil, fmt.Errorf("data directory %s: %w", c.Data, err)
-	}
 	configure, copts, err := c.siteAuth(hub)
 	if err != nil {
 		return nil, err
+	}
+	if err := os.MkdirAll(c.Data, 0o755); err != nil {
+		return nil, fmt.Errorf("data directory %s: %w", c.Data, err)
 	}
 	srv, err := embedded.Start(embedded.Options{Dir: filepath.Join(c.Data, "jetstream"), Listen: c.Listen, RelaxedSync: c.RelaxedSync,
 		Name: "fleet-site-" + c.Domain, Configure: configure})

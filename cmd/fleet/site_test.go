@@ -222,6 +222,7 @@ func TestSiteRefusesBadFlags(t *testing.T) {
 		{"device not a token", SiteCmd{Hub: "nats-leaf://127.0.0.1:7422", Domain: "s", HubDomain: "hub", Devices: []string{"pi 1"}}, "--devices"},
 		{"no hub", SiteCmd{Hub: " , ", Domain: "s", HubDomain: "hub"}, "--hub"},
 		{"bad listen", SiteCmd{Hub: "nats-leaf://127.0.0.1:7422", Domain: "s", HubDomain: "hub", Listen: "4222"}, "--listen"},
+		{"auth dir without keys", SiteCmd{Hub: "nats-leaf://127.0.0.1:7422", Domain: "s", HubDomain: "hub", Auth: "/nonexistent/auth"}, "--auth"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			is := is.New(t)

@@ -32,6 +32,7 @@ import (
 
 // Server error codes fleet acts on (nats.go has no constants for most).
 const (
+	errNoSuitablePeers       = 10005 // no suitable peers for placement: a peer seen offline (a loaded node missed its heartbeats)
 	errClusterNotAvailable   = 10008 // JetStream system temporarily unavailable
 	errClusterNotLeader      = 10009 // JetStream cluster can not handle request
 	errNotEnabled            = 10076 // JetStream not enabled (a node still starting)
@@ -56,7 +57,7 @@ func retryable(err error) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		switch apiErr.ErrorCode {
-		case errClusterNotAvailable, errClusterNotLeader, errNotEnabled, errStreamOffline, errExpectedNotReady,
+		case errNoSuitablePeers, errClusterNotAvailable, errClusterNotLeader, errNotEnabled, errStreamOffline, errExpectedNotReady,
 			errBatchIncomplete, errAtomicTooManyInflight, errBatchTooManyInflight,
 			jetstream.JSErrCodeStreamWrongLastSequenceConstant:
 			return true

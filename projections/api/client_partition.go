@@ -219,55 +219,33 @@ func fanOut[T any](ctx context.Context, c *Client, ep string, req Request) (answ
 	return answers, down, nil
 }
 
-// page is what mergePages needs of a DevicePage or SummaryPage.
-type page interface {
-	ids() []string
-	next() string
-}
-
-func (p *DevicePage) ids() []string {
-	out := make([]string, len(p.Devices))
-	for i, d := range p.Devices {
-		out[i] = d.Device
-	}
-	return out
-}
-func (p *DevicePage) next() string { return p.Next }
-func (p *SummaryPage) ids() []string {
-	out := make([]string, len(p.Devices))
-	for i, d := range p.Devices {
-		out[i] = d.Device
-	}
-	return out
-}
-func (p *SummaryPage) next() string { return p.Next }
-
-// cut is where a merged page ends: the lowest last id of the partitions
-// that have more, and at most limit devices; more reports whether there is
-// a next page.
-func cut(pages []page, limit int) (end string, more bool) {
-	var all []string
-	for _, p := range pages {
-		if p == nil {
-			continue
-		}
-		ids := p.ids()
-		all = append(all, ids...)
-		if p.next() != "" && len(ids) > 0 && (end == "" || ids[len(ids)-1] < end) {
-			end, more = ids[len(ids)-1], true
+// mergeList merges the partitions' pages after one cursor (a nil list: a
+// partition that did not answer): sorted by id, cut where the first
+// partition that has more ends its page (past it that partition's devices
+// are not known yet), and at most limit long. next is the merged page's
+// cursor, empty when no partition has more.
+func mergeList[T any](lists [][]T, nexts []string, id func(T) string, limit int) (all []T, next string) {
+	all = []T{}
+	end, more := "", false
+	for i, l := range lists {
+		all = append(all, l...)
+		if nexts[i] != "" && len(l) > 0 {
+			if last := id(l[len(l)-1]); end == "" || last < end {
+				end, more = last, true
+			}
 		}
 	}
-	sort.Strings(all)
+	sort.Slice(all, func(i, j int) bool { return id(all[i]) < id(all[j]) })
 	if end != "" {
-		all = all[:sort.SearchStrings(all, end)+1]
+		all = all[:sort.Search(len(all), func(i int) bool { return id(all[i]) > end })]
 	}
 	if limit > 0 && len(all) > limit {
 		all, more = all[:limit], true
 	}
-	if len(all) == 0 {
-		return "", more
+	if more && len(all) > 0 {
+		next = id(all[len(all)-1])
 	}
-	return all[len(all)-1], more
+	return all, next
 }
 
 // mergePages merges every partition's page after the same cursor.
@@ -278,21 +256,15 @@ func (c *Client) mergePages(ctx context.Context, ep string, req Request, out any
 		if err != nil {
 			return err
 		}
-		pages := make([]page, len(answers))
-		merged := DevicePage{Devices: []projections.Device{}, Missing: down}
+		merged := DevicePage{Missing: down}
+		lists, nexts := make([][]projections.Device, len(answers)), make([]string, len(answers))
 		for i, a := range answers {
 			if a != nil {
-				pages[i] = a
-				merged.Devices = append(merged.Devices, a.Devices...)
+				lists[i], nexts[i] = a.Devices, a.Next
 				merged.Total += a.Total
 			}
 		}
-		end, more := cut(pages, req.Limit)
-		sort.Slice(merged.Devices, func(i, j int) bool { return merged.Devices[i].Device < merged.Devices[j].Device })
-		merged.Devices = merged.Devices[:sort.Search(len(merged.Devices), func(i int) bool { return merged.Devices[i].Device > end })]
-		if more {
-			merged.Next = end
-		}
+		merged.Devices, merged.Next = mergeList(lists, nexts, func(d projections.Device) string { return d.Device }, req.Limit)
 		*o = merged
 		return nil
 	case *SummaryPage:
@@ -300,14 +272,13 @@ func (c *Client) mergePages(ctx context.Context, ep string, req Request, out any
 		if err != nil {
 			return err
 		}
-		pages := make([]page, len(answers))
-		merged := SummaryPage{Devices: []DeviceSummary{}, Missing: down, Fleet: FleetTotals{States: map[string]int{}}}
+		merged := SummaryPage{Missing: down, Fleet: FleetTotals{States: map[string]int{}}}
+		lists, nexts := make([][]DeviceSummary, len(answers)), make([]string, len(answers))
 		for i, a := range answers {
 			if a == nil {
 				continue
 			}
-			pages[i] = a
-			merged.Devices = append(merged.Devices, a.Devices...)
+			lists[i], nexts[i] = a.Devices, a.Next
 			merged.Total += a.Total
 			merged.Fleet.Devices += a.Fleet.Devices
 			merged.Fleet.Ready += a.Fleet.Ready
@@ -317,12 +288,7 @@ func (c *Client) mergePages(ctx context.Context, ep string, req Request, out any
 				merged.Fleet.States[k] += v
 			}
 		}
-		end, more := cut(pages, req.Limit)
-		sort.Slice(merged.Devices, func(i, j int) bool { return merged.Devices[i].Device < merged.Devices[j].Device })
-		merged.Devices = merged.Devices[:sort.Search(len(merged.Devices), func(i int) bool { return merged.Devices[i].Device > end })]
-		if more {
-			merged.Next = end
-		}
+		merged.Devices, merged.Next = mergeList(lists, nexts, func(d DeviceSummary) string { return d.Device }, req.Limit)
 		*o = merged
 		return nil
 	}

@@ -173,6 +173,9 @@ function renderOverview(page, changed) {
     h("div", { class: "stat warn" }, h("b", {}, String(fleet.stale)), " stale"),
     h("div", { class: "states", "aria-label": "resources by state" },
       ...STATES.map((s) => h("span", { class: `count state-${s}`, "data-state": s }, `${s} `, h("b", {}, String(counts[s] || 0))))),
+    // a partitioned read side (fleet project --front): workers that did not answer
+    h("div", { class: "banner error", role: "alert", id: "missing-partitions", hidden: list(p, "missingPartitions").length ? null : "" },
+      `Partition(s) ${list(p, "missingPartitions").join(", ")} of the read side did not answer: their devices are not shown or counted.`),
   );
 
   if (!page.controls) page.controls = overviewControls(page);
