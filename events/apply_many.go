@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 )
 
 // ManifestAppend is one manifest of an AppendManifests batch: the event and
@@ -21,10 +20,17 @@ type ManifestBatcher interface {
 	// LastManifests returns the newest manifest of each device that has one;
 	// a device whose last manifest message does not decode is in bad.
 	LastManifests(ctx context.Context, devices []string) (map[string]Stored, map[string]*BadMessage, error)
-	// AppendManifests stores the manifests (at most ManyBatch) all or none:
-	// none if any device's manifest subject is no longer at its expected
-	// sequence (a *ConflictError). It returns each manifest's sequence.
-	AppendManifests(ctx context.Context, ms []ManifestAppend) ([]uint64, error)
+	// AppendManifests stores each manifest (at most ManyBatch) if its
+	// device's manifest subject is still at its expected sequence (else a
+	// *ConflictError for that one): one result a manifest, in order.
+	AppendManifests(ctx context.Context, ms []ManifestAppend) []ManifestResult
+}
+
+// ManifestResult is one manifest's outcome in AppendManifests: its
+// sequence, or why it is not known to be stored.
+type ManifestResult struct {
+	Seq uint64
+	Err error
 }
 
 // ManyBatch is how many manifests ApplyMany appends in one batch (the
@@ -39,15 +45,16 @@ type ApplyItem struct {
 
 // ApplyMany is Apply for many devices: each item's manifest becomes its
 // device's next generation, with the same compare-and-set as Apply, but
-// appended ManyBatch at a time in one atomic batch (and the last manifests
-// read a batch at a time), where Apply costs a read and a durable write a
-// device: a rollout to 10,000 devices is ten batches instead of 10,000
-// writes (fleet sim, BENCHMARKS.md). A batch that meets a conflict (another
-// writer moved one of its devices) or a device whose last manifest message
-// is bad is applied a device at a time with Apply; a batch whose outcome is
-// unknown is checked against the log and sent again. On a Store that is not
-// a ManifestBatcher it is Apply a device at a time. It returns what was
-// applied, in item order, up to the first error.
+// the last manifests read ManyBatch a request and the manifests sent
+// ManyBatch at a time pipelined, where Apply costs a read and a write
+// round trip a device (a rollout to 10,000 devices took 137 s that way at
+// 73 a second, fleet sim, BENCHMARKS.md). A device another writer moved in
+// between, or whose last manifest message is bad, is applied again on its
+// own with Apply (its generation follows the other writer's); one whose
+// outcome is unknown is sent again with the same event (the stream's
+// dedup stores it once). On a Store that is not a ManifestBatcher it is
+// Apply a device at a time. It returns what was applied, in item order, up
+// to the first error.
 func ApplyMany(ctx context.Context, s Store, clock *Clock, items []ApplyItem, actor string, signer Signer) ([]Applied, error) {
 	out := make([]Applied, 0, len(items))
 	b, ok := s.(ManifestBatcher)
@@ -126,51 +133,41 @@ func applyBatch(ctx context.Context, s Store, b ManifestBatcher, clock *Clock, i
 		ms[i] = ManifestAppend{Event: e, ExpectedSeq: l.Seq}
 		out[i] = Applied{Generation: e.Generation, Event: e}
 	}
-	for attempt := 1; ; attempt++ {
-		seqs, err := b.AppendManifests(ctx, ms)
-		if err == nil {
-			for i := range out {
-				out[i].Seq = seqs[i]
-			}
-			return out, nil
-		}
-		if !errors.Is(err, ErrConflict) && !errors.Is(err, ErrUnavailable) {
-			return nil, err
-		}
-		// Stored after all (an attempt whose answer was lost), or not at
-		// all: the batch is atomic, so it is every manifest or none (part of
-		// it only while the server is still committing it: read again).
-		stored := 0
-		for read := 0; read < 5; read++ {
-			now, _, rerr := b.LastManifests(ctx, devs)
-			if rerr != nil {
-				return nil, fmt.Errorf("%w (and reading the manifests back failed: %v)", err, rerr)
-			}
-			stored = 0
-			for i := range ms {
-				if st, ok := now[ms[i].Event.Device]; ok && st.ID == ms[i].Event.ID {
-					out[i].Seq = st.Seq
-					stored++
-				}
-			}
-			if stored == 0 || stored == len(ms) {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(200 * time.Millisecond):
-			}
+	for i, r := range b.AppendManifests(ctx, ms) {
+		if r.Err == nil {
+			out[i].Seq = r.Seq
+			continue
 		}
 		switch {
-		case stored == len(ms):
-			return out, nil
-		case stored > 0:
-			return nil, fmt.Errorf("apply many: %d of %d manifests of an atomic batch are on the log: %w", stored, len(ms), err)
-		case errors.Is(err, ErrConflict):
-			return applyEach(ctx, s, clock, items, actor, signer) // another writer moved a device
-		case attempt >= applyAttempts:
-			return nil, fmt.Errorf("apply many: %d manifests sent %d times, none on the log: %w", len(ms), attempt, err)
+		case errors.Is(r.Err, ErrConflict):
+			// Another writer, or an answer lost inside the store whose
+			// message was stored: appendManifestRetrying tells which.
+			if seq, ok := storedAlready(ctx, s, ms[i].Event); ok {
+				out[i].Seq = seq
+				continue
+			}
+			a, err := Apply(ctx, s, clock, items[i].Device, items[i].Manifest, actor, signer)
+			if err != nil {
+				return out[:i], err
+			}
+			out[i] = a
+		case errors.Is(r.Err, ErrUnavailable):
+			seq, err := appendManifestRetrying(ctx, s, ms[i].Event, ms[i].ExpectedSeq)
+			if errors.Is(err, ErrConflict) {
+				a, aerr := Apply(ctx, s, clock, items[i].Device, items[i].Manifest, actor, signer)
+				if aerr != nil {
+					return out[:i], aerr
+				}
+				out[i] = a
+				continue
+			}
+			if err != nil {
+				return out[:i], err
+			}
+			out[i].Seq = seq
+		default:
+			return out[:i], r.Err
 		}
 	}
+	return out, nil
 }

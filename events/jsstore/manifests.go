@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/jetstreamext"
 
@@ -19,8 +17,7 @@ import (
 // (the server answers at most 1,024).
 const lastManifestsPerCall = 1000
 
-// manifestsAttempt is how long one attempt of AppendManifests waits for
-// the batch's answer.
+// manifestsAttempt is how long AppendManifests waits for the answers.
 const manifestsAttempt = 15 * time.Second
 
 // LastManifests implements events.ManifestBatcher: the newest manifest of
@@ -87,62 +84,54 @@ func (s *Store) LastManifests(ctx context.Context, devices []string) (map[string
 	return out, bad, nil
 }
 
-// AppendManifests implements events.ManifestBatcher: the manifests in one
-// atomic batch (at most MaxBatch), each with its own per-subject
-// compare-and-set (Nats-Expected-Last-Subject-Sequence), so that the batch
-// is stored only if no device's manifest subject moved since it was read:
-// all or none. A moved subject is a *events.ConflictError for the whole
-// batch (the server does not say which). It returns each manifest's
-// sequence (a batch is stored contiguously).
-func (s *Store) AppendManifests(ctx context.Context, ms []events.ManifestAppend) ([]uint64, error) {
-	if len(ms) == 0 {
-		return nil, nil
-	}
-	if len(ms) > MaxBatch {
-		return nil, fmt.Errorf("%w: append manifests: %d: must be at most %d a batch", events.ErrInvalid, len(ms), MaxBatch)
-	}
-	msgs := make([]*nats.Msg, len(ms))
+// AppendManifests implements events.ManifestBatcher: the manifests sent
+// pipelined (asynchronous publishes, all in flight at once), each with its
+// own per-subject compare-and-set, so a thousand cost about what one
+// round trip and the stream's ingest of a thousand messages cost, not a
+// thousand round trips. Each manifest stands alone: one whose subject
+// moved is a *events.ConflictError for it only. Not an atomic batch: the
+// server allows only so many atomic batches in flight on a stream, and in
+// a rollout the agents' outbox batches take them (a manifest batch waiting
+// for a slot behind thousands of agents timed out, fleet sim).
+func (s *Store) AppendManifests(ctx context.Context, ms []events.ManifestAppend) []events.ManifestResult {
+	out := make([]events.ManifestResult, len(ms))
+	futures := make([]jetstream.PubAckFuture, len(ms))
 	for i, a := range ms {
 		if a.Event.Type != events.TypeManifestApplied {
-			return nil, fmt.Errorf("%w: append manifests: event %d type %q: must be %s", events.ErrInvalid, i, a.Event.Type, events.TypeManifestApplied)
+			out[i].Err = fmt.Errorf("%w: append manifests: event %d type %q: must be %s", events.ErrInvalid, i, a.Event.Type, events.TypeManifestApplied)
+			continue
 		}
 		m, err := Msg(a.Event)
 		if err != nil {
-			return nil, err
+			out[i].Err = err
+			continue
 		}
-		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(a.ExpectedSeq, 10))
-		msgs[i] = m
+		if futures[i], err = s.js.PublishMsgAsync(m, jetstream.WithExpectLastSequencePerSubject(a.ExpectedSeq)); err != nil {
+			out[i].Err = fmt.Errorf("append manifest %s: %w", a.Event.Device, unavailable(err))
+		}
 	}
-	// A batch of a thousand compare-and-sets behind a busy stream takes
-	// longer than one event: an attempt waits up to manifestsAttempt.
-	ack, err := retryingWithin(ctx, manifestsAttempt, func(ctx context.Context) (*jetstreamext.BatchAck, error) {
-		fresh := make([]*nats.Msg, len(msgs))
-		for i, m := range msgs {
-			c := copyMsg(m)
-			c.Header.Set(jetstream.ExpectedLastSubjSeqHeader, m.Header.Get(jetstream.ExpectedLastSubjSeqHeader))
-			fresh[i] = c
+	wait, cancel := context.WithTimeout(ctx, manifestsAttempt)
+	defer cancel()
+	for i, f := range futures {
+		if f == nil {
+			continue
 		}
-		return jetstreamext.PublishMsgBatch(ctx, s.js, fresh)
-	})
-	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-			return nil, &events.ConflictError{Subject: fmt.Sprintf("one of %d manifest subjects", len(ms)), Actual: actualFrom(apiErr.Description)}
+		select {
+		case ack := <-f.Ok():
+			out[i].Seq = ack.Sequence
+		case err := <-f.Err():
+			var apiErr *jetstream.APIError
+			if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+				apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+				out[i].Err = &events.ConflictError{Subject: events.ManifestSubject(ms[i].Event.Device), Expected: ms[i].ExpectedSeq, Actual: actualFrom(apiErr.Description)}
+			} else {
+				out[i].Err = fmt.Errorf("append manifest %s: %w", ms[i].Event.Device, unavailable(err))
+			}
+		case <-wait.Done():
+			out[i].Err = fmt.Errorf("append manifest %s: %w: no answer in %s", ms[i].Event.Device, events.ErrUnavailable, manifestsAttempt)
 		}
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == errBatchHasDuplicate {
-			// An attempt whose answer did not come in time was stored after
-			// all: the outcome is for the caller to read back.
-			return nil, fmt.Errorf("append %d manifests: %w: sent again after no answer, and found stored: %w", len(ms), events.ErrUnavailable, err)
-		}
-		return nil, fmt.Errorf("append %d manifests: %w", len(ms), unavailable(err))
 	}
-	seqs := make([]uint64, len(ms))
-	first := ack.Sequence - uint64(len(ms)) + 1
-	for i := range seqs {
-		seqs[i] = first + uint64(i)
-	}
-	return seqs, nil
+	return out
 }
 
 // deviceOfManifestSubject is the device of a manifest subject.

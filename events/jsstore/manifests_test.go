@@ -15,11 +15,11 @@ import (
 )
 
 // TestApplyManyBatchesManifestsWithACompareAndSetEach: 1,500 devices (two
-// atomic batches) each get generation 1, then 2, each manifest once at the
+// batches) each get generation 1, then 2, each manifest once at the
 // sequence it reports; a device another writer moved between the read and
-// the batch makes its batch fall back to one apply a device (its generation
-// goes on from the other writer's, nothing is lost or written twice); a
-// device twice in one call is refused, naming it, with nothing written.
+// the send is applied again on its own (its generation goes on from the
+// other writer's, nothing is lost or written twice); a device twice in one
+// call is refused, naming it, with nothing written.
 func TestApplyManyBatchesManifestsWithACompareAndSetEach(t *testing.T) {
 	is := is.New(t)
 	env := eventstest.Start(t, true)
@@ -51,7 +51,7 @@ func TestApplyManyBatchesManifestsWithACompareAndSetEach(t *testing.T) {
 	}}
 	res, err = events.ApplyMany(ctx, racing, c, items, "user:ops", nil)
 	is.NoErr(err)
-	is.True(racing.conflicts > 0) // the first batch met the other writer
+	is.Equal(racing.conflicts, 1) // d-0003 met the other writer
 	is.Equal(len(res), len(items))
 	is.Equal(res[0].Generation, int64(2))
 	is.Equal(res[3].Generation, int64(3)) // after the other writer's 2
@@ -89,24 +89,25 @@ func (r *racingStore) LastManifests(ctx context.Context, devs []string) (map[str
 	return m, bad, err
 }
 
-func (r *racingStore) AppendManifests(ctx context.Context, ms []events.ManifestAppend) ([]uint64, error) {
-	seqs, err := r.Store.AppendManifests(ctx, ms)
-	if errors.Is(err, events.ErrConflict) {
-		r.conflicts++
+func (r *racingStore) AppendManifests(ctx context.Context, ms []events.ManifestAppend) []events.ManifestResult {
+	res := r.Store.AppendManifests(ctx, ms)
+	for _, x := range res {
+		if errors.Is(x.Err, events.ErrConflict) {
+			r.conflicts++
+		}
 	}
-	return seqs, err
+	return res
 }
 
-// TestAppendManifestsIsAllOrNone: a batch in which one device's expected
-// sequence is stale is refused as a conflict and stores nothing.
-func TestAppendManifestsIsAllOrNone(t *testing.T) {
+// TestAppendManifestsChecksEachDevice: in one call, the manifest whose
+// expected sequence is stale is refused as a conflict and the others are
+// stored, each at the sequence it reports.
+func TestAppendManifestsChecksEachDevice(t *testing.T) {
 	is := is.New(t)
 	env := eventstest.Start(t, true)
 	ctx := context.Background()
 	c := newClock(t)
 	_, err := events.Apply(ctx, env.Store, c, "b", manifest("v1\n"), "user:ops", nil)
-	is.NoErr(err)
-	before, err := env.Store.LastSeq(ctx)
 	is.NoErr(err)
 	var ms []events.ManifestAppend
 	for _, d := range []string{"a", "b", "c"} {
@@ -115,10 +116,16 @@ func TestAppendManifestsIsAllOrNone(t *testing.T) {
 		c.Stamp(&e)
 		ms = append(ms, events.ManifestAppend{Event: e}) // b expects none: stale
 	}
-	_, err = env.Store.AppendManifests(ctx, ms)
-	is.True(err != nil)
-	is.True(strings.Contains(err.Error(), "conflict"))
-	after, err := env.Store.LastSeq(ctx)
+	res := env.Store.AppendManifests(ctx, ms)
+	is.True(errors.Is(res[1].Err, events.ErrConflict))
+	for _, i := range []int{0, 2} {
+		is.NoErr(res[i].Err)
+		last, err := env.Store.LastManifest(ctx, ms[i].Event.Device)
+		is.NoErr(err)
+		is.Equal(last.Seq, res[i].Seq)
+		is.Equal(last.ID, ms[i].Event.ID)
+	}
+	last, err := env.Store.LastManifest(ctx, "b")
 	is.NoErr(err)
-	is.Equal(after, before) // none of the three
+	is.True(last.ID != ms[1].Event.ID) // b's stale one was not stored
 }

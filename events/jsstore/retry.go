@@ -83,11 +83,6 @@ func inFlight(err error) bool {
 // within that bound. attempt must send the same write every time (same
 // Nats-Msg-Id): that is what makes retrying safe.
 func retrying[T any](ctx context.Context, attempt func(ctx context.Context) (T, error)) (T, error) {
-	return retryingWithin(ctx, attemptTimeout, attempt)
-}
-
-// retryingWithin is retrying with another timeout for each attempt.
-func retryingWithin[T any](ctx context.Context, attemptTimeout time.Duration, attempt func(ctx context.Context) (T, error)) (T, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultRetryFor)

@@ -80,9 +80,9 @@ func (s *sim) floor(ctx context.Context, ro *ReadyStats) (*Floor, error) {
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
 		return m
 	}
-	// As the rollout appended them: with ApplyMany, batches of
-	// events.ManyBatch one after the other, a device's events sent once its
-	// batch is in; with Apply, a publish a device, 64 at a time.
+	// As the rollout appended them: with ApplyMany, events.ManyBatch
+	// publishes pipelined at a time, a device's events sent once its
+	// manifest's group is in; with Apply, a publish a device, 64 at a time.
 	fl.ManifestBatch = 1
 	var chunkDone []chan struct{}
 	var chunkErr error
@@ -98,15 +98,7 @@ func (s *sim) floor(ctx context.Context, ro *ReadyStats) (*Floor, error) {
 		go func() {
 			for k := range chunkDone {
 				if chunkErr == nil {
-					var msgs []*nats.Msg
-					for _, d := range s.devs[k*events.ManyBatch : min((k+1)*events.ManyBatch, len(s.devs))] {
-						msgs = append(msgs, manifestMsg(d.id))
-					}
-					pctx, cancel := context.WithTimeout(ctx, time.Minute)
-					if err := publishBatch(pctx, s.js, msgs, batches); err != nil {
-						chunkErr = fmt.Errorf("floor manifests batch %d: %w", k, err)
-					}
-					cancel()
+					chunkErr = publishPipelined(ctx, s.js, s.devs[k*events.ManyBatch:min((k+1)*events.ManyBatch, len(s.devs))], manifestMsg)
 				}
 				close(chunkDone[k])
 			}
@@ -185,6 +177,31 @@ func (s *sim) sampleSizes(ctx context.Context) (manifest, event int, err error) 
 		return manifest, 300, nil
 	}
 	return manifest, total / n, nil
+}
+
+// publishPipelined publishes one manifest a device, all in flight at once,
+// and waits for every answer.
+func publishPipelined(ctx context.Context, js jetstream.JetStream, devs []*device, msg func(string) *nats.Msg) error {
+	fs := make([]jetstream.PubAckFuture, len(devs))
+	for i, d := range devs {
+		f, err := js.PublishMsgAsync(msg(d.id))
+		if err != nil {
+			return fmt.Errorf("floor manifest %s: %w", d.id, err)
+		}
+		fs[i] = f
+	}
+	wait, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for i, f := range fs {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("floor manifest %s: %w", devs[i].id, err)
+		case <-wait.Done():
+			return fmt.Errorf("floor manifest %s: no answer", devs[i].id)
+		}
+	}
+	return nil
 }
 
 // maxInflightBatches keeps the floor under the server's limit of atomic

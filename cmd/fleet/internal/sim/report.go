@@ -75,8 +75,9 @@ type ReadyStats struct {
 // number of events in the same batch shapes to the same server.
 type Floor struct {
 	Manifests int `json:"manifests"` // with a compare-and-set each, in batches of ManifestBatch
-	// ManifestBatch is how many manifests a publish carries, as the
-	// rollout appended them (1: one publish a device).
+	// ManifestBatch is how many manifest publishes are in flight together,
+	// as the rollout appended them (ApplyMany: 1,000 pipelined; Apply: one
+	// round trip a device, 64 devices at a time).
 	ManifestBatch int     `json:"manifestBatch"`
 	Events        int     `json:"events"` // agent events, in the agents' batch shapes
 	Batches       int     `json:"batches"`

@@ -171,6 +171,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Server.Note = "fleet server child process (embedded JetStream with fsync before ack, projection service, HTTP API)"
 	}
 	err := s.run(ctx, rep)
+	if err != nil {
+		s.log("%v (stopping the agents, then verifying what is on the log)", err)
+	}
 	if verr := s.finish(ctx, rep); err == nil {
 		err = verr
 	}
