@@ -86,6 +86,9 @@ func (s *Store) batches(ctx context.Context, f events.Filter, o events.BatchOpti
 		fail(err)
 		return
 	}
+	if o.Name == "" {
+		defer s.dropConsumer(cons) // after cc.Stop and the decoders, below
+	}
 	upTo := f.ToSeq
 	if !o.Follow {
 		info := cons.CachedInfo()

@@ -18,7 +18,9 @@ import (
 // without acks at close to the stream's raw speed; messages are decoded on
 // several goroutines (one a CPU) in chunks and yielded in stream order on
 // the caller's goroutine; stopping early (yield returns false) stops them
-// all.
+// all. Every read deletes its consumer when its iteration ends, whichever
+// way it ends (dropConsumer), so that a reader polling the log does not
+// pile up consumers until the stream's limit.
 
 // Read implements events.Store.Read.
 func (s *Store) Read(ctx context.Context, f events.Filter) iter.Seq2[events.Stored, error] {
@@ -54,6 +56,7 @@ func (s *Store) read(ctx context.Context, f events.Filter, follow bool, yield fu
 		yield(events.Stored{}, fmt.Errorf("%s: %w", what, unavailable(err)))
 		return
 	}
+	defer s.dropConsumer(cons) // after it.Stop and the fetcher, below
 	it, err := cons.Messages(jetstream.PullMaxMessages(2048))
 	if err != nil {
 		yield(events.Stored{}, fmt.Errorf("%s: %w", what, unavailable(err)))
@@ -140,6 +143,20 @@ func (s *Store) read(ctx context.Context, f events.Filter, follow bool, yield fu
 	if !follow {
 		yield(events.Stored{}, fmt.Errorf("%s: %w", what, unavailable(context.Cause(ctx))))
 	}
+}
+
+// dropConsumer deletes an ordered consumer's server consumer (the one it
+// reads from now; those it replaced on a reset it deleted itself) once its
+// read is over. If the server cannot be reached, the consumer's inactivity
+// threshold removes it later.
+func (s *Store) dropConsumer(cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.js.DeleteConsumer(ctx, events.Stream, info.Name)
 }
 
 // orderedConfig is the ordered consumer that reads f's subjects from f.FromSeq.
