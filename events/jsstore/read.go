@@ -48,22 +48,16 @@ func (s *Store) read(ctx context.Context, f events.Filter, follow bool, yield fu
 		yield(events.Stored{}, err)
 		return
 	}
-	cons, err := s.js.OrderedConsumer(ctx, events.Stream, orderedConfig(f))
+	src, err := s.openRead(ctx, f)
 	if err != nil {
 		if follow && ctx.Err() != nil {
 			return
 		}
-		yield(events.Stored{}, fmt.Errorf("%s: %w", what, unavailable(err)))
+		yield(events.Stored{}, fmt.Errorf("%s: %w", what, err))
 		return
 	}
-	defer s.dropConsumer(cons) // after it.Stop and the fetcher, below
-	it, err := cons.Messages(jetstream.PullMaxMessages(2048))
-	if err != nil {
-		yield(events.Stored{}, fmt.Errorf("%s: %w", what, unavailable(err)))
-		return
-	}
-	defer it.Stop()
-	if info := cons.CachedInfo(); !follow && info != nil && info.NumPending == 0 {
+	if !follow && src.empty {
+		src.close()
 		return
 	}
 	rctx, cancel := context.WithCancel(ctx)
@@ -72,8 +66,7 @@ func (s *Store) read(ctx context.Context, f events.Filter, follow bool, yield fu
 	fetched := make(chan struct{})
 	defer func() {
 		cancel()
-		it.Stop()
-		<-fetched
+		<-fetched // the fetcher has stopped and deleted its consumer
 	}()
 	for range decoders() {
 		go func() {
@@ -82,6 +75,10 @@ func (s *Store) read(ctx context.Context, f events.Filter, follow bool, yield fu
 				case c := <-work:
 					for i := range c.msgs {
 						m := &c.msgs[i]
+						if m.fail != nil {
+							m.err = m.fail
+							continue
+						}
 						m.st, m.err = FromRaw(m.subject, m.seq, m.at, m.data)
 					}
 					close(c.decoded)
@@ -94,8 +91,13 @@ func (s *Store) read(ctx context.Context, f events.Filter, follow bool, yield fu
 	go func() {
 		defer close(fetched)
 		defer close(ordered)
+		r := newReader(s, f, follow, what, src)
+		defer r.close()
+		if !follow {
+			r.watch = newStallWatch(rctx)
+		}
 		for {
-			c := fetchChunk(rctx, it, f.ToSeq, follow, what)
+			c := r.chunk(rctx)
 			select {
 			case work <- c:
 			case <-rctx.Done():
@@ -145,6 +147,44 @@ func (s *Store) read(ctx context.Context, f events.Filter, follow bool, yield fu
 	}
 }
 
+// readSource is the ordered consumer a read takes messages from.
+type readSource struct {
+	s      *Store
+	cons   jetstream.Consumer
+	it     jetstream.MessagesContext
+	empty  bool   // nothing was pending when it was made
+	pend   uint64 // how many were pending then
+	closed bool
+}
+
+// openRead makes the ordered consumer that reads f from f.FromSeq.
+func (s *Store) openRead(ctx context.Context, f events.Filter) (*readSource, error) {
+	cons, err := s.js.OrderedConsumer(ctx, events.Stream, orderedConfig(f))
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(2048))
+	if err != nil {
+		s.dropConsumer(cons)
+		return nil, unavailable(err)
+	}
+	src := &readSource{s: s, cons: cons, it: it, pend: 1}
+	if info := cons.CachedInfo(); info != nil {
+		src.empty, src.pend = info.NumPending == 0, info.NumPending
+	}
+	return src, nil
+}
+
+// close stops the source's consumer and deletes it.
+func (r *readSource) close() {
+	if r.closed {
+		return
+	}
+	r.closed = true
+	r.it.Stop()
+	r.s.dropConsumer(r.cons)
+}
+
 // dropConsumer deletes an ordered consumer's server consumer (the one it
 // reads from now; those it replaced on a reset it deleted itself) once its
 // read is over. If the server cannot be reached, the consumer's inactivity
@@ -185,39 +225,61 @@ type readMsg struct {
 	seq     uint64
 	at      time.Time
 	data    []byte
+	fail    error // the read could not get this message (readstall.go)
 	st      events.Stored
 	err     error
 }
 
-// fetchChunk reads up to readChunkSize messages. A read's chunk is the last
-// when the read is over (the stream's end or toSeq reached, or an error); a
+// chunk reads up to readChunkSize messages. A read's chunk is the last when
+// the read is over (the stream's end or toSeq reached, or an error); a
 // follow's chunk ends early when nothing more is pending (so that live
-// events are handed on at once) and is the last only on an error.
-func fetchChunk(ctx context.Context, it jetstream.MessagesContext, toSeq uint64, follow bool, what string) *readChunk {
+// events are handed on at once) and is the last only on an error. A read
+// that has stopped short of its end gets past the message it stopped at
+// (readstall.go).
+func (r *reader) chunk(ctx context.Context) *readChunk {
 	c := &readChunk{msgs: make([]readMsg, 0, readChunkSize), decoded: make(chan struct{}), last: true}
+	toSeq := r.f.ToSeq
 	for len(c.msgs) < readChunkSize {
-		m, err := it.Next(jetstream.NextContext(ctx))
+		wctx := ctx
+		if r.watch != nil {
+			wctx = r.watch.cur
+		}
+		m, err := r.src.it.Next(jetstream.NextContext(wctx))
 		if err != nil {
+			if r.watch != nil && ctx.Err() == nil && errors.Is(context.Cause(wctx), errStalled) {
+				if r.pastStall(ctx, c) {
+					return c
+				}
+				continue
+			}
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() != nil {
 				err = context.Cause(ctx)
 			}
-			c.err = fmt.Errorf("%s: %w", what, unavailable(err))
+			c.err = fmt.Errorf("%s: %w", r.what, unavailable(err))
 			return c
 		}
 		md, err := m.Metadata()
 		if err != nil {
-			c.err = fmt.Errorf("%s: %w", what, err)
+			c.err = fmt.Errorf("%s: %w", r.what, err)
 			return c
 		}
-		if toSeq > 0 && md.Sequence.Stream > toSeq {
+		seq := md.Sequence.Stream
+		if r.watch != nil {
+			r.watch.n.Add(1)
+			if r.all && seq > r.next {
+				r.hole(ctx, c, seq)
+			}
+		}
+		r.next, r.pend = seq+1, md.NumPending
+		if toSeq > 0 && seq > toSeq {
 			return c
 		}
-		c.msgs = append(c.msgs, readMsg{subject: m.Subject(), seq: md.Sequence.Stream, at: md.Timestamp, data: m.Data()})
+		c.msgs = append(c.msgs, readMsg{subject: m.Subject(), seq: seq, at: md.Timestamp, data: m.Data()})
 		if md.NumPending == 0 {
-			c.last = !follow
+			c.last = !r.follow
 			return c
 		}
-		if toSeq > 0 && md.Sequence.Stream >= toSeq {
+		if toSeq > 0 && seq >= toSeq {
 			return c
 		}
 	}
