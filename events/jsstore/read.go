@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"math/rand/v2"
 	"runtime"
 	"time"
 
@@ -159,9 +160,9 @@ type readSource struct {
 
 // openRead makes the ordered consumer that reads f from f.FromSeq.
 func (s *Store) openRead(ctx context.Context, f events.Filter) (*readSource, error) {
-	cons, err := s.js.OrderedConsumer(ctx, events.Stream, orderedConfig(f))
+	cons, err := s.orderedConsumer(ctx, f)
 	if err != nil {
-		return nil, unavailable(err)
+		return nil, err
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(2048))
 	if err != nil {
@@ -197,6 +198,22 @@ func (s *Store) dropConsumer(cons jetstream.Consumer) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = s.js.DeleteConsumer(ctx, events.Stream, info.Name)
+}
+
+// orderedConsumer makes an ordered consumer reading f. Its name is chosen
+// here, so that one the server made for a request that failed on the
+// client's side (ctx ended while it was on its way) is deleted too.
+func (s *Store) orderedConsumer(ctx context.Context, f events.Filter) (jetstream.Consumer, error) {
+	cfg := orderedConfig(f)
+	cfg.NamePrefix = fmt.Sprintf("fleet_read_%016x", rand.Uint64())
+	cons, err := s.js.OrderedConsumer(ctx, events.Stream, cfg)
+	if err != nil {
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.js.DeleteConsumer(dctx, events.Stream, cfg.NamePrefix+"_1") // the first of its names
+		return nil, unavailable(err)
+	}
+	return cons, nil
 }
 
 // orderedConfig is the ordered consumer that reads f's subjects from f.FromSeq.
