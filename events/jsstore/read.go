@@ -99,6 +99,7 @@ func (s *Store) read(ctx context.Context, f events.Filter, follow bool, yield fu
 		}
 		for {
 			c := r.chunk(rctx)
+			r.handing(true) // a slow caller is not a stalled read
 			select {
 			case work <- c:
 			case <-rctx.Done():
@@ -109,6 +110,7 @@ func (s *Store) read(ctx context.Context, f events.Filter, follow bool, yield fu
 			case <-rctx.Done():
 				return
 			}
+			r.handing(false)
 			if c.last {
 				return
 			}

@@ -51,6 +51,15 @@ func newReader(s *Store, f events.Filter, follow bool, what string, src *readSou
 		all: !follow && len(subj) == 1 && subj[0] == events.AllSubjects}
 }
 
+// handing says whether the fetcher is handing a chunk on (waiting for the
+// decoders or the caller), which is progress, not a stall.
+func (r *reader) handing(on bool) {
+	if r.watch != nil {
+		r.watch.handing.Store(on)
+		r.watch.n.Add(1)
+	}
+}
+
 func (r *reader) close() {
 	if r.watch != nil {
 		r.watch.stop()
@@ -159,9 +168,11 @@ func (r *reader) hole(ctx context.Context, c *readChunk, seq uint64) {
 
 // stallWatch ends the context a read waits on (cur, with errStalled) when
 // no message has come for ReadStallAfter: it looks every ReadStallAfter
-// whether the count of messages (n) has moved.
+// whether the count of messages and hand-offs (n) has moved, or a hand-off
+// is under way (the fetcher then waits for its caller, not the log).
 type stallWatch struct {
 	n       atomic.Uint64
+	handing atomic.Bool
 	cur     context.Context // written by the fetcher only (rearm)
 	mu      sync.Mutex
 	parent  context.Context
@@ -186,7 +197,7 @@ func (w *stallWatch) look() {
 		return
 	}
 	n := w.n.Load()
-	if n == w.seen && !w.fresh {
+	if n == w.seen && !w.fresh && !w.handing.Load() {
 		w.cancel(errStalled)
 	}
 	w.seen, w.fresh = n, false
