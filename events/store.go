@@ -121,7 +121,10 @@ type Store interface {
 	// Read yields the events that match f in log order, from the first match
 	// to f.ToSeq (or the last sequence when Read was called). A message on the
 	// log that does not decode is yielded as an error wrapping ErrInvalid
-	// (a *BadMessage), and reading goes on; any other error ends the sequence.
+	// (a *BadMessage), and reading goes on; a message the log holds but
+	// cannot deliver (a damaged store) is yielded as an *UnreadableError
+	// (errors.Is ErrUnreadable), and reading goes on past it; any other
+	// error ends the sequence.
 	Read(ctx context.Context, f Filter) iter.Seq2[Stored, error]
 	// Follow yields the events that match f in log order from stream
 	// sequence f.FromSeq on (0 or 1: the start of the log), each with its

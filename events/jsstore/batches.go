@@ -86,6 +86,9 @@ func (s *Store) batches(ctx context.Context, f events.Filter, o events.BatchOpti
 		fail(err)
 		return
 	}
+	if o.Name == "" {
+		defer s.dropConsumer(cons) // after cc.Stop and the decoders, below
+	}
 	upTo := f.ToSeq
 	if !o.Follow {
 		info := cons.CachedInfo()
@@ -270,11 +273,7 @@ func (c *batchChunk) decode(f events.Filter, skip func(string) bool) {
 // f.FromSeq (it acks nothing: its reader keeps its own checkpoint).
 func (s *Store) batchConsumer(ctx context.Context, f events.Filter, o events.BatchOptions) (jetstream.Consumer, error) {
 	if o.Name == "" {
-		cons, err := s.js.OrderedConsumer(ctx, events.Stream, orderedConfig(f))
-		if err != nil {
-			return nil, unavailable(err)
-		}
-		return cons, nil
+		return s.orderedConsumer(ctx, f)
 	}
 	if err := s.js.DeleteConsumer(ctx, events.Stream, o.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, fmt.Errorf("reset consumer %s: %w", o.Name, unavailable(err))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"math/rand/v2"
 	"runtime"
 	"time"
 
@@ -18,7 +19,9 @@ import (
 // without acks at close to the stream's raw speed; messages are decoded on
 // several goroutines (one a CPU) in chunks and yielded in stream order on
 // the caller's goroutine; stopping early (yield returns false) stops them
-// all.
+// all. Every read deletes its consumer when its iteration ends, whichever
+// way it ends (dropConsumer), so that a reader polling the log does not
+// pile up consumers until the stream's limit.
 
 // Read implements events.Store.Read.
 func (s *Store) Read(ctx context.Context, f events.Filter) iter.Seq2[events.Stored, error] {
@@ -46,21 +49,16 @@ func (s *Store) read(ctx context.Context, f events.Filter, follow bool, yield fu
 		yield(events.Stored{}, err)
 		return
 	}
-	cons, err := s.js.OrderedConsumer(ctx, events.Stream, orderedConfig(f))
+	src, err := s.openRead(ctx, f)
 	if err != nil {
 		if follow && ctx.Err() != nil {
 			return
 		}
-		yield(events.Stored{}, fmt.Errorf("%s: %w", what, unavailable(err)))
+		yield(events.Stored{}, fmt.Errorf("%s: %w", what, err))
 		return
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(2048))
-	if err != nil {
-		yield(events.Stored{}, fmt.Errorf("%s: %w", what, unavailable(err)))
-		return
-	}
-	defer it.Stop()
-	if info := cons.CachedInfo(); !follow && info != nil && info.NumPending == 0 {
+	if !follow && src.empty {
+		src.close()
 		return
 	}
 	rctx, cancel := context.WithCancel(ctx)
@@ -69,8 +67,7 @@ func (s *Store) read(ctx context.Context, f events.Filter, follow bool, yield fu
 	fetched := make(chan struct{})
 	defer func() {
 		cancel()
-		it.Stop()
-		<-fetched
+		<-fetched // the fetcher has stopped and deleted its consumer
 	}()
 	for range decoders() {
 		go func() {
@@ -79,6 +76,10 @@ func (s *Store) read(ctx context.Context, f events.Filter, follow bool, yield fu
 				case c := <-work:
 					for i := range c.msgs {
 						m := &c.msgs[i]
+						if m.fail != nil {
+							m.err = m.fail
+							continue
+						}
 						m.st, m.err = FromRaw(m.subject, m.seq, m.at, m.data)
 					}
 					close(c.decoded)
@@ -91,8 +92,14 @@ func (s *Store) read(ctx context.Context, f events.Filter, follow bool, yield fu
 	go func() {
 		defer close(fetched)
 		defer close(ordered)
+		r := newReader(s, f, follow, what, src)
+		defer r.close()
+		if !follow {
+			r.watch = newStallWatch(rctx)
+		}
 		for {
-			c := fetchChunk(rctx, it, f.ToSeq, follow, what)
+			c := r.chunk(rctx)
+			r.handing(true) // a slow caller is not a stalled read
 			select {
 			case work <- c:
 			case <-rctx.Done():
@@ -103,6 +110,7 @@ func (s *Store) read(ctx context.Context, f events.Filter, follow bool, yield fu
 			case <-rctx.Done():
 				return
 			}
+			r.handing(false)
 			if c.last {
 				return
 			}
@@ -142,6 +150,74 @@ func (s *Store) read(ctx context.Context, f events.Filter, follow bool, yield fu
 	}
 }
 
+// readSource is the ordered consumer a read takes messages from.
+type readSource struct {
+	s      *Store
+	cons   jetstream.Consumer
+	it     jetstream.MessagesContext
+	empty  bool   // nothing was pending when it was made
+	pend   uint64 // how many were pending then
+	closed bool
+}
+
+// openRead makes the ordered consumer that reads f from f.FromSeq.
+func (s *Store) openRead(ctx context.Context, f events.Filter) (*readSource, error) {
+	cons, err := s.orderedConsumer(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(2048))
+	if err != nil {
+		s.dropConsumer(cons)
+		return nil, unavailable(err)
+	}
+	src := &readSource{s: s, cons: cons, it: it, pend: 1}
+	if info := cons.CachedInfo(); info != nil {
+		src.empty, src.pend = info.NumPending == 0, info.NumPending
+	}
+	return src, nil
+}
+
+// close stops the source's consumer and deletes it.
+func (r *readSource) close() {
+	if r.closed {
+		return
+	}
+	r.closed = true
+	r.it.Stop()
+	r.s.dropConsumer(r.cons)
+}
+
+// dropConsumer deletes an ordered consumer's server consumer (the one it
+// reads from now; those it replaced on a reset it deleted itself) once its
+// read is over. If the server cannot be reached, the consumer's inactivity
+// threshold removes it later.
+func (s *Store) dropConsumer(cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.js.DeleteConsumer(ctx, events.Stream, info.Name)
+}
+
+// orderedConsumer makes an ordered consumer reading f. Its name is chosen
+// here, so that one the server made for a request that failed on the
+// client's side (ctx ended while it was on its way) is deleted too.
+func (s *Store) orderedConsumer(ctx context.Context, f events.Filter) (jetstream.Consumer, error) {
+	cfg := orderedConfig(f)
+	cfg.NamePrefix = fmt.Sprintf("fleet_read_%016x", rand.Uint64())
+	cons, err := s.js.OrderedConsumer(ctx, events.Stream, cfg)
+	if err != nil {
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.js.DeleteConsumer(dctx, events.Stream, cfg.NamePrefix+"_1") // the first of its names
+		return nil, unavailable(err)
+	}
+	return cons, nil
+}
+
 // orderedConfig is the ordered consumer that reads f's subjects from f.FromSeq.
 func orderedConfig(f events.Filter) jetstream.OrderedConsumerConfig {
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: f.Subjects(), DeliverPolicy: jetstream.DeliverAllPolicy}
@@ -168,39 +244,61 @@ type readMsg struct {
 	seq     uint64
 	at      time.Time
 	data    []byte
+	fail    error // the read could not get this message (readstall.go)
 	st      events.Stored
 	err     error
 }
 
-// fetchChunk reads up to readChunkSize messages. A read's chunk is the last
-// when the read is over (the stream's end or toSeq reached, or an error); a
+// chunk reads up to readChunkSize messages. A read's chunk is the last when
+// the read is over (the stream's end or toSeq reached, or an error); a
 // follow's chunk ends early when nothing more is pending (so that live
-// events are handed on at once) and is the last only on an error.
-func fetchChunk(ctx context.Context, it jetstream.MessagesContext, toSeq uint64, follow bool, what string) *readChunk {
+// events are handed on at once) and is the last only on an error. A read
+// that has stopped short of its end gets past the message it stopped at
+// (readstall.go).
+func (r *reader) chunk(ctx context.Context) *readChunk {
 	c := &readChunk{msgs: make([]readMsg, 0, readChunkSize), decoded: make(chan struct{}), last: true}
+	toSeq := r.f.ToSeq
 	for len(c.msgs) < readChunkSize {
-		m, err := it.Next(jetstream.NextContext(ctx))
+		wctx := ctx
+		if r.watch != nil {
+			wctx = r.watch.cur
+		}
+		m, err := r.src.it.Next(jetstream.NextContext(wctx))
 		if err != nil {
+			if r.watch != nil && ctx.Err() == nil && errors.Is(context.Cause(wctx), errStalled) {
+				if r.pastStall(ctx, c) {
+					return c
+				}
+				continue
+			}
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() != nil {
 				err = context.Cause(ctx)
 			}
-			c.err = fmt.Errorf("%s: %w", what, unavailable(err))
+			c.err = fmt.Errorf("%s: %w", r.what, unavailable(err))
 			return c
 		}
 		md, err := m.Metadata()
 		if err != nil {
-			c.err = fmt.Errorf("%s: %w", what, err)
+			c.err = fmt.Errorf("%s: %w", r.what, err)
 			return c
 		}
-		if toSeq > 0 && md.Sequence.Stream > toSeq {
+		seq := md.Sequence.Stream
+		if r.watch != nil {
+			r.watch.n.Add(1)
+			if r.all && seq > r.next {
+				r.hole(ctx, c, seq)
+			}
+		}
+		r.next, r.pend = seq+1, md.NumPending
+		if toSeq > 0 && seq > toSeq {
 			return c
 		}
-		c.msgs = append(c.msgs, readMsg{subject: m.Subject(), seq: md.Sequence.Stream, at: md.Timestamp, data: m.Data()})
+		c.msgs = append(c.msgs, readMsg{subject: m.Subject(), seq: seq, at: md.Timestamp, data: m.Data()})
 		if md.NumPending == 0 {
-			c.last = !follow
+			c.last = !r.follow
 			return c
 		}
-		if toSeq > 0 && md.Sequence.Stream >= toSeq {
+		if toSeq > 0 && seq >= toSeq {
 			return c
 		}
 	}
