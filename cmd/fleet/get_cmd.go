@@ -59,7 +59,11 @@ type GetDeviceCmd struct {
 func (c *GetDeviceCmd) Help() string {
 	return `Shows the device's desired and observed generation, its conditions (Ready,
 Progressing, Degraded, Stale) and each resource's state, attempts, last error
-and next retry. 'fleet explain ID RESOURCE' says why a resource is not Ready.
+and next retry, and, when a rollout matches the device, that rollout: "held by
+rollout ID (STATE): why" while it holds the device back (its wave not started,
+the rollout paused, paced, the failure budget spent), "in rollout ..." once it
+targeted it (-o json: "rollouts"). 'fleet explain ID RESOURCE' says why a
+resource is not Ready.
 
 Examples:
   fleet get device pi-01
@@ -199,8 +203,15 @@ func (c *GetDeviceCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
+	// the rollouts holding it, read from the log as 'fleet explain' does
+	// (api.DeviceView says why at query time); an addition: without the
+	// log the device stands alone
+	holds, herr := heldBy(ctx, g, c.ID)
+	if herr != nil {
+		fmt.Fprintf(os.Stderr, "fleet get device: warning: rollouts not read: %v\n", herr)
+	}
 	if c.JSON() {
-		return printJSON(d)
+		return printJSON(api.DeviceView{Device: d, Rollouts: holds})
 	}
 	var labels []string
 	for k, v := range d.Labels {
@@ -210,6 +221,7 @@ func (c *GetDeviceCmd) Run(ctx context.Context, g *Globals) error {
 	if len(labels) > 0 {
 		fmt.Printf("labels %s\n", strings.Join(sorted(labels), ", "))
 	}
+	printHolds(holds)
 	fmt.Println()
 	var crow [][]string
 	for _, x := range d.Conditions {

@@ -172,7 +172,7 @@ func supersede(ctx context.Context, st rollouts.Log, clock *events.Clock, actor,
 // RolloutStatusCmd is `fleet rollout status ID`.
 type RolloutStatusCmd struct {
 	ID  string  `arg:"" placeholder:"ID" help:"Rollout id."`
-	At  string  `placeholder:"TIME" help:"Show the rollout as it was then (event time): RFC 3339 or a duration ago like 2h; default now."`
+	At  string  `placeholder:"TIME" help:"Show the rollout as it was then (event time), the wave in progress judged with its devices as they were then: RFC 3339 or a duration ago like 2h; default now."`
 	Seq seqFlag `placeholder:"N" help:"Show the rollout as of stream sequence N instead of a time."`
 	Output
 }
@@ -191,7 +191,7 @@ func (c *RolloutStatusCmd) Run(ctx context.Context, g *Globals) error {
 	if !at.IsZero() && c.Seq > 0 {
 		return usagef("--at and --seq: pick one")
 	}
-	x := &rollouts.Reader{Log: st, Devices: rollouts.DevicesOf{Client: api.NewClient(nc)}}
+	x := &rollouts.Reader{Log: st, Devices: rollouts.DevicesOf{Client: api.NewClient(nc)}, Past: rollouts.PastOf{Conn: nc, Log: st}}
 	v, err := x.Get(ctx, c.ID, at, uint64(c.Seq))
 	if err != nil {
 		return err

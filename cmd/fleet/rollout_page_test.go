@@ -37,7 +37,8 @@ func (f *rolloutFleet) getJSON(path string, v any) int {
 // waits on; 'fleet explain' and GET /api/devices/{id}/rollouts say that a
 // device of wave 2 is held by the rollout (its wave not started), then that
 // it is paused; 'fleet rollout status --at' and ?t= show it Running as it
-// was before the pause. In headless Chromium the rollout page shows the
+// was before the pause. In headless Chromium the main page's nav link
+// leads to the rollout page and its link back; the rollout page shows the
 // waves and follows the pause and the resume live (no reload), and time
 // travel shows the past.
 func TestRolloutReadSideAPIExplainTimeTravelAndPage(t *testing.T) {
@@ -113,6 +114,18 @@ func TestRolloutReadSideAPIExplainTimeTravelAndPage(t *testing.T) {
 	shots := screenshotDir(t)
 	ctx := newBrowser(t, 1280, 900)
 	base := "http://" + f.rs.Env.HTTPAddr + "/static/rollouts.html"
+	is.NoErr(chromedp.Do(ctx,
+		// the main page links to the rollout page, and the rollout page back
+		chromedp.Navigate("http://"+f.rs.Env.HTTPAddr+"/"),
+		chromedp.Click(css(`#nav-rollouts`)),
+		chromedp.WaitVisible(css(`tr[data-rollout="RP"]`)), // only the rollout page has it
+	))
+	is.Equal(eval[string](t, ctx, `location.pathname`), "/static/rollouts.html")
+	is.NoErr(chromedp.Do(ctx,
+		chromedp.Click(css(`#nav-devices`)),
+		chromedp.WaitVisible(css(`#nav-rollouts`)), // only the main page has it
+	))
+	is.Equal(eval[string](t, ctx, `location.pathname`), "/")
 	is.NoErr(chromedp.Do(ctx,
 		chromedp.Navigate(base+"#/"),
 		chromedp.WaitVisible(css(`tr[data-rollout="RP"]`)),

@@ -14,6 +14,7 @@ import (
 	"github.com/fleet-dev/fleet/events/jsstore"
 	"github.com/fleet-dev/fleet/projections"
 	"github.com/fleet-dev/fleet/projections/api"
+	"github.com/fleet-dev/fleet/projections/rollouts"
 )
 
 func init() {
@@ -57,7 +58,8 @@ func startProjections(ctx context.Context, nc *nats.Conn, js jetstream.JetStream
 		svc.Close()
 		return nil, err
 	}
-	a := api.NewServer(svc, store, ttl, api.WithRebuild(func(ctx context.Context) error { return svc.Rebuild(ctx, store, nil) }))
+	a := api.NewServer(svc, store, ttl, api.WithRebuild(func(ctx context.Context) error { return svc.Rebuild(ctx, store, nil) }),
+		api.WithHolds((&rollouts.Reader{Log: store}).HeldBy)) // GET /api/devices/{id} says which rollout holds it
 	if err := a.Start(ctx); err != nil {
 		cancel()
 		svc.Close()

@@ -21,12 +21,14 @@ func init() {
 // startRolloutAPI serves the rollout read side over HTTP
 // (api.RolloutRoutes: list, one, time travel, the rollouts holding a
 // device), read from the log and judged with the projection service's
-// device read models. With HTTP off it does nothing.
+// device read models (in time travel, with the time-travel index's). With
+// HTTP off it does nothing.
 func startRolloutAPI(_ context.Context, env *ServerEnv) (func(), error) {
 	if env.Mux == nil {
 		return nil, nil
 	}
-	api.RolloutRoutes(env.Mux, &rollouts.Reader{Log: env.Store, Devices: rollouts.DevicesOf{Client: api.NewClient(env.Conn)}})
+	api.RolloutRoutes(env.Mux, &rollouts.Reader{Log: env.Store, Devices: rollouts.DevicesOf{Client: api.NewClient(env.Conn)},
+		Past: rollouts.PastOf{Conn: env.Conn, Log: env.Store}}) // ?t=: the devices as they were (the time-travel index)
 	return nil, nil
 }
 

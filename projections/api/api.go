@@ -84,6 +84,7 @@ type Server struct {
 	sumGen uint64                   // bumped by every drop
 
 	maxReply int          // bytes a micro reply may carry; 0: the connection's max payload less headers
+	holds    Holds        // WithHolds: the rollouts holding a device (nil: none asked)
 	checks   healthChecks // health.go
 }
 
@@ -103,6 +104,10 @@ type ServerOption func(*Server)
 func WithRebuild(rebuild func(ctx context.Context) error) ServerOption {
 	return func(a *Server) { a.rebuild = rebuild }
 }
+
+// WithHolds makes GET /api/devices/{id} carry the rollouts that hold the
+// device (DeviceView), asked of holds at query time (device_holds.go says why).
+func WithHolds(holds Holds) ServerOption { return func(a *Server) { a.holds = holds } }
 
 // WithMaxReply bounds the bytes of a micro service reply (tests use small
 // ones); by default it is the NATS connection's max payload less 4 KiB.

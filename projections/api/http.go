@@ -21,7 +21,7 @@ import (
 //	                               ?after=CURSOR&limit=N (default 100, at most 1000)&q=TEXT&status=ready|notready|progressing|degraded|stale
 //	GET /api/summary               a page of device summaries (conditions and counts, no resources) and the
 //	                               fleet's totals: {devices, next, total, fleet}; the same parameters
-//	GET /api/devices/{id}          one device
+//	GET /api/devices/{id}          one device; with WithHolds, and a rollout holding it, its "rollouts" (DeviceView)
 //	GET /api/devices/{id}/drift    its drift history
 //	GET /api/devices/{id}/events   its events from the log (?from=SEQ&limit=N, default 1000)
 //	GET /api/explain/{id}/{resource}  why a resource is not Ready
@@ -49,7 +49,7 @@ func (a *Server) Routes(mux *http.ServeMux) {
 		})
 	})
 	mux.HandleFunc("GET /api/devices/{id}", func(w http.ResponseWriter, r *http.Request) {
-		a.answer(w, func() (any, error) { return a.device(Request{Device: r.PathValue("id")}) })
+		a.answer(w, func() (any, error) { return a.deviceView(r.Context(), r.PathValue("id")) })
 	})
 	mux.HandleFunc("GET /api/devices/{id}/drift", func(w http.ResponseWriter, r *http.Request) {
 		a.answer(w, func() (any, error) { return a.drift(Request{Device: r.PathValue("id")}) })

@@ -23,9 +23,10 @@ type RolloutView struct {
 }
 
 // WaveGate is one wave's devices and gate. Passed, Failed, Waiting and
-// Offline are judged (rollouts.Judge) for the wave in progress only, and
-// only now (not in time travel: the devices' past states are the time
-// travel index's); a passed wave counts its targeted devices as passed.
+// Offline are judged (rollouts.Judge) for the wave in progress only: now,
+// or in time travel with the devices as they were then (the time-travel
+// index, rollouts.Past; no heartbeats in the past, so none offline); a
+// passed wave counts its targeted devices as passed.
 type WaveGate struct {
 	Wave     int    `json:"wave"`
 	Size     string `json:"size"`  // as given to --waves

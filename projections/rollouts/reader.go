@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/projections"
 	"github.com/fleet-dev/fleet/projections/api"
 	"github.com/fleet-dev/fleet/rollout"
 )
@@ -16,6 +17,7 @@ import (
 type Reader struct {
 	Log     events.Store
 	Devices Devices
+	Past    Past             // time travel: the devices as they were (nil: a past view is not judged)
 	Now     func() time.Time // default time.Now
 }
 
@@ -51,8 +53,19 @@ func (x *Reader) Get(ctx context.Context, id string, at time.Time, seq uint64) (
 	if err != nil {
 		return api.RolloutView{}, err
 	}
-	now := at.IsZero() && seq == 0
-	v := x.View(ctx, r, now)
+	var v api.RolloutView
+	switch {
+	case at.IsZero() && seq == 0:
+		v = x.View(ctx, r, true)
+	case x.Past != nil:
+		// time travel: the wave in progress judged with its devices as
+		// they were then, and the soak's clock then
+		v = x.view(ctx, r, func(ctx context.Context, id string) (projections.Device, bool, error) {
+			return x.Past.DeviceAt(ctx, id, at, seq)
+		}, pastMoment(r, at))
+	default:
+		v = x.View(ctx, r, false)
+	}
 	if !at.IsZero() {
 		v.AsOf = &at
 	}
@@ -62,6 +75,21 @@ func (x *Reader) Get(ctx context.Context, id string, at time.Time, seq uint64) (
 // View is the rollout's view; judge says whether to judge the wave in
 // progress with the device read models now.
 func (x *Reader) View(ctx context.Context, r *rollout.Rollout, judge bool) api.RolloutView {
+	if !judge || x.Devices == nil {
+		return x.view(ctx, r, nil, time.Time{})
+	}
+	return x.view(ctx, r, func(ctx context.Context, id string) (projections.Device, bool, error) {
+		d, err := x.Devices.Device(ctx, id)
+		return d, err == nil, err
+	}, x.now())
+}
+
+// deviceOf is a device's read model, now or as it was; false: none.
+type deviceOf func(ctx context.Context, id string) (projections.Device, bool, error)
+
+// view is the rollout's view, the wave in progress judged at now with the
+// devices dev gives (nil: not judged).
+func (x *Reader) view(ctx context.Context, r *rollout.Rollout, dev deviceOf, now time.Time) api.RolloutView {
 	v := api.RolloutView{Rollout: r, Budget: fmt.Sprintf("%d failed of at most %d", len(r.Failed), r.Spec.MaxFailures)}
 	if r.Spec.MaxFailurePercent > 0 {
 		v.Budget += fmt.Sprintf(" (or %g%%)", r.Spec.MaxFailurePercent)
@@ -81,7 +109,7 @@ func (x *Reader) View(ctx context.Context, r *rollout.Rollout, judge bool) api.R
 		case i == r.Current:
 			g.State = "in progress"
 		}
-		if i == r.Current && !r.Passed[i] && judge && x.Devices != nil {
+		if i == r.Current && !r.Passed[i] && dev != nil {
 			g.Passed, g.Failed, g.Waiting, g.Offline = 0, 0, 0, 0
 			var first string
 			for _, d := range w {
@@ -90,12 +118,12 @@ func (x *Reader) View(ctx context.Context, r *rollout.Rollout, judge bool) api.R
 					g.Waiting++
 					continue
 				}
-				dev, err := x.Devices.Device(ctx, d)
-				if err != nil {
+				rm, ok, err := dev(ctx, d)
+				if err != nil || !ok {
 					g.Waiting++
 					continue
 				}
-				verdict, why := Judge(dev, t, r.Spec.Soak, x.now())
+				verdict, why := Judge(rm, t, r.Spec.Soak, now)
 				switch verdict {
 				case Passed:
 					g.Passed++

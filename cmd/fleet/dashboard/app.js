@@ -443,6 +443,10 @@ function renderHead(page, d) {
         d.lastSeen ? h("span", { "data-ago": d.lastSeen, title: fmtTime(d.lastSeen) }, ago(d.lastSeen)) : "never"),
       h("span", { class: "muted", id: "last-heartbeat" }, " · last heartbeat ",
         d.lastHeartbeat ? h("span", { "data-ago": d.lastHeartbeat, title: fmtTime(d.lastHeartbeat) }, ago(d.lastHeartbeat)) : "none within the TTL")),
+    // the rollouts matching the device (GET /api/devices/{id} carries them now, not in time travel)
+    ...(d.rollouts || []).map((r) => h("p", { class: "hold", "data-rollout": r.rollout, "data-held": String(!!r.held) },
+      r.held ? "held by rollout " : "in rollout ", h("a", { href: `/static/rollouts.html#/${encodeURIComponent(r.rollout)}` }, r.rollout),
+      ` (${r.state}): ${r.reason}`)),
     h("ul", { class: "conditions" }, ...(d.conditions || []).map((c) =>
       h("li", { "data-condition": c.type }, condBadge(c, c.type === "Ready"), " ", h("span", { class: "muted" }, c.message || c.reason || "")))),
   );
