@@ -129,3 +129,44 @@ func contains(s, sub string) bool {
 	}
 	return false
 }
+
+// TestReadGetsPastAConsumerThatStopsDelivering: the read's consumer is
+// paused on the server after its first event (it then delivers nothing,
+// as before a damaged message, while the stream gives every message by a
+// direct get). The read takes the next message from the stream, goes on
+// on a new consumer, and yields every event once, in order, no error; its
+// consumers are gone once it ends.
+func TestReadGetsPastAConsumerThatStopsDelivering(t *testing.T) {
+	is := is.New(t)
+	old := jsstore.ReadStallAfter
+	jsstore.ReadStallAfter = 200 * time.Millisecond
+	defer func() { jsstore.ReadStallAfter = old }()
+	env := eventstest.Start(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	evs := fixtures.GenerateLog(7, fixtures.Options{Devices: 4, Events: 6000})
+	is.NoErr(env.Store.AppendBatch(ctx, evs))
+	before := consumers(t, env)
+	st, err := env.JS.Stream(ctx, events.Stream)
+	is.NoErr(err)
+	n := 0
+	for s, err := range env.Store.Read(ctx, events.Filter{}) {
+		is.NoErr(err)
+		is.Equal(s.Seq, uint64(n+1))
+		is.Equal(s.ID, evs[n].ID)
+		if n == 0 {
+			names := st.ConsumerNames(ctx)
+			paused := 0
+			for name := range names.Name() {
+				_, err := env.JS.PauseConsumer(ctx, events.Stream, name, time.Now().Add(time.Hour))
+				is.NoErr(err)
+				paused++
+			}
+			is.NoErr(names.Err())
+			is.Equal(paused, 1)
+		}
+		n++
+	}
+	is.Equal(n, len(evs))
+	is.Equal(consumers(t, env), before)
+}
