@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"iter"
@@ -29,14 +30,16 @@ func WriteEvent(w io.Writer, e events.Event) error {
 }
 
 // Export writes every event of seq to w in order. A message that does not
-// decode stops the export (an export must be complete to be replayed); it
-// returns how many events were written.
+// decode stops the export (an export must be complete to be replayed)
+// after the events before it are written out; it returns how many were.
 func Export(w io.Writer, seq iter.Seq2[events.Stored, error]) (int, error) {
 	bw := bufio.NewWriterSize(w, 1<<16)
 	n := 0
 	for s, err := range seq {
 		if err != nil {
-			return n, fmt.Errorf("export after %d events: %w", n, err)
+			// the n events before it are written out: the error says how many
+			ferr := bw.Flush()
+			return n, errors.Join(fmt.Errorf("export after %d events: %w", n, err), ferr)
 		}
 		if err := WriteEvent(bw, s.Event); err != nil {
 			return n, err
