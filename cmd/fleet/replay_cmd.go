@@ -169,6 +169,12 @@ func (c *ReplayCmd) Run(ctx context.Context, g *Globals) error {
 	if _, err := p.print(seq); err != nil {
 		return err
 	}
+	if p.unreadable != nil {
+		if err := p.close(); err != nil {
+			return err
+		}
+		return p.unreadable // the rest is printed; the command says the log is damaged
+	}
 	if c.Follow && ctx.Err() == nil {
 		p.live = true
 		live := f
@@ -242,6 +248,10 @@ type linePrinter struct {
 	n      int
 	bad    int
 	live   bool // flush every line (--follow)
+	// unreadable is the first message the log counts but could not give
+	// (events.ErrUnreadable): reported where it was, the replay goes on,
+	// and the command ends with it (exit 1) once the rest is printed.
+	unreadable error
 }
 
 func newLinePrinter(w io.Writer, format string) *linePrinter {
@@ -270,6 +280,16 @@ func (p *linePrinter) print(seq iter.Seq2[events.Stored, error]) (uint64, error)
 				p.bad++
 				last = max(last, bm.Seq)
 				fmt.Fprintf(os.Stderr, "fleet replay: skipped %v\n", err)
+				continue
+			}
+			var ue *events.UnreadableError
+			if errors.As(err, &ue) {
+				p.bad++
+				last = max(last, ue.Seq, ue.Last)
+				fmt.Fprintf(os.Stderr, "fleet replay: skipped: %v\n", err)
+				if p.unreadable == nil {
+					p.unreadable = err
+				}
 				continue
 			}
 			p.w.Flush()
