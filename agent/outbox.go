@@ -253,6 +253,7 @@ func (a *Agent) drainAll(ctx context.Context, conn *logConn) error {
 			return fmt.Errorf("outbox delete: %w", derr)
 		}
 		a.outboxLen.Add(-int64(len(cur.evs) - parked)) // the parked ones left it already
+		a.published.Add(int64(len(cur.evs) - parked))
 		a.markMu.Lock()
 		a.acked = cur.upTo
 		a.markMu.Unlock()
