@@ -50,6 +50,7 @@ type Agent struct {
 	outboxNext uint64     // guarded by commitMu
 	outboxLen  atomic.Int64
 	parked     atomic.Int64 // outbox events the log refused, kept under prefixParked
+	published  atomic.Int64 // outbox events the log took, since the start
 	drainWake  chan struct{}
 	drainMu    sync.Mutex // one drain at a time
 	commits    atomic.Uint64
@@ -257,6 +258,8 @@ func (a *Agent) Run(ctx context.Context, nc *nats.Conn) error {
 
 	wg.Add(1)
 	go func() { defer wg.Done(); a.drain(bg, conn) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); a.watchConnection(bg, nc) }()
 
 	// Measure the clock before the first event of this run is stamped, so
 	// that a clock that ran ahead (persisted) is corrected before, not

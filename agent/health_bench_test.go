@@ -97,16 +97,18 @@ func probesAgent(b *testing.B, probes bool) {
 	time.Sleep(*idleSettle)
 	pid := c.Process.Pid
 	before := len(deviceLog(b, env, "probe-01"))
-	var rssMB, cpuPct, childPct float64
+	var rssMB, anonMB, fileMB, cpuPct, childPct float64
 	for i := 0; i < b.N; i++ {
 		t0, c0, k0 := time.Now(), cpuTicks(b, pid), childTicks(b, pid)
 		time.Sleep(*probeWindow)
 		t1, c1, k1 := time.Now(), cpuTicks(b, pid), childTicks(b, pid)
 		cpuPct = float64(c1-c0) / 100 / t1.Sub(t0).Seconds() * 100 // USER_HZ is 100 on Linux
 		childPct = float64(k1-k0) / 100 / t1.Sub(t0).Seconds() * 100
-		rssMB = rss(b, pid, "VmRSS:")
+		rssMB, anonMB, fileMB = rss(b, pid, "VmRSS:"), rss(b, pid, "RssAnon:"), rss(b, pid, "RssFile:")
 	}
 	b.ReportMetric(rssMB, "RSS-MB")
+	b.ReportMetric(anonMB, "anon-MB")
+	b.ReportMetric(fileMB, "file-MB")
 	b.ReportMetric(cpuPct, "CPU-%")
 	b.ReportMetric(childPct, "children-CPU-%")
 	b.ReportMetric(float64(len(deviceLog(b, env, "probe-01"))-before), "events")

@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -82,4 +83,66 @@ func TestAgentLogsFailuresAndDriftAtInfo(t *testing.T) {
 	if got := readFile(t, r.path("etc/motd")); got != "hello\n" {
 		t.Fatalf("motd %q after the correction", got)
 	}
+}
+
+// TestAgentLogsConnectionLostAndBackAtInfo: an operator reading the agent's
+// log at info sees the connection to the server lost (with the events the
+// outbox holds), back (with how long it was away and what the outbox holds)
+// and the outbox drained (how many events), each once per change: the
+// outage spans many reconnect attempts (every 50 ms here) and none of them
+// adds a line (issue 17).
+func TestAgentLogsConnectionLostAndBackAtInfo(t *testing.T) {
+	logger, out := infoLogger()
+	r := newRig(t, "cn-01", agent.WithDriftInterval(100*time.Millisecond), agent.WithLogger(logger))
+	gen := apply(t, r.env, "cn-01", fileRes("motd", "/etc/motd", "hello\n"))
+	waitFor(t, 10*time.Second, "motd Ready", func() bool { return allReady(r.h.Agent, 1, gen) })
+	waitFor(t, 5*time.Second, "the outbox empty", func() bool { return r.h.Agent.OutboxLen() == 0 })
+
+	r.env.Stop()
+	stopped := time.Now()
+	waitFor(t, 10*time.Second, "the loss in the log", func() bool {
+		return out.line("level=INFO", "connection to the server lost", "outbox=0") != ""
+	})
+	if err := os.WriteFile(r.path("etc/motd"), []byte("tampered\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the drift corrected and kept in the outbox", func() bool {
+		return r.h.Agent.OutboxLen() > 0 && readFile(t, r.path("etc/motd")) == "hello\n"
+	})
+	// about 10 reconnect attempts fail meanwhile (50 ms apart)
+	waitFor(t, 10*time.Second, "the outage to last 0.6 s", func() bool { return time.Since(stopped) > 600*time.Millisecond })
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the agent's log:\n%s", out.String())
+		}
+	})
+	restartServer(t, r.env)
+	waitFor(t, 15*time.Second, "the return in the log", func() bool {
+		return out.line("level=INFO", "connection to the server back", "away=", "outbox=") != ""
+	})
+	var held int
+	if _, err := fmt.Sscanf(field(out.line("connection to the server back"), "outbox="), "%d", &held); err != nil || held == 0 {
+		t.Fatalf("the return does not say the events the outbox holds (%d, %v): %q", held, err, out.line("connection to the server back"))
+	}
+	waitFor(t, 15*time.Second, "the drain in the log", func() bool {
+		return out.line("level=INFO", "outbox: drained after the reconnect", fmt.Sprintf("events=%d", held)) != ""
+	})
+	if line := out.line("connection to the server back"); strings.Contains(line, "away=0s") {
+		t.Errorf("the return does not say how long the agent was away: %q", line)
+	}
+	for _, msg := range []string{"connection to the server lost", "connection to the server back", "outbox: drained after the reconnect"} {
+		if n := strings.Count(out.String(), msg); n != 1 {
+			t.Errorf("%q logged %d times, want once:\n%s", msg, n, out.String())
+		}
+	}
+	t.Log(out.line("connection to the server lost"))
+	t.Log(out.line("connection to the server back"))
+	t.Log(out.line("outbox: drained after the reconnect"))
+}
+
+// field is the value after key= in a text log line.
+func field(line, key string) string {
+	_, v, _ := strings.Cut(line, " "+key)
+	v, _, _ = strings.Cut(v, " ")
+	return v
 }

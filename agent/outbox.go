@@ -155,6 +155,10 @@ func (a *Agent) ParkedEvents() ([]ParkedEvent, error) {
 	return out, it.Error()
 }
 
+// credentialsRefused is the warning when the server refuses the device's
+// credentials (true for a rate-guard suspension and for a revocation).
+const credentialsRefused = "outbox: the server refused this device's credentials: suspended by the rate guard or revoked by an operator; see 'fleet device list' on the server"
+
 // drain runs until ctx is done, publishing the outbox whenever it has events
 // and the log can be reached; it retries with backoff while it cannot.
 func (a *Agent) drain(ctx context.Context, conn *logConn) {
@@ -168,8 +172,11 @@ func (a *Agent) drain(ctx context.Context, conn *logConn) {
 				return
 			}
 			if le := conn.nc.LastError(); !logged && (errors.Is(le, nats.ErrAuthRevoked) || errors.Is(le, nats.ErrAuthorization)) {
-				// fleet server's rate guard suspends a device by revoking its credentials for a while
-				a.log.Warn("outbox: credentials suspended by the server (rate limit): backing off, keeping events locally; they are sent when the suspension ends ('fleet device list' on the server says until when)",
+				// fleet server's rate guard suspends a device by revoking its
+				// credentials for a while, and an operator's revocation looks the
+				// same from here: the agent cannot tell them apart, so the text
+				// names both
+				a.log.Warn(credentialsRefused+": backing off, keeping events locally; they are sent if the server lets this device back in",
 					"events", a.OutboxLen(), "err", le)
 				logged = true
 			} else if !logged {
@@ -246,6 +253,7 @@ func (a *Agent) drainAll(ctx context.Context, conn *logConn) error {
 			return fmt.Errorf("outbox delete: %w", derr)
 		}
 		a.outboxLen.Add(-int64(len(cur.evs) - parked)) // the parked ones left it already
+		a.published.Add(int64(len(cur.evs) - parked))
 		a.markMu.Lock()
 		a.acked = cur.upTo
 		a.markMu.Unlock()

@@ -104,9 +104,9 @@ func TestAgentWarnsWhenItsCredentialsAreSuspended(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "the drift recorded and kept", func() bool { return h.Agent.OutboxLen() > 0 })
 	waitFor(t, 15*time.Second, "the warning in the agent's log", func() bool {
-		return out.line("level=WARN", "credentials suspended by the server", "backing off, keeping events locally") != ""
+		return out.line("level=WARN", "the server refused this device's credentials: suspended by the rate guard or revoked by an operator; see 'fleet device list' on the server", "backing off, keeping events locally") != ""
 	})
-	if line := out.line("level=WARN", "credentials suspended"); !strings.Contains(line, "events=") {
+	if line := out.line("level=WARN", "the server refused this device's credentials"); !strings.Contains(line, "events=") {
 		t.Errorf("the warning does not say how many events wait: %q", line)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -78,26 +79,27 @@ func ConnectOptions() []nats.Option {
 	}
 }
 
-// ConnectionLogging are NATS options that log, at info, what happens to the
-// agent's connection: a disconnect (with the error), a reconnect (with the
-// server), and credentials the server refuses (revoked or wrong: the agent
-// keeps retrying and recording locally), so that an operator reading the
-// journal sees why a device is stale.
+// ConnectionLogging are NATS options that log what the connection itself
+// reports: credentials the server refuses (the agent keeps retrying and
+// recording locally) and other asynchronous errors, so that an operator
+// reading the journal sees why a device is stale. The connection lost and
+// back again is logged by the agent (agent.Run), with how long it was away
+// and what its outbox holds, once per change; the refusal is warned once
+// per change too, not at every reconnect attempt.
 func (c *Cmd) ConnectionLogging() []nats.Option {
 	log := c.logger()
+	// a refused device is refused at every reconnect attempt (about once a
+	// second): warn once until it is let in again
+	var warned atomic.Bool
 	return []nats.Option{
-		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
-			if err != nil {
-				log.Info("disconnected from NATS; recording locally until it is back", "device", c.Device, "error", err.Error())
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("reconnected to NATS; publishing what was recorded meanwhile", "device", c.Device, "server", nc.ConnectedUrlRedacted())
-		}),
+		nats.ReconnectHandler(func(*nats.Conn) { warned.Store(false) }),
 		nats.ErrorHandler(func(nc *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) ||
 				strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
-				log.Warn("the server refuses this device's credentials (revoked with 'fleet device revoke', or wrong --creds); "+
+				if warned.Swap(true) {
+					return
+				}
+				log.Warn("the server refused this device's credentials: suspended by the rate guard or revoked by an operator (or wrong --creds); see 'fleet device list' on the server; "+
 					"the agent keeps converging offline and retries", "device", c.Device, "error", err.Error())
 				return
 			}

@@ -6,12 +6,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go"
-
-	"github.com/fleet-dev/fleet/events/embedded"
-	"github.com/fleet-dev/fleet/events/eventstest"
 )
 
 type syncBuf struct {
@@ -22,35 +18,36 @@ type syncBuf struct {
 func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
 func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
-// TestConnectionEventsLoggedAtInfo: the agent's connection logs, at info, a
-// disconnect with its error and a reconnect with the server, when the real
-// server stops and comes back on the same address.
-func TestConnectionEventsLoggedAtInfo(t *testing.T) {
-	dir := t.TempDir()
-	srv, err := embedded.Start(embedded.Options{Dir: dir, Listen: "127.0.0.1:0", RelaxedSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := strings.TrimPrefix(srv.URL(), "nats://")
+// TestRefusedCredentialsWarnedOncePerChange: the connection's refused
+// credentials, reported at every reconnect attempt, are warned once, with a
+// text true for a rate-guard suspension and a revocation alike, and again
+// only after the device was let in and refused anew. (The connection lost
+// and back is the agent's to log: TestAgentLogsConnectionLostAndBackAtInfo.)
+func TestRefusedCredentialsWarnedOncePerChange(t *testing.T) {
 	var buf syncBuf
 	c := &Cmd{Device: "pi-01", log: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))}
-	nc, err := nats.Connect(srv.URL(), append(ConnectOptions(), c.ConnectionLogging()...)...)
-	if err != nil {
-		t.Fatal(err)
+	var o nats.Options
+	for _, opt := range c.ConnectionLogging() {
+		if err := opt(&o); err != nil {
+			t.Fatal(err)
+		}
 	}
-	defer nc.Close()
-	srv.Stop()
-	eventstest.WaitFor(t, 10*time.Second, "the disconnect logged", func() bool { return strings.Contains(buf.String(), "disconnected from NATS") })
-	srv2, err := embedded.Start(embedded.Options{Dir: dir, Listen: addr, RelaxedSync: true})
-	if err != nil {
-		t.Fatal(err)
+	const warning = "the server refused this device's credentials: suspended by the rate guard or revoked by an operator"
+	for range 5 { // five reconnect attempts refused
+		o.AsyncErrorCB(nil, nil, nats.ErrAuthorization)
 	}
-	defer srv2.Stop()
-	eventstest.WaitFor(t, 10*time.Second, "the reconnect logged", func() bool { return strings.Contains(buf.String(), "reconnected to NATS") })
-	out := buf.String()
-	for _, want := range []string{"level=INFO", "device=pi-01", "server=nats://" + addr} {
-		if !strings.Contains(out, want) {
-			t.Errorf("log lacks %q:\n%s", want, out)
+	if n := strings.Count(buf.String(), warning); n != 1 {
+		t.Fatalf("warned %d times over 5 refused attempts, want once:\n%s", n, buf.String())
+	}
+	o.ReconnectedCB(nil) // let in again
+	o.AsyncErrorCB(nil, nil, nats.ErrAuthRevoked)
+	o.AsyncErrorCB(nil, nil, nats.ErrAuthRevoked)
+	if n := strings.Count(buf.String(), warning); n != 2 {
+		t.Fatalf("warned %d times after a second refusal, want twice:\n%s", n, buf.String())
+	}
+	for _, want := range []string{"level=WARN", "device=pi-01", "fleet device list"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("the warning lacks %q:\n%s", want, buf.String())
 		}
 	}
 }

@@ -152,7 +152,7 @@ func TestRateGuardSuspendsAFloodingDeviceAndLetsItBackIn(t *testing.T) {
 	rgWait(t, "the agent to say it backs off", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return strings.Contains(agentLog.String(), "credentials suspended by the server (rate limit): backing off")
+		return strings.Contains(agentLog.String(), "the server refused this device's credentials: suspended by the rate guard or revoked by an operator; see 'fleet device list' on the server: backing off")
 	})
 
 	// what the server says
