@@ -33,7 +33,9 @@ func (c *SimCmd) Help() string {
 	return `Runs N devices in this process, each the real agent (manifest watch, diff,
 per-resource state machines, backoff, outbox, heartbeat, lifecycle) with its
 own NATS connection; only side effects are simulated: every device's files
-and its Pebble store live on a memory-backed directory (/dev/shm). Without
+live on a memory-backed directory (/dev/shm), its Pebble store on a file
+system of its own in memory (no file descriptors: one a device, its
+connection). Without
 --nats it runs 'fleet server' (embedded JetStream with fsync before ack, the
 projection service, the HTTP API) as a child process, so the server's CPU
 and memory are measured apart from the agents'.
@@ -42,8 +44,9 @@ Every scenario first rolls out generation 1 (K files) to every device and
 waits until the read model shows the fleet Ready, then:
   idle       measures the fleet doing nothing for --for: CPU, memory, bytes
              on the wire per device per day, durable writes a second;
-  rollout    appends generation 2 to every device (compare-and-set, as
-             'fleet apply') and times desired -> Ready from the read model,
+  rollout    appends generation 2 to every device (compare-and-set each,
+             1,000 pipelined at a time; --apply each: one device at a time,
+             as 'fleet apply') and times desired -> Ready from the read model,
              then the raw floor: bare clients publishing the same events in
              the same batch shapes to the same server;
   reconnect  kills the server (SIGKILL) under all agents, tampers with a
@@ -58,6 +61,7 @@ Examples:
   fleet sim --devices 200 --for 30s
   fleet sim --devices 1000 --scenario rollout --resources 5 -o json
   fleet sim --devices 500 --scenario reconnect --outage 10s
+  fleet sim --devices 10000 --scenario rollout --apply each --for 10m
   fleet sim --devices 100 --scenario drift --for 3m --auth
   fleet sim --devices 50 --nats nats://127.0.0.1:4222    # against a running fleet server`
 }

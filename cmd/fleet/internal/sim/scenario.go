@@ -104,14 +104,17 @@ func (s *sim) rollout(ctx context.Context, record bool) (*ReadyStats, error) {
 			for _, d := range s.devs[from:to] {
 				items = append(items, events.ApplyItem{Device: d.id, Manifest: s.manifest(d.id, gen)})
 			}
+			// A device's manifest is stored somewhere between the group's
+			// send and its last answer (agents are often Ready before the
+			// last answer): its latency counts from the send, an upper bound.
+			sent := time.Now()
 			actx, cancel := context.WithTimeout(ctx, time.Minute)
 			if _, err = events.ApplyMany(actx, s.st, s.clock, items, "user:fleet-sim", nil); err != nil {
 				err = fmt.Errorf("apply generation %d to devices %d to %d: %w", gen, from, to-1, err)
 			}
 			cancel()
-			now := time.Now()
 			for i := from; i < to; i++ {
-				stored[i] = now
+				stored[i] = sent
 			}
 		}
 	}
