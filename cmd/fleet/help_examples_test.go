@@ -1,0 +1,301 @@
+package main
+
+import (
+	"context"
+	"io"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alecthomas/kong"
+)
+
+// TestHelpExamples (issue 17: "`fleet COMMAND --help` examples that run as
+// written against the demo") walks every command of the CLI, takes every
+// line under "Examples:" of its --help that starts with "fleet ", and
+//
+//  1. parses each one with the CLI's own kong parser (flags, arguments,
+//     enum values), without running it;
+//  2. runs the read-only ones in-process (run(args), as a user's shell would
+//     call fleet) against the demo's own server after the demo's story has
+//     played (startDemo + play: 12 devices pi-01 … pi-12, the same manifests,
+//     pi-12's sensor-calib failing), and wants exit 0 (fleet doctor: 0, or 1
+//     when it reports a problem, as its help says).
+//
+// How a read-only example is run: shell words as sh splits them; a comment,
+// a "> FILE" redirection (stdout is captured instead) and what follows a pipe
+// are dropped; the connection only is substituted: --nats gets the demo's
+// NATS URL (added when the example has none and the command connects),
+// doctor's --http the demo's HTTP address, and --creds is dropped (the demo
+// runs without auth). Nothing else of the example is changed.
+//
+// Parsed only, never run:
+//   - writes: apply, label, rollout start/pause/resume/abort/promote,
+//     device add/revoke/reinstate, key new, import, export --out/-O (writes
+//     a file);
+//   - long-running: server, agent, fleet-agent, demo, sim, site, project
+//     (a service), rollout controller, replay --follow;
+//   - examples that need a file or an id the demo does not have: key show
+//     --key ops.key, replay --file incident.ndjson, rollout status ID (the
+//     demo starts no rollout: 'fleet rollout list' runs instead), device list
+//     --data (reads a server's auth directory).
+//
+// Commands whose own --help has no example are logged.
+func TestHelpExamples(t *testing.T) {
+	type example struct{ from, line string }
+	var examples []example
+	var lacking []string
+	var walk func(n *kong.Node)
+	walk = func(n *kong.Node) {
+		for _, c := range n.Children {
+			if c.Hidden {
+				continue
+			}
+			path := strings.Fields(c.FullPath())[1:]
+			lines := examplesOf(helpOf(t, path...))
+			if len(lines) == 0 && len(c.Children) == 0 {
+				lacking = append(lacking, strings.Join(path, " "))
+			}
+			for _, l := range lines {
+				examples = append(examples, example{strings.Join(path, " "), l})
+			}
+			walk(c)
+		}
+	}
+	walk(newTestParser(t).Model.Node)
+	if len(examples) < 50 {
+		t.Fatalf("found only %d examples", len(examples))
+	}
+	sort.Strings(lacking)
+	t.Logf("%d examples; commands whose --help has no example of their own: %s", len(examples), strings.Join(lacking, ", "))
+
+	// 1. every example parses.
+	type runnable struct{ from, line string }
+	var toRun []runnable
+	seen := map[string]bool{}
+	for _, ex := range examples {
+		for i, cmd := range pipeline(t, ex.line) {
+			if len(cmd) == 0 || (cmd[0] != "fleet" && cmd[0] != "fleet-agent") {
+				continue // jq and the like
+			}
+			args := cmd[1:]
+			if cmd[0] == "fleet-agent" {
+				args = append([]string{"agent"}, args...) // the same flags (agent/agentcli)
+			}
+			if err := parseOnly(t, sampleConfig(args)); err != nil {
+				t.Errorf("fleet %s --help: example %q does not parse: %v", ex.from, ex.line, err)
+				continue
+			}
+			if i == 0 && cmd[0] == "fleet" && readOnly(args) && !seen[ex.line] {
+				seen[ex.line] = true
+				toRun = append(toRun, runnable(ex))
+			}
+		}
+	}
+	if t.Failed() || testing.Short() {
+		return
+	}
+
+	// 2. the read-only ones run against the demo.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dc := &DemoCmd{Devices: 12, HTTP: "127.0.0.1:0", RelaxedSync: true}
+	d, err := startDemo(ctx, dc, t.TempDir(), io.Discard)
+	if d != nil {
+		defer d.stop()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := d.play(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("demo story played in %s; running %d read-only examples", time.Since(start).Round(100*time.Millisecond), len(toRun))
+	for _, ex := range toRun {
+		args := connectTo(pipeline(t, ex.line)[0][1:], d.rs.Env.NATSURL, "http://"+d.rs.Env.HTTPAddr)
+		var out string
+		var code int
+		stderr := captureStderr(t, func() { out, code = replayCLI(t, args...) })
+		want := code == 0 || (args[0] == "doctor" && code == 1)
+		if !want || strings.TrimSpace(out) == "" {
+			t.Errorf("fleet %s --help: example %q (run as fleet %s): exit %d\nstdout:\n%s\nstderr:\n%s",
+				ex.from, ex.line, strings.Join(args, " "), code, out, stderr)
+		}
+	}
+}
+
+// newTestParser builds the parser as run does.
+func newTestParser(t *testing.T) *kong.Kong {
+	t.Helper()
+	var cli CLI
+	opts := []kong.Option{
+		kong.Name("fleet"),
+		kong.Exit(func(int) { t.Fatal("kong exited while parsing") }),
+		kong.Vars{"version": "fleet " + buildInfo().String(), "default_nats": DefaultNATS},
+		kong.BindTo(context.Background(), (*context.Context)(nil)),
+	}
+	for _, c := range commands {
+		opts = append(opts, kong.DynamicCommand(c.name, c.help, c.group, c.cmd))
+	}
+	p, err := kong.New(&cli, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// parseOnly parses args as fleet would, without running the command.
+func parseOnly(t *testing.T, args []string) error {
+	_, err := newTestParser(t).Parse(args)
+	return err
+}
+
+// examplesOf returns the lines under "Examples:" of a help text that start
+// with "fleet " or "fleet-agent ", a trailing backslash joining the next line.
+func examplesOf(help string) []string {
+	var out []string
+	in := false
+	lines := strings.Split(help, "\n")
+	for i := 0; i < len(lines); i++ {
+		l := strings.TrimSpace(lines[i])
+		switch {
+		case strings.HasPrefix(l, "Examples:"):
+			in = true
+			continue
+		case !in:
+			continue
+		case l == "":
+			continue
+		case !strings.HasPrefix(lines[i], " "):
+			in = false // the next section (Flags:, Arguments:)
+			continue
+		}
+		if !strings.HasPrefix(l, "fleet ") && !strings.HasPrefix(l, "fleet-agent ") {
+			continue
+		}
+		for strings.HasSuffix(l, `\`) && i+1 < len(lines) {
+			i++
+			l = strings.TrimSuffix(l, `\`) + " " + strings.TrimSpace(lines[i])
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// pipeline splits a shell line into the words of each command of a
+// pipeline, as sh does for what examples use: quotes, comments, "> FILE".
+func pipeline(t *testing.T, line string) [][]string {
+	var cmds [][]string
+	var cur []string
+	var word strings.Builder
+	inWord, redirect := false, false
+	flush := func() {
+		if inWord {
+			if redirect {
+				redirect = false // the file a "> FILE" names
+			} else {
+				cur = append(cur, word.String())
+			}
+		}
+		word.Reset()
+		inWord = false
+	}
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case c == '\'' || c == '"':
+			j := strings.IndexByte(line[i+1:], c)
+			if j < 0 {
+				t.Fatalf("unbalanced quote in %q", line)
+			}
+			word.WriteString(line[i+1 : i+1+j])
+			inWord = true
+			i += j + 1
+		case c == ' ' || c == '\t':
+			flush()
+		case c == '#' && !inWord:
+			i = len(line)
+		case c == '|':
+			flush()
+			cmds, cur = append(cmds, cur), nil
+		case c == '>':
+			flush()
+			redirect = true
+		default:
+			word.WriteByte(c)
+			inWord = true
+		}
+	}
+	flush()
+	return append(cmds, cur)
+}
+
+// readOnly: what a run of the example only reads (see TestHelpExamples).
+func readOnly(args []string) bool {
+	has := func(flags ...string) bool {
+		for _, a := range args {
+			for _, f := range flags {
+				if a == f || strings.HasPrefix(a, f+"=") {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	switch args[0] {
+	case "get", "drift", "explain", "inspect", "doctor", "version", "completion":
+		return true
+	case "replay":
+		return !has("--follow", "--file")
+	case "export":
+		return !has("--out", "-O")
+	case "rollout":
+		return len(args) > 1 && args[1] == "list"
+	}
+	return false
+}
+
+// connectTo substitutes the connection of an example: --nats, doctor's
+// --http, --creds dropped; --nats added where the command connects.
+func connectTo(args []string, natsURL, httpURL string) []string {
+	var out []string
+	hasNATS := false
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--nats" || a == "--creds" || (a == "--http" && args[0] == "doctor"):
+			i++
+			fallthrough
+		case strings.HasPrefix(a, "--nats=") || strings.HasPrefix(a, "--creds=") || (strings.HasPrefix(a, "--http=") && args[0] == "doctor"):
+			switch {
+			case strings.HasPrefix(a, "--nats"):
+				out, hasNATS = append(out, "--nats="+natsURL), true
+			case strings.HasPrefix(a, "--http"):
+				out = append(out, "--http="+httpURL)
+			}
+			continue
+		}
+		out = append(out, a)
+	}
+	if !hasNATS && args[0] != "version" && args[0] != "completion" {
+		out = append(out, "--nats="+natsURL)
+	}
+	return out
+}
+
+// sampleConfig: an agent example's --config /etc/fleet/agent.yaml is read
+// while parsing; the repository's sample (deploy/systemd/agent.yaml, which
+// the example names) stands in for it.
+func sampleConfig(args []string) []string {
+	out := slices.Clone(args)
+	for i, a := range out {
+		if a == "--config" && i+1 < len(out) && out[i+1] == "/etc/fleet/agent.yaml" {
+			out[i+1] = filepath.Join("..", "..", "deploy", "systemd", "agent.yaml")
+		}
+	}
+	return out
+}
