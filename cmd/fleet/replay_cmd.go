@@ -59,7 +59,7 @@ Examples:
   fleet replay                                   # the whole log
   fleet replay --device pi-01 --since 2h         # what pi-01 did in the last 2 hours
   fleet replay --device pi-01 --resource motd --type StatusChanged
-  fleet replay --from-seq 1000 --to-seq 2000 -o ndjson > slice.ndjson
+  fleet replay --from-seq 100 --to-seq 200 -o ndjson > slice.ndjson
   fleet replay --device pi-01 --follow           # live
   fleet replay --verify                          # check the whole log
   fleet replay --verify --file incident.ndjson -o json`

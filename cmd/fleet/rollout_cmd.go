@@ -54,6 +54,7 @@ and the page /static/rollouts.html.
 Examples:
   fleet rollout start -f kiosk.yaml --selector 'site=lab' --waves 5%,25%,100% --max-failures 2 --soak 2m
   fleet rollout start -f kiosk.yaml --selector 'role=sign' --on-failure rollback --max-per-minute 30
+  fleet rollout list                                # every rollout, newest first
   fleet rollout status 01KQ... -o json
   fleet rollout status 01KQ... --at 2h              # as it was two hours ago (from the log)
   fleet rollout controller --key controller.key     # sign what it writes; agents --trust its public key
