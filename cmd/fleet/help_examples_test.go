@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oklog/ulid/v2"
+
 	"github.com/alecthomas/kong"
 )
 
@@ -43,9 +45,11 @@ import (
 //   - completion (kong-completion exits the process; TestShellCompletion
 //     runs the binary);
 //   - examples that need a file or an id the demo does not have: key show
-//     --key ops.key, replay --file incident.ndjson, rollout status ID (the
-//     demo starts no rollout: 'fleet rollout list' runs instead), device list
-//     --data (reads a server's auth directory).
+//     --key ops.key, replay --file incident.ndjson, device list --data
+//     (reads a server's auth directory).
+//
+// The demo starts no rollout: the test starts one to the canary ring, and
+// its id stands in for the placeholder 01KQ... of 'fleet rollout status'.
 //
 // Commands whose own --help has no example are logged.
 func TestHelpExamples(t *testing.T) {
@@ -124,13 +128,27 @@ func TestHelpExamples(t *testing.T) {
 		t.Fatal(err)
 	}
 	played := time.Since(start)
-	// "--at 10s" means the demo's first ten seconds are on the log.
-	for time.Since(d.t0) < 12*time.Second {
+	// The demo starts no rollout: one to the canary ring stands in for the
+	// examples' placeholder id 01KQ....
+	rolloutID, rolloutStart := ulid.Make().String(), time.Now()
+	natsFlag := "--nats=" + d.rs.Env.NATSURL
+	if out, code := replayCLI(t, "rollout", "start", "-f", filepath.Join("..", "..", "fixtures", "manifests", "demo", "rollout.yaml"),
+		"--selector", "ring=canary", "--id", rolloutID, natsFlag); code != 0 {
+		t.Fatalf("rollout start: exit %d: %s", code, out)
+	}
+	// "--at 10s" means the demo's first ten seconds are on the log, and
+	// "rollout status ID --at 5s" that the rollout is older than that.
+	for time.Since(d.t0) < 12*time.Second || time.Since(rolloutStart) < 6*time.Second {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("demo story played in %s; running %d read-only examples", played.Round(100*time.Millisecond), len(toRun))
 	for _, ex := range toRun {
 		args := connectTo(pipeline(t, ex.line)[0][1:], d.rs.Env.NATSURL, "http://"+d.rs.Env.HTTPAddr)
+		for i, a := range args {
+			if a == "01KQ..." {
+				args[i] = rolloutID
+			}
+		}
 		var out string
 		var code int
 		stderr := captureStderr(t, func() { out, code = replayCLI(t, args...) })
@@ -271,7 +289,7 @@ func readOnly(args []string) bool {
 	case "export":
 		return !has("--out", "-O")
 	case "rollout":
-		return len(args) > 1 && args[1] == "list"
+		return len(args) > 1 && (args[1] == "list" || args[1] == "status")
 	}
 	return false
 }

@@ -56,7 +56,7 @@ Examples:
   fleet rollout start -f kiosk.yaml --selector 'role=sign' --on-failure rollback --max-per-minute 30
   fleet rollout list                                # every rollout, newest first
   fleet rollout status 01KQ... -o json
-  fleet rollout status 01KQ... --at 2h              # as it was two hours ago (from the log)
+  fleet rollout status 01KQ... --at 5s              # as it was 5 s ago, from the log (2h; RFC 3339)
   fleet rollout controller --key controller.key     # sign what it writes; agents --trust its public key
   fleet rollout pause 01KQ...
   fleet rollout promote 01KQ...`
