@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -29,24 +32,29 @@ import (
 //     doctor, rollout list and replay --verify, some of the demo's devices
 //     in what it prints.
 //
-// How a read-only example is run: shell words as sh splits them; a comment,
-// a "> FILE" redirection (stdout is captured instead) and what follows a pipe
-// are dropped; the connection only is substituted: --nats gets the demo's
+// How a read-only example is run: shell words as sh splits them; a comment
+// is dropped;
+// "> FILE" writes what the command printed to FILE; a pipe into jq is run
+// (when jq is installed) and must select something, other pipes are
+// dropped; the connection only is substituted: --nats gets the demo's
 // NATS URL (added when the example has none and the command connects),
 // doctor's --http the demo's HTTP address, and --creds is dropped (the demo
 // runs without auth). Nothing else of the example is changed.
 //
 // Parsed only, never run:
 //   - writes: apply, label, rollout start/pause/resume/abort/promote,
-//     device add/revoke/reinstate, key new, import, export --out/-O (writes
-//     a file);
+//     device add/revoke/reinstate, key new, import;
 //   - long-running: server, agent, fleet-agent, demo, sim, site, project
 //     (a service), rollout controller, replay --follow;
 //   - completion (kong-completion exits the process; TestShellCompletion
 //     runs the binary);
-//   - examples that need a file or an id the demo does not have: key show
-//     --key ops.key, replay --file incident.ndjson, device list --data
-//     (reads a server's auth directory).
+//   - examples that need a file the demo does not have: key show --key
+//     ops.key, device list --data (reads a server's auth directory).
+//
+// The examples run in a temporary working directory, the exports first:
+// 'export --out FILE' writes its file there (the file must show demo
+// devices), and 'replay --verify --file fleet-log.ndjson' reads the one
+// 'export > fleet-log.ndjson' wrote.
 //
 // The demo starts no rollout: the test starts one to the canary ring, and
 // its id stands in for the placeholder 01KQ... of 'fleet rollout status'.
@@ -94,7 +102,7 @@ func TestHelpExamples(t *testing.T) {
 			if len(cmd) == 0 || (cmd[0] != "fleet" && cmd[0] != "fleet-agent") {
 				continue // jq and the like
 			}
-			args := cmd[1:]
+			args, _ := redirected(cmd[1:])
 			if cmd[0] == "fleet-agent" {
 				args = append([]string{"agent"}, args...) // the same flags (agent/agentcli)
 			}
@@ -132,7 +140,12 @@ func TestHelpExamples(t *testing.T) {
 	// examples' placeholder id 01KQ....
 	rolloutID, rolloutStart := ulid.Make().String(), time.Now()
 	natsFlag := "--nats=" + d.rs.Env.NATSURL
-	if out, code := replayCLI(t, "rollout", "start", "-f", filepath.Join("..", "..", "fixtures", "manifests", "demo", "rollout.yaml"),
+	manifest, err := filepath.Abs(filepath.Join("..", "..", "fixtures", "manifests", "demo", "rollout.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(t.TempDir())
+	if out, code := replayCLI(t, "rollout", "start", "-f", manifest,
 		"--selector", "ring=canary", "--id", rolloutID, natsFlag); code != 0 {
 		t.Fatalf("rollout start: exit %d: %s", code, out)
 	}
@@ -142,8 +155,13 @@ func TestHelpExamples(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("demo story played in %s; running %d read-only examples", played.Round(100*time.Millisecond), len(toRun))
+	sort.SliceStable(toRun, func(i, j int) bool {
+		return strings.HasPrefix(toRun[i].line, "fleet export ") && !strings.HasPrefix(toRun[j].line, "fleet export ")
+	})
 	for _, ex := range toRun {
-		args := connectTo(pipeline(t, ex.line)[0][1:], d.rs.Env.NATSURL, "http://"+d.rs.Env.HTTPAddr)
+		cmds := pipeline(t, ex.line)
+		args, redirect := redirected(cmds[0][1:])
+		args = connectTo(args, d.rs.Env.NATSURL, "http://"+d.rs.Env.HTTPAddr)
 		for i, a := range args {
 			if a == "01KQ..." {
 				args[i] = rolloutID
@@ -154,8 +172,30 @@ func TestHelpExamples(t *testing.T) {
 		stderr := captureStderr(t, func() { out, code = replayCLI(t, args...) })
 		t.Logf("exit %d: fleet %s", code, strings.Join(args, " "))
 		want := code == 0 || (args[0] == "doctor" && code == 1)
+		if redirect != "" {
+			if err := os.WriteFile(redirect, []byte(out), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(cmds) > 1 && cmds[1][0] == "jq" && code == 0 {
+			if _, err := exec.LookPath("jq"); err == nil {
+				jq := exec.Command("jq", cmds[1][1:]...)
+				jq.Stdin = strings.NewReader(out)
+				b, err := jq.Output()
+				if err != nil || len(bytes.TrimSpace(b)) == 0 {
+					t.Errorf("example %q: jq selects nothing of what fleet printed (%v)", ex.line, err)
+				}
+			}
+		}
+		if file := outFile(args); file != "" {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				t.Errorf("example %q: %v", ex.line, err)
+			}
+			out += string(b)
+		}
 		// What reads the fleet shows some of the demo's devices.
-		showsDevices := strings.Contains(out, "pi-") || args[0] == "version" || args[0] == "doctor" || args[0] == "rollout" || strings.Contains(out, "verified ")
+		showsDevices := strings.Contains(out, "pi-") || args[0] == "version" || args[0] == "doctor" || args[0] == "rollout" || slices.Contains(args, "--verify")
 		if !want || strings.TrimSpace(out) == "" || !showsDevices {
 			t.Errorf("fleet %s --help: example %q (run as fleet %s): exit %d\nstdout:\n%s\nstderr:\n%s",
 				ex.from, ex.line, strings.Join(args, " "), code, out, stderr)
@@ -231,7 +271,8 @@ func pipeline(t *testing.T, line string) [][]string {
 	flush := func() {
 		if inWord {
 			if redirect {
-				redirect = false // the file a "> FILE" names
+				redirect = false // the file a "> FILE" names, kept as ">FILE"
+				cur = append(cur, ">"+word.String())
 			} else {
 				cur = append(cur, word.String())
 			}
@@ -285,9 +326,9 @@ func readOnly(args []string) bool {
 	case "get", "drift", "explain", "inspect", "doctor", "version":
 		return true
 	case "replay":
-		return !has("--follow", "--file")
+		return !has("--follow")
 	case "export":
-		return !has("--out", "-O")
+		return true
 	case "rollout":
 		return len(args) > 1 && (args[1] == "list" || args[1] == "status")
 	}
@@ -333,4 +374,29 @@ func sampleConfig(args []string) []string {
 		}
 	}
 	return out
+}
+
+// outFile is the file an export example writes (--out FILE, -O FILE).
+func outFile(args []string) string {
+	for i, a := range args {
+		if (a == "--out" || a == "-O") && i+1 < len(args) {
+			return args[i+1]
+		}
+		if f, ok := strings.CutPrefix(a, "--out="); ok {
+			return f
+		}
+	}
+	return ""
+}
+
+// redirected splits a "> FILE" off a command's words.
+func redirected(words []string) (args []string, file string) {
+	for _, w := range words {
+		if f, ok := strings.CutPrefix(w, ">"); ok {
+			file = f
+			continue
+		}
+		args = append(args, w)
+	}
+	return args, file
 }

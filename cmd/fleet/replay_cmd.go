@@ -62,7 +62,7 @@ Examples:
   fleet replay --from-seq 100 --to-seq 200 -o ndjson > slice.ndjson
   fleet replay --device pi-01 --follow           # live
   fleet replay --verify                          # check the whole log
-  fleet replay --verify --file incident.ndjson -o json`
+  fleet replay --verify --file fleet-log.ndjson -o json      # an export ('fleet export --help')`
 }
 
 // filter builds the events filter from the flags, refusing bad values.
