@@ -29,14 +29,13 @@ import (
 //     played (startDemo + play: 12 devices pi-01 … pi-12, the same manifests,
 //     pi-12's sensor-calib failing), and wants exit 0 (fleet doctor: 0, or 1
 //     when it reports a problem, as its help says) and, but for version,
-//     doctor, rollout list and replay --verify, some of the demo's devices
-//     in what it prints.
+//     doctor, rollout, project --status and replay --verify, some of the
+//     demo's devices in what it prints.
 //
 // How a read-only example is run: shell words as sh splits them; a comment
-// is dropped;
-// "> FILE" writes what the command printed to FILE; a pipe into jq is run
-// (when jq is installed) and must select something, other pipes are
-// dropped; the connection only is substituted: --nats gets the demo's
+// is dropped; "> FILE" writes what the command printed to FILE; a pipe into
+// jq is run (when jq is installed) and must select something, other pipes
+// are dropped. Only the connection is substituted: --nats gets the demo's
 // NATS URL (added when the example has none and the command connects),
 // doctor's --http the demo's HTTP address, and --creds is dropped (the demo
 // runs without auth). Nothing else of the example is changed.
@@ -45,7 +44,8 @@ import (
 //   - writes: apply, label, rollout start/pause/resume/abort/promote,
 //     device add/revoke/reinstate, key new, import;
 //   - long-running: server, agent, fleet-agent, demo, sim, site, project
-//     (a service), rollout controller, replay --follow;
+//     (a service; 'project --status' runs, but not '--partition 1/2': the
+//     demo runs no partition workers), rollout controller, replay --follow;
 //   - completion (kong-completion exits the process; TestShellCompletion
 //     runs the binary);
 //   - examples that need a file the demo does not have: key show --key
@@ -195,7 +195,7 @@ func TestHelpExamples(t *testing.T) {
 			out += string(b)
 		}
 		// What reads the fleet shows some of the demo's devices.
-		showsDevices := strings.Contains(out, "pi-") || args[0] == "version" || args[0] == "doctor" || args[0] == "rollout" || slices.Contains(args, "--verify")
+		showsDevices := strings.Contains(out, "pi-") || args[0] == "version" || args[0] == "doctor" || args[0] == "rollout" || args[0] == "project" || slices.Contains(args, "--verify")
 		if !want || strings.TrimSpace(out) == "" || !showsDevices {
 			t.Errorf("fleet %s --help: example %q (run as fleet %s): exit %d\nstdout:\n%s\nstderr:\n%s",
 				ex.from, ex.line, strings.Join(args, " "), code, out, stderr)
@@ -329,6 +329,8 @@ func readOnly(args []string) bool {
 		return !has("--follow")
 	case "export":
 		return true
+	case "project":
+		return has("--status") && !has("--partition") // the demo runs no partition workers
 	case "rollout":
 		return len(args) > 1 && (args[1] == "list" || args[1] == "status")
 	}
