@@ -59,7 +59,8 @@ import (
 // The demo starts no rollout: the test starts one to the canary ring, and
 // its id stands in for the placeholder 01KQ... of 'fleet rollout status'.
 //
-// Commands whose own --help has no example are logged.
+// Commands whose own --help has no example are logged, and each must have
+// one in another's --help (the rollout subcommands: in 'fleet rollout --help').
 func TestHelpExamples(t *testing.T) {
 	type example struct{ from, line string }
 	var examples []example
@@ -87,6 +88,16 @@ func TestHelpExamples(t *testing.T) {
 	}
 	sort.Strings(lacking)
 	t.Logf("%d examples; commands whose --help has no example of their own: %s", len(examples), strings.Join(lacking, ", "))
+	// Each of those has one in its group's --help (fleet rollout --help).
+	for _, cmd := range lacking {
+		shown := false
+		for _, ex := range examples {
+			shown = shown || strings.HasPrefix(ex.line+" ", "fleet "+cmd+" ")
+		}
+		if !shown {
+			t.Errorf("fleet %s: no example in its --help nor in its group's", cmd)
+		}
+	}
 
 	// 1. every example parses; the check itself refuses what kong refuses.
 	for _, bad := range []string{"get devices --no-such-flag", "explain pi-01", "get devices --status nope", "inspect pi-01 --seq x"} {

@@ -59,7 +59,9 @@ Examples:
   fleet rollout status 01KQ... --at 5s              # as it was 5 s ago, from the log (2h; RFC 3339)
   fleet rollout controller --key controller.key     # sign what it writes; agents --trust its public key
   fleet rollout pause 01KQ...
-  fleet rollout promote 01KQ...`
+  fleet rollout resume 01KQ...
+  fleet rollout promote 01KQ...                     # pass the wave in progress now
+  fleet rollout abort 01KQ...                       # for good; devices keep what they have`
 }
 
 // RolloutStartCmd is `fleet rollout start`.
