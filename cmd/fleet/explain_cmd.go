@@ -32,8 +32,8 @@ rollout: whether it holds the device (its wave not started, the rollout
 paused) and why.
 
 Examples:
-  fleet explain pi-01 nginx
-  fleet explain pi-01 nginx -o json`
+  fleet explain pi-12 sensor-calib              # the demo's resource meant to fail
+  fleet explain pi-01 motd -o json`
 }
 
 // Run prints the explanation.

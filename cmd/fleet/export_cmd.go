@@ -35,9 +35,9 @@ again gives the same bytes.
 Examples:
   fleet export > fleet-log.ndjson
   fleet export --device pi-01 --out pi-01.ndjson
-  fleet export --from-seq 5000 --to-seq 9000 -O incident.ndjson
-  fleet replay --verify --file incident.ndjson     # check an export offline
-  fleet export --device pi-01 -o json | jq '.[] | select(.type == "AttemptFailed")'`
+  fleet export --from-seq 100 --to-seq 200 -O slice.ndjson   # a slice (--verify wants a whole log)
+  fleet replay --verify --file fleet-log.ndjson    # check an export offline
+  fleet export --device pi-12 -o json | jq '.[] | select(.type == "ReconcileAttempted" and .data.error)'`
 }
 
 // Run writes the export.

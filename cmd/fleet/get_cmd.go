@@ -43,9 +43,9 @@ and resource counts; -o json prints whole devices as one JSON array.
 
 Examples:
   fleet get devices
-  fleet get devices --status degraded
-  fleet get devices -q site=berlin --limit 20
-  fleet get devices --selector 'site=lab,role in (kiosk,sign),!canary'
+  fleet get devices --status degraded            # the demo's pi-12
+  fleet get devices -q ring=canary --limit 20
+  fleet get devices --selector 'site=lab,ring in (canary,main),!retired'
   fleet get devices -o json --nats nats://10.0.0.5:4222`
 }
 

@@ -45,10 +45,9 @@ logs); when no server part answers, fleet reads the device's events and folds
 them (same fold, same answer, slower).
 
 Examples:
-  fleet inspect pi-01 --at 2026-05-01T12:00:00Z
-  fleet inspect pi-01 --at 2h                      # two hours ago
-  fleet inspect pi-01 --seq 15000 -o json          # the device JSON of the API
-  fleet inspect pi-01 --at 3h --diff 1h            # what changed between 3h and 1h ago`
+  fleet inspect pi-01 --at 10s                     # ten seconds ago (2h; or 2026-05-01T12:00:00Z)
+  fleet inspect pi-01 --seq 200 -o json            # the device JSON of the API
+  fleet inspect pi-01 --at 10s --diff 1s           # what changed between 10s and 1s ago`
 }
 
 type inspectResult struct {

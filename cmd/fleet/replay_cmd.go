@@ -59,10 +59,10 @@ Examples:
   fleet replay                                   # the whole log
   fleet replay --device pi-01 --since 2h         # what pi-01 did in the last 2 hours
   fleet replay --device pi-01 --resource motd --type StatusChanged
-  fleet replay --from-seq 1000 --to-seq 2000 -o ndjson > slice.ndjson
+  fleet replay --from-seq 100 --to-seq 200 -o ndjson > slice.ndjson
   fleet replay --device pi-01 --follow           # live
   fleet replay --verify                          # check the whole log
-  fleet replay --verify --file incident.ndjson -o json`
+  fleet replay --verify --file fleet-log.ndjson -o json      # an export ('fleet export --help')`
 }
 
 // filter builds the events filter from the flags, refusing bad values.

@@ -54,11 +54,14 @@ and the page /static/rollouts.html.
 Examples:
   fleet rollout start -f kiosk.yaml --selector 'site=lab' --waves 5%,25%,100% --max-failures 2 --soak 2m
   fleet rollout start -f kiosk.yaml --selector 'role=sign' --on-failure rollback --max-per-minute 30
+  fleet rollout list                                # every rollout, newest first
   fleet rollout status 01KQ... -o json
-  fleet rollout status 01KQ... --at 2h              # as it was two hours ago (from the log)
+  fleet rollout status 01KQ... --at 5s              # as it was 5 s ago, from the log (2h; RFC 3339)
   fleet rollout controller --key controller.key     # sign what it writes; agents --trust its public key
   fleet rollout pause 01KQ...
-  fleet rollout promote 01KQ...`
+  fleet rollout resume 01KQ...
+  fleet rollout promote 01KQ...                     # pass the wave in progress now
+  fleet rollout abort 01KQ...                       # for good; devices keep what they have`
 }
 
 // RolloutStartCmd is `fleet rollout start`.
