@@ -3,13 +3,16 @@ package agent
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/matryer/is"
@@ -63,13 +66,22 @@ func TestSecondAgentNamesThePIDHoldingTheState(t *testing.T) {
 	}
 	is := is.New(t)
 	state := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestSecondAgentNamesThePIDHoldingTheState$")
-	cmd.Env = append(os.Environ(), "FLEET_TEST_HOLD_STATE="+state)
-	stdin, err := cmd.StdinPipe()
+	holder := func(prog ...string) (*exec.Cmd, io.WriteCloser, io.ReadCloser, error) {
+		cmd := exec.Command(prog[0], append(prog[1:], "-test.run=^TestSecondAgentNamesThePIDHoldingTheState$")...)
+		cmd.Env = append(os.Environ(), "FLEET_TEST_HOLD_STATE="+state)
+		stdin, err := cmd.StdinPipe()
+		is.NoErr(err)
+		out, err := cmd.StdoutPipe()
+		is.NoErr(err)
+		return cmd, stdin, out, cmd.Start()
+	}
+	cmd, stdin, out, err := holder(os.Args[0])
+	if qemu, lerr := exec.LookPath("qemu-" + runtime.GOARCH); errors.Is(err, syscall.ENOEXEC) && lerr == nil {
+		// this test binary runs under qemu-user (CI's 32-bit ARM job, no
+		// binfmt): the second process is this binary under qemu too
+		cmd, stdin, out, err = holder(qemu, os.Args[0])
+	}
 	is.NoErr(err)
-	out, err := cmd.StdoutPipe()
-	is.NoErr(err)
-	is.NoErr(cmd.Start())
 	defer func() { stdin.Close(); _ = cmd.Wait() }()
 	line, err := bufio.NewReader(out).ReadString('\n')
 	is.NoErr(err)
