@@ -190,8 +190,12 @@ func bytesText(n uint64) string {
 func closeStore(db *pebble.DB) error {
 	st := stateOf(db)
 	var ferr error
-	if err := Writable(db); err != nil {
-		ferr = err
+	var full *StoreFullError
+	if err := Writable(db); errors.As(err, &full) {
+		ferr = fmt.Errorf("%s free of %s", bytesText(full.Free), bytesText(full.Total))
+		if full.Err != nil {
+			ferr = full.Err
+		}
 	} else {
 		done := make(chan error, 1)
 		go func() { done <- db.Flush() }()
@@ -209,8 +213,11 @@ func closeStore(db *pebble.DB) error {
 		}
 	}
 	if ferr != nil && st != nil {
-		return errors.Join(fmt.Errorf("the %s store %s could not write what it took in since its last flush (%w): "+
-			"it takes those events in again from the log at the next start", st.name, st.dir, ferr), err)
+		if err != nil {
+			ferr = fmt.Errorf("%w; closing: %w", ferr, err)
+		}
+		return fmt.Errorf("the %s store %s could not write what it took in since its last flush (%w): "+
+			"it takes those events in again from the log at the next start", st.name, st.dir, ferr)
 	}
 	return err
 }

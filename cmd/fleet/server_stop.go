@@ -29,5 +29,21 @@ func (s *stopErrors) add(err error) {
 func (s *stopErrors) err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return errors.Join(s.errs...)
+	if len(s.errs) == 0 {
+		return nil
+	}
+	return &stopError{errors.Join(s.errs...), len(s.errs)}
 }
+
+// stopError is what `fleet server` exits with when a part could not stop
+// cleanly; its message points at the lines logged above it.
+type stopError struct {
+	err error
+	n   int
+}
+
+func (e *stopError) Error() string {
+	return fmt.Sprintf("%d part(s) could not write everything while stopping (see above); free space on the data directory's file system before the next start", e.n)
+}
+
+func (e *stopError) Unwrap() error { return e.err }
