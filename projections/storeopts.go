@@ -56,7 +56,7 @@ type StoreFullError struct {
 
 func (e *StoreFullError) Error() string {
 	s := fmt.Sprintf("the %s store %s is out of disk space (%s free of %s, it needs %s): it takes no more events until there is room",
-		e.Name, e.Dir, bytesText(e.Free), bytesText(e.Total), bytesText(MinStoreFree))
+		e.Name, e.Dir, BytesText(e.Free), BytesText(e.Total), BytesText(MinStoreFree))
 	if e.Err != nil {
 		s += ": " + e.Err.Error()
 	}
@@ -71,6 +71,62 @@ type storeState struct {
 	mu        sync.Mutex
 	failed    error // the last refusal, until a batch is written again
 	bg        error // Pebble's last background (flush, compaction) error
+	wrote     bool  // a batch may have been written since the last flush
+	stop      chan struct{}
+	stopped   chan struct{}
+}
+
+// StoreFlushEvery is how often a derived store's memtable is written as a
+// table when batches came: what a crash can lose (and the store then takes
+// in again from the log) is at most this much, so that a log whose
+// retention moves its first sequence on is not left behind a store's
+// durable checkpoint.
+var StoreFlushEvery = 10 * time.Second
+
+// flusher flushes db every StoreFlushEvery after batches came, while its
+// disk has room; without waiting for the flush (which Pebble retries when
+// the disk fills meanwhile), so that closing never waits on it.
+func (st *storeState) flusher(db *pebble.DB) {
+	defer close(st.stopped)
+	t := time.NewTicker(StoreFlushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-st.stop:
+			return
+		case <-t.C:
+		}
+		st.mu.Lock()
+		wrote := st.wrote
+		st.mu.Unlock()
+		if wrote && Writable(db) == nil {
+			st.mu.Lock()
+			st.wrote = false
+			st.mu.Unlock()
+			if !asyncFlush(db) { // closed without closeStore (a store given up)
+				st.forget(db)
+				return
+			}
+		}
+	}
+}
+
+// asyncFlush starts a flush of db; false if db is closed.
+func asyncFlush(db *pebble.DB) (open bool) {
+	defer func() {
+		if recover() != nil { // Pebble panics with ErrClosed
+			open = false
+		}
+	}()
+	_, _ = db.AsyncFlush()
+	return true
+}
+
+func (st *storeState) forget(db *pebble.DB) {
+	stores.Delete(db)
+	if v, ok := stores.Load(st.dir); ok && v == st {
+		stores.Delete(st.dir)
+	}
 }
 
 var stores sync.Map // *pebble.DB -> *storeState; dir -> *storeState
@@ -107,6 +163,8 @@ func OpenStoreNamed(name, dir string) (*pebble.DB, error) {
 	}
 	stores.Store(db, st)
 	stores.Store(dir, st)
+	st.stop, st.stopped = make(chan struct{}), make(chan struct{})
+	go st.flusher(db)
 	return db, nil
 }
 
@@ -139,6 +197,9 @@ func Writable(db *pebble.DB) error {
 		err = &StoreFullError{Name: st.name, Dir: st.dir, Free: free, Total: total, Err: st.bg}
 	}
 	st.failed = err
+	if err == nil {
+		st.wrote = true // the caller writes now
+	}
 	return err
 }
 
@@ -172,7 +233,8 @@ func space(dir string) (free, total uint64, err error) {
 	return fs.Bavail * uint64(fs.Bsize), fs.Blocks * uint64(fs.Bsize), nil
 }
 
-func bytesText(n uint64) string {
+// BytesText is n bytes as people read it: 1.5 GiB, 3.2 MiB, 512 KiB.
+func BytesText(n uint64) string {
 	switch {
 	case n >= 1<<30:
 		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
@@ -189,10 +251,14 @@ func bytesText(n uint64) string {
 // again from the log.
 func closeStore(db *pebble.DB) error {
 	st := stateOf(db)
+	if st != nil {
+		close(st.stop)
+		<-st.stopped
+	}
 	var ferr error
 	var full *StoreFullError
 	if err := Writable(db); errors.As(err, &full) {
-		ferr = fmt.Errorf("%s free of %s", bytesText(full.Free), bytesText(full.Total))
+		ferr = fmt.Errorf("%s free of %s", BytesText(full.Free), BytesText(full.Total))
 		if full.Err != nil {
 			ferr = full.Err
 		}
@@ -207,10 +273,7 @@ func closeStore(db *pebble.DB) error {
 	}
 	err := db.Close()
 	if st != nil {
-		stores.Delete(db)
-		if v, ok := stores.Load(st.dir); ok && v == st {
-			stores.Delete(st.dir)
-		}
+		st.forget(db)
 	}
 	if ferr != nil && st != nil {
 		if err != nil {

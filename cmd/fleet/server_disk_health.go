@@ -48,15 +48,7 @@ func diskCheck(dir string) api.Check {
 	return c
 }
 
-func bytesText(n uint64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	}
-	return fmt.Sprintf("%d KiB", n>>10)
-}
+func bytesText(n uint64) string { return projections.BytesText(n) }
 
 func init() {
 	addServerPart("disk and auth health", func(_ context.Context, env *ServerEnv) (func(), error) {
