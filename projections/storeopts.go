@@ -301,3 +301,25 @@ func (l storeLogger) Fatalf(format string, args ...any) {
 		l.st.name, l.st.dir, fmt.Sprintf(format, args...), StoreFullAction)
 	os.Exit(1)
 }
+
+// storeFull is the read models' store's refusal of its last batch, if it
+// refused it for want of space (Writable).
+func (s *Service) storeFull() *StoreFullError {
+	s.mu.RLock()
+	m := s.m
+	s.mu.RUnlock()
+	if m == nil {
+		return nil
+	}
+	st := stateOf(m.db)
+	if st == nil {
+		return nil
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var sf *StoreFullError
+	if errors.As(st.failed, &sf) {
+		return sf
+	}
+	return nil
+}

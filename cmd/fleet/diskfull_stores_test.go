@@ -53,6 +53,9 @@ func fillDisk(t *testing.T, dir string, keep int64) string {
 func TestDiskFullDerivedStoresStopAndCatchUpWithoutRestart(t *testing.T) {
 	is := is.New(t)
 	ctx := context.Background()
+	old := projections.StallAfter
+	projections.StallAfter = time.Second // a full store is not reported as a damaged message
+	t.Cleanup(func() { projections.StallAfter = old })
 	dir := t.TempDir()
 	models, index := filepath.Join(dir, "projections"), filepath.Join(dir, "timetravel")
 	mountTmpfs(t, models, "24m")
@@ -61,11 +64,13 @@ func TestDiskFullDerivedStoresStopAndCatchUpWithoutRestart(t *testing.T) {
 	url := "--nats=" + rs.Env.NATSURL
 	var body map[string]any
 	var code int
-	eventstest.WaitFor(t, 15*time.Second, "/healthz ok, nothing behind", func() bool {
+	st0, err := rs.Env.Store.State(ctx)
+	is.NoErr(err)
+	cp0 := fmt.Sprint(st0.LastSeq)
+	eventstest.WaitFor(t, 15*time.Second, "/healthz ok, the read models at the log's end", func() bool {
 		code, body = healthz(t, rs.Env.HTTPAddr)
-		return code == 200 && fmt.Sprint(body["lag"]) == "0"
+		return code == 200 && fmt.Sprint(body["checkpoint"]) == cp0
 	})
-	cp0 := fmt.Sprint(body["checkpoint"])
 
 	fillers := []string{fillDisk(t, models, 2<<20), fillDisk(t, index, 2<<20)}
 	evs := fixtures.GenerateLog(16, fixtures.Options{Devices: 5, Events: 3000})
@@ -74,15 +79,20 @@ func TestDiskFullDerivedStoresStopAndCatchUpWithoutRestart(t *testing.T) {
 	}
 	eventstest.WaitFor(t, 15*time.Second, "/healthz to fail naming both stores", func() bool {
 		code, body = healthz(t, rs.Env.HTTPAddr)
-		r := fmt.Sprint(body["reason"])
-		return code == http.StatusServiceUnavailable && strings.Contains(r, models) && strings.Contains(r, index)
+		all := fmt.Sprint(body["checks"])
+		return code == http.StatusServiceUnavailable && strings.Contains(all, models) && strings.Contains(all, index)
 	})
+	fullAt := time.Now()
+	eventstest.WaitFor(t, 15*time.Second, "past StallAfter with the store still full", func() bool {
+		code, body = healthz(t, rs.Env.HTTPAddr)
+		return time.Since(fullAt) > 2*projections.StallAfter
+	})
+	is.Equal(code, http.StatusServiceUnavailable)
 	reason := fmt.Sprint(body["reason"])
 	t.Logf("reason: %s", reason)
-	is.True(strings.HasPrefix(reason, "derived stores: "))
-	is.True(strings.Contains(reason, "the read models store "+models+"/models-"))
-	is.True(strings.Contains(reason, "the time-travel index store "+index))
+	is.True(strings.HasPrefix(reason, "projections: the read models store "+models+"/models-"))
 	is.True(strings.Contains(reason, "MiB free of"))
+	is.True(strings.Contains(fmt.Sprint(body["checks"]), "the time-travel index store "+index))
 	is.True(strings.Contains(fmt.Sprint(body["action"]), "free space"))
 	is.True(strings.Contains(fmt.Sprint(body["action"]), "--data"))
 	is.Equal(fmt.Sprint(body["checkpoint"]), cp0) // nothing taken in, nothing acknowledged
@@ -90,7 +100,10 @@ func TestDiskFullDerivedStoresStopAndCatchUpWithoutRestart(t *testing.T) {
 	is.Equal(code, 1)
 	f := finding(rep, "derived stores")
 	is.Equal(f.Status, statusFail)
-	is.True(strings.Contains(f.Detail, models))
+	is.True(strings.Contains(f.Detail, models) && strings.Contains(f.Detail, index))
+	p := finding(rep, "projections") // the read models' own check says the same, never "damaged"
+	is.Equal(p.Status, statusFail)
+	is.True(strings.Contains(p.Detail, "out of disk space"))
 	is.True(strings.Contains(f.Action, "free space"))
 	t.Logf("doctor: %s", f.Detail)
 
@@ -98,10 +111,9 @@ func TestDiskFullDerivedStoresStopAndCatchUpWithoutRestart(t *testing.T) {
 	for _, p := range fillers {
 		is.NoErr(os.Remove(p))
 	}
-	last := uint64(0)
 	st, err := rs.Env.Store.State(ctx)
 	is.NoErr(err)
-	last = st.LastSeq
+	last := st.LastSeq
 	eventstest.WaitFor(t, 30*time.Second, "/healthz ok and both stores at the log's end", func() bool {
 		rep, _ = doctor(t, url)
 		return finding(rep, "derived stores").Status == statusOK &&
