@@ -63,7 +63,7 @@ func FollowLog(ctx context.Context, log Batcher, c Consumer, o FollowOptions) er
 	if o.Retry <= 0 {
 		o.Retry = time.Second
 	}
-	fullWaits := 0
+	fullWaits, fullAt := 0, uint64(0)
 	for {
 		fctx, cancel := ctx, context.CancelFunc(func() {})
 		if o.Gate != nil {
@@ -92,6 +92,9 @@ func FollowLog(ctx context.Context, log Batcher, c Consumer, o FollowOptions) er
 		wait := o.Retry
 		var full *StoreFullError
 		if errors.As(err, &full) { // a store out of space: back off, up to 8 s
+			if cp := c.Checkpoint(); cp != fullAt { // it wrote since: start again at Retry
+				fullWaits, fullAt = 0, cp
+			}
 			fullWaits++
 			wait = min(o.Retry<<min(fullWaits-1, 3), 8*time.Second)
 		} else {
