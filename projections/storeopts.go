@@ -96,17 +96,19 @@ func (st *storeState) flusher(db *pebble.DB) {
 			return
 		case <-t.C:
 		}
+		if _, err := os.Stat(st.dir); err != nil { // a store given up and removed
+			st.forget(db)
+			return
+		}
 		st.mu.Lock()
-		wrote := st.wrote
-		st.mu.Unlock()
-		if wrote && Writable(db) == nil {
-			st.mu.Lock()
+		flush := st.wrote && st.check() == nil
+		if flush {
 			st.wrote = false
-			st.mu.Unlock()
-			if !asyncFlush(db) { // closed without closeStore (a store given up)
-				st.forget(db)
-				return
-			}
+		}
+		st.mu.Unlock()
+		if flush && !asyncFlush(db) { // closed without closeStore (a store given up)
+			st.forget(db)
+			return
 		}
 	}
 }
@@ -184,23 +186,28 @@ func Writable(db *pebble.DB) error {
 	if st == nil {
 		return nil
 	}
-	free, total, serr := space(st.dir)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	var err error
-	switch {
-	case serr != nil:
-		err = &StoreFullError{Name: st.name, Dir: st.dir, Err: serr}
-	case free < MinStoreFree:
-		err = &StoreFullError{Name: st.name, Dir: st.dir, Free: free, Total: total}
-	case st.bg != nil && errors.Is(st.bg, syscall.ENOSPC):
-		err = &StoreFullError{Name: st.name, Dir: st.dir, Free: free, Total: total, Err: st.bg}
-	}
+	err := st.check()
 	st.failed = err
 	if err == nil {
 		st.wrote = true // the caller writes now
 	}
 	return err
+}
+
+// check is Writable without noting anything; st.mu is held.
+func (st *storeState) check() error {
+	free, total, err := space(st.dir)
+	switch {
+	case err != nil:
+		return &StoreFullError{Name: st.name, Dir: st.dir, Err: err}
+	case free < MinStoreFree:
+		return &StoreFullError{Name: st.name, Dir: st.dir, Free: free, Total: total}
+	case st.bg != nil && errors.Is(st.bg, syscall.ENOSPC):
+		return &StoreFullError{Name: st.name, Dir: st.dir, Free: free, Total: total, Err: st.bg}
+	}
+	return nil
 }
 
 // StoreFailures lists the derived stores under dir that refused their last
