@@ -69,6 +69,7 @@ type logGuard struct {
 // Health reports whether the service is applying the log, and if not, why
 // and what to do. It is the last check's result (see LogCheckInterval).
 func (s *Service) Health() Health {
+	full := s.storeFull() // before the guard's lock: it takes s.mu
 	s.guard.mu.Lock()
 	defer s.guard.mu.Unlock()
 	if s.guard.bad != nil {
@@ -76,6 +77,10 @@ func (s *Service) Health() Health {
 	}
 	h := s.guard.last
 	h.OK, h.Checkpoint = true, s.Checkpoint()
+	if full != nil { // not a damaged message: the store's disk (storeopts.go)
+		h.OK, h.Reason, h.Action = false, full.Error(), StoreFullAction
+		return h
+	}
 	if !s.rebuilding.Load() && !s.guard.since.IsZero() && time.Since(s.guard.since) >= StallAfter && h.Checkpoint == s.guard.cp {
 		h.OK = false
 		h.Reason = fmt.Sprintf("the read models have not moved from sequence %d for %s while stream %s holds events up to %d: "+

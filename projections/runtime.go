@@ -6,8 +6,6 @@ import (
 	"iter"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
-
 	"github.com/fleet-dev/fleet/events"
 )
 
@@ -65,6 +63,7 @@ func FollowLog(ctx context.Context, log Batcher, c Consumer, o FollowOptions) er
 	if o.Retry <= 0 {
 		o.Retry = time.Second
 	}
+	fullWaits, fullAt := 0, uint64(0)
 	for {
 		fctx, cancel := ctx, context.CancelFunc(func() {})
 		if o.Gate != nil {
@@ -90,10 +89,21 @@ func FollowLog(ctx context.Context, log Batcher, c Consumer, o FollowOptions) er
 		// the log was lost (server restart, consumer deleted) or a write
 		// failed: say why, and start again from the checkpoint
 		o.Fails.Failed(err, c.Checkpoint())
+		wait := o.Retry
+		var full *StoreFullError
+		if errors.As(err, &full) { // a store out of space: back off, up to 8 s
+			if cp := c.Checkpoint(); cp != fullAt { // it wrote since: start again at Retry
+				fullWaits, fullAt = 0, cp
+			}
+			fullWaits++
+			wait = min(o.Retry<<min(fullWaits-1, 3), 8*time.Second)
+		} else {
+			fullWaits = 0
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(o.Retry):
+		case <-time.After(wait):
 		}
 	}
 }
@@ -110,15 +120,4 @@ func followOnce(ctx context.Context, log Batcher, c Consumer, o FollowOptions) e
 		o.Fails.OK()
 	}
 	return nil
-}
-
-// OpenStore opens (or creates) a derived store in dir with StoreOptions, a
-// logger that says nothing (and panics on a fatal error, which Pebble only
-// reports for a store it cannot go on with), and a damaged table's error
-// returned to the read that found it (pebble.IsCorruptionError), so the
-// caller can start the store again from the log instead of stopping.
-func OpenStore(dir string) (*pebble.DB, error) {
-	o := StoreOptions(quiet{})
-	o.EventListener = &pebble.EventListener{DataCorruption: func(pebble.DataCorruptionInfo) {}}
-	return pebble.Open(dir, o)
 }

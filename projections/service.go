@@ -44,11 +44,12 @@ type Option func(*Service)
 // (one per service instance; "": unnamed).
 func WithDurable(name string) Option { return func(s *Service) { s.durable = name } }
 
-// WithSyncInterval sets how often the live loop fsyncs Pebble's log
-// (default 50ms; 0: every batch). Each batch is written atomically with its
-// checkpoint and reaches the OS at once, so a kill -9 loses nothing; the
-// models are derived from the log, so a power loss costs at most re-folding
-// what the last interval wrote (Pebble recovers a prefix of the batches).
+// WithSyncInterval was how often the live loop fsynced Pebble's log. The
+// store now has none (StoreOptions: a full disk made it fatal): each batch
+// is written atomically with its checkpoint into the memtable, written as a
+// table at least every StoreFlushEvery, so a kill -9 or a power loss costs
+// at most re-folding what was written since (the store opens at a prefix
+// of its batches). Kept so callers build; it changes nothing.
 func WithSyncInterval(d time.Duration) Option { return func(s *Service) { s.syncEvery = d } }
 
 // WithModel registers one more read model, run beside the defaults

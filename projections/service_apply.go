@@ -107,11 +107,8 @@ func (s *Service) flush(m *models, sync, live bool, info *BatchInfo) error {
 	binary.BigEndian.PutUint64(v[:], m.applied)
 	_ = b.Set(keyCheckpoint, v[:], nil)
 	_ = b.Set(keyLayout, []byte(m.kinds.layout), nil)
-	opt := pebble.NoSync
-	if sync {
-		opt = pebble.Sync
-	}
-	if err := b.Commit(opt); err != nil {
+	_ = sync // the store has no write-ahead log to sync (StoreOptions): durable at its next flush
+	if err := b.Commit(pebble.NoSync); err != nil {
 		err = fmt.Errorf("write read models at sequence %d: %w", m.applied, err)
 		if live {
 			s.mu.Lock()

@@ -40,6 +40,9 @@ func (c *serviceConsumer) Checkpoint() uint64 {
 func (c *serviceConsumer) ApplyBatch(b events.Batch) error {
 	s := (*Service)(c)
 	s.noteLast(b.Last() + b.Pending)
+	if err := Writable(s.m.db); err != nil {
+		return err // nothing folded: the checkpoint stays, FollowLog tries again
+	}
 	start := time.Now()
 	s.applyMu.Lock()
 	info := s.applyRuns(s.m, b.Runs, true)

@@ -122,6 +122,7 @@ type ServerEnv struct {
 	Auth         bool             // --auth: credentials required (reported by /healthz for 'fleet doctor')
 	AuthDir      string           // DATA/auth with --auth, else ""
 	RateGuard    RateGuardFlags
+	stopErrs     stopErrors // what the parts could not do while stopping (server_stop.go)
 }
 
 // serverPart starts one part of the server; it runs until ctx is done and
@@ -147,6 +148,9 @@ func (c *ServerCmd) Run(ctx context.Context, g *Globals) error {
 	<-ctx.Done()
 	fmt.Fprintln(os.Stderr, "fleet server: stopping")
 	rs.Stop()
+	if err := rs.StopError(); err != nil {
+		return fmt.Errorf("stopped, but not cleanly: %w", err)
+	}
 	return nil
 }
 
@@ -356,7 +360,8 @@ func (c *ServerCmd) Start(ctx context.Context, g *Globals, out *os.File) (*Runni
 	return rs, nil
 }
 
-// Stop stops every part in reverse order.
+// Stop stops every part in reverse order; StopError says what a part could
+// not do (logged as it happened).
 func (rs *RunningServer) Stop() {
 	if rs.httpSrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -367,6 +372,14 @@ func (rs *RunningServer) Stop() {
 		rs.stops[i]()
 	}
 	rs.stops = nil
+}
+
+// StopError is what the parts could not do while stopping (nil: nothing).
+func (rs *RunningServer) StopError() error {
+	if rs.Env == nil {
+		return nil
+	}
+	return rs.Env.stopErrs.err()
 }
 
 // validPort reports whether p is a TCP port number (0: any free one).

@@ -3,9 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-
+	"strings"
 	"syscall"
 
+	"github.com/fleet-dev/fleet/projections"
 	"github.com/fleet-dev/fleet/projections/api"
 )
 
@@ -47,15 +48,7 @@ func diskCheck(dir string) api.Check {
 	return c
 }
 
-func bytesText(n uint64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	}
-	return fmt.Sprintf("%d KiB", n>>10)
-}
+func bytesText(n uint64) string { return projections.BytesText(n) }
 
 func init() {
 	addServerPart("disk and auth health", func(_ context.Context, env *ServerEnv) (func(), error) {
@@ -64,10 +57,41 @@ func init() {
 		}
 		dir := env.DataDir
 		env.Health.add(func() api.Check { return diskCheck(dir) })
+		env.Health.add(func() api.Check { return storesCheck(dir) })
 		authOn := env.Auth
 		env.Health.add(func() api.Check {
 			return api.Check{Name: "auth", OK: true, Detail: map[string]bool{"enabled": authOn}}
 		})
 		return nil, nil
 	})
+}
+
+// StoreDetail is one derived store out of space in the "derived stores"
+// check's detail.
+type StoreDetail struct {
+	Store     string `json:"store"`
+	Path      string `json:"path"`
+	FreeBytes uint64 `json:"freeBytes"`
+}
+
+// storesCheck is the "derived stores" check: it fails while the read models'
+// or the time-travel index's store under dir refuses batches for want of
+// disk space (projections.Writable), naming the store, its path and the
+// free space.
+func storesCheck(dir string) api.Check {
+	fails := projections.StoreFailures(dir)
+	c := api.Check{Name: "derived stores", OK: len(fails) == 0}
+	if c.OK {
+		return c
+	}
+	var reasons []string
+	var detail []StoreDetail
+	for _, f := range fails {
+		reasons = append(reasons, f.Error())
+		detail = append(detail, StoreDetail{Store: f.Name, Path: f.Dir, FreeBytes: f.Free})
+	}
+	c.Reason = strings.Join(reasons, "; ")
+	c.Action = projections.StoreFullAction
+	c.Detail = detail
+	return c
 }

@@ -27,17 +27,18 @@ func init() {
 		if env.Health != nil {
 			env.Health.attach(p.API)
 		}
-		return p.Stop, nil
+		return func() { p.Stop(); env.stopErrs.add(p.closeErr) }, nil
 	})
 }
 
 // runningProjections is a projection service with its micro service and HTTP routes.
 type runningProjections struct {
-	Svc    *projections.Service
-	API    *api.Server
-	cancel context.CancelFunc
-	done   chan error
-	stopMS func() error
+	Svc      *projections.Service
+	API      *api.Server
+	cancel   context.CancelFunc
+	done     chan error
+	stopMS   func() error
+	closeErr error // the store's, once stopped
 }
 
 // startProjections opens the read models in dir, consumes the stream with
@@ -85,10 +86,11 @@ func startProjections(ctx context.Context, nc *nats.Conn, js jetstream.JetStream
 	return p, nil
 }
 
-// Stop stops consuming and serving and closes the store.
+// Stop stops consuming and serving and closes the store; closeErr is then
+// the store's error (on a full disk, what it could not write).
 func (p *runningProjections) Stop() {
 	_ = p.stopMS()
 	p.cancel()
 	<-p.done
-	_ = p.Svc.Close()
+	p.closeErr = p.Svc.Close()
 }

@@ -55,6 +55,6 @@ func startTimeTravel(ctx context.Context, env *ServerEnv) (func(), error) {
 		_ = svc.Stop()
 		cancel()
 		<-done
-		_ = x.Close()
+		env.stopErrs.add(x.Close())
 	}, nil
 }

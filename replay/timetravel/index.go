@@ -148,7 +148,7 @@ func Open(dir string, opts ...Option) (*Index, error) {
 }
 
 func open(dir string, opts ...Option) (*Index, error) {
-	db, err := projections.OpenStore(dir)
+	db, err := projections.OpenStoreNamed("time-travel index", dir)
 	if err != nil {
 		return nil, fmt.Errorf("open time-travel index %s: %w", dir, err)
 	}

@@ -64,6 +64,9 @@ func (x *Index) Follow(ctx context.Context, log Log, logger *slog.Logger) error 
 // events, and its bad messages as gaps the checkpoint passes, in one
 // Pebble write with the new checkpoint.
 func (x *Index) ApplyBatch(b events.Batch) error {
+	if err := projections.Writable(x.db); err != nil {
+		return err // nothing taken in: the checkpoint stays, the follow tries again
+	}
 	msgs := x.msgs[:0]
 	for _, run := range b.Runs {
 		for i := range run {
