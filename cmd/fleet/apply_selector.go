@@ -57,12 +57,9 @@ func (c *ApplyCmd) runSelector(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer nc.Close()
-	ds, _, _, err := api.NewClient(nc).EachSummary(ctx, api.ListOptions{Selector: c.Selector, Limit: api.MaxLimit}, 0)
+	ds, err := selectedDevices(ctx, nc, c.Selector)
 	if err != nil {
-		return fmt.Errorf("list devices for selector %q: %w (is the projection service running in 'fleet server'?)", c.Selector, err)
-	}
-	if len(ds) == 0 {
-		return fmt.Errorf("selector %q: no device matches: %w; see 'fleet get devices --selector'", c.Selector, events.ErrNotFound)
+		return err
 	}
 	plans := make([]ApplyPlan, len(ds))
 	var emptied []string
@@ -151,4 +148,17 @@ func (c *ApplyCmd) printSelectorPlans(ds []api.DeviceSummary, m events.Manifest,
 		printPlanText(d.Device, c.File, m, plans[i], c.AllowEmpty)
 	}
 	return nil
+}
+
+// selectedDevices lists the devices the read models say match selector
+// (apply --selector and rollout start): an error when none does.
+func selectedDevices(ctx context.Context, nc *nats.Conn, selector string) ([]api.DeviceSummary, error) {
+	ds, _, _, err := api.NewClient(nc).EachSummary(ctx, api.ListOptions{Selector: selector, Limit: api.MaxLimit}, 0)
+	if err != nil {
+		return nil, fmt.Errorf("list devices for selector %q: %w (is the projection service running in 'fleet server'?)", selector, err)
+	}
+	if len(ds) == 0 {
+		return nil, fmt.Errorf("selector %q: no device matches: %w; see 'fleet get devices --selector'", selector, events.ErrNotFound)
+	}
+	return ds, nil
 }

@@ -110,12 +110,9 @@ func (c *RolloutStartCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer nc.Close()
-	ds, _, _, err := api.NewClient(nc).EachSummary(ctx, api.ListOptions{Selector: c.Selector, Limit: api.MaxLimit}, 0)
+	ds, err := selectedDevices(ctx, nc, c.Selector)
 	if err != nil {
-		return fmt.Errorf("list devices for selector %q: %w", c.Selector, err)
-	}
-	if len(ds) == 0 {
-		return fmt.Errorf("selector %q: no device matches: %w; see 'fleet get devices --selector'", c.Selector, events.ErrNotFound)
+		return err
 	}
 	var ids []string
 	for _, d := range ds {
