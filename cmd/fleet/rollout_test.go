@@ -406,6 +406,24 @@ func TestRolloutPausesInconclusiveWhenADeviceIsOfflinePastTheDeadline(t *testing
 	is.Equal(r.Offline, []string{gone})
 	is.True(strings.Contains(r.Reason, "past its deadline"))
 	is.Equal(f.decisions("R5")[events.TypeWaveFailed], 0)
+	// replay re-derives the pause: an export of the log as it is verifies
+	// clean; one whose pause names a device of the wave that was Ready at
+	// the new generation offline is a gate violation naming it.
+	_, code = f.exportTampered("R5", events.TypeRolloutPaused, func(*events.Event, events.Payload) {})
+	is.Equal(code, 0)
+	var ready string
+	for _, id := range plan[0] {
+		if id != gone {
+			ready = id
+			break
+		}
+	}
+	is.True(ready != "")
+	tampered, code := f.exportTampered("R5", events.TypeRolloutPaused, func(_ *events.Event, p events.Payload) {
+		p.(*events.RolloutPaused).Offline = []string{gone, ready}
+	})
+	is.Equal(code, 1)
+	is.True(strings.Contains(tampered, "names "+ready+" offline, but it was Ready"))
 	out, code := replayCLI(t, "rollout", "status", "R5", "-o", "json", f.natsF)
 	is.Equal(code, 0)
 	is.True(strings.Contains(out, gone))

@@ -37,9 +37,11 @@ func (m Mismatch) String() string {
 //     decision, either failed or was Ready and healthy at the rollout's
 //     generation since at least the soak before the decision's time;
 //   - RolloutPaused inconclusive: the wave had been running longer than its
-//     deadline.
+//     deadline, and each device it names offline was in the wave and had
+//     neither failed nor passed its soak by then.
 //
-// Offline (Stale) is not judged: a fold of the log has no heartbeat clock.
+// Whether a named device's heartbeats had stopped is not judged: heartbeats
+// are not on the log (a fold of it has no heartbeat clock).
 // Membership and the transition table are replay.Verify's (rollout.Set).
 // Pure: no I/O.
 type GateChecker struct {
@@ -188,6 +190,27 @@ func (g *GateChecker) check(s events.Stored, r *rollout.Rollout) {
 		if r.Spec.WaveDeadline <= 0 || s.At.Sub(r.WaveAt) <= r.Spec.WaveDeadline {
 			bad("paused as inconclusive at %s, but wave %d started at %s and its deadline is %s", s.At.UTC().Format(time.RFC3339Nano),
 				r.Current, r.WaveAt.UTC().Format(time.RFC3339Nano), r.Spec.WaveDeadline)
+		}
+		// The devices it names offline: whether their heartbeats had
+		// stopped is not on the log, but the log says whether each was in
+		// the wave and had not already passed or failed (which the gate
+		// would have counted instead of waiting on it).
+		members := map[string]bool{}
+		if r.Current >= 0 && r.Current < len(r.Waves) {
+			for _, dev := range r.Waves[r.Current] {
+				members[dev] = true
+			}
+		}
+		for _, dev := range p.Offline {
+			m := g.mark(dev, r.ID, r.Current)
+			switch {
+			case !members[dev]:
+				bad("names %s offline, but it is not a member of wave %d", dev, r.Current)
+			case m != nil && m.failed != "":
+				bad("names %s offline, but it had failed (%s): the budget counts it", dev, m.failed)
+			case m != nil && m.ready && s.At.Sub(m.readySince) >= r.Spec.Soak:
+				bad("names %s offline, but it was Ready and healthy at the rollout's generation since %s, past the soak", dev, m.readySince.UTC().Format(time.RFC3339Nano))
+			}
 		}
 	}
 }
