@@ -44,6 +44,9 @@ func (s *Store) AppendEncoded(ctx context.Context, evs []events.Encoded) error {
 				return fmt.Errorf("append batch of 1: %w", refusal(unavailable(err)))
 			}
 		} else {
+			if err := s.fitsBatch(batch); err != nil {
+				return fmt.Errorf("append batch of %d: %w", n, err)
+			}
 			msgs := make([]*nats.Msg, n)
 			for i, e := range batch {
 				msgs[i] = encodedMsg(e)
@@ -61,6 +64,29 @@ func (s *Store) AppendEncoded(ctx context.Context, evs []events.Encoded) error {
 			}
 		}
 		evs = evs[n:]
+	}
+	return nil
+}
+
+// fitsBatch refuses (events.ErrRefused, without sending) a batch with a
+// message whose body alone is larger than the stream takes: the server
+// answers such an atomic batch only when the client's wait runs out, while
+// the same message sent alone is refused at once with the reason, so the
+// writer sends the batch one message at a time (the agent's outbox: the
+// rest go on, the large one is parked with the log's answer).
+func (s *Store) fitsBatch(batch []events.Encoded) error {
+	if s.stream == nil {
+		return nil
+	}
+	max := int64(s.stream.CachedInfo().Config.MaxMsgSize)
+	if max <= 0 {
+		return nil
+	}
+	for _, e := range batch {
+		if int64(len(e.Data)) > max {
+			return &refusedError{err: fmt.Errorf("event %s on %s is %d bytes: the stream %s takes at most %d (max_msg_size); send it alone for the log's answer",
+				e.ID, e.Subject, len(e.Data), events.Stream, max)}
+		}
 	}
 	return nil
 }
