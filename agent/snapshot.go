@@ -116,10 +116,13 @@ func openDB(dir string, fs vfs.FS) (*pebble.DB, error) {
 		// replaces the store), not a Fatalf
 		EventListener: &pebble.EventListener{DataCorruption: func(pebble.DataCorruptionInfo) {}},
 		// The store is small (a snapshot of tens of resources, an outbox
-		// drained in seconds): a 1 MB block cache and a 1 MB memtable (Go
-		// heap in a build without cgo, so they also set the GC's pace)
+		// drained in seconds): a 1 MB block cache and a 2 MB memtable (Go
+		// heap in a build without cgo, so they also set the GC's pace). Not
+		// 1 MB: on a full disk a memtable that fills rotates the WAL, and a
+		// failed rotation is a Go fatal error, not the commit error the agent
+		// turns into "the disk is full: free space" (TestAgentStateDiskFull...)
 		CacheSize:    1 << 20,
-		MemTableSize: 1 << 20,
+		MemTableSize: 2 << 20,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open agent store %s: %w", dir, err)

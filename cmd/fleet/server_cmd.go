@@ -52,6 +52,7 @@ type ServerCmd struct {
 // explicit --nats makes the server a client of another NATS server;
 // FLEET_NATS in the environment (meant for client commands) does not.
 func (c *ServerCmd) AfterApply(kctx *kong.Context) error {
+	c.natsFlag, c.listenFlag = false, false // the command value outlives a parse (tests run many in one process)
 	for _, p := range kctx.Path {
 		if p.Flag == nil {
 			continue
