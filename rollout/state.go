@@ -192,3 +192,23 @@ func (x *Set) IDs() []string {
 	sort.Strings(out)
 	return out
 }
+
+// Clone is a deep copy of r: what a reader hands out while its own copy
+// goes on folding new events (the spec is never changed after the start
+// and is shared).
+func (r *Rollout) Clone() *Rollout {
+	c := *r
+	c.Waves = make([][]string, len(r.Waves))
+	for i, w := range r.Waves {
+		c.Waves[i] = slices.Clone(w)
+	}
+	c.Passed = slices.Clone(r.Passed)
+	c.Failed = slices.Clone(r.Failed)
+	c.Offline = slices.Clone(r.Offline)
+	c.Targeted = make(map[string]*Target, len(r.Targeted))
+	for d, t := range r.Targeted {
+		tc := *t
+		c.Targeted[d] = &tc
+	}
+	return &c
+}

@@ -19,6 +19,8 @@ type Reader struct {
 	Devices Devices
 	Past    Past             // time travel: the devices as they were (nil: a past view is not judged)
 	Now     func() time.Time // default time.Now
+
+	cur current // the rollouts now, read incrementally (current.go)
 }
 
 var _ api.Rollouts = (*Reader)(nil)
@@ -32,31 +34,47 @@ func (x *Reader) now() time.Time {
 
 // List implements api.Rollouts.
 func (x *Reader) List(ctx context.Context) ([]api.RolloutView, error) {
-	ids, err := List(ctx, x.Log)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]api.RolloutView, 0, len(ids))
-	for _, id := range ids {
-		r, err := Load(ctx, x.Log, id)
-		if err != nil {
-			return nil, err
+	var out []api.RolloutView
+	err := x.cur.with(ctx, x.Log, func(set *rollout.Set, order []string, broken map[string]error) error {
+		out = make([]api.RolloutView, 0, len(order))
+		for _, id := range order {
+			if err := broken[id]; err != nil {
+				return err
+			}
+			r, _ := set.Get(id)
+			out = append(out, x.View(ctx, r.Clone(), true)) // the view keeps it: not the one that folds on
 		}
-		out = append(out, x.View(ctx, r, true))
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
 // Get implements api.Rollouts.
 func (x *Reader) Get(ctx context.Context, id string, at time.Time, seq uint64) (api.RolloutView, error) {
+	if at.IsZero() && seq == 0 {
+		var v api.RolloutView
+		err := x.cur.with(ctx, x.Log, func(set *rollout.Set, _ []string, broken map[string]error) error {
+			if err := events.CheckID("rollout", id); err != nil {
+				return err
+			}
+			if err := broken[id]; err != nil {
+				return err
+			}
+			r, ok := set.Get(id)
+			if !ok {
+				return fmt.Errorf("rollout %s: %w (see 'fleet rollout list')", id, events.ErrNotFound)
+			}
+			v = x.View(ctx, r.Clone(), true) // the view keeps it: not the one that folds on
+			return nil
+		})
+		return v, err
+	}
 	r, err := LoadAt(ctx, x.Log, id, at, seq)
 	if err != nil {
 		return api.RolloutView{}, err
 	}
 	var v api.RolloutView
 	switch {
-	case at.IsZero() && seq == 0:
-		v = x.View(ctx, r, true)
 	case x.Past != nil:
 		// time travel: the wave in progress judged with its devices as
 		// they were then, and the soak's clock then
@@ -158,21 +176,20 @@ func (x *Reader) HeldBy(ctx context.Context, device string) ([]api.RolloutHold, 
 	if err := events.CheckID("device", device); err != nil {
 		return nil, err
 	}
-	ids, err := List(ctx, x.Log)
-	if err != nil {
-		return nil, err
-	}
 	var out []api.RolloutHold
-	for _, id := range ids {
-		r, err := Load(ctx, x.Log, id)
-		if err != nil {
-			return nil, err
+	err := x.cur.with(ctx, x.Log, func(set *rollout.Set, order []string, broken map[string]error) error {
+		for _, id := range order {
+			if err := broken[id]; err != nil {
+				return err
+			}
+			r, _ := set.Get(id)
+			if h, ok := Hold(r, device); ok {
+				out = append(out, h)
+			}
 		}
-		if h, ok := Hold(r, device); ok {
-			out = append(out, h)
-		}
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
 // Hold says how rollout r holds device, if it matches it and has not ended.
