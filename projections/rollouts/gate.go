@@ -81,6 +81,14 @@ func Judge(d projections.Device, t *rollout.Target, soak time.Duration, now time
 	if d.ObservedGeneration < t.Generation {
 		return Waiting, fmt.Sprintf("generation %d not yet settled", t.Generation)
 	}
+	// Ready's Since is the device's own clock: one that runs behind would
+	// start the soak before the device had the rollout's generation at all.
+	// The targeting time is the control plane's: the soak never starts
+	// before it. (A clock ahead only delays the pass, up to the wave
+	// deadline, where the rollout pauses with the reason.)
+	if readySince.Before(t.At) {
+		readySince = t.At
+	}
 	if left := soak - now.Sub(readySince); left > 0 {
 		return Waiting, fmt.Sprintf("soaking: Ready and healthy since %s, %s to go", readySince.UTC().Format(time.RFC3339), left.Round(time.Second))
 	}
