@@ -3,15 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/matryer/is"
 
-	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/jsstore"
 	"github.com/fleet-dev/fleet/fixtures"
 )
@@ -35,14 +32,7 @@ func TestReplayAndExportEndOnAMessageDamagedInsideItsBody(t *testing.T) {
 	defer func() { rs.Stop() }()
 	is.NoErr(rs.Env.Store.AppendBatch(ctx, fixtures.GenerateLog(4, fixtures.Options{Devices: 3, Events: 2000})))
 	rs.Stop()
-	blks, _ := filepath.Glob(filepath.Join(dir, "jetstream", "*", "*", "streams", events.Stream, "msgs", "1.blk"))
-	is.Equal(len(blks), 1)
-	b, err := os.ReadFile(blks[0])
-	is.NoErr(err)
-	for i := len(b) / 2; i < len(b)/2+64; i++ {
-		b[i] ^= 0xff
-	}
-	is.NoErr(os.WriteFile(blks[0], b, 0o644))
+	flipBlockMiddle(t, dir)
 	rs, err = cmd.Start(ctx, &Globals{}, nil)
 	is.NoErr(err)
 	url := "--nats=" + rs.Env.NATSURL

@@ -289,14 +289,7 @@ func TestMessageDamagedInsideItsBodyIsReportedAsAStall(t *testing.T) {
 	rs.Stop()
 	// the read models start again from nothing, so they must read past the damage
 	is.NoErr(os.RemoveAll(filepath.Join(dir, "projections")))
-	blks, _ := filepath.Glob(filepath.Join(dir, "jetstream", "*", "*", "streams", events.Stream, "msgs", "1.blk"))
-	is.Equal(len(blks), 1)
-	b, err := os.ReadFile(blks[0])
-	is.NoErr(err)
-	for i := len(b) / 2; i < len(b)/2+64; i++ {
-		b[i] ^= 0xff
-	}
-	is.NoErr(os.WriteFile(blks[0], b, 0o644))
+	flipBlockMiddle(t, dir)
 	rs, err = cmd.Start(ctx, &Globals{}, nil)
 	is.NoErr(err)
 	last, err := rs.Env.Store.LastSeq(ctx)
@@ -310,4 +303,20 @@ func TestMessageDamagedInsideItsBodyIsReportedAsAStall(t *testing.T) {
 	})
 	t.Log(body["reason"])
 	is.True(strings.Contains(fmt.Sprint(body["reason"]), "may be damaged"))
+}
+
+// flipBlockMiddle flips 64 bytes at the exact middle of the FLEET stream's
+// one message block under a stopped server's data directory dir: inside
+// one record's body, its header intact, so the server says nothing.
+func flipBlockMiddle(t *testing.T, dir string) {
+	t.Helper()
+	is := is.New(t)
+	blks, _ := filepath.Glob(filepath.Join(dir, "jetstream", "*", "*", "streams", events.Stream, "msgs", "1.blk"))
+	is.Equal(len(blks), 1)
+	b, err := os.ReadFile(blks[0])
+	is.NoErr(err)
+	for i := len(b) / 2; i < len(b)/2+64; i++ {
+		b[i] ^= 0xff
+	}
+	is.NoErr(os.WriteFile(blks[0], b, 0o644))
 }
