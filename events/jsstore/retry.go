@@ -67,7 +67,8 @@ func retryable(err error) bool {
 	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
 		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrDisconnected) ||
-		errors.Is(err, jetstream.ErrNoHeartbeat)
+		errors.Is(err, jetstream.ErrNoHeartbeat) ||
+		errors.Is(err, nats.ErrReconnectBufExceeded) // reconnecting with its buffer full: not sent, send again
 }
 
 // inFlight reports whether a conditional write was refused because an
