@@ -52,8 +52,11 @@ type Agent struct {
 	parked     atomic.Int64 // outbox events the log refused, kept under prefixParked
 	published  atomic.Int64 // outbox events the log took, since the start
 	drainWake  chan struct{}
-	drainMu    sync.Mutex // one drain at a time
-	commits    atomic.Uint64
+	// refusedSaid is set once the credentials-refused warning is logged for
+	// the current outage (by the outbox drain or the connection watcher)
+	refusedSaid atomic.Bool
+	drainMu     sync.Mutex // one drain at a time
+	commits     atomic.Uint64
 
 	markMu  sync.Mutex // guards the three below (storedamage.go)
 	mark    storeMark  // last written

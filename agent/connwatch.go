@@ -11,6 +11,10 @@ import (
 // drained after the connection came back.
 const drainCheck = 100 * time.Millisecond
 
+// refusedCheck is how often watchConnection looks, while the connection is
+// down, whether the server refuses the device's credentials.
+const refusedCheck = 500 * time.Millisecond
+
 // watchConnection logs, at info, each change of the connection to the
 // server: when it is lost (with the error and the events the outbox holds)
 // and when it is back (how long it was away, the events the outbox holds),
@@ -27,6 +31,7 @@ func (a *Agent) watchConnection(ctx context.Context, nc *nats.Conn) {
 			withErr(nc.LastError(), "outbox", a.OutboxLen())...)
 	}
 	var draining <-chan time.Time // set while the outbox drains after a reconnect
+	var refused <-chan time.Time  // set while the connection is down: look whether reconnects are refused
 	var backAt time.Time
 	var sent0 int64
 	for {
@@ -34,6 +39,16 @@ func (a *Agent) watchConnection(ctx context.Context, nc *nats.Conn) {
 		case <-ctx.Done():
 			return
 		case <-ch:
+		case <-refused:
+			refused = nil
+			if !up {
+				if err := nc.LastError(); credentialsError(err) {
+					a.sayRefused(err)
+				} else {
+					refused = time.After(refusedCheck)
+				}
+			}
+			continue
 		case <-draining:
 			if a.OutboxLen() > 0 {
 				draining = time.After(drainCheck)
@@ -48,12 +63,13 @@ func (a *Agent) watchConnection(ctx context.Context, nc *nats.Conn) {
 		if now := nc.IsConnected(); now != up {
 			up = now
 			if !up {
-				lostAt, draining = time.Now(), nil
+				lostAt, draining, refused = time.Now(), nil, time.After(refusedCheck)
 				a.log.Info("connection to the server lost; converging and recording locally until it is back",
 					withErr(nc.LastError(), "outbox", a.OutboxLen())...)
 				continue
 			}
-			backAt, sent0 = time.Now(), a.published.Load()
+			backAt, sent0, refused = time.Now(), a.published.Load(), nil
+			a.refusedSaid.Store(false)
 			a.log.Info("connection to the server back; sending what was recorded meanwhile",
 				"server", nc.ConnectedUrlRedacted(), "away", backAt.Sub(lostAt).Round(time.Millisecond), "outbox", a.OutboxLen())
 			draining = time.After(drainCheck)

@@ -159,11 +159,35 @@ func (a *Agent) ParkedEvents() ([]ParkedEvent, error) {
 // credentials (true for a rate-guard suspension and for a revocation).
 const credentialsRefused = "outbox: the server refused this device's credentials: suspended by the rate guard or revoked by an operator; see 'fleet device list' on the server"
 
+// credentialsError reports whether err is the server refusing the device's
+// credentials.
+func credentialsError(err error) bool {
+	return errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAuthorization)
+}
+
+// sayRefused logs the credentials-refused warning once per outage, whoever
+// notices it first: the outbox drain when a publish fails, or the connection
+// watcher while reconnects are refused (a publish may be waiting out the
+// outage in its retries and say nothing).
+func (a *Agent) sayRefused(err error) {
+	if a.refusedSaid.Swap(true) {
+		return
+	}
+	// fleet server's rate guard suspends a device by revoking its credentials
+	// for a while, and an operator's revocation looks the same from here: the
+	// agent cannot tell them apart, so the text names both
+	a.log.Warn(credentialsRefused+": backing off, keeping events locally; they are sent if the server lets this device back in",
+		"events", a.OutboxLen(), "err", err)
+}
+
 // drain runs until ctx is done, publishing the outbox whenever it has events
 // and the log can be reached; it retries with backoff while it cannot.
 func (a *Agent) drain(ctx context.Context, conn *logConn) {
 	delay := 50 * time.Millisecond
-	logged := false
+	// said is the warning last logged for this outage: the cause is logged
+	// again when it changes (a connection lost first, then its credentials
+	// refused on reconnect, must end with the refusal in the log)
+	said := ""
 	for {
 		err := a.drainAll(ctx, conn)
 		var wait <-chan time.Time
@@ -171,25 +195,21 @@ func (a *Agent) drain(ctx context.Context, conn *logConn) {
 			if ctx.Err() != nil {
 				return
 			}
-			if le := conn.nc.LastError(); !logged && (errors.Is(le, nats.ErrAuthRevoked) || errors.Is(le, nats.ErrAuthorization)) {
-				// fleet server's rate guard suspends a device by revoking its
-				// credentials for a while, and an operator's revocation looks the
-				// same from here: the agent cannot tell them apart, so the text
-				// names both
-				a.log.Warn(credentialsRefused+": backing off, keeping events locally; they are sent if the server lets this device back in",
-					"events", a.OutboxLen(), "err", le)
-				logged = true
-			} else if !logged {
+			if le := conn.nc.LastError(); credentialsError(le) {
+				a.sayRefused(le)
+				said = credentialsRefused
+			} else if said == "" {
 				a.log.Warn("outbox: log not reachable, keeping events locally", "events", a.OutboxLen(), "err", err)
-				logged = true
+				said = "unreachable"
 			}
 			wait = time.After(delay)
 			delay = min(delay*2, 2*time.Second)
 		} else {
-			if logged {
+			if said != "" {
 				a.log.Info("outbox: log reachable again, drained")
 			}
-			logged, delay = false, 50*time.Millisecond
+			said, delay = "", 50*time.Millisecond
+			a.refusedSaid.Store(false)
 		}
 		select {
 		case <-ctx.Done():

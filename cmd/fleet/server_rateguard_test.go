@@ -52,7 +52,7 @@ func TestRateGuardSuspendsAFloodingDeviceAndLetsItBackIn(t *testing.T) {
 	const burst = 300
 	cmd := &ServerCmd{Data: data, Listen: "127.0.0.1:0", HTTP: "127.0.0.1:0", RelaxedSync: true, Replicas: 1,
 		HeartbeatTTL: 10 * time.Second, Auth: true,
-		RateGuardFlags: RateGuardFlags{DeviceRate: "20/s", DeviceBurst: burst, DeviceSuspend: 3 * time.Second, DeviceSuspendMax: 12 * time.Second}}
+		RateGuardFlags: RateGuardFlags{DeviceRate: "20/s", DeviceBurst: burst, DeviceSuspend: 8 * time.Second, DeviceSuspendMax: 30 * time.Second}}
 	rs, err := cmd.Start(ctx, &Globals{}, nil)
 	is.NoErr(err)
 	defer rs.Stop()
@@ -149,6 +149,13 @@ func TestRateGuardSuspendsAFloodingDeviceAndLetsItBackIn(t *testing.T) {
 	rgWait(t, "the agent recorded the drift while suspended", func() bool { return h.Agent.OutboxLen() > 0 })
 	// (never assert while holding mu: a failed assert would keep it, and the
 	// agent's logger, blocked on it, would hang the agent's Stop)
+	defer func() {
+		if t.Failed() {
+			mu.Lock()
+			t.Logf("agent log:\n%s", agentLog.String())
+			mu.Unlock()
+		}
+	}()
 	rgWait(t, "the agent to say it backs off", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
