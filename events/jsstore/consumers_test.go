@@ -86,8 +86,14 @@ func TestReadsGoOnUnderASmallConsumerLimit(t *testing.T) {
 	is.NoErr(env.JS.DeleteStream(ctx, events.Stream))
 	cfg := jsstore.StreamConfig(jsstore.Config{})
 	cfg.MaxConsumers = 3
-	_, err := env.JS.CreateStream(ctx, cfg)
-	is.NoErr(err)
+	// The server removes a deleted stream's directory after it answered the
+	// delete; a create in that window can fail with "could not create storage
+	// directory" (seen once under the race detector), so it is tried again.
+	var err error
+	eventstest.WaitFor(t, 10*time.Second, "the stream created again after its delete", func() bool {
+		_, err = env.JS.CreateStream(ctx, cfg)
+		return err == nil
+	})
 	st, err := jsstore.Attach(ctx, env.JS)
 	is.NoErr(err)
 	is.NoErr(st.AppendBatch(ctx, fixtures.GenerateLog(4, fixtures.Options{Devices: 2, Events: 300})))
