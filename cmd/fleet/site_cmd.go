@@ -17,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleet-dev/fleet/events"
-	"github.com/fleet-dev/fleet/events/auth"
 	"github.com/fleet-dev/fleet/events/embedded"
 	"github.com/fleet-dev/fleet/events/jsstore"
 )
@@ -81,6 +80,8 @@ type RunningSite struct {
 	SourceRestarts atomic.Int64
 	cancel         context.CancelFunc
 	done           chan struct{}
+	auth           *siteAuthority // with --auth (site_auth.go)
+	authDone       chan struct{}
 }
 
 // Run starts the site and blocks until ctx is done.
@@ -141,7 +142,7 @@ func (c *SiteCmd) Start(ctx context.Context, out *os.File) (*RunningSite, error)
 	if err != nil {
 		return nil, err
 	}
-	configure, copts, err := c.siteAuth(hub)
+	configure, copts, sauth, err := c.siteAuth(hub)
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +177,13 @@ func (c *SiteCmd) Start(ctx context.Context, out *os.File) (*RunningSite, error)
 		return fail(err)
 	}
 	sctx, cancel := context.WithCancel(context.Background())
-	rs := &RunningSite{Server: srv, Conn: nc, Store: st, URL: srv.URL(), HubSourced: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
+	rs := &RunningSite{Server: srv, Conn: nc, Store: st, URL: srv.URL(), HubSourced: make(chan struct{}), cancel: cancel, done: make(chan struct{}), auth: sauth}
+	if sauth != nil {
+		if err := rs.startAuth(sctx); err != nil {
+			cancel()
+			return fail(err)
+		}
+	}
 	siteSrc := jsstore.SiteStreamConfig(jsstore.Config{}, c.HubDomain, c.Devices).Sources[0]
 	go rs.sourceAtHub(sctx, hubJS, jsstore.HubSource(c.Domain, c.Devices), js, siteSrc)
 	if out != nil && c.JSON() {
@@ -191,32 +198,6 @@ func (c *SiteCmd) Start(ctx context.Context, out *os.File) (*RunningSite, error)
 		fmt.Fprintln(out, "  Ctrl-C to stop")
 	}
 	return rs, nil
-}
-
-// siteAuth is the server's configuration (siteServerOptions, and with
-// --auth the hub's authority) and the options of the site's own connection.
-func (c *SiteCmd) siteAuth(hub []*url.URL) (func(*server.Options), []nats.Option, error) {
-	if c.Auth == "" {
-		return func(o *server.Options) { siteServerOptions(o, c.Domain, hub) }, nil, nil
-	}
-	if _, err := os.Stat(filepath.Join(c.Auth, "operator.jwt")); err != nil {
-		return nil, nil, usagef("--auth %s: no auth keys there: copy the hub's DATA/auth directory (of 'fleet server --auth') to the site", c.Auth)
-	}
-	a, err := auth.Open(c.Auth)
-	if err != nil {
-		return nil, nil, err
-	}
-	withAuth, err := embedded.WithAuth(a)
-	if err != nil {
-		return nil, nil, err
-	}
-	return func(o *server.Options) {
-		withAuth(o)
-		siteServerOptions(o, c.Domain, hub)
-		r := o.LeafNode.Remotes[0]
-		r.LocalAccount = a.AccountPublicKey() // the FLEET account on both sides
-		r.Credentials = a.OperatorCredsPath()
-	}, []nats.Option{nats.UserCredentials(a.OperatorCredsPath())}, nil
 }
 
 // siteServerOptions make the embedded server a leaf node of hub with its
@@ -322,6 +303,10 @@ func (rs *RunningSite) keepSourcesAlive(ctx context.Context, sources []sourceAt)
 func (rs *RunningSite) Stop() {
 	rs.cancel()
 	<-rs.done
+	if rs.auth != nil {
+		<-rs.authDone
+		rs.auth.sys.Close()
+	}
 	rs.Conn.Close()
 	rs.Server.Stop()
 }
