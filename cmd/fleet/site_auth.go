@@ -159,18 +159,21 @@ func (rs *RunningSite) catchUp(ctx context.Context) bool {
 	if err != nil {
 		return false
 	}
-	hub := false
-	toks := make([]string, 0, len(answers))
+	var hub []string // only the hub's answers count: other sites may be behind
 	for _, ans := range answers {
-		hub = hub || ans.Domain == sa.domain
-		toks = append(toks, ans.JWT)
+		if ans.Domain == sa.domain {
+			hub = append(hub, ans.JWT)
+		}
 	}
-	if !hub {
+	tok, st, ok := sa.a.NewestAccountJWT(hub)
+	if !ok {
 		return false
 	}
 	before, _ := sa.State()
-	tok, st, ok := sa.a.NewestAccountJWT(toks)
-	if ok && st.IssuedAt.After(before.IssuedAt) {
+	// each account JWT is issued in a later second than the one before
+	// (auth.NewestAccountJWT); an answer older than an update that reached
+	// the site meanwhile is not taken (and the resolver would keep the newer)
+	if st.IssuedAt.After(before.IssuedAt) {
 		if err := sa.res.Store(sa.a.AccountPublicKey(), tok); err != nil {
 			fmt.Fprintf(os.Stderr, "fleet site: the hub's account JWT (%s) could not be stored: %v\n", st, err)
 			return false

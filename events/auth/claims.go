@@ -22,6 +22,29 @@ func (s AccountState) String() string {
 	return fmt.Sprintf("issued %s, %d revoked key(s)", s.IssuedAt.UTC().Format(time.RFC3339), s.Revocations)
 }
 
+// afterLastIssue waits, if need be, until the second after the one the
+// current account JWT was issued in, so that every account JWT is issued
+// in a later second than the one before. JWT issue times have a second's
+// granularity, and a JWT's id (jti) hashes only its generic claims (issuer,
+// subject, name, issue time), so two account JWTs signed in one second
+// have the same id: a full resolver (DirAccResolver's saveIfNewer, the one
+// a site keeps the hub's decisions in) keeps the first and drops the second
+// as the same JWT, and "the newest" of the two could not be told. Costs at
+// most a second per change, only for changes in quick succession.
+func (a *Authority) afterLastIssue() {
+	tok, err := a.AccountJWT()
+	if err != nil {
+		return // the first one
+	}
+	ac, err := jwt.DecodeAccountClaims(tok)
+	if err != nil {
+		return
+	}
+	if next := time.Unix(ac.IssuedAt+1, 0); time.Now().Before(next) {
+		time.Sleep(time.Until(next))
+	}
+}
+
 // OperatorPublicKey is the operator's public key.
 func (a *Authority) OperatorPublicKey() string {
 	pub, _ := a.operator.PublicKey()
@@ -60,9 +83,9 @@ func (a *Authority) StateOf(tok string) (AccountState, error) {
 // NewestAccountJWT returns the newest (by issue time) of toks that is the
 // FLEET account's JWT signed by the operator, and its state; ok is false
 // when none is. Every change of the revocation list (RevokeDevice,
-// SuspendDevice, ReinstateDevice) signs a new JWT, so the newest is the
-// latest decision; the server itself keeps the newer of two JWTs the same way
-// (a full resolver's saveIfNewer).
+// SuspendDevice, ReinstateDevice) signs a new JWT in a later second
+// (afterLastIssue), so the newest is the latest decision; a full resolver
+// keeps the newer of two JWTs the same way (saveIfNewer).
 func (a *Authority) NewestAccountJWT(toks []string) (tok string, st AccountState, ok bool) {
 	var best int64
 	for _, t := range toks {
