@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleet-dev/fleet/events"
+	"github.com/fleet-dev/fleet/events/auth"
 	"github.com/fleet-dev/fleet/events/embedded"
 	"github.com/fleet-dev/fleet/events/jsstore"
 )
@@ -61,10 +62,15 @@ Examples:
     --devices pi-01,pi-02                                  # credentials required
   fleet agent --nats nats://site-host:4222 --device pi-01 --creds pi-01.creds
 
-With --auth, copy the hub's DATA/auth directory to the site (it holds the
-operator's credentials: keep it as secret as at the hub). A revocation
-('fleet device revoke') reaches the hub's servers at once; at the site it
-takes effect when the site is restarted with the updated copy.`
+With --auth, copy the hub's DATA/auth directory to the site once (it holds
+the operator's credentials: keep it as secret as at the hub). The site joins
+the hub's system account too (DIR/sys-user.creds), so a revocation, a
+suspension by the hub's rate guard or a reinstatement made at the hub
+reaches the site's server within a second while the uplink is up: the
+device's connections at the site are closed and new ones refused. The site
+keeps the account JWT it last took in DATA/jwt: with the uplink down it goes
+on with it (through restarts too, and says so), and catches up with the
+hub's when the uplink is back.`
 }
 
 // RunningSite is a started `fleet site`.
@@ -186,15 +192,28 @@ func (c *SiteCmd) Start(ctx context.Context, out *os.File) (*RunningSite, error)
 	}
 	siteSrc := jsstore.SiteStreamConfig(jsstore.Config{}, c.HubDomain, c.Devices).Sources[0]
 	go rs.sourceAtHub(sctx, hubJS, jsstore.HubSource(c.Domain, c.Devices), js, siteSrc)
+	var authState *auth.AccountState // the account JWT the site starts with
+	if sauth != nil {
+		st, err := sauth.State()
+		if err != nil {
+			rs.Stop()
+			return nil, err
+		}
+		authState = &st
+	}
 	if out != nil && c.JSON() {
 		if err := json.NewEncoder(out).Encode(map[string]any{"nats": rs.URL, "domain": c.Domain, "hub": c.Hub,
-			"hubDomain": c.HubDomain, "devices": c.Devices, "data": c.Data, "fsyncBeforeAck": !c.RelaxedSync, "auth": c.Auth != ""}); err != nil {
+			"hubDomain": c.HubDomain, "devices": c.Devices, "data": c.Data, "fsyncBeforeAck": !c.RelaxedSync, "auth": c.Auth != "", "accountJWT": authState}); err != nil {
 			rs.Stop()
 			return nil, err
 		}
 	} else if out != nil {
 		fmt.Fprintf(out, "fleet site: domain %s, leaf node of %s (domain %s), data %s\n", c.Domain, c.Hub, c.HubDomain, c.Data)
 		fmt.Fprintf(out, "  agents: fleet agent --nats %s --device ID\n", rs.URL)
+		if authState != nil {
+			fmt.Fprintf(out, "  credentials: the FLEET account JWT in force was %s (kept in %s; the hub's revocations arrive over the uplink)\n",
+				authState, filepath.Join(c.Data, "jwt"))
+		}
 		fmt.Fprintln(out, "  Ctrl-C to stop")
 	}
 	return rs, nil
