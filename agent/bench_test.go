@@ -268,6 +268,7 @@ func idleAgent(b *testing.B, cold bool) {
 		cpuPct = float64(c1-c0) / 100 / t1.Sub(t0).Seconds() * 100 // USER_HZ is 100 on Linux
 		rssMB, anonMB, fileMB = rss(b, pid, "VmRSS:"), rss(b, pid, "RssAnon:"), rss(b, pid, "RssFile:")
 	}
+	saveProcFiles(b, pid, map[bool]string{false: "idle-warm", true: "idle-cold"}[cold])
 	b.ReportMetric(rssMB, "RSS-MB")
 	// RSS = anonymous memory (heap, stacks, Pebble's buffers) + file pages
 	// mapped from the binary (page cache, shared and reclaimable; a kernel

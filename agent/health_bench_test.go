@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -106,6 +107,7 @@ func probesAgent(b *testing.B, probes bool) {
 		childPct = float64(k1-k0) / 100 / t1.Sub(t0).Seconds() * 100
 		rssMB, anonMB, fileMB = rss(b, pid, "VmRSS:"), rss(b, pid, "RssAnon:"), rss(b, pid, "RssFile:")
 	}
+	saveProcFiles(b, pid, "probes-"+map[bool]string{false: "none", true: "probes"}[probes])
 	b.ReportMetric(rssMB, "RSS-MB")
 	b.ReportMetric(anonMB, "anon-MB")
 	b.ReportMetric(fileMB, "file-MB")
@@ -124,4 +126,23 @@ func childTicks(b *testing.B, pid int) int64 {
 	ut, _ := strconv.ParseInt(f[13], 10, 64) // cutime is field 16
 	st, _ := strconv.ParseInt(f[14], 10, 64)
 	return ut + st
+}
+
+var procDump = flag.String("proc-dump", "", "directory where the agent benchmarks copy the agent's /proc/PID/smaps and status before it stops")
+
+// saveProcFiles copies the agent's smaps and status into -proc-dump, to see
+// which mappings the RSS is (go test ./agent/ -bench Probes -args -proc-dump=/tmp/x).
+func saveProcFiles(b *testing.B, pid int, name string) {
+	if *procDump == "" {
+		return
+	}
+	for _, f := range []string{"smaps", "status"} {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, f))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(*procDump, name+"."+f), data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -40,11 +40,12 @@ func (c *serviceConsumer) Checkpoint() uint64 {
 func (c *serviceConsumer) ApplyBatch(b events.Batch) error {
 	s := (*Service)(c)
 	s.noteLast(b.Last() + b.Pending)
+	start := time.Now()
+	s.applyMu.Lock() // before s.m is read: a rebuild swaps it under applyMu
 	if err := Writable(s.m.db); err != nil {
+		s.applyMu.Unlock()
 		return err // nothing folded: the checkpoint stays, FollowLog tries again
 	}
-	start := time.Now()
-	s.applyMu.Lock()
 	info := s.applyRuns(s.m, b.Runs, true)
 	if err := s.flush(s.m, s.syncEvery <= 0, true, &info); err != nil {
 		s.applyMu.Unlock()

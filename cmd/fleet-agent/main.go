@@ -35,7 +35,9 @@ type CLI struct {
 
 const description = "fleet-agent converges this device on its manifest and records every step.\n\n" +
 	"Memory: the Go runtime's soft memory limit is 12 MiB unless GOMEMLIMIT is set (GOMEMLIMIT=64MiB for\n" +
-	"a larger one, GOMEMLIMIT=off for none); past it the agent collects garbage more often, it never fails for it."
+	"a larger one, GOMEMLIMIT=off for none); past it the agent collects garbage more often, it never fails for it.\n" +
+	"At start the agent unmaps the pages of its own binary that start-up touched and maps the ones it uses one\n" +
+	"by one (they stay in the page cache): 2-3 MB less RSS. FLEET_AGENT_BINARY_PAGES=keep turns this off."
 
 // defaultMemoryLimit is fleet-agent's soft memory limit (debug.SetMemoryLimit)
 // when the operator sets no GOMEMLIMIT. The agent's live heap is 3-6 MB (50
@@ -61,6 +63,9 @@ func main() { os.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
 	setMemoryLimit(os.Getenv)
+	if os.Getenv("FLEET_AGENT_BINARY_PAGES") != "keep" {
+		dropBinaryPages()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var cli CLI
