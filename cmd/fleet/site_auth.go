@@ -73,7 +73,7 @@ func (c *SiteCmd) siteAuth(hub []*url.URL) (func(*server.Options), []nats.Option
 		return nil, nil, nil, fmt.Errorf("site account resolver %s: %w", filepath.Join(c.Data, "jwt"), err)
 	}
 	for pub, tok := range preload {
-		if err := res.Store(pub, tok); err != nil { // kept only if newer than what the site took already
+		if err := storeIfNewer(a, res, pub, tok); err != nil {
 			return nil, nil, nil, fmt.Errorf("site account resolver: %w", err)
 		}
 	}
@@ -92,6 +92,24 @@ func (c *SiteCmd) siteAuth(hub []*url.URL) (func(*server.Options), []nats.Option
 			Credentials:  a.SystemCredsPath(),
 		})
 	}, []nats.Option{nats.UserCredentials(a.OperatorCredsPath())}, sa, nil
+}
+
+// storeIfNewer stores tok in res unless what res has for pub is newer
+// (auth.AccountState.NewerThan: issued later, or in the same second with a
+// higher revision). The resolver's own check compares issue seconds only
+// and would take the auth directory's older copy of the same second over
+// the JWT the site took live.
+func storeIfNewer(a *auth.Authority, res *server.DirAccResolver, pub, tok string) error {
+	if pub == a.AccountPublicKey() {
+		if have, err := res.LoadAcc(pub); err == nil {
+			was, err1 := a.StateOf(have)
+			now, err2 := a.StateOf(tok)
+			if err1 == nil && err2 == nil && !now.NewerThan(was) {
+				return nil
+			}
+		}
+	}
+	return res.Store(pub, tok)
 }
 
 // State is the FLEET account JWT the site's server runs with.
@@ -170,11 +188,13 @@ func (rs *RunningSite) catchUp(ctx context.Context) bool {
 		return false
 	}
 	before, _ := sa.State()
-	// each account JWT is issued in a later second than the one before
-	// (auth.NewestAccountJWT); an answer older than an update that reached
-	// the site meanwhile is not taken (and the resolver would keep the newer)
-	if st.IssuedAt.After(before.IssuedAt) {
-		if err := sa.res.Store(sa.a.AccountPublicKey(), tok); err != nil {
+	// an answer older than an update that reached the site meanwhile is not
+	// taken. (An update of the same second arriving live between State and
+	// Store would be replaced by this older answer, the resolver keeping
+	// any other JWT of the same second; the next recheck takes the newer
+	// one back from the hub.)
+	if st.NewerThan(before) {
+		if err := storeIfNewer(sa.a, sa.res, sa.a.AccountPublicKey(), tok); err != nil {
 			fmt.Fprintf(os.Stderr, "fleet site: the hub's account JWT (%s) could not be stored: %v\n", st, err)
 			return false
 		}

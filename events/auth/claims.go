@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -12,37 +13,56 @@ import (
 )
 
 // AccountState is what an account JWT says about the devices: when it was
-// issued and how many user keys it revokes (revocations and suspensions).
+// issued, its revision (see nextRevision) and how many user keys it revokes
+// (revocations and suspensions).
 type AccountState struct {
 	IssuedAt    time.Time `json:"issuedAt"`
+	Revision    uint64    `json:"revision"`
 	Revocations int       `json:"revocations"`
 }
 
 func (s AccountState) String() string {
-	return fmt.Sprintf("issued %s, %d revoked key(s)", s.IssuedAt.UTC().Format(time.RFC3339), s.Revocations)
+	return fmt.Sprintf("issued %s, revision %d, %d revoked key(s)", s.IssuedAt.UTC().Format(time.RFC3339), s.Revision, s.Revocations)
 }
 
-// afterLastIssue waits, if need be, until the second after the one the
-// current account JWT was issued in, so that every account JWT is issued
-// in a later second than the one before. JWT issue times have a second's
-// granularity, and a JWT's id (jti) hashes only its generic claims (issuer,
-// subject, name, issue time), so two account JWTs signed in one second
-// have the same id: a full resolver (DirAccResolver's saveIfNewer, the one
-// a site keeps the hub's decisions in) keeps the first and drops the second
-// as the same JWT, and "the newest" of the two could not be told. Costs at
-// most a second per change, only for changes in quick succession.
-func (a *Authority) afterLastIssue() {
-	tok, err := a.AccountJWT()
-	if err != nil {
-		return // the first one
+// NewerThan reports whether s is a later decision than o: issued in a later
+// second, or in the same second with a higher revision. The issue time
+// comes first, as in a full resolver (DirAccResolver's saveIfNewer refuses
+// a JWT issued before the one it has).
+func (s AccountState) NewerThan(o AccountState) bool {
+	if !s.IssuedAt.Equal(o.IssuedAt) {
+		return s.IssuedAt.After(o.IssuedAt)
 	}
-	ac, err := jwt.DecodeAccountClaims(tok)
-	if err != nil {
-		return
-	}
-	if next := time.Unix(ac.IssuedAt+1, 0); time.Now().Before(next) {
-		time.Sleep(time.Until(next))
-	}
+	return s.Revision > o.Revision
+}
+
+// revisionAudience prefixes the revision in an account JWT's audience.
+const revisionAudience = "fleet-revision:"
+
+// nextRevision gives ac the revision after the one it has (its audience
+// names it; none is 0), so that two account JWTs signed in one second
+// differ. JWT issue times have a second's granularity and a JWT's id (jti)
+// is the hash of its generic claims only (audience, expiry, issue time,
+// issuer, name, not-before, subject: jwt.ClaimsData), not of the
+// revocations: without it, the JWTs of a suspension and a reinstatement in
+// one second have the same id, and a full resolver (DirAccResolver's
+// saveIfNewer, the one a site keeps the hub's decisions in) keeps the first
+// and drops the second as the same JWT. nats-server checks no account
+// JWT's audience. The revision also orders two JWTs of one second
+// (AccountState.NewerThan), with no wait for the next second: the rate
+// guard suspends a flooding device at once.
+func nextRevision(ac *jwt.AccountClaims) {
+	ac.Audience = revisionAudience + strconv.FormatUint(revisionOf(ac)+1, 10)
+}
+
+// revisionOf is ac's revision; 0 for a JWT of before revisions.
+func revisionOf(ac *jwt.AccountClaims) uint64 {
+	n, _ := strconv.ParseUint(strings.TrimPrefix(ac.Audience, revisionAudience), 10, 64)
+	return n
+}
+
+func stateOf(ac *jwt.AccountClaims) AccountState {
+	return AccountState{IssuedAt: time.Unix(ac.IssuedAt, 0).UTC(), Revision: revisionOf(ac), Revocations: len(ac.Revocations)}
 }
 
 // OperatorPublicKey is the operator's public key.
@@ -77,25 +97,22 @@ func (a *Authority) StateOf(tok string) (AccountState, error) {
 	if err != nil {
 		return AccountState{}, err
 	}
-	return AccountState{IssuedAt: time.Unix(ac.IssuedAt, 0).UTC(), Revocations: len(ac.Revocations)}, nil
+	return stateOf(ac), nil
 }
 
-// NewestAccountJWT returns the newest (by issue time) of toks that is the
-// FLEET account's JWT signed by the operator, and its state; ok is false
-// when none is. Every change of the revocation list (RevokeDevice,
-// SuspendDevice, ReinstateDevice) signs a new JWT in a later second
-// (afterLastIssue), so the newest is the latest decision; a full resolver
-// keeps the newer of two JWTs the same way (saveIfNewer).
+// NewestAccountJWT returns the newest (AccountState.NewerThan) of toks that
+// is the FLEET account's JWT signed by the operator, and its state; ok is
+// false when none is. Every change of the revocation list (RevokeDevice,
+// SuspendDevice, ReinstateDevice) signs a new JWT with the next revision
+// (nextRevision), so the newest is the latest decision.
 func (a *Authority) NewestAccountJWT(toks []string) (tok string, st AccountState, ok bool) {
-	var best int64
 	for _, t := range toks {
 		ac, err := a.CheckAccountJWT(t)
 		if err != nil {
 			continue
 		}
-		if !ok || ac.IssuedAt > best {
-			tok, best, ok = strings.TrimSpace(t), ac.IssuedAt, true
-			st = AccountState{IssuedAt: time.Unix(ac.IssuedAt, 0).UTC(), Revocations: len(ac.Revocations)}
+		if s := stateOf(ac); !ok || s.NewerThan(st) {
+			tok, st, ok = strings.TrimSpace(t), s, true
 		}
 	}
 	return tok, st, ok
