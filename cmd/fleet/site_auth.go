@@ -20,7 +20,7 @@ import (
 // Live: the site's server has a second leaf connection, binding its system
 // account to the hub's (with DIR/sys-user.creds). Every account JWT update
 // pushed at the hub ($SYS.REQ.ACCOUNT.<account>.CLAIMS.UPDATE, by 'fleet
-// device revoke/reinstate' or the rate guard) is a system-account message,
+// device revoke/reinstate' or a suspension) is a system-account message,
 // so NATS delivers it to the site's server as to the hub's own nodes, and
 // the site's server applies it: a revoked or suspended device's
 // connections at the site are closed, new ones refused.

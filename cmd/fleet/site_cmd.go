@@ -65,12 +65,13 @@ Examples:
 With --auth, copy the hub's DATA/auth directory to the site once (it holds
 the operator's credentials: keep it as secret as at the hub). The site joins
 the hub's system account too (DIR/sys-user.creds), so a revocation, a
-suspension by the hub's rate guard or a reinstatement made at the hub
-reaches the site's server within a second while the uplink is up: the
-device's connections at the site are closed and new ones refused. The site
-keeps the account JWT it last took in DATA/jwt: with the uplink down it goes
-on with it (through restarts too, and says so), and catches up with the
-hub's when the uplink is back.`
+suspension or a reinstatement made at the hub reaches the site's server
+within a second while the uplink is up: the device's connections at the
+site are closed and new ones refused. The site keeps the account JWT it
+last took in DATA/jwt: with the uplink down it goes on with it (through
+restarts too, and says so), and a revocation made at the hub meanwhile
+applies at the site only when the uplink is back (the site then asks the
+hub for its account JWT). A site runs no rate guard for its devices.`
 }
 
 // RunningSite is a started `fleet site`.
