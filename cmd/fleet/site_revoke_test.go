@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/matryer/is"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
@@ -203,4 +204,38 @@ func TestSiteRevocationReachesTheSiteWhileTheUplinkIsUp(t *testing.T) {
 	want, err := a.StateOf(hubTok)
 	is.NoErr(err)
 	is.Equal(st, want)
+}
+
+// TestSiteKeepsItsNewerAccountJWTOverAnOlderOfTheSameSecond: the site's
+// resolver holds a JWT it took live (revision 3); the auth directory's
+// older copy (revision 1), most likely of the same second, is not stored
+// over it, as nats-server's resolver alone would (it compares seconds);
+// a newer one is.
+func TestSiteKeepsItsNewerAccountJWTOverAnOlderOfTheSameSecond(t *testing.T) {
+	is := is.New(t)
+	a, err := auth.Open(t.TempDir())
+	is.NoErr(err)
+	_, _, err = a.AddDevice("pi-01")
+	is.NoErr(err)
+	old, err := a.AccountJWT()
+	is.NoErr(err)
+	_, _, err = a.SuspendDevice("pi-01", time.Now().Add(time.Hour), "test")
+	is.NoErr(err)
+	live, _, err := a.RevokeDevice("pi-01")
+	is.NoErr(err)
+	res, err := server.NewDirAccResolver(t.TempDir(), 0, time.Minute, server.NoDelete)
+	is.NoErr(err)
+	defer res.Close()
+	pub := a.AccountPublicKey()
+	is.NoErr(storeIfNewer(a, res, pub, live))
+	is.NoErr(storeIfNewer(a, res, pub, old))
+	kept, err := res.LoadAcc(pub)
+	is.NoErr(err)
+	is.True(kept == live) // not the older copy
+	newer, _, err := a.RevokeDevice("pi-01") // revoking again signs a newer JWT
+	is.NoErr(err)
+	is.NoErr(storeIfNewer(a, res, pub, newer))
+	kept, err = res.LoadAcc(pub)
+	is.NoErr(err)
+	is.True(kept == newer)
 }
