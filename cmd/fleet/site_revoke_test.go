@@ -231,7 +231,7 @@ func TestSiteKeepsItsNewerAccountJWTOverAnOlderOfTheSameSecond(t *testing.T) {
 	is.NoErr(storeIfNewer(a, res, pub, old))
 	kept, err := res.LoadAcc(pub)
 	is.NoErr(err)
-	is.True(kept == live) // not the older copy
+	is.True(kept == live)                    // not the older copy
 	newer, _, err := a.RevokeDevice("pi-01") // revoking again signs a newer JWT
 	is.NoErr(err)
 	is.NoErr(storeIfNewer(a, res, pub, newer))
