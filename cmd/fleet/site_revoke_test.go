@@ -19,7 +19,6 @@ import (
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/auth"
 	"github.com/fleet-dev/fleet/events/eventstest"
-	"github.com/fleet-dev/fleet/events/jsstore"
 )
 
 // siteDevice is a device's own connection at a site, with its credentials.
@@ -85,12 +84,8 @@ func TestSiteRevocationReachesTheSiteWhileTheUplinkIsUp(t *testing.T) {
 	is := is.New(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	data, a, block := authKeys(t)
-	hubC := eventstest.StartCluster(t, 1, eventstest.ClusterOptions{Domain: "hub", Leafnodes: true, Extra: block})
+	data, a, hubC, _ := authHub(ctx, t)
 	hubSys := hubC.Connect(nats.UserCredentials(a.SystemCredsPath()))
-	hubJS, _ := jetstream.New(hubC.Connect(nats.UserCredentials(a.OperatorCredsPath())))
-	_, err := jsstore.Open(ctx, hubJS, jsstore.Config{})
-	is.NoErr(err)
 	push := func(tok string) time.Time { // when the push was sent
 		t.Helper()
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
