@@ -17,6 +17,22 @@ import (
 	"github.com/fleet-dev/fleet/events/jsstore"
 )
 
+// authHub starts a hub of one nats-server with fleet's auth (its node
+// includes DATA/auth/nats-auth.conf; JetStream domain "hub", a leafnodes
+// listener) and opens its FLEET with the operator's credentials. It returns
+// the hub's data directory, its authority, the cluster and the store.
+func authHub(ctx context.Context, t *testing.T) (string, *auth.Authority, *eventstest.Cluster, *jsstore.Store) {
+	t.Helper()
+	data, a, block := authKeys(t)
+	hubC := eventstest.StartCluster(t, 1, eventstest.ClusterOptions{Domain: "hub", Leafnodes: true, Extra: block})
+	hubJS, _ := jetstream.New(hubC.Connect(nats.UserCredentials(a.OperatorCredsPath())))
+	hub, err := jsstore.Open(ctx, hubJS, jsstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data, a, hubC, hub
+}
+
 // TestSiteAuthDeviceCredentialsValidAtTheSite: a hub with fleet's auth
 // (its nodes include DATA/auth/nats-auth.conf) and `fleet site --auth DIR`
 // with a copy of the hub's auth directory. A device's credentials from
@@ -31,12 +47,7 @@ func TestSiteAuthDeviceCredentialsValidAtTheSite(t *testing.T) {
 	is := is.New(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	data, a, block := authKeys(t)
-	hubC := eventstest.StartCluster(t, 1, eventstest.ClusterOptions{Domain: "hub", Leafnodes: true, Extra: block})
-	hubNC := hubC.Connect(nats.UserCredentials(a.OperatorCredsPath()))
-	hubJS, _ := jetstream.New(hubNC)
-	hub, err := jsstore.Open(ctx, hubJS, jsstore.Config{})
-	is.NoErr(err)
+	data, a, hubC, hub := authHub(ctx, t)
 
 	creds, _, err := a.AddDevice("pi-01")
 	is.NoErr(err)

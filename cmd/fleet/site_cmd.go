@@ -62,10 +62,16 @@ Examples:
     --devices pi-01,pi-02                                  # credentials required
   fleet agent --nats nats://site-host:4222 --device pi-01 --creds pi-01.creds
 
-With --auth, copy the hub's DATA/auth directory to the site (it holds the
-operator's credentials: keep it as secret as at the hub). A revocation
-('fleet device revoke') reaches the hub's servers at once; at the site it
-takes effect when the site is restarted with the updated copy.`
+With --auth, copy the hub's DATA/auth directory to the site once (it holds
+the operator's credentials: keep it as secret as at the hub). The site joins
+the hub's system account too (DIR/sys-user.creds), so a revocation, a
+suspension or a reinstatement made at the hub reaches the site's server
+within a second while the uplink is up: the device's connections at the
+site are closed and new ones refused. The site keeps the account JWT it
+last took in DATA/jwt: with the uplink down it goes on with it (through
+restarts too, and says so), and a revocation made at the hub meanwhile
+applies at the site only when the uplink is back (the site then asks the
+hub for its account JWT). A site runs no rate guard for its devices.`
 }
 
 // RunningSite is a started `fleet site`.
@@ -81,6 +87,8 @@ type RunningSite struct {
 	SourceRestarts atomic.Int64
 	cancel         context.CancelFunc
 	done           chan struct{}
+	auth           *siteAuthority // with --auth (site_auth.go)
+	authDone       chan struct{}
 }
 
 // Run starts the site and blocks until ctx is done.
@@ -141,7 +149,7 @@ func (c *SiteCmd) Start(ctx context.Context, out *os.File) (*RunningSite, error)
 	if err != nil {
 		return nil, err
 	}
-	configure, copts, err := c.siteAuth(hub)
+	configure, copts, sauth, err := c.siteAuth(hub)
 	if err != nil {
 		return nil, err
 	}
@@ -176,47 +184,40 @@ func (c *SiteCmd) Start(ctx context.Context, out *os.File) (*RunningSite, error)
 		return fail(err)
 	}
 	sctx, cancel := context.WithCancel(context.Background())
-	rs := &RunningSite{Server: srv, Conn: nc, Store: st, URL: srv.URL(), HubSourced: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
+	rs := &RunningSite{Server: srv, Conn: nc, Store: st, URL: srv.URL(), HubSourced: make(chan struct{}), cancel: cancel, done: make(chan struct{}), auth: sauth}
+	if sauth != nil {
+		if err := rs.startAuth(sctx); err != nil {
+			cancel()
+			return fail(err)
+		}
+	}
 	siteSrc := jsstore.SiteStreamConfig(jsstore.Config{}, c.HubDomain, c.Devices).Sources[0]
 	go rs.sourceAtHub(sctx, hubJS, jsstore.HubSource(c.Domain, c.Devices), js, siteSrc)
+	var authState *auth.AccountState // the account JWT the site starts with
+	if sauth != nil {
+		st, err := sauth.State()
+		if err != nil {
+			rs.Stop()
+			return nil, err
+		}
+		authState = &st
+	}
 	if out != nil && c.JSON() {
 		if err := json.NewEncoder(out).Encode(map[string]any{"nats": rs.URL, "domain": c.Domain, "hub": c.Hub,
-			"hubDomain": c.HubDomain, "devices": c.Devices, "data": c.Data, "fsyncBeforeAck": !c.RelaxedSync, "auth": c.Auth != ""}); err != nil {
+			"hubDomain": c.HubDomain, "devices": c.Devices, "data": c.Data, "fsyncBeforeAck": !c.RelaxedSync, "auth": c.Auth != "", "accountJWT": authState}); err != nil {
 			rs.Stop()
 			return nil, err
 		}
 	} else if out != nil {
 		fmt.Fprintf(out, "fleet site: domain %s, leaf node of %s (domain %s), data %s\n", c.Domain, c.Hub, c.HubDomain, c.Data)
 		fmt.Fprintf(out, "  agents: fleet agent --nats %s --device ID\n", rs.URL)
+		if authState != nil {
+			fmt.Fprintf(out, "  credentials: the FLEET account JWT in force was %s (kept in %s; the hub's revocations arrive over the uplink)\n",
+				authState, filepath.Join(c.Data, "jwt"))
+		}
 		fmt.Fprintln(out, "  Ctrl-C to stop")
 	}
 	return rs, nil
-}
-
-// siteAuth is the server's configuration (siteServerOptions, and with
-// --auth the hub's authority) and the options of the site's own connection.
-func (c *SiteCmd) siteAuth(hub []*url.URL) (func(*server.Options), []nats.Option, error) {
-	if c.Auth == "" {
-		return func(o *server.Options) { siteServerOptions(o, c.Domain, hub) }, nil, nil
-	}
-	if _, err := os.Stat(filepath.Join(c.Auth, "operator.jwt")); err != nil {
-		return nil, nil, usagef("--auth %s: no auth keys there: copy the hub's DATA/auth directory (of 'fleet server --auth') to the site", c.Auth)
-	}
-	a, err := auth.Open(c.Auth)
-	if err != nil {
-		return nil, nil, err
-	}
-	withAuth, err := embedded.WithAuth(a)
-	if err != nil {
-		return nil, nil, err
-	}
-	return func(o *server.Options) {
-		withAuth(o)
-		siteServerOptions(o, c.Domain, hub)
-		r := o.LeafNode.Remotes[0]
-		r.LocalAccount = a.AccountPublicKey() // the FLEET account on both sides
-		r.Credentials = a.OperatorCredsPath()
-	}, []nats.Option{nats.UserCredentials(a.OperatorCredsPath())}, nil
 }
 
 // siteServerOptions make the embedded server a leaf node of hub with its
@@ -322,6 +323,10 @@ func (rs *RunningSite) keepSourcesAlive(ctx context.Context, sources []sourceAt)
 func (rs *RunningSite) Stop() {
 	rs.cancel()
 	<-rs.done
+	if rs.auth != nil {
+		<-rs.authDone
+		rs.auth.sys.Close()
+	}
 	rs.Conn.Close()
 	rs.Server.Stop()
 }

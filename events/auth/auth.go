@@ -200,6 +200,7 @@ func (a *Authority) account() (*jwt.AccountClaims, error) {
 }
 
 func (a *Authority) saveAccount(ac *jwt.AccountClaims) error {
+	nextRevision(ac) // claims.go: two JWTs of one second differ, and the later is known
 	tok, err := ac.Encode(a.operator)
 	if err != nil {
 		return fmt.Errorf("sign account jwt: %w", err)
