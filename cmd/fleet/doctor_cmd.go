@@ -40,7 +40,9 @@ last error), the time-travel index, JetStream and the data directory's disk
 space (from the server's health checks); whether auth is on; devices whose
 heartbeat is stale, whose clock is skewed, or that keep parked events the log
 refused. Each problem comes with what to do. Exit 0 when nothing is wrong,
-1 when something is.
+1 when something is. Devices that are Degraded or CrashLooping (their own
+resources) are a warning, listed with what to run next; they do not make the
+exit non-zero.
 
 Examples:
   fleet doctor
@@ -144,6 +146,7 @@ func (c *DoctorCmd) check(ctx context.Context, g *Globals) (rep DoctorReport) {
 		}
 	} else {
 		add(staleFinding(devs))
+		add(failingFinding(devs))
 		add(skewFinding(devs))
 	}
 	add(c.parkedFinding(ctx, js))
@@ -284,6 +287,37 @@ func staleFinding(devs []projections.Device) Finding {
 		f.Detail = fmt.Sprintf("%d of %d devices have sent no heartbeat within the TTL: %s", len(stale), len(devs), listText(stale))
 		f.Action = "on each: systemctl status fleet-agent and journalctl -u fleet-agent (is it running, can it reach the server?)"
 		f.Data = stale
+	}
+	return f
+}
+
+// failingFinding lists the devices whose own resources are in trouble:
+// Degraded (resources Failed or unhealthy, or the manifest refused) or
+// CrashLooping. That is the devices' workload, not the control plane, so it
+// is a warning: doctor still exits 0 for it, and says where to look.
+func failingFinding(devs []projections.Device) Finding {
+	var ids, msgs []string
+	for _, d := range devs {
+		var why []string
+		for _, t := range []string{projections.CondCrashLooping, projections.CondDegraded} {
+			if c, ok := d.Condition(t); ok && c.Status == projections.True {
+				why = append(why, t+": "+c.Message)
+			}
+		}
+		if len(why) > 0 {
+			ids = append(ids, d.Device)
+			msgs = append(msgs, d.Device+" ("+strings.Join(why, "; ")+")")
+		}
+	}
+	f := Finding{Check: "devices failing", Status: statusOK, Detail: "no device is Degraded or CrashLooping"}
+	if len(ids) > 0 {
+		if len(msgs) > 10 {
+			msgs = append(msgs[:10], fmt.Sprintf("and %d more", len(ids)-10))
+		}
+		f.Status = statusWarn
+		f.Detail = fmt.Sprintf("%d of %d devices are Degraded or CrashLooping: %s", len(ids), len(devs), strings.Join(msgs, "; "))
+		f.Action = "fleet explain DEVICE says which resource, why and what happens next; fleet get devices lists the rest"
+		f.Data = ids
 	}
 	return f
 }

@@ -85,7 +85,7 @@ func TestDoctorHealthyServerPasses(t *testing.T) {
 		return code == 0
 	})
 	is.True(rep.OK)
-	for _, c := range []string{"server", "stream", "projections", "time travel", "disk", "jetstream", "devices stale", "clock skew", "parked events"} {
+	for _, c := range []string{"server", "stream", "projections", "time travel", "disk", "jetstream", "devices stale", "devices failing", "clock skew", "parked events"} {
 		f := finding(rep, c)
 		is.Equal(f.Status, statusOK) // every check ran and passed
 	}
@@ -179,4 +179,40 @@ func TestDoctorFailsOnASkewedClock(t *testing.T) {
 	is.True(strings.Contains(f.Detail, "skewed-01"))
 	is.True(strings.Contains(f.Detail, "ahead of"))
 	is.True(strings.Contains(f.Action, "time sync"))
+}
+
+// TestDoctorWarnsOfFailingDevices: a device whose exec resource its agent
+// may not run (Failed, so the device is Degraded) is listed by doctor as a
+// warning naming the device, the resource and what to run next; the
+// control plane is fine, so the exit stays 0. The converged device is not
+// listed.
+func TestDoctorWarnsOfFailingDevices(t *testing.T) {
+	is := is.New(t)
+	rs := startDoctorServer(t, t.TempDir(), "pi-01")
+	runDoctorAgent(t, rs, "pi-01")
+	m := filepath.Join(t.TempDir(), "exec.yaml")
+	is.NoErr(os.WriteFile(m, []byte("resources:\n  - id: job\n    exec: {argv: [\"true\"]}\n"), 0o644))
+	if _, code := replayCLI(t, "apply", "-f", m, "--device", "pi-02", "--nats="+rs.Env.NATSURL); code != 0 {
+		t.Fatalf("apply: exit %d", code)
+	}
+	runDoctorAgent(t, rs, "pi-02") // exec not allowed: job Failed
+	url := "--nats=" + rs.Env.NATSURL
+	var rep DoctorReport
+	var code int
+	eventstest.WaitFor(t, 15*time.Second, "doctor to list pi-02 as failing", func() bool {
+		rep, code = doctor(t, url)
+		return finding(rep, "devices failing").Status == statusWarn && finding(rep, "devices stale").Status == statusOK
+	})
+	f := finding(rep, "devices failing")
+	is.Equal(code, 0) // a warning: the control plane is fine
+	is.True(rep.OK)
+	is.Equal(f.Data, []any{"pi-02"}) // only the failing device
+	is.True(strings.Contains(f.Detail, "1 of 2 devices"))
+	is.True(strings.Contains(f.Detail, "job"))
+	is.True(strings.Contains(f.Action, "fleet explain"))
+
+	out, code := replayCLI(t, "doctor", url)
+	is.Equal(code, 0)
+	is.True(strings.Contains(out, "devices failing"))
+	is.True(strings.Contains(out, "pi-02"))
 }
