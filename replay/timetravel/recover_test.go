@@ -28,12 +28,16 @@ func TestDamagedIndexIsRebuiltFromTheLog(t *testing.T) {
 	waitFor(t, x, 2000)
 	stop()
 
-	// flush to tables and flip 64 bytes in the middle of each
-	db, err := pebble.Open(dir, &pebble.Options{Logger: silent{}})
+	// flush to tables and flip 64 bytes in the middle of each (the
+	// runtime's store: dir/CURRENT names it)
+	cur, err := os.ReadFile(filepath.Join(dir, "CURRENT"))
+	is.NoErr(err)
+	store := filepath.Join(dir, strings.TrimSpace(string(cur)))
+	db, err := pebble.Open(store, &pebble.Options{Logger: silent{}})
 	is.NoErr(err)
 	is.NoErr(db.Flush())
 	is.NoErr(db.Close())
-	tables, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
+	tables, _ := filepath.Glob(filepath.Join(store, "*.sst"))
 	is.True(len(tables) > 0)
 	for _, f := range tables {
 		b, err := os.ReadFile(f)
@@ -48,6 +52,7 @@ func TestDamagedIndexIsRebuiltFromTheLog(t *testing.T) {
 	defer stop()
 	t.Log(x.Recovered())
 	is.True(strings.Contains(x.Recovered(), "damaged"))
+	is.True(strings.Contains(x.Recovered(), timetravel.Name))
 	waitFor(t, x, 2000)
 	for _, i := range []int{0, 700, 1400, 1999} {
 		for _, dev := range []string{"pi-001", "pi-002", "pi-003"} {

@@ -91,7 +91,7 @@ func startIndex(t testing.TB, env *eventstest.Env, dir string, every int) (*time
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); _ = x.Follow(ctx, env.Store, nil) }()
+	go func() { defer close(done); _ = x.Follow(ctx, env.Store) }()
 	stop := func() { cancel(); <-done; _ = x.Close() }
 	return x, stop
 }
