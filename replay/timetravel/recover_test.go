@@ -74,3 +74,27 @@ func (silent) Errorf(string, ...any) {}
 func (silent) Fatalf(format string, args ...any) {
 	panic(format)
 }
+
+// TestIndexOfTheLayoutBeforeTheRuntimeIsTakenInAgain: an index written
+// before it ran on the runtime (one Pebble store in its directory itself)
+// is deleted on Open, and the log is taken in again into the runtime's
+// store.
+func TestIndexOfTheLayoutBeforeTheRuntimeIsTakenInAgain(t *testing.T) {
+	is := is.New(t)
+	env := eventstest.Start(t, true)
+	log := loadLog(t, env, fixtures.GenerateLog(3, fixtures.Options{Devices: 2, Events: 300}))
+	dir := t.TempDir()
+	db, err := pebble.Open(dir, &pebble.Options{Logger: silent{}})
+	is.NoErr(err)
+	is.NoErr(db.Set([]byte("c"), []byte{0, 0, 0, 0, 0, 0, 0, 200}, pebble.Sync))
+	is.NoErr(db.Close())
+
+	x, stop := startIndex(t, env, dir, 32)
+	defer stop()
+	waitFor(t, x, uint64(len(log)))
+	old, _ := filepath.Glob(filepath.Join(dir, "OPTIONS-*"))
+	is.Equal(len(old), 0) // the old store is gone
+	_, _, st, err := x.Answer(timetravel.Query{Device: "pi-001"})
+	is.NoErr(err)
+	is.Equal(st.Events, countDevice(log, "pi-001")) // taken in from sequence 1, not from the old checkpoint
+}
