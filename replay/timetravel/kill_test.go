@@ -99,15 +99,5 @@ func TestIndexKilledAtRandomPointsResumesFromItsCheckpoint(t *testing.T) {
 	x, stop := startIndex(t, env, dir, 16)
 	defer stop()
 	waitFor(t, x, last)
-	for _, i := range []int{0, 5000, 12345, 19999} {
-		for _, dev := range []string{"pi-001", "pi-002", "pi-003", "pi-004"} {
-			q := timetravel.Query{Device: dev, At: log[i].At}
-			fast, _, st, err := x.Answer(q)
-			is.NoErr(err)
-			full, _, _, err := timetravel.FoldAt(slice(log), q)
-			is.NoErr(err)
-			is.Equal(string(mustJSON(t, fast)), string(mustJSON(t, full)))
-			is.Equal(st.Events, countDevice(log, dev)) // each event indexed once across the kills
-		}
-	}
+	answersAsTheFullFold(t, x, log, []int{0, 5000, 12345, 19999}, "pi-001", "pi-002", "pi-003", "pi-004") // each event once across the kills
 }

@@ -54,17 +54,7 @@ func TestDamagedIndexIsRebuiltFromTheLog(t *testing.T) {
 	is.True(strings.Contains(x.Recovered(), "damaged"))
 	is.True(strings.Contains(x.Recovered(), timetravel.Name))
 	waitFor(t, x, 2000)
-	for _, i := range []int{0, 700, 1400, 1999} {
-		for _, dev := range []string{"pi-001", "pi-002", "pi-003"} {
-			q := timetravel.Query{Device: dev, At: log[i].At}
-			fast, _, st, err := x.Answer(q)
-			is.NoErr(err)
-			full, _, _, err := timetravel.FoldAt(slice(log), q)
-			is.NoErr(err)
-			is.Equal(string(mustJSON(t, fast)), string(mustJSON(t, full)))
-			is.Equal(st.Events, countDevice(log, dev)) // each event indexed once
-		}
-	}
+	answersAsTheFullFold(t, x, log, []int{0, 700, 1400, 1999}, "pi-001", "pi-002", "pi-003")
 }
 
 type silent struct{}
