@@ -171,21 +171,25 @@ func Open(dir string, opts ...Option) (*Service, error) {
 	for _, o := range opts {
 		o(s)
 	}
+	what := "projections" // in Open's errors, as before WithName
+	if s.name != DefaultName {
+		what = s.name
+	}
 	kinds, err := newModelSet(s.name, s.factories)
 	if err != nil {
-		return nil, fmt.Errorf("%s store %s: %w", s.name, dir, err)
+		return nil, fmt.Errorf("%s store %s: %w", what, dir, err)
 	}
 	s.kinds = kinds
 	s.fails = NewFailureLog(s.logger, s.failureText(), nil)
 	s.advancedAt.Store(time.Now().UnixNano())
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("%s store %s: %w", s.name, dir, err)
+		return nil, fmt.Errorf("%s store %s: %w", what, dir, err)
 	}
 	name := "models-1"
 	if b, err := os.ReadFile(filepath.Join(dir, currentFile)); err == nil {
 		name = strings.TrimSpace(string(b))
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%s store %s: %w", s.name, dir, err)
+		return nil, fmt.Errorf("%s store %s: %w", what, dir, err)
 	} else if err := writeCurrent(dir, name); err != nil {
 		return nil, err
 	}
