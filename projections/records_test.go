@@ -131,3 +131,25 @@ func TestRuntimeRunsARecordModelUnderItsOwnName(t *testing.T) {
 	_, err := Open(t.TempDir(), WithModels())
 	is.True(err != nil && strings.Contains(err.Error(), "WithModels"))
 }
+
+// TestRebuildWritesThePartsBesideARecordModel: a record model beside the
+// default models writes its records as a rebuild goes, so the checkpoint
+// moves before the end; the rebuild still writes every part of the others,
+// and a reopened store answers as the fold.
+func TestRebuildWritesThePartsBesideARecordModel(t *testing.T) {
+	is := is.New(t)
+	env := eventstest.Start(t, true)
+	evs := fixtures.GenerateLog(6, fixtures.Options{Devices: 4, Events: 3000})
+	last := appendLog(t, env, evs, false)
+	dir := t.TempDir()
+	s, err := Open(dir, WithModel(newCounter), WithMaxBatch(500))
+	is.NoErr(err)
+	is.NoErr(s.Rebuild(context.Background(), env.Store, nil))
+	is.Equal(s.Checkpoint(), last)
+	is.NoErr(s.Close())
+	s, err = Open(dir, WithModel(newCounter))
+	is.NoErr(err)
+	defer s.Close()
+	is.Equal(s.Recovered(), "")
+	is.Equal(string(serviceModels(s)), string(readModels(stored(evs))))
+}

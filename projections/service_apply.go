@@ -65,8 +65,8 @@ func (s *Service) applyDeliveries(m *models, run []events.Delivery, info *BatchI
 // It fills info's Devices and Checkpoint. If the write fails, the folds are
 // read back from Pebble, so memory never runs ahead of what is stored.
 func (s *Service) flush(m *models, sync, live bool, info *BatchInfo) error {
-	if m.applied == m.checkpoint {
-		return nil
+	if m.applied == m.checkpoint && len(m.dirty) == 0 {
+		return nil // nothing new (a rebuild's whole write has dirty parts at its checkpoint)
 	}
 	// encode first, so that the batch is made at its size (a rebuild
 	// writes every part at once: growing the batch would copy it again and again)
