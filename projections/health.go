@@ -83,8 +83,8 @@ func (s *Service) Health() Health {
 	}
 	if !s.rebuilding.Load() && !s.guard.since.IsZero() && time.Since(s.guard.since) >= StallAfter && h.Checkpoint == s.guard.cp {
 		h.OK = false
-		h.Reason = fmt.Sprintf("the read models have not moved from sequence %d for %s while stream %s holds events up to %d: "+
-			"the message at sequence %d may be damaged (the server cannot deliver it)", h.Checkpoint,
+		h.Reason = fmt.Sprintf("%s %s not moved from sequence %d for %s while stream %s holds events up to %d: "+
+			"the message at sequence %d may be damaged (the server cannot deliver it)", s.the(), s.verb("have", "has"), h.Checkpoint,
 			time.Since(s.guard.since).Round(time.Second), events.Stream, h.StreamLast, h.Checkpoint+1)
 		h.Action = fmt.Sprintf("see the server's log; 'nats stream get %s %d' shows whether the message reads; restore the data "+
 			"directory from a backup", events.Stream, h.Checkpoint+1)
@@ -112,7 +112,7 @@ func (s *Service) checkLog(ctx context.Context, log Log) {
 	if s.rebuilding.Load() {
 		return // a rebuild is making a new checkpoint
 	}
-	reason := CheckLog("the read models", state.FirstSeq, state.LastSeq, state.Msgs, cp)
+	reason := CheckLog(s.the(), state.FirstSeq, state.LastSeq, state.Msgs, cp)
 	s.guard.mu.Lock()
 	defer s.guard.mu.Unlock()
 	s.guard.last = h
@@ -126,7 +126,7 @@ func (s *Service) checkLog(ctx context.Context, log Log) {
 	if reason == "" || s.guard.bad != nil {
 		return
 	}
-	h.OK, h.Reason, h.Action = false, reason, RebuildAction
+	h.OK, h.Reason, h.Action = false, reason, s.logAction
 	s.guard.bad = &h
 	if s.guard.cancel != nil {
 		s.guard.cancel()

@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -103,9 +104,10 @@ const baseKinds = "fmgdr"
 type modelSet struct {
 	factories []ModelFactory
 	layout    string
+	name      string // the runtime's (WithName), on its stores
 }
 
-func newModelSet(fs []ModelFactory) (modelSet, error) {
+func newModelSet(name string, fs []ModelFactory) (modelSet, error) {
 	var kinds strings.Builder
 	seen := map[byte]bool{}
 	for _, f := range fs {
@@ -120,7 +122,10 @@ func newModelSet(fs []ModelFactory) (modelSet, error) {
 			kinds.WriteByte(k)
 		}
 	}
-	set := modelSet{factories: fs, layout: layout}
+	if len(fs) == 0 {
+		return modelSet{}, errors.New("no read models: WithModels needs at least one")
+	}
+	set := modelSet{factories: fs, layout: layout, name: name}
 	if kinds.String() != baseKinds {
 		set.layout = layout + ":" + kinds.String()
 	}

@@ -32,14 +32,14 @@ func (s *Service) rebuildDamaged(old string, cause error) (*models, string, erro
 	name := "models-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	m, err := openModels(filepath.Join(s.dir, name), s.kinds)
 	if err != nil {
-		return nil, "", fmt.Errorf("read models %s damaged (%v), and a new store failed: %w", old, cause, err)
+		return nil, "", fmt.Errorf("%s %s damaged (%v), and a new store failed: %w", s.name, old, cause, err)
 	}
 	if err := writeCurrent(s.dir, name); err != nil {
 		m.db.Close()
 		return nil, "", err
 	}
-	s.recovered = fmt.Sprintf("read models in %s were damaged (%v): started from an empty store, folded again from the log from sequence 1",
-		filepath.Join(s.dir, old), cause)
+	s.recovered = fmt.Sprintf("%s in %s %s damaged (%v): started from an empty store, folded again from the log from sequence 1",
+		s.name, filepath.Join(s.dir, old), s.verb("were", "was"), cause)
 	return m, name, nil
 }
 

@@ -14,9 +14,10 @@ import (
 // the log's adapter), hands each batch to the consumer, which folds it and
 // writes what it folded with its new checkpoint in one Pebble batch, and
 // on a failure logs the cause (FailureLog) and follows again from the
-// checkpoint a second later. The projection service (Service.Run, its read
-// models) and the time-travel index (replay/timetravel) are this loop with
-// different consumers.
+// checkpoint a second later. Service.Run is this loop with the service as
+// its consumer; the projection service (its read models) and the
+// time-travel index (replay/timetravel: WithModels, WithName) are that
+// service with different models.
 
 // Batcher is the log's batched read and follow (events.Store has it).
 type Batcher interface {

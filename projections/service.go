@@ -105,8 +105,9 @@ type models struct {
 	kinds      modelSet
 	set        []ReadModel // one of each registered model, in registration order
 	byKind     [256]ReadModel
-	checkpoint uint64 // last sequence written to Pebble with the parts
-	applied    uint64 // last sequence folded in memory (>= checkpoint)
+	checkpoint uint64        // last sequence written to Pebble with the parts
+	applied    uint64        // last sequence folded in memory (>= checkpoint)
+	recs       []RecordModel // those of set that write their own records (records.go)
 	dirty      Dirty
 	allDirty   bool   // every part will be written (a rebuild): apply need not note which
 	skipped    []skip // bad messages not yet written
@@ -119,6 +120,8 @@ type models struct {
 // served from memory and are safe for concurrent use with Run.
 type Service struct {
 	dir       string
+	name      string // WithName: in messages and on the store
+	logAction string // WithLogAction: what to do about a log that lost what was taken in
 	durable   string
 	factories []ModelFactory // WithModel's, after DefaultModels
 	kinds     modelSet
@@ -163,26 +166,30 @@ type Service struct {
 // models and checkpoint from it. A store written with another key layout is
 // set aside: the models start empty and are folded again from the log.
 func Open(dir string, opts ...Option) (*Service, error) {
-	s := &Service{dir: dir, durable: DefaultDurable, maxBatch: 5000, syncEvery: 50 * time.Millisecond,
+	s := &Service{dir: dir, name: DefaultName, logAction: RebuildAction, durable: DefaultDurable, maxBatch: 5000, syncEvery: 50 * time.Millisecond,
 		listeners: map[int]func(BatchInfo){}, progress: make(chan struct{}), factories: DefaultModels()}
 	for _, o := range opts {
 		o(s)
 	}
-	kinds, err := newModelSet(s.factories)
+	what := "projections" // in Open's errors, as before WithName
+	if s.name != DefaultName {
+		what = s.name
+	}
+	kinds, err := newModelSet(s.name, s.factories)
 	if err != nil {
-		return nil, fmt.Errorf("projections store %s: %w", dir, err)
+		return nil, fmt.Errorf("%s store %s: %w", what, dir, err)
 	}
 	s.kinds = kinds
-	s.fails = NewFailureLog(s.logger, "projections: consuming the log failed; the service starts again from its checkpoint every second, and the read models lag until it does", nil)
+	s.fails = NewFailureLog(s.logger, s.failureText(), nil)
 	s.advancedAt.Store(time.Now().UnixNano())
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("projections store %s: %w", dir, err)
+		return nil, fmt.Errorf("%s store %s: %w", what, dir, err)
 	}
 	name := "models-1"
 	if b, err := os.ReadFile(filepath.Join(dir, currentFile)); err == nil {
 		name = strings.TrimSpace(string(b))
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("projections store %s: %w", dir, err)
+		return nil, fmt.Errorf("%s store %s: %w", what, dir, err)
 	} else if err := writeCurrent(dir, name); err != nil {
 		return nil, err
 	}

@@ -65,8 +65,8 @@ func (s *Service) applyDeliveries(m *models, run []events.Delivery, info *BatchI
 // It fills info's Devices and Checkpoint. If the write fails, the folds are
 // read back from Pebble, so memory never runs ahead of what is stored.
 func (s *Service) flush(m *models, sync, live bool, info *BatchInfo) error {
-	if m.applied == m.checkpoint {
-		return nil
+	if m.applied == m.checkpoint && len(m.dirty) == 0 {
+		return nil // nothing new (a rebuild's whole write has dirty parts at its checkpoint)
 	}
 	// encode first, so that the batch is made at its size (a rebuild
 	// writes every part at once: growing the batch would copy it again and again)
@@ -107,15 +107,19 @@ func (s *Service) flush(m *models, sync, live bool, info *BatchInfo) error {
 	binary.BigEndian.PutUint64(v[:], m.applied)
 	_ = b.Set(keyCheckpoint, v[:], nil)
 	_ = b.Set(keyLayout, []byte(m.kinds.layout), nil)
-	_ = sync // the store has no write-ahead log to sync (StoreOptions): durable at its next flush
-	if err := b.Commit(pebble.NoSync); err != nil {
-		err = fmt.Errorf("write read models at sequence %d: %w", m.applied, err)
+	_ = sync                 // the store has no write-ahead log to sync (StoreOptions): durable at its next flush
+	err := m.writeRecords(b) // records.go
+	if err == nil {
+		err = b.Commit(pebble.NoSync)
+	}
+	if err != nil {
+		err = fmt.Errorf("write %s at sequence %d: %w", m.kinds.name, m.applied, err)
 		if live {
 			s.mu.Lock()
 			defer s.mu.Unlock()
 		}
 		if lerr := m.load(); lerr != nil {
-			return errors.Join(err, fmt.Errorf("read models back: %w", lerr))
+			return errors.Join(err, fmt.Errorf("read %s back: %w", m.kinds.name, lerr))
 		}
 		m.applied = m.checkpoint
 		clear(m.dirty)
@@ -134,6 +138,7 @@ func (s *Service) flush(m *models, sync, live bool, info *BatchInfo) error {
 		s.mu.Lock()
 	}
 	m.checkpoint = m.applied
+	m.committed() // the record models' records with it
 	if live {
 		s.mu.Unlock()
 	}

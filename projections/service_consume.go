@@ -36,6 +36,12 @@ func (c *serviceConsumer) Checkpoint() uint64 {
 	return s.m.applied
 }
 
+// ApplyBatch takes in one batch of the log as Run does: folds it into the
+// live models and writes them with the checkpoint (deliveries at or below
+// it are skipped). For callers that feed the runtime themselves (tests,
+// the time-travel index's Apply); not while Run runs.
+func (s *Service) ApplyBatch(b events.Batch) error { return (*serviceConsumer)(s).ApplyBatch(b) }
+
 // ApplyBatch folds b into the live models and writes them.
 func (c *serviceConsumer) ApplyBatch(b events.Batch) error {
 	s := (*Service)(c)

@@ -62,7 +62,7 @@ func (s *Service) Rebuild(ctx context.Context, log Log, progress func(done, tota
 				return fmt.Errorf("rebuild: %w", err)
 			}
 			s.applyRuns(nm, b.Runs, false)
-			if len(nm.skipped) > 10000 {
+			if len(nm.skipped) > 10000 || len(nm.recs) > 0 { // record models write as they go: they would hold the log in memory
 				if err := s.flush(nm, false, false, &BatchInfo{}); err != nil {
 					return fmt.Errorf("rebuild: %w", err)
 				}

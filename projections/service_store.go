@@ -48,9 +48,9 @@ var errOldLayout = errors.New("read models written with another key layout")
 // openModels opens a store and loads its folds. With errOldLayout the
 // returned models are open but hold data of another layout.
 func openModels(dir string, kinds modelSet) (*models, error) {
-	db, err := OpenStore(dir)
+	db, err := OpenStoreNamed(kinds.name, dir)
 	if err != nil {
-		return nil, fmt.Errorf("open read models %s: %w", dir, err)
+		return nil, fmt.Errorf("open %s %s: %w", kinds.name, dir, err)
 	}
 	m := &models{dir: dir, db: db, kinds: kinds, dirty: Dirty{}}
 	cp, err := get(db, keyCheckpoint)
@@ -72,7 +72,7 @@ func openModels(dir string, kinds modelSet) (*models, error) {
 	m.applied = m.checkpoint
 	if err := m.load(); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("load read models %s: %w", dir, err)
+		return nil, fmt.Errorf("load %s %s: %w", kinds.name, dir, err)
 	}
 	return m, nil
 }
@@ -90,12 +90,22 @@ func get(db *pebble.DB, key []byte) ([]byte, error) {
 }
 
 // load makes the read models afresh and reads them from Pebble: model by
-// model, kind by kind in the order each model lists its kinds.
+// model, kind by kind in the order each model lists its kinds (a
+// RecordModel loads its records itself).
 func (m *models) load() error {
 	m.set = m.kinds.fresh()
+	m.recs = m.records()
 	for _, rm := range m.set {
 		for _, kind := range []byte(rm.Kinds()) {
 			m.byKind[kind] = rm
+		}
+		if r, ok := rm.(RecordModel); ok {
+			if err := m.loadRecords(r); err != nil { // records.go
+				return err
+			}
+			continue
+		}
+		for _, kind := range []byte(rm.Kinds()) {
 			it, err := m.db.NewIter(&pebble.IterOptions{LowerBound: []byte{kind, '/'}, UpperBound: []byte{kind, '0'}})
 			if err != nil {
 				return err

@@ -159,7 +159,7 @@ func TestInspectFromIndexEqualsFoldAndDiffs(t *testing.T) {
 	is.NoErr(err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); _ = x.Follow(ctx, env.Store, nil) }()
+	go func() { defer close(done); _ = x.Follow(ctx, env.Store) }()
 	defer func() { cancel(); <-done; x.Close() }()
 	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer wcancel()

@@ -1,16 +1,10 @@
 package timetravel
 
 import (
-	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
+	"log/slog"
 	"sort"
-	"sync"
-	"time"
-
-	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/projections"
@@ -51,308 +45,118 @@ const DefaultSnapshotEvery = 128
 // snapshot is ever invalidated by a late arrival: a late event is simply a
 // late position, found by the second step.
 //
-// Safe for concurrent use: one writer (Apply) and any number of readers.
+// The index is the read side's runtime (projections.Service: its
+// consumer, checkpoint, batches, recovery from damage, failure log and
+// health) with one model of its own (model.go) under its own name and
+// directory.
+//
+// Safe for concurrent use: one writer (Follow or Apply) and any number of
+// readers.
 type Index struct {
-	mu         sync.RWMutex
-	db         *pebble.DB
-	every      int
-	live       *projections.Fleet // fold of everything applied, in log order: the source of snapshots
-	devices    map[string]*deviceIndex
-	checkpoint uint64
-	recovered  string // why Open started empty (recover.go)
-	msgs       []Msg  // ApplyBatch's, reused
+	svc *projections.Service
 }
 
-type deviceIndex struct {
-	at   []int64  // event time (unix ns) by position
-	seq  []uint64 // stream sequence by position
-	max  []int64  // running maximum of at
-	late []int32  // positions j with at[j] < max[j-1], ascending
-
-	snapPos    int // position of the last snapshot (0: none)
-	snapBytes  int // its size
-	sinceBytes int // bytes of event records after it
-}
+// Name is the index's name in messages and on its store.
+const Name = "time-travel index"
 
 // Option configures an Index.
-type Option func(*Index)
+type Option func(*options)
+
+type options struct {
+	every  int
+	logger *slog.Logger
+}
 
 // WithSnapshotEvery sets the distance between snapshots (tests use small ones).
 func WithSnapshotEvery(n int) Option {
-	return func(x *Index) {
+	return func(o *options) {
 		if n > 0 {
-			x.every = n
+			o.every = n
 		}
 	}
 }
 
-var keyCheckpoint = []byte("c")
+// WithLogger sets where Follow logs its failures (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
-// key layout: 'e' device 0x00 pos(4) -> event record; 's' device 0x00 pos(4) -> fold snapshot after pos events.
-func posKey(kind byte, device string, pos int) []byte {
-	k := make([]byte, 0, 2+len(device)+4)
-	k = append(k, kind)
-	k = append(k, device...)
-	k = append(k, 0)
-	return binary.BigEndian.AppendUint32(k, uint32(pos))
-}
-
-func splitKey(k []byte) (device string, pos int, ok bool) {
-	if len(k) < 7 || k[len(k)-5] != 0 {
-		return "", 0, false
-	}
-	return string(k[1 : len(k)-5]), int(binary.BigEndian.Uint32(k[len(k)-4:])), true
-}
-
-// record: seq(8) streamTime(8) at(8) event JSON
-func encodeRecord(s events.Stored, raw []byte) []byte {
-	b := make([]byte, 24, 24+len(raw))
-	binary.BigEndian.PutUint64(b, s.Seq)
-	binary.BigEndian.PutUint64(b[8:], uint64(s.StreamTime.UnixNano()))
-	binary.BigEndian.PutUint64(b[16:], uint64(s.At.UnixNano()))
-	return append(b, raw...)
-}
-
-func decodeRecord(b []byte, subject func(events.Event) string) (events.Stored, error) {
-	if len(b) < 24 {
-		return events.Stored{}, fmt.Errorf("time-travel record of %d bytes: too short", len(b))
-	}
-	s, err := events.DecodeStoredOwned(slices.Clone(b[24:])) // checked when it was indexed; the one-pass decoder, on a copy (b is Pebble's)
-	if err != nil {
-		return events.Stored{}, fmt.Errorf("time-travel record: %w", err)
-	}
-	s.Seq = binary.BigEndian.Uint64(b)
-	s.StreamTime = time.Unix(0, int64(binary.BigEndian.Uint64(b[8:]))).UTC()
-	s.Subject = subject(s.Event)
-	return s, nil
-}
-
-func subjectOf(e events.Event) string {
-	s, _ := events.SubjectFor(e)
-	return s
-}
+// maxBatch is the most events one index write takes.
+const maxBatch = 5000
 
 // Open opens (or creates) the index in dir and loads it: the positions of
-// every indexed event and, per device, the live fold from its last snapshot.
+// every indexed event and, per device, the live fold from its last
+// snapshot.
 //
-// A damaged index (Pebble finds corruption, or a record does not decode) is
-// deleted and started empty, to be taken in again from the log from
+// A damaged index (Pebble finds corruption, or a record does not decode)
+// is set aside and started empty, to be taken in again from the log from
 // sequence 1 (Follow), instead of refusing to start: it is derived from the
-// log. Recovered says so.
+// log. Recovered says so. An index written before it ran on the runtime
+// (one Pebble store in dir itself) is deleted and taken in again.
 func Open(dir string, opts ...Option) (*Index, error) {
-	x, err := open(dir, opts...)
-	if err != nil && damagedIndex(err) { // recover.go
-		return reopenEmpty(dir, err, opts...)
+	o := options{every: DefaultSnapshotEvery}
+	for _, f := range opts {
+		f(&o)
 	}
-	return x, err
-}
-
-func open(dir string, opts ...Option) (*Index, error) {
-	db, err := projections.OpenStoreNamed("time-travel index", dir)
+	if err := dropBareStore(dir); err != nil { // recover.go
+		return nil, err
+	}
+	svc, err := projections.Open(dir,
+		projections.WithName(Name),
+		projections.WithModels(func() projections.ReadModel { return newModel(o.every) }),
+		projections.WithDurable(""), // no consumer state on the server: the checkpoint is in the store
+		projections.WithMaxBatch(maxBatch),
+		projections.WithLogger(o.logger),
+		projections.WithLogAction(fmt.Sprintf("restore the data directory from a backup, or stop the server and remove %s: "+
+			"the index is built again from the log on start", dir)))
 	if err != nil {
-		return nil, fmt.Errorf("open time-travel index %s: %w", dir, err)
+		return nil, err
 	}
-	x := &Index{db: db, every: DefaultSnapshotEvery, live: projections.NewFleet(), devices: map[string]*deviceIndex{}}
-	for _, o := range opts {
-		o(x)
-	}
-	if err := x.load(); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("load time-travel index %s: %w: %w", dir, errDamagedRecord, err)
-	}
-	return x, nil
+	return &Index{svc: svc}, nil
 }
 
-func (x *Index) load() error {
-	if v, closer, err := x.db.Get(keyCheckpoint); err == nil {
-		if len(v) == 8 {
-			x.checkpoint = binary.BigEndian.Uint64(v)
-		}
-		closer.Close()
-	} else if !errors.Is(err, pebble.ErrNotFound) {
-		return err
-	}
-	it, err := x.db.NewIter(&pebble.IterOptions{LowerBound: []byte("e"), UpperBound: []byte("f")})
-	if err != nil {
-		return err
-	}
-	defer it.Close()
-	for it.First(); it.Valid(); it.Next() {
-		dev, pos, ok := splitKey(it.Key())
-		v := it.Value()
-		if !ok || len(v) < 24 {
-			return fmt.Errorf("bad key %q", it.Key())
-		}
-		d := x.device(dev)
-		if pos != len(d.at) {
-			return fmt.Errorf("device %s: position %d after %d", dev, pos, len(d.at))
-		}
-		d.add(int64(binary.BigEndian.Uint64(v[16:])), binary.BigEndian.Uint64(v))
-	}
-	if err := it.Error(); err != nil {
-		return err
-	}
-	// the live fold: each device from its last snapshot, then its events after it
-	for dev, d := range x.devices {
-		snap, v, err := x.snapshotAt(dev, len(d.at))
-		if err != nil {
-			return err
-		}
-		if snap > 0 {
-			if err := x.live.LoadDevice(v); err != nil {
-				return fmt.Errorf("device %s snapshot %d: %w", dev, snap, err)
-			}
-		}
-		d.snapPos, d.snapBytes, d.sinceBytes = snap, len(v), 0
-		if err := x.scan(dev, snap, len(d.at), func(s events.Stored, size int) { x.live.Apply(s); d.sinceBytes += size }); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (x *Index) device(id string) *deviceIndex {
-	d := x.devices[id]
-	if d == nil {
-		d = &deviceIndex{}
-		x.devices[id] = d
-	}
-	return d
-}
-
-func (d *deviceIndex) add(at int64, seq uint64) {
-	n := len(d.at)
-	m := at
-	if n > 0 && d.max[n-1] > at {
-		m = d.max[n-1]
-		d.late = append(d.late, int32(n))
-	}
-	d.at = append(d.at, at)
-	d.seq = append(d.seq, seq)
-	d.max = append(d.max, m)
-}
-
-// scan folds the device's stored events at positions [from, to); fn gets
-// each event and the size of its record.
-func (x *Index) scan(dev string, from, to int, fn func(events.Stored, int)) error {
-	if from >= to {
-		return nil
-	}
-	it, err := x.db.NewIter(&pebble.IterOptions{LowerBound: posKey('e', dev, from), UpperBound: posKey('e', dev, to)})
-	if err != nil {
-		return err
-	}
-	defer it.Close()
-	for it.First(); it.Valid(); it.Next() {
-		s, err := decodeRecord(it.Value(), subjectOf)
-		if err != nil {
-			return fmt.Errorf("device %s: %w", dev, err)
-		}
-		fn(s, len(it.Value()))
-	}
-	return it.Error()
-}
+// query calls fn with the index's model under the runtime's read lock.
+func (x *Index) query(fn func(*model)) { projections.Query(x.svc, fn) }
 
 // Checkpoint is the last stream sequence the index has taken in.
-func (x *Index) Checkpoint() uint64 {
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	return x.checkpoint
-}
+func (x *Index) Checkpoint() uint64 { return x.svc.Checkpoint() }
+
+// Recovered returns, if Open found the index damaged and started it empty,
+// what it found; "" otherwise. Until Follow has caught up, answers cover
+// only the part of the log taken in so far (Checkpoint).
+func (x *Index) Recovered() string { return x.svc.Recovered() }
+
+// Health is the runtime's verdict on the log the index follows: halted on
+// a log that went backwards or lost events it had not taken in, stalled,
+// or its store out of space (projections.Service.Health).
+func (x *Index) Health() projections.Health { return x.svc.Health() }
+
+// RunStats are the runtime's counters: failures and the last one's cause,
+// lag, batches.
+func (x *Index) RunStats() projections.Stats { return x.svc.Stats() }
 
 // Msg is one consumed message for Apply: a decoded event, or (Bad) a message
 // that is not a valid event and only moves the checkpoint.
 type Msg struct {
 	Stored events.Stored
-	Raw    []byte // the message data, stored as is
 	Bad    bool
 }
 
-// Apply takes in messages in log order and writes them, their snapshots
-// and the new checkpoint in one Pebble batch. Messages at or before
-// the checkpoint are skipped, so redelivery is harmless.
+// Apply takes in messages in log order as Follow takes in a batch of the
+// log: their records, snapshots and the new checkpoint in one Pebble batch.
+// Messages at or before the checkpoint are skipped, so redelivery is
+// harmless. Not while Follow runs.
 func (x *Index) Apply(msgs []Msg) error {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	b := x.db.NewBatch()
-	defer b.Close()
-	type added struct {
-		dev  string
-		snap [3]int // the device's snapPos, snapBytes, sinceBytes before
-	}
-	var adds []added
-	cp := x.checkpoint
-	for _, m := range msgs {
-		s := m.Stored
-		if s.Seq <= cp {
-			continue
-		}
-		cp = s.Seq
+	run := make([]events.Delivery, len(msgs))
+	for i, m := range msgs {
+		run[i] = events.Delivery{Seq: m.Stored.Seq, Stored: m.Stored}
 		if m.Bad {
-			continue
-		}
-		raw := m.Raw
-		if raw == nil {
-			var err error
-			if raw, err = json.Marshal(s.Event); err != nil {
-				return err
-			}
-		}
-		if s.Device == "" { // a rollout's decision (events.IsRolloutDecision): no device's state
-			continue
-		}
-		d := x.device(s.Device)
-		pos := len(d.at)
-		rec := encodeRecord(s, raw)
-		if err := b.Set(posKey('e', s.Device, pos), rec, nil); err != nil {
-			return err
-		}
-		adds = append(adds, added{s.Device, [3]int{d.snapPos, d.snapBytes, d.sinceBytes}})
-		d.add(s.At.UnixNano(), s.Seq)
-		d.sinceBytes += len(rec)
-		x.live.Apply(s)
-		if d.snapshotDue(x.every) {
-			snap, ok := x.live.MarshalDevice(s.Device)
-			if ok {
-				if err := b.Set(posKey('s', s.Device, pos+1), snap, nil); err != nil {
-					return err
-				}
-				d.snapPos, d.snapBytes, d.sinceBytes = pos+1, len(snap), 0
-			}
+			run[i].Err = fmt.Errorf("sequence %d: not a valid event", m.Stored.Seq)
 		}
 	}
-	if cp == x.checkpoint {
-		return nil
-	}
-	if err := b.Set(keyCheckpoint, binary.BigEndian.AppendUint64(nil, cp), nil); err != nil {
-		return err
-	}
-	// Not synced: the index is derived from the log, and a batch carries its
-	// own checkpoint, so a crash can only lose whole batches at the end; the
-	// index then resumes from the older checkpoint and takes them in again.
-	if err := b.Commit(pebble.NoSync); err != nil {
-		// undo the in-memory positions so memory and store agree; the caller retries from the checkpoint
-		for i := len(adds) - 1; i >= 0; i-- {
-			d := x.devices[adds[i].dev]
-			n := len(d.at) - 1
-			if len(d.late) > 0 && int(d.late[len(d.late)-1]) == n {
-				d.late = d.late[:len(d.late)-1]
-			}
-			d.at, d.seq, d.max = d.at[:n], d.seq[:n], d.max[:n]
-			d.snapPos, d.snapBytes, d.sinceBytes = adds[i].snap[0], adds[i].snap[1], adds[i].snap[2]
-		}
-		x.live = projections.NewFleet()
-		_ = x.reloadLive()
-		return fmt.Errorf("write time-travel index: %w", err)
-	}
-	x.checkpoint = cp
-	return nil
+	return x.svc.ApplyBatch(events.Batch{Runs: [][]events.Delivery{run}})
 }
 
-func (x *Index) reloadLive() error {
-	x.devices = map[string]*deviceIndex{}
-	return x.load()
-}
+// Close closes the store. Follow must have returned.
+func (x *Index) Close() error { return x.svc.Close() }
 
 // Stats describe how an answer was found.
 type Stats struct {
@@ -370,14 +174,19 @@ var ErrUnknownDevice = errors.New("no events of this device")
 // Answer returns the device as q asks (see Query), and whether it existed
 // then. A device the index has never seen is ErrUnknownDevice wrapping
 // events.ErrNotFound.
-func (x *Index) Answer(q Query) (projections.Device, bool, Stats, error) {
-	x.mu.RLock()
-	defer x.mu.RUnlock()
+func (x *Index) Answer(q Query) (dev projections.Device, ok bool, st Stats, err error) {
+	x.query(func(m *model) { dev, ok, st, err = m.answer(q) })
+	return dev, ok, st, err
+}
+
+// answer is Answer under the runtime's read lock: it sees the positions in
+// the store (stored), not those of a batch being written.
+func (x *model) answer(q Query) (projections.Device, bool, Stats, error) {
 	d := x.devices[q.Device]
-	if d == nil {
+	if d == nil || d.stored == 0 {
 		return projections.Device{}, false, Stats{}, fmt.Errorf("device %s: %w: %w", q.Device, events.ErrNotFound, ErrUnknownDevice)
 	}
-	n := len(d.at)
+	n := d.stored
 	p := n // first position not in the prefix
 	switch {
 	case !q.At.IsZero():
@@ -406,14 +215,17 @@ func (x *Index) Answer(q Query) (projections.Device, bool, Stats, error) {
 		t := q.At.UnixNano()
 		i := sort.Search(len(d.late), func(i int) bool { return int(d.late[i]) > p })
 		for _, j := range d.late[i:] {
+			if int(j) >= n {
+				break // not yet stored
+			}
 			if d.at[j] > t {
 				continue
 			}
-			v, closer, err := x.db.Get(posKey('e', q.Device, int(j)))
+			v, closer, err := x.db.Get(posKey(kindEvent, q.Device, int(j)))
 			if err != nil {
 				return projections.Device{}, false, st, fmt.Errorf("device %s event %d: %w", q.Device, j, err)
 			}
-			s, err := decodeRecord(v, subjectOf)
+			s, err := decodeRecord(v)
 			closer.Close()
 			if err != nil {
 				return projections.Device{}, false, st, err
@@ -424,11 +236,4 @@ func (x *Index) Answer(q Query) (projections.Device, bool, Stats, error) {
 	}
 	dev, ok := f.Device(q.Device)
 	return dev, ok, st, nil
-}
-
-// Close closes the store.
-func (x *Index) Close() error {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	return projections.CloseStore(x.db)
 }

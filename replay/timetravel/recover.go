@@ -4,34 +4,44 @@ import (
 	"errors"
 	"fmt"
 	"os"
-
-	"github.com/cockroachdb/pebble/v2"
+	"path/filepath"
+	"strings"
 )
 
-// errDamagedRecord: the index's store opened but what it holds does not
-// load (a record or key that does not decode, positions out of order).
-var errDamagedRecord = errors.New("time-travel index records damaged")
+// A damaged index is the runtime's to recover (projections.Service: Open
+// starts an empty store beside the damaged one, deletes that, and
+// Recovered says what it found); the index is derived from the log and is
+// taken in again from sequence 1.
 
-// damagedIndex reports whether err from opening the index says its store
-// is damaged rather than unreachable (permissions, a lock, a full disk).
-func damagedIndex(err error) bool {
-	return pebble.IsCorruptionError(err) || errors.Is(err, errDamagedRecord)
-}
-
-// reopenEmpty deletes the damaged index in dir and opens an empty one.
-func reopenEmpty(dir string, cause error, opts ...Option) (*Index, error) {
-	if err := os.RemoveAll(dir); err != nil {
-		return nil, fmt.Errorf("%w (and deleting it failed: %v; delete %s by hand, it is rebuilt from the log)", cause, err, dir)
+// dropBareStore deletes an index written before the index ran on the read
+// side's runtime: one Pebble store in dir itself, where the runtime keeps a
+// CURRENT file and its stores in dir/models-*. It is derived from the log:
+// the runtime takes the log in again.
+func dropBareStore(dir string) error {
+	if _, err := os.Stat(filepath.Join(dir, "CURRENT")); !errors.Is(err, os.ErrNotExist) {
+		return nil // the runtime's (or unreadable: the runtime says why)
 	}
-	x, err := open(dir, opts...)
+	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("time-travel index %s damaged (%v), and a new one failed: %w", dir, cause, err)
+		return nil // none yet
 	}
-	x.recovered = fmt.Sprintf("time-travel index %s was damaged (%v): started empty, taken in again from the log from sequence 1", dir, cause)
-	return x, nil
+	bare := false
+	for _, e := range ents {
+		if n := e.Name(); strings.HasPrefix(n, "OPTIONS-") || strings.HasPrefix(n, "MANIFEST-") || strings.HasPrefix(n, "marker.") {
+			bare = true
+		}
+	}
+	if !bare {
+		return nil
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("time-travel index %s: delete the index of the layout before %s: %w (delete %s by hand: it is taken in again from the log)",
+				dir, "models-*", err, dir)
+		}
+	}
+	return nil
 }
-
-// Recovered returns, if Open found the index damaged and started it empty,
-// what it found; "" otherwise. Until Follow has caught up, answers cover
-// only the part of the log taken in so far (Checkpoint).
-func (x *Index) Recovered() string { return x.recovered }

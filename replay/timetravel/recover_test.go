@@ -28,12 +28,16 @@ func TestDamagedIndexIsRebuiltFromTheLog(t *testing.T) {
 	waitFor(t, x, 2000)
 	stop()
 
-	// flush to tables and flip 64 bytes in the middle of each
-	db, err := pebble.Open(dir, &pebble.Options{Logger: silent{}})
+	// flush to tables and flip 64 bytes in the middle of each (the
+	// runtime's store: dir/CURRENT names it)
+	cur, err := os.ReadFile(filepath.Join(dir, "CURRENT"))
+	is.NoErr(err)
+	store := filepath.Join(dir, strings.TrimSpace(string(cur)))
+	db, err := pebble.Open(store, &pebble.Options{Logger: silent{}})
 	is.NoErr(err)
 	is.NoErr(db.Flush())
 	is.NoErr(db.Close())
-	tables, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
+	tables, _ := filepath.Glob(filepath.Join(store, "*.sst"))
 	is.True(len(tables) > 0)
 	for _, f := range tables {
 		b, err := os.ReadFile(f)
@@ -48,18 +52,9 @@ func TestDamagedIndexIsRebuiltFromTheLog(t *testing.T) {
 	defer stop()
 	t.Log(x.Recovered())
 	is.True(strings.Contains(x.Recovered(), "damaged"))
+	is.True(strings.Contains(x.Recovered(), timetravel.Name))
 	waitFor(t, x, 2000)
-	for _, i := range []int{0, 700, 1400, 1999} {
-		for _, dev := range []string{"pi-001", "pi-002", "pi-003"} {
-			q := timetravel.Query{Device: dev, At: log[i].At}
-			fast, _, st, err := x.Answer(q)
-			is.NoErr(err)
-			full, _, _, err := timetravel.FoldAt(slice(log), q)
-			is.NoErr(err)
-			is.Equal(string(mustJSON(t, fast)), string(mustJSON(t, full)))
-			is.Equal(st.Events, countDevice(log, dev)) // each event indexed once
-		}
-	}
+	answersAsTheFullFold(t, x, log, []int{0, 700, 1400, 1999}, "pi-001", "pi-002", "pi-003")
 }
 
 type silent struct{}
@@ -68,4 +63,28 @@ func (silent) Infof(string, ...any)  {}
 func (silent) Errorf(string, ...any) {}
 func (silent) Fatalf(format string, args ...any) {
 	panic(format)
+}
+
+// TestIndexOfTheLayoutBeforeTheRuntimeIsTakenInAgain: an index written
+// before it ran on the runtime (one Pebble store in its directory itself)
+// is deleted on Open, and the log is taken in again into the runtime's
+// store.
+func TestIndexOfTheLayoutBeforeTheRuntimeIsTakenInAgain(t *testing.T) {
+	is := is.New(t)
+	env := eventstest.Start(t, true)
+	log := loadLog(t, env, fixtures.GenerateLog(3, fixtures.Options{Devices: 2, Events: 300}))
+	dir := t.TempDir()
+	db, err := pebble.Open(dir, &pebble.Options{Logger: silent{}})
+	is.NoErr(err)
+	is.NoErr(db.Set([]byte("c"), []byte{0, 0, 0, 0, 0, 0, 0, 200}, pebble.Sync))
+	is.NoErr(db.Close())
+
+	x, stop := startIndex(t, env, dir, 32)
+	defer stop()
+	waitFor(t, x, uint64(len(log)))
+	old, _ := filepath.Glob(filepath.Join(dir, "OPTIONS-*"))
+	is.Equal(len(old), 0) // the old store is gone
+	_, _, st, err := x.Answer(timetravel.Query{Device: "pi-001"})
+	is.NoErr(err)
+	is.Equal(st.Events, countDevice(log, "pi-001")) // taken in from sequence 1, not from the old checkpoint
 }

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"iter"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -40,67 +38,25 @@ type Reply struct {
 	Note string `json:"note,omitempty"`
 }
 
-// Log is what the index needs of the log: its batched follow
-// (events.Store has it).
-type Log interface {
-	Batches(ctx context.Context, f events.Filter, o events.BatchOptions) iter.Seq2[events.Batch, error]
-}
+// Log is what the index needs of the log: its batched follow and where it
+// begins and ends (events.Store has both).
+type Log = projections.Log
 
-// Follow keeps x up to date with the log on the read side's runtime
-// (projections.FollowLog, as the projection service): it follows from the
-// checkpoint on, a batch at a time, each batch one Pebble write with the
-// checkpoint, until ctx is done. The Pebble checkpoint is the source of
-// truth, so no consumer state lives on the server; after a restart it
-// resumes exactly after the last batch written. A failure (the server gone
-// for a moment, a write that failed) is logged with its cause on logger
-// (nil: slog.Default()), the first at once and then at most once a minute
-// with a count, and following resumes from the checkpoint a second later.
-func (x *Index) Follow(ctx context.Context, log Log, logger *slog.Logger) error {
-	fails := projections.NewFailureLog(logger, "time-travel index: following the log failed; it resumes from its checkpoint every second, and inspect answers lag until it does", time.Now)
-	return projections.FollowLog(ctx, log, x, projections.FollowOptions{Max: maxBatch, Fails: fails})
-}
-
-// ApplyBatch takes in one batch of the log (projections.Consumer): its
-// events, and its bad messages as gaps the checkpoint passes, in one
-// Pebble write with the new checkpoint.
-func (x *Index) ApplyBatch(b events.Batch) error {
-	if err := projections.Writable(x.db); err != nil {
-		return err // nothing taken in: the checkpoint stays, the follow tries again
-	}
-	msgs := x.msgs[:0]
-	for _, run := range b.Runs {
-		for i := range run {
-			d := &run[i]
-			if d.Err != nil { // indexed as a gap, so the checkpoint passes it
-				msgs = append(msgs, Msg{Stored: events.Stored{Seq: d.Seq}, Bad: true})
-				continue
-			}
-			msgs = append(msgs, Msg{Stored: d.Stored, Raw: events.AppendEventJSON(nil, d.Stored.Event)})
-		}
-	}
-	err := x.Apply(msgs)
-	clear(msgs)
-	x.msgs = msgs[:0]
-	if err != nil {
-		return fmt.Errorf("write %d events to the index: %w", len(msgs), err)
-	}
-	return nil
-}
-
-// maxBatch is the most events one index write takes.
-const maxBatch = 5000
+// Follow keeps x up to date with the log: it is the read side's runtime
+// (projections.Service.Run, as the projection service) with the index's
+// model. It follows from the checkpoint on, a batch at a time, each batch
+// one Pebble write with the checkpoint, until ctx is done. The Pebble
+// checkpoint is the source of truth, so no consumer state lives on the
+// server; after a restart it resumes exactly after the last batch written.
+// A failure (the server gone for a moment, a write that failed) is logged
+// with its cause (WithLogger), the first at once and then at most once a
+// minute with a count, counted in RunStats, and following resumes from
+// the checkpoint a second later. A log that went backwards or lost events
+// the index had not taken in halts it (Health says why).
+func (x *Index) Follow(ctx context.Context, log Log) error { return x.svc.Run(ctx, log) }
 
 // WaitFor blocks until the index has taken in the log up to seq, or ctx is done.
-func (x *Index) WaitFor(ctx context.Context, seq uint64) error {
-	for x.Checkpoint() < seq {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-	return nil
-}
+func (x *Index) WaitFor(ctx context.Context, seq uint64) error { return x.svc.WaitFor(ctx, seq) }
 
 // Serve adds the micro service: a request is a Query (JSON), the reply a Reply.
 // log, if not nil, says where the log begins, so that an answer about a

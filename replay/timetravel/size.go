@@ -2,7 +2,10 @@ package timetravel
 
 import (
 	"context"
+	"errors"
 	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
 )
 
 // Size is what the index takes on disk.
@@ -18,17 +21,20 @@ type Size struct {
 
 // DiskUsage flushes the index's memtable, compacts the whole store and
 // returns what it then takes on disk: what the index costs once Pebble has
-// settled, for measuring and for operators. It holds the write lock, so
-// Apply waits meanwhile; on a large index it can take seconds.
+// settled, for measuring and for operators. On a large index it can take
+// seconds; the index takes in the log meanwhile.
 func (x *Index) DiskUsage(ctx context.Context) (Size, error) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if err := x.db.Flush(); err != nil {
+	var db *pebble.DB
+	x.query(func(m *model) { db = m.db })
+	if db == nil {
+		return Size{}, errors.New("time-travel index: closed")
+	}
+	if err := db.Flush(); err != nil {
 		return Size{}, fmt.Errorf("time-travel index: flush: %w", err)
 	}
-	if err := x.db.Compact(ctx, []byte{0}, []byte{0xff}, true); err != nil {
+	if err := db.Compact(ctx, []byte{0}, []byte{0xff}, true); err != nil {
 		return Size{}, fmt.Errorf("time-travel index: compact: %w", err)
 	}
-	m := x.db.Metrics()
+	m := db.Metrics()
 	return Size{Data: m.Table.Local.LiveSize + m.BlobFiles.Local.LiveSize, Disk: m.DiskSpaceUsage()}, nil
 }

@@ -21,12 +21,12 @@ func (d *deviceIndex) snapshotDue(every int) bool {
 // nil when there is none. Snapshots may lie at any position: their spacing
 // depends on their size, and indexes written with another spacing still
 // load.
-func (x *Index) snapshotAt(dev string, p int) (int, []byte, error) {
+func (x *model) snapshotAt(dev string, p int) (int, []byte, error) {
 	if p <= 0 {
 		return 0, nil, nil
 	}
-	lower := posKey('s', dev, 1)
-	it, err := x.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: posKey('s', dev, p+1)})
+	lower := posKey(kindSnapshot, dev, 1)
+	it, err := x.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: posKey(kindSnapshot, dev, p+1)})
 	if err != nil {
 		return 0, nil, err
 	}

@@ -91,7 +91,7 @@ func startIndex(t testing.TB, env *eventstest.Env, dir string, every int) (*time
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); _ = x.Follow(ctx, env.Store, nil) }()
+	go func() { defer close(done); _ = x.Follow(ctx, env.Store) }()
 	stop := func() { cancel(); <-done; _ = x.Close() }
 	return x, stop
 }
@@ -246,16 +246,31 @@ func TestIndexResumesAfterRestart(t *testing.T) {
 		is.NoErr(err)
 		log = append(log, s)
 	}
-	for _, i := range []int{0, 500, 1199, 1200, 1500, 1999} {
-		T := log[i].At
-		for _, dev := range []string{"pi-001", "pi-002", "pi-003"} {
-			q := timetravel.Query{Device: dev, At: T}
+	answersAsTheFullFold(t, x, log, []int{0, 500, 1199, 1200, 1500, 1999}, "pi-001", "pi-002", "pi-003") // each event once across the restart
+}
+
+// answersAsTheFullFold checks, at the event times of log at the positions
+// ats, that the index answers for each device as the full fold of log, and
+// holds each of its events once.
+func answersAsTheFullFold(t *testing.T, x *timetravel.Index, log []events.Stored, ats []int, devs ...string) {
+	t.Helper()
+	for _, i := range ats {
+		for _, dev := range devs {
+			q := timetravel.Query{Device: dev, At: log[i].At}
 			fast, _, st, err := x.Answer(q)
-			is.NoErr(err)
+			if err != nil {
+				t.Fatal(err)
+			}
 			full, _, _, err := timetravel.FoldAt(slice(log), q)
-			is.NoErr(err)
-			is.Equal(string(mustJSON(t, fast)), string(mustJSON(t, full)))
-			is.Equal(st.Events, countDevice(log, dev)) // each event indexed once across the restart
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a, b := string(mustJSON(t, fast)), string(mustJSON(t, full)); a != b {
+				t.Fatalf("%s at %s: index %s, full fold %s", dev, q.At, a, b)
+			}
+			if n := countDevice(log, dev); st.Events != n {
+				t.Fatalf("%s: %d events indexed, the log has %d", dev, st.Events, n)
+			}
 		}
 	}
 }
