@@ -65,6 +65,14 @@ func appendEnvelope(b []byte, s Event) []byte {
 		b = append(b, `,"correlation":`...)
 		b = appendString(b, s.Correlation)
 	}
+	if s.Writer != "" {
+		b = append(b, `,"writer":`...)
+		b = appendString(b, s.Writer)
+	}
+	if s.WriterSeq != 0 {
+		b = append(b, `,"wseq":`...)
+		b = strconv.AppendUint(b, s.WriterSeq, 10)
+	}
 	b = append(b, `,"data":`...)
 	return appendRaw(b, s.Data)
 }

@@ -19,6 +19,11 @@ func TestAppendStoredJSONEqualsEncodingJSON(t *testing.T) {
 	odd.Actor, odd.Causation, odd.Correlation = "user:Zoë <ops> & \"co\"", "c\n1", "x"
 	odd.Data = json.RawMessage("{\n  \"labels\": {\"a\": \"b c\"},\n \"agentVersion\": \"v\", \"kinds\": []}")
 	evs = append(evs, odd)
+	for i := range evs { // half of the events carry a writer and its sequence (a fold dedups on them: an export must keep them)
+		if i%2 == 1 {
+			evs[i].Writer, evs[i].WriterSeq = "01JD2B3C4D5E6F7G8H9JAKBMCN", uint64(i)
+		}
+	}
 	for i, e := range evs {
 		s := events.Stored{Event: e, Seq: uint64(i + 1), StreamTime: e.At.Add(3e9), Subject: "fleet.x.y"}
 		var want bytes.Buffer
@@ -36,6 +41,9 @@ func TestAppendStoredJSONEqualsEncodingJSON(t *testing.T) {
 func TestDecodeStoredJSONReadsWhatAppendStoredJSONWrites(t *testing.T) {
 	is := is.New(t)
 	for i, e := range fixtures.GenerateLog(4, fixtures.Options{Devices: 3, Events: 500, UnknownKind: true}) {
+		if i%2 == 1 {
+			e.Writer, e.WriterSeq = "01JD2B3C4D5E6F7G8H9JAKBMCN", uint64(i)
+		}
 		subj, err := events.SubjectFor(e)
 		is.NoErr(err)
 		s := events.Stored{Event: e, Seq: uint64(i + 1), StreamTime: e.At.Add(3e9).UTC(), Subject: subj}

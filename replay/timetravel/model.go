@@ -2,10 +2,8 @@ package timetravel
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -79,23 +77,14 @@ func splitKey(k []byte) (device string, pos int, ok bool) {
 	return string(k[1 : len(k)-5]), int(binary.BigEndian.Uint32(k[len(k)-4:])), true
 }
 
-// appendRecord encodes s as an event record. events.AppendEventJSON
-// leaves out the writer and its sequence (which the folds deduplicate on):
-// they are added here.
+// appendRecord encodes s as an event record: seq, stream time and at,
+// then the envelope as stored (with the writer and its sequence, which the
+// folds deduplicate on).
 func appendRecord(b []byte, s events.Stored) []byte {
 	b = binary.BigEndian.AppendUint64(b, s.Seq)
 	b = binary.BigEndian.AppendUint64(b, uint64(s.StreamTime.UnixNano()))
 	b = binary.BigEndian.AppendUint64(b, uint64(s.At.UnixNano()))
-	b = events.AppendEventJSON(b, s.Event)
-	if s.Writer == "" && s.WriterSeq == 0 {
-		return b
-	}
-	w, _ := json.Marshal(s.Writer) // a string: cannot fail
-	b = append(b[:len(b)-1], `,"writer":`...)
-	b = append(b, w...)
-	b = append(b, `,"wseq":`...)
-	b = strconv.AppendUint(b, s.WriterSeq, 10)
-	return append(b, '}')
+	return events.AppendEventJSON(b, s.Event)
 }
 
 func decodeRecord(b []byte) (events.Stored, error) {

@@ -9,8 +9,7 @@ import (
 )
 
 // TestRecordKeepsTheWriter: an event record keeps every field of the
-// envelope, also the writer and its sequence the folds deduplicate on
-// (events.AppendEventJSON leaves them out).
+// envelope, also the writer and its sequence the folds deduplicate on.
 func TestRecordKeepsTheWriter(t *testing.T) {
 	for i, e := range fixtures.GenerateLog(4, fixtures.Options{Devices: 1, Events: 50}) {
 		if i%2 == 0 {
