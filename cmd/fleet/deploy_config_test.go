@@ -14,7 +14,7 @@ import (
 // deploy/nats parse, the hub nodes fsync before every ack, share domain
 // "hub" and one cluster of 3 routes, accept leaf nodes; the site config
 // has the leaf settings fleet site builds (siteServerOptions), and all allow
-// an open atomic batch a device as the embedded server does, so the file
+// as many open atomic batches as the embedded server does, so the file
 // a user reads is what the code runs.
 func TestDeployConfigsSayWhatTheREADMEPromises(t *testing.T) {
 	is := is.New(t)
@@ -28,14 +28,14 @@ func TestDeployConfigsSayWhatTheREADMEPromises(t *testing.T) {
 		is.Equal(len(o.Routes), 3)
 		is.True(o.LeafNode.Port > 0)
 		is.Equal(o.MaxPayload, int32(2<<20))
-		is.Equal(o.JetStreamLimits.MaxBatchInflightPerStream, 20000) // one open batch a device, as the embedded server
-		is.Equal(o.JetStreamLimits.MaxBatchInflightTotal, 20000)
+		is.Equal(o.JetStreamLimits.MaxBatchInflightPerStream, 1000) // as the embedded server
+		is.Equal(o.JetStreamLimits.MaxBatchInflightTotal, 1000)
 	}
 	o, err := server.ProcessConfigFile("../../deploy/nats/site.conf")
 	is.NoErr(err)
 	is.True(o.SyncAlways)
 	is.Equal(o.JetStreamDomain, "shop-1")
-	is.Equal(o.JetStreamLimits.MaxBatchInflightPerStream, 20000)
+	is.Equal(o.JetStreamLimits.MaxBatchInflightPerStream, 1000)
 	is.Equal(len(o.LeafNode.Remotes), 1)
 	want := &server.Options{}
 	siteServerOptions(want, "shop-1", []*url.URL{{Scheme: "nats-leaf", Host: "127.0.0.1:7422"}})

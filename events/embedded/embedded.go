@@ -50,15 +50,7 @@ type Options struct {
 
 // maxBatchInflight is how many atomic batches may be open at once on a
 // stream (and on the server); the nats-server defaults are 50 and 1,000.
-// Each agent keeps at most one batch open (its drain sends one at a time),
-// so a limit above the fleet's size means no agent's drain is ever refused
-// with 429 "too many inflight": at 1,000, a rollout to 10,000 devices at
-// once had 9,395 drains refused, each retried and backed off (BENCHMARKS.md,
-// issue 13, third pass). The cost is per batch actually open, not per slot:
-// a batch is staged in a small store of its own until it commits (at most
-// the server's batch timeout, 10 s), so the memory it holds is its own
-// messages; the limit only bounds how many such stores can exist at once.
-const maxBatchInflight = 20000
+const maxBatchInflight = 1000
 
 // Server is a running embedded server.
 type Server struct {

@@ -135,7 +135,7 @@ func (c *Cluster) config(nd *Node) string {
 	if c.Opts.Domain != "" {
 		fmt.Fprintf(&b, "  domain: %s\n", c.Opts.Domain)
 	}
-	b.WriteString("  limits { batch { max_inflight_per_stream: 20000, max_inflight_total: 20000 } }\n}\n")
+	b.WriteString("  limits { batch { max_inflight_per_stream: 1000, max_inflight_total: 1000 } }\n}\n")
 	if len(c.Nodes) > 1 {
 		var routes []string
 		for _, o := range c.Nodes {
