@@ -118,7 +118,8 @@ func (l *loop) scheduleProbes(now time.Time) [][]*probeRun {
 		if x == nil || x.busy || !healthRuns(x) {
 			continue
 		}
-		for _, t := range x.health.tracks() {
+		var buf [3]*probeTrack
+		for _, t := range x.health.tracks(&buf) {
 			if t.running {
 				continue
 			}
