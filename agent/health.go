@@ -176,16 +176,19 @@ func (h *health) wasReady() {
 }
 
 // tracks returns the probes that run now: the startup probe until it
-// passed, then readiness and liveness; the kind's own health always.
-func (h *health) tracks() []*probeTrack {
-	var ts []*probeTrack
+// passed, then readiness and liveness; the kind's own health always. They
+// are put in buf, so the loop, which asks every step for every resource,
+// allocates nothing for it.
+func (h *health) tracks(buf *[3]*probeTrack) []*probeTrack {
+	ts := buf[:0]
 	if !h.started {
 		ts = append(ts, h.startup)
 	} else {
-		for _, t := range []*probeTrack{h.readiness, h.liveness} {
-			if t != nil {
-				ts = append(ts, t)
-			}
+		if h.readiness != nil {
+			ts = append(ts, h.readiness)
+		}
+		if h.liveness != nil {
+			ts = append(ts, h.liveness)
 		}
 	}
 	if h.kind != nil {
@@ -287,7 +290,8 @@ func (h *health) verdict() (ok bool, probe, reason, output string, failures int)
 // due returns the earliest time a probe or restart of h is due (zero: none).
 func (h *health) due() time.Time {
 	var at time.Time
-	for _, t := range h.tracks() {
+	var buf [3]*probeTrack
+	for _, t := range h.tracks(&buf) {
 		if !t.running && (at.IsZero() || t.next.Before(at)) {
 			at = t.next
 		}

@@ -71,7 +71,7 @@ func TestStartupProbeHoldsLivenessOff(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	h := newHealth(&r, "d", reconcile.NewContainer(""), now)
 	for i := range 29 {
-		for _, tr := range h.tracks() {
+		for _, tr := range h.tracks(new([3]*probeTrack)) {
 			if tr.role == probeLiveness || tr.role == probeReadiness {
 				t.Fatalf("step %d: %s runs before startup passed", i, tr.role)
 			}
@@ -87,7 +87,7 @@ func TestStartupProbeHoldsLivenessOff(t *testing.T) {
 	}
 	h.record(h.startup, true, "connected", 0, now)
 	var roles []string
-	for _, tr := range h.tracks() {
+	for _, tr := range h.tracks(new([3]*probeTrack)) {
 		roles = append(roles, tr.role)
 	}
 	if len(roles) < 2 || roles[0] != probeReadiness || roles[1] != probeLiveness {

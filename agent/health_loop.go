@@ -99,29 +99,45 @@ func healthRuns(x *resource) bool {
 // scheduleProbes returns the probe calls due at now, within maxProbes
 // calls: one probe run each, except the kind health reads due of a kind
 // whose reconciler reads many at once (reconcile.BatchHealthReporter: one
-// podman inspect for every container due), which share one call.
+// podman inspect for every container due), which share one call. A batch
+// also takes the kind health reads of its kind due within the next
+// kindHealthEarly of a period: read a little early, they are due together
+// from then on, so a device's containers settle into one podman inspect
+// per period, not one each at the phase of their own apply.
 func (l *loop) scheduleProbes(now time.Time) [][]*probeRun {
 	var calls [][]*probeRun
 	batch := map[string]int{} // kind → its call in calls
+	type soon struct {
+		x  *resource
+		t  *probeTrack
+		rc reconcile.Reconciler
+	}
+	var early []soon // kind health reads of a batching kind due soon
 	for _, id := range l.order {
 		x := l.res[id]
 		if x == nil || x.busy || !healthRuns(x) {
 			continue
 		}
-		for _, t := range x.health.tracks() {
-			if t.running || now.Before(t.next) {
+		var buf [3]*probeTrack
+		for _, t := range x.health.tracks(&buf) {
+			if t.running {
 				continue
 			}
 			rc := l.a.recs[x.rec.Kind]
 			_, batches := rc.(reconcile.BatchHealthReporter)
 			batches = batches && t.probe == nil
+			if now.Before(t.next) {
+				if batches && t.next.Before(now.Add(kindHealthPeriod/kindHealthEarly)) {
+					early = append(early, soon{x, t, rc})
+				}
+				continue
+			}
 			i, open := batch[x.rec.Kind]
 			if !(batches && open) && l.probing+len(calls) >= maxProbes {
 				continue // a batch with room may still take a kind health read
 			}
 			t.running = true
-			r := &probeRun{x: x, h: x.health, t: t, rc: rc,
-				target: reconcile.Target{Resource: x.rec.Resource, Generation: x.rec.Generation}}
+			r := l.newProbeRun(x, t, rc)
 			switch {
 			case batches && open:
 				calls[i] = append(calls[i], r)
@@ -133,7 +149,22 @@ func (l *loop) scheduleProbes(now time.Time) [][]*probeRun {
 			}
 		}
 	}
+	for _, e := range early {
+		if i, open := batch[e.x.rec.Kind]; open {
+			e.t.running = true
+			calls[i] = append(calls[i], l.newProbeRun(e.x, e.t, e.rc))
+		}
+	}
 	return calls
+}
+
+// kindHealthEarly: a kind health batch takes the reads due within the
+// next 1/kindHealthEarly of kindHealthPeriod.
+const kindHealthEarly = 2
+
+func (l *loop) newProbeRun(x *resource, t *probeTrack, rc reconcile.Reconciler) *probeRun {
+	return &probeRun{x: x, h: x.health, t: t, rc: rc,
+		target: reconcile.Target{Resource: x.rec.Resource, Generation: x.rec.Generation}}
 }
 
 // startProbes runs the probe calls in goroutines; each call's outcomes
