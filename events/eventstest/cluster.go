@@ -88,13 +88,31 @@ type Cluster struct {
 // their ports across restarts (routes name them), so -1 cannot be used.
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		// a port is closed again before the node binds it, so the kernel
+		// may hand it out twice (a node's HTTP and route port were once
+		// the same): never give one out twice in this process
+		if !portsGiven[p] {
+			portsGiven[p] = true
+			return p
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free loopback port not given out before")
+	return 0
 }
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
 
 // StartCluster starts n nodes (n = 1 runs a single server, no routes) and
 // waits until the JetStream meta group has a leader. Every node is stopped
