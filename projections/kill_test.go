@@ -11,12 +11,10 @@ import (
 	"time"
 
 	"github.com/matryer/is"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/events/eventstest"
-	"github.com/fleet-dev/fleet/events/jsstore"
 	"github.com/fleet-dev/fleet/fixtures"
 )
 
@@ -29,15 +27,7 @@ func TestKillHelper(t *testing.T) {
 	if url == "" || dir == "" {
 		t.Skip("child process of TestServiceKilled*")
 	}
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, _ := jetstream.New(nc)
-	st, err := jsstore.Attach(context.Background(), js)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := eventstest.Attach(t, url)
 	s, err := Open(dir, WithMaxBatch(1000))
 	if err != nil {
 		t.Fatal(err)

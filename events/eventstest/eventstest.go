@@ -95,3 +95,22 @@ func (e *Env) LimitMessageSize(t testing.TB, n int32) {
 		t.Fatal(err)
 	}
 }
+
+// Attach connects to the server at url and attaches to its FLEET stream
+// (the child process of a SIGKILL test, given the parent's server).
+func Attach(t testing.TB, url string) *jsstore.Store {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := jsstore.Attach(context.Background(), js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}

@@ -12,11 +12,8 @@ import (
 	"time"
 
 	"github.com/matryer/is"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleet-dev/fleet/events/eventstest"
-	"github.com/fleet-dev/fleet/events/jsstore"
 	"github.com/fleet-dev/fleet/fixtures"
 	"github.com/fleet-dev/fleet/replay/timetravel"
 )
@@ -29,15 +26,7 @@ func TestIndexKillHelper(t *testing.T) {
 	if url == "" || dir == "" {
 		t.Skip("child process of TestIndexKilledAtRandomPointsResumesFromItsCheckpoint")
 	}
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, _ := jetstream.New(nc)
-	st, err := jsstore.Attach(context.Background(), js)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := eventstest.Attach(t, url)
 	x, err := timetravel.Open(dir, timetravel.WithSnapshotEvery(16))
 	if err != nil {
 		t.Fatal(err)
