@@ -24,6 +24,7 @@ type SimCmd struct {
 	Auth      bool          `help:"Run the server with --auth and give every device its own credentials."`
 	Dir       string        `placeholder:"DIR" help:"Where device roots, agent stores and server data go (default: a new directory in /dev/shm, removed at the end)."`
 	Keep      bool          `help:"Keep the directory at the end."`
+	DebugDir  string        `placeholder:"DIR" help:"When a phase stalls (no device more Ready or drained for 30 s), write the simulator's goroutines and the stuck devices' state to DIR/stall-*.txt."`
 	Apply     string        `default:"batch" enum:"batch,each" help:"How the simulator appends each generation: batch (events.ApplyMany: 1,000 manifests an atomic batch, a compare-and-set each) or each (events.Apply a device, 64 at a time, as a script of fleet apply calls)."`
 	Output
 }
@@ -76,7 +77,7 @@ func (c *SimCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	cfg := sim.Config{Devices: c.Devices, Resources: c.Resources, Scenario: c.Scenario, For: c.For,
-		NATS: g.NATS, Creds: g.Creds, Auth: c.Auth, Dir: c.Dir, Keep: c.Keep, Outage: c.Outage, ApplyEach: c.Apply == "each", Log: os.Stderr,
+		NATS: g.NATS, Creds: g.Creds, Auth: c.Auth, Dir: c.Dir, Keep: c.Keep, DebugDir: c.DebugDir, Outage: c.Outage, ApplyEach: c.Apply == "each", Log: os.Stderr,
 		Server: func(args ...string) *exec.Cmd {
 			cmd := exec.Command(exe, args...)
 			cmd.Env = append(os.Environ(), "FLEET_NATS=") // the child is the embedded server

@@ -136,6 +136,7 @@ func (s *sim) rollout(ctx context.Context, record bool) (*ReadyStats, error) {
 	}
 	var lat []time.Duration
 	var last time.Time
+	stall := s.newStallWatch(fmt.Sprintf("generation-%d", gen))
 	for {
 		ds, err := s.model.Devices(ctx)
 		if err != nil {
@@ -157,6 +158,7 @@ func (s *sim) rollout(ctx context.Context, record bool) (*ReadyStats, error) {
 			}
 		}
 		rs.Ready = len(lat)
+		stall.observe(rs.Ready, ds)
 		if rs.Ready == len(s.devs) {
 			rs.Seen = ms(time.Since(start))
 			break
@@ -212,6 +214,7 @@ func (s *sim) reconnect(ctx context.Context) (*ReconnectStats, error) {
 	s.log("server back after %s with %d outbox events pending on the devices", up.Sub(down).Round(time.Millisecond), rs.PendingAtRestart)
 	need := (len(s.devs)*99 + 99) / 100
 	deadline := up.Add(s.cfg.For)
+	stall := s.newStallWatch("reconnect")
 	for {
 		conn, drained := 0, 0
 		for _, d := range s.devs {
@@ -233,6 +236,7 @@ func (s *sim) reconnect(ctx context.Context) (*ReconnectStats, error) {
 			rs.Drained99 = el
 		}
 		rs.Reconnected, rs.Drained = conn, drained
+		stall.observe(drained, nil)
 		if drained == len(s.devs) {
 			rs.DrainedAll = el
 			break

@@ -87,6 +87,9 @@ type Config struct {
 	// ApplyEach appends each generation with events.Apply a device (64 at
 	// a time) instead of events.ApplyMany (1,000 a batch).
 	ApplyEach bool
+	// DebugDir, when set, is where the simulator writes a dump (its
+	// goroutines, the devices not converged) when a phase stalls (stall.go).
+	DebugDir string
 	// Log gets progress lines (nil: none).
 	Log io.Writer
 }
