@@ -51,7 +51,7 @@ waits until the read model shows the fleet Ready, then:
              then the raw floor: bare clients publishing the same events in
              the same batch shapes to the same server;
   reconnect  kills the server (SIGKILL) under all agents, tampers with a
-             file on 10% of them, restarts it, and times reconnects and
+             file on every one of them, restarts it, and times reconnects and
              outbox drains;
   drift      tampers with a file on 1% of the devices every minute.
 It ends with 'fleet replay --verify' of the whole log and the agents' own

@@ -131,8 +131,9 @@ type Durable struct {
 // ReconnectStats is the server killed (SIGKILL) and restarted under the agents.
 type ReconnectStats struct {
 	OutageMs         float64 `json:"outageMs"`
+	ServerStartMs    float64 `json:"serverStartMs"` // from the restart to the server's ready line (agents reconnect before it)
 	PendingAtRestart int64   `json:"pendingAtRestart"` // outbox events on all devices when the server came back
-	Reconnected99    float64 `json:"reconnected99Ms"`  // from restart
+	Reconnected99    float64 `json:"reconnected99Ms"`  // from the restart (the new process started)
 	ReconnectedAll   float64 `json:"reconnectedAllMs"`
 	Drained99        float64 `json:"drained99Ms"` // 99% of devices connected with an empty outbox
 	DrainedAll       float64 `json:"drainedAllMs"`
@@ -213,8 +214,8 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "  wire:             %.0f bytes a device a day on the socket (%.0f payload)\n", r.Wire.BytesPerDevicePerDay, r.Wire.PayloadPerDevicePerDay)
 	fmt.Fprintf(w, "  durable writes:   %.1f events/s + %.1f heartbeats/s (fsyncs not exposed by the server: %s)\n", r.Durable.EventsPerSec, r.Durable.HeartbeatsPerS, r.Durable.Note)
 	if x := r.Reconnect; x != nil {
-		fmt.Fprintf(w, "  reconnect:        outage %.0f ms, %d outbox events pending; 99%% reconnected %.0f ms, all %.0f ms; 99%% drained %.0f ms, all %.0f ms (%d/%d)\n",
-			x.OutageMs, x.PendingAtRestart, x.Reconnected99, x.ReconnectedAll, x.Drained99, x.DrainedAll, x.Drained, r.Devices)
+		fmt.Fprintf(w, "  reconnect:        outage %.0f ms (server ready %.0f ms after its restart), %d outbox events pending; 99%% reconnected %.0f ms, all %.0f ms; 99%% drained %.0f ms, all %.0f ms (%d/%d)\n",
+			x.OutageMs, x.ServerStartMs, x.PendingAtRestart, x.Reconnected99, x.ReconnectedAll, x.Drained99, x.DrainedAll, x.Drained, r.Devices)
 	}
 	if x := r.Drift; x != nil {
 		fmt.Fprintf(w, "  drift:            %d rounds, %d files tampered, %d corrected, %d DriftDetected; tamper->corrected p50 %.0f ms, p99 %.0f ms\n",
