@@ -131,7 +131,7 @@ type Durable struct {
 // ReconnectStats is the server killed (SIGKILL) and restarted under the agents.
 type ReconnectStats struct {
 	OutageMs         float64 `json:"outageMs"`
-	ServerStartMs    float64 `json:"serverStartMs"` // from the restart to the server's ready line (agents reconnect before it)
+	ServerStartMs    float64 `json:"serverStartMs"`    // from the restart to the server's ready line (agents reconnect before it)
 	PendingAtRestart int64   `json:"pendingAtRestart"` // outbox events on all devices when the server came back
 	Reconnected99    float64 `json:"reconnected99Ms"`  // from the restart (the new process started)
 	ReconnectedAll   float64 `json:"reconnectedAllMs"`
