@@ -11,15 +11,23 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/cockroachdb/pebble/v2/sstable"
 )
 
 // StoreOptions are the Pebble options of the server's derived stores (the
 // read models here, the time-travel index in replay/timetravel): they must
 // not take more disk than the log they are derived from (BENCHMARKS.md,
-// derived bytes per log byte). Tables are compressed with zstd on every
-// level (events are JSON, which zstd shrinks far more than the default
-// snappy), and the memtable is 1 MiB instead of 4.
+// derived bytes per log byte). Tables are compressed with Pebble's
+// Balanced settings: zstd (level 1) on the last level, where a small store
+// keeps nearly all its data, the fastest compression above it.
+//
+// A store's keys are devices (and their times), so every memtable flushed
+// spans the whole key space and a compaction into the last level rewrites
+// all of it: compactions are made rare, not small. The memtable is 4 MiB
+// (Pebble's default) and up to 16 flushed tables wait in level 0 before
+// one compaction takes them all (Pebble's default is 4). With a 1 MiB
+// memtable, 4 tables and zstd level 3, compactions were 44 % of the
+// server's CPU during a 5,000-device rollout (BENCHMARKS.md, "derived
+// stores' compactions").
 //
 // The write-ahead log is off: a derived store is the log folded, its
 // checkpoint written in the same batch as what it folded, so a store that
@@ -33,15 +41,15 @@ import (
 // flushes, whose failures Pebble retries, and Writable refuses batches
 // before the disk is that full.
 func StoreOptions(logger pebble.Logger) *pebble.Options {
-	o := &pebble.Options{Logger: logger, MemTableSize: 1 << 20, DisableWAL: true}
-	zstd := pebble.UniformDBCompressionSettings(sstable.ZstdCompression)
-	o.ApplyCompressionSettings(func() pebble.DBCompressionSettings { return zstd })
+	o := &pebble.Options{Logger: logger, MemTableSize: 4 << 20, DisableWAL: true,
+		L0CompactionThreshold: 16, L0StopWritesThreshold: 64}
+	o.ApplyCompressionSettings(func() pebble.DBCompressionSettings { return pebble.DBCompressionBalanced })
 	return o
 }
 
 // MinStoreFree is the free space below which a derived store takes no more
-// batches: room for the memtables' flushes and a compaction's output.
-var MinStoreFree uint64 = 8 << 20
+// batches: room for the memtables' flushes (two of 4 MiB) and a compaction's output.
+var MinStoreFree uint64 = 16 << 20
 
 // StoreFullAction is what to do about a derived store out of disk space.
 const StoreFullAction = "free space on that file system or move the data directory to a larger one (stop the server, move it, start with --data); " +

@@ -84,6 +84,7 @@ func main() {
 }
 
 func run(args []string) int {
+	startPprof()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var cli CLI
