@@ -282,8 +282,12 @@ func (a *Agent) Run(ctx context.Context, nc *nats.Conn) error {
 		return err
 	}
 	manifests := make(chan manifestUpdate, 4)
+	// the watch ends with the loop, also when the loop fails (a full disk):
+	// Run then returns its error instead of waiting on the watch
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
 	wg.Add(1)
-	go func() { defer wg.Done(); a.watchManifests(ctx, conn, manifests) }()
+	go func() { defer wg.Done(); a.watchManifests(wctx, conn, manifests) }()
 	beats := make(chan heartbeat, 1)
 	wg.Add(1)
 	go func() { defer wg.Done(); a.heartbeats(bg, conn, beats) }()

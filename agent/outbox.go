@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -202,7 +203,9 @@ func (a *Agent) drain(ctx context.Context, conn *logConn) {
 				a.log.Warn("outbox: log not reachable, keeping events locally", "events", a.OutboxLen(), "err", err)
 				said = "unreachable"
 			}
-			wait = time.After(delay)
+			// jittered (0.5 to 1.5 times the delay): the devices of a site
+			// that lost the log together do not come back in step
+			wait = time.After(delay/2 + rand.N(delay))
 			delay = min(delay*2, 2*time.Second)
 		} else {
 			if said != "" {
@@ -215,7 +218,47 @@ func (a *Agent) drain(ctx context.Context, conn *logConn) {
 		case <-ctx.Done():
 			return
 		case <-a.drainWake:
+			if wait == nil && !a.gather(ctx) { // events after an idle spell
+				return
+			}
 		case <-wait:
+		}
+	}
+}
+
+// How the drain gathers the events of one pass into one batch: woken with
+// an empty outbox behind it, it waits until no commit came for
+// gatherQuiet, at most gatherMax. A manifest's pass commits the
+// resources' Reconciling, then (a reconcile later) their Ready; sent as
+// they came, that was two atomic batches a device, and at 10,000 devices
+// the stream's ingest of small batches is what bounds a rollout (each
+// batch on a file-backed stream is staged in a store of its own,
+// BENCHMARKS.md). A single event waits gatherQuiet; none waits more than
+// gatherMax.
+var (
+	gatherQuiet = 15 * time.Millisecond
+	gatherMax   = 150 * time.Millisecond
+)
+
+// gather waits while commits keep coming, as above; false if ctx ended.
+func (a *Agent) gather(ctx context.Context) bool {
+	if gatherMax <= 0 {
+		return true
+	}
+	limit := time.NewTimer(gatherMax)
+	defer limit.Stop()
+	quiet := time.NewTimer(gatherQuiet)
+	defer quiet.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-limit.C:
+			return true
+		case <-quiet.C:
+			return true
+		case <-a.drainWake:
+			quiet.Reset(gatherQuiet)
 		}
 	}
 }

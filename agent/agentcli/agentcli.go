@@ -70,10 +70,13 @@ Config file (YAML, every key optional, unknown keys refused):
 }
 
 // ConnectOptions are the NATS options an agent connects with: it starts
-// without a server and reconnects forever.
+// without a server and reconnects forever, 1 to 4 s after each failed try
+// (nats.go's default jitter is 100 ms: the thousands of devices that lost a
+// restarted server together came back within one such window).
 func ConnectOptions() []nats.Option {
 	return []nats.Option{
 		nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectWait(time.Second),
+		nats.ReconnectJitter(3*time.Second, 3*time.Second),
 		nats.ReconnectBufSize(-1),   // publishes go through the outbox, never the reconnect buffer
 		nats.IgnoreAuthErrorAbort(), // a suspended device (fleet server's rate guard) is let in again later
 	}
