@@ -52,6 +52,7 @@ type Agent struct {
 	parked     atomic.Int64 // outbox events the log refused, kept under prefixParked
 	published  atomic.Int64 // outbox events the log took, since the start
 	drainWake  chan struct{}
+	working    atomic.Int32 // reconciler calls running, as of the loop's last commit (gather)
 	// refusedSaid is set once the credentials-refused warning is logged for
 	// the current outage (by the outbox drain or the connection watcher)
 	refusedSaid atomic.Bool

@@ -272,6 +272,7 @@ func (l *loop) run(ctx context.Context, manifests <-chan manifestUpdate, beats c
 			t.abort()
 			return err
 		}
+		a.working.Store(int32(l.inflight)) // before the commit wakes the drain
 		if _, err := t.commit(); err != nil {
 			return err
 		}

@@ -228,16 +228,17 @@ func (a *Agent) drain(ctx context.Context, conn *logConn) {
 
 // How the drain gathers the events of one pass into one batch: woken with
 // an empty outbox behind it, it waits until no commit came for
-// gatherQuiet, at most gatherMax. A manifest's pass commits the
-// resources' Reconciling, then (a reconcile later) their Ready; sent as
-// they came, that was two atomic batches a device, and at 10,000 devices
-// the stream's ingest of small batches is what bounds a rollout (each
-// batch on a file-backed stream is staged in a store of its own,
-// BENCHMARKS.md). A single event waits gatherQuiet; none waits more than
-// gatherMax.
+// gatherQuiet and no reconciler call is running, at most gatherMax. A
+// manifest's pass commits the resources' Reconciling, then (a reconcile
+// later) their Ready; sent as they came, that was two atomic batches a
+// device, and at 10,000 devices the stream's ingest of small batches is
+// what bounds a rollout (each batch on a file-backed stream is staged in a
+// store of its own, BENCHMARKS.md). A single event waits gatherQuiet; none
+// waits more than gatherMax (a container's pull that takes minutes sends
+// its Reconciling first).
 var (
 	gatherQuiet = 15 * time.Millisecond
-	gatherMax   = 150 * time.Millisecond
+	gatherMax   = 200 * time.Millisecond
 )
 
 // gather waits while commits keep coming, as above; false if ctx ended.
@@ -256,7 +257,10 @@ func (a *Agent) gather(ctx context.Context) bool {
 		case <-limit.C:
 			return true
 		case <-quiet.C:
-			return true
+			if a.working.Load() == 0 {
+				return true
+			}
+			quiet.Reset(gatherQuiet) // a pass still running: its results come next
 		case <-a.drainWake:
 			quiet.Reset(gatherQuiet)
 		}
