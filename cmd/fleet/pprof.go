@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -13,15 +14,18 @@ import (
 // as 127.0.0.1:6060) when it is set: how the scale figures of BENCHMARKS.md
 // were taken apart. It is refused on any other address: the profiles show
 // the process's memory and are served without credentials.
-func startPprof() {
-	addr := os.Getenv("FLEET_PPROF")
+func startPprof() { startPprofOn(os.Getenv("FLEET_PPROF"), os.Stderr) }
+
+// startPprofOn serves the profiles on addr, saying where (or why not) on w;
+// it returns the address it serves on, "" if none.
+func startPprofOn(addr string, w io.Writer) string {
 	if addr == "" {
-		return
+		return ""
 	}
 	host, _, err := net.SplitHostPort(addr)
 	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
-		fmt.Fprintf(os.Stderr, "fleet: FLEET_PPROF=%q ignored: it must be a loopback address and port, such as 127.0.0.1:6060\n", addr)
-		return
+		fmt.Fprintf(w, "fleet: FLEET_PPROF=%q ignored: it must be a loopback address and port, such as 127.0.0.1:6060\n", addr)
+		return ""
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -37,9 +41,10 @@ func startPprof() {
 		if err != nil {
 			continue
 		}
-		fmt.Fprintf(os.Stderr, "fleet: profiles of pid %d at http://%s/debug/pprof/\n", os.Getpid(), l.Addr())
+		fmt.Fprintf(w, "fleet: profiles of pid %d at http://%s/debug/pprof/\n", os.Getpid(), l.Addr())
 		go func() { _ = http.Serve(l, mux) }()
-		return
+		return l.Addr().String()
 	}
-	fmt.Fprintf(os.Stderr, "fleet: FLEET_PPROF: no free port from %s on\n", addr)
+	fmt.Fprintf(w, "fleet: FLEET_PPROF: no free port from %s on\n", addr)
+	return ""
 }
