@@ -55,6 +55,7 @@ func (s *scan) manifest() (*ManifestApplied, bool) {
 
 // resource parses one resource of a manifest (see manifest).
 func (s *scan) resource(r *Resource) bool {
+	kinds := 0 // counted, not read from r.Kind: a kind key may be "" (fuzz)
 	ok := s.object(func(key []byte) bool {
 		var ok bool
 		switch string(key) {
@@ -65,7 +66,7 @@ func (s *scan) resource(r *Resource) bool {
 			r.DriftPolicy, ok = s.text()
 			return ok
 		}
-		if r.Kind != "" {
+		if kinds++; kinds > 1 {
 			return false // a second kind key: the resource has a Problem
 		}
 		if k := kindOf(key); k != nil {
