@@ -14,6 +14,7 @@ import (
 
 	"github.com/fleet-dev/fleet/events"
 	"github.com/fleet-dev/fleet/fsm"
+	"github.com/fleet-dev/fleet/internal/hint"
 )
 
 // The agent's Pebble store holds its snapshot (the manifest in force, every
@@ -157,27 +158,16 @@ func (a *Agent) roomFor(size int) error {
 	if a.o.storeFS != nil {
 		return nil
 	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(a.o.stateDir, &st); err != nil {
+	free, _, err := hint.Space(a.o.stateDir)
+	if err != nil {
 		return nil // the commit itself says what is wrong with the disk
 	}
-	free, need := st.Bavail*uint64(st.Bsize), MinStateFree+uint64(size)
+	need := MinStateFree + uint64(size)
 	if free >= need {
 		return nil
 	}
 	return fmt.Errorf("agent store %s: the disk is full: %s free, a commit of %s needs %s: %w; free space on that disk, then start the agent again (nothing recorded is lost: the store and the log keep it)",
-		a.o.stateDir, sizeText(free), sizeText(uint64(size)), sizeText(need), syscall.ENOSPC)
-}
-
-// sizeText is n bytes as people read it.
-func sizeText(n uint64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
+		a.o.stateDir, hint.Bytes(free), hint.Bytes(uint64(size)), hint.Bytes(need), syscall.ENOSPC)
 }
 
 // getJSON reads key into v; found is false when the key is absent.

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/fleet-dev/fleet/internal/hint"
 )
 
 // StoreOptions are the Pebble options of the server's derived stores (the
@@ -240,24 +242,10 @@ func StoreFailures(dir string) []*StoreFullError {
 	return out
 }
 
-func space(dir string) (free, total uint64, err error) {
-	var fs syscall.Statfs_t
-	if err := syscall.Statfs(dir, &fs); err != nil {
-		return 0, 0, err
-	}
-	return fs.Bavail * uint64(fs.Bsize), fs.Blocks * uint64(fs.Bsize), nil
-}
+func space(dir string) (free, total uint64, err error) { return hint.Space(dir) }
 
 // BytesText is n bytes as people read it: 1.5 GiB, 3.2 MiB, 512 KiB.
-func BytesText(n uint64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	}
-	return fmt.Sprintf("%d KiB", n>>10)
-}
+func BytesText(n uint64) string { return hint.Bytes(n) }
 
 // closeStore writes the memtable as tables (the store has no write-ahead
 // log: what is not flushed is not on disk) and closes db. On a disk too

@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"syscall"
 
+	"github.com/fleet-dev/fleet/internal/hint"
 	"github.com/fleet-dev/fleet/projections"
 	"github.com/fleet-dev/fleet/projections/api"
 )
@@ -27,13 +27,11 @@ type DiskDetail struct {
 
 // diskCheck is the "disk" check of the data directory dir.
 func diskCheck(dir string) api.Check {
-	var fs syscall.Statfs_t
-	if err := syscall.Statfs(dir, &fs); err != nil {
+	free, total, err := hint.Space(dir)
+	if err != nil {
 		return api.Check{Name: "disk", Reason: fmt.Sprintf("cannot read the data directory's file system: %v", err),
 			Action: "check that " + dir + " exists and the server can read it"}
 	}
-	total := fs.Blocks * uint64(fs.Bsize)
-	free := fs.Bavail * uint64(fs.Bsize)
 	d := DiskDetail{Path: dir, TotalBytes: total, FreeBytes: free}
 	if total > 0 {
 		d.UsedPct = float64(total-free) / float64(total) * 100
@@ -48,7 +46,7 @@ func diskCheck(dir string) api.Check {
 	return c
 }
 
-func bytesText(n uint64) string { return projections.BytesText(n) }
+func bytesText(n uint64) string { return hint.Bytes(n) }
 
 func init() {
 	addServerPart("disk and auth health", func(_ context.Context, env *ServerEnv) (func(), error) {

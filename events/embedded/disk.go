@@ -4,10 +4,11 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/fleet-dev/fleet/internal/hint"
 )
 
 // limitMemory is how long a "resource limits exceeded" from the server keeps
@@ -62,11 +63,8 @@ func (d *diskState) noteProblem(msg string) {
 
 // freeBytes is the space left to unprivileged writers on dir's file system.
 func freeBytes(dir string) (uint64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, err
-	}
-	return st.Bavail * uint64(st.Bsize), nil
+	free, _, err := hint.Space(dir)
+	return free, err
 }
 
 // Health reports whether JetStream is enabled, stores what it is sent and
