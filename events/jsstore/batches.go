@@ -278,10 +278,14 @@ func (s *Store) batchConsumer(ctx context.Context, f events.Filter, o events.Bat
 	if err := s.js.DeleteConsumer(ctx, events.Stream, o.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, fmt.Errorf("reset consumer %s: %w", o.Name, unavailable(err))
 	}
-	cons, err := s.js.CreateConsumer(ctx, events.Stream, jetstream.ConsumerConfig{
+	cfg := jetstream.ConsumerConfig{
 		Durable: o.Name, Description: "fleet reader (its checkpoint is kept by the reader)",
 		AckPolicy: jetstream.AckNonePolicy, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: max(f.FromSeq, 1),
 		FilterSubjects: f.Subjects(), MaxAckPending: -1,
+	}
+	// the same config again is no change, so a try made again is harmless
+	cons, err := createConsumer(ctx, func(actx context.Context) (jetstream.Consumer, error) {
+		return s.js.CreateConsumer(actx, events.Stream, cfg)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %s: %w", o.Name, unavailable(err))

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleet-dev/fleet/events"
@@ -206,16 +207,53 @@ func (s *Store) dropConsumer(cons jetstream.Consumer) {
 // here, so that one the server made for a request that failed on the
 // client's side (ctx ended while it was on its way) is deleted too.
 func (s *Store) orderedConsumer(ctx context.Context, f events.Filter) (jetstream.Consumer, error) {
-	cfg := orderedConfig(f)
-	cfg.NamePrefix = fmt.Sprintf("fleet_read_%016x", rand.Uint64())
-	cons, err := s.js.OrderedConsumer(ctx, events.Stream, cfg)
-	if err != nil {
-		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = s.js.DeleteConsumer(dctx, events.Stream, cfg.NamePrefix+"_1") // the first of its names
-		return nil, unavailable(err)
+	return createConsumer(ctx, func(actx context.Context) (jetstream.Consumer, error) {
+		cfg := orderedConfig(f)
+		cfg.NamePrefix = fmt.Sprintf("fleet_read_%016x", rand.Uint64())
+		cons, err := s.js.OrderedConsumer(actx, events.Stream, cfg)
+		if err != nil {
+			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = s.js.DeleteConsumer(dctx, events.Stream, cfg.NamePrefix+"_1") // the first of its names
+			return nil, unavailable(err)
+		}
+		return cons, nil
+	})
+}
+
+// ConsumerCreateTimeout is how long one request to create a consumer may
+// wait for its answer before it is made again. On a cluster the answer
+// comes from the node the consumer was placed on, and one that has just
+// restarted can leave a request unanswered for good (seen in
+// TestClusterAuthDevicesConverge: one create in about six after the stream
+// leader's restart, never answered in 60 s) while a second request is
+// answered in milliseconds.
+var ConsumerCreateTimeout = 5 * time.Second
+
+// createConsumer runs create, each try bounded by ConsumerCreateTimeout,
+// until it succeeds, fails for a reason other than an answer that did not
+// come (a timeout, no responders), or ctx ends. Each try must be
+// idempotent or clean up after itself.
+func createConsumer(ctx context.Context, create func(context.Context) (jetstream.Consumer, error)) (jetstream.Consumer, error) {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		actx, cancel := context.WithTimeout(ctx, ConsumerCreateTimeout)
+		cons, err := create(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !unanswered(err) {
+			return cons, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
 	}
-	return cons, nil
+}
+
+// unanswered reports whether err is a request that got no answer: a
+// timeout or no responders (an election under way), worth making again.
+func unanswered(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)
 }
 
 // orderedConfig is the ordered consumer that reads f's subjects from f.FromSeq.
