@@ -25,6 +25,7 @@ type SimCmd struct {
 	Dir       string        `placeholder:"DIR" help:"Where device roots, agent stores and server data go (default: a new directory in /dev/shm, removed at the end)."`
 	Keep      bool          `help:"Keep the directory at the end."`
 	DebugDir  string        `placeholder:"DIR" help:"When a phase stalls (no device more Ready or drained for 30 s), write the simulator's goroutines and the stuck devices' state to DIR/stall-*.txt."`
+	Nice      *int          `placeholder:"N" help:"Run the simulated devices N nice levels below the server (0 to 19; default 10 on Linux, 0 elsewhere): on one machine the server then has first claim on the cores, as on a machine of its own in a fleet. The devices' work still shares the cores and is counted. 0: the same priority."`
 	Apply     string        `default:"batch" enum:"batch,each" help:"How the simulator appends each generation: batch (events.ApplyMany: 1,000 manifests an atomic batch, a compare-and-set each) or each (events.Apply a device, 64 at a time, as a script of fleet apply calls)."`
 	Output
 }
@@ -64,6 +65,7 @@ Examples:
   fleet sim --devices 500 --scenario reconnect --outage 10s
   fleet sim --devices 10000 --scenario rollout --apply each --for 10m
   fleet sim --devices 100 --scenario drift --for 3m --auth
+  fleet sim --devices 1000 --scenario rollout --nice 0   # devices at the server's priority
   fleet sim --devices 50 --nats nats://127.0.0.1:4222    # against a running fleet server`
 }
 
@@ -78,11 +80,15 @@ func (c *SimCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	cfg := sim.Config{Devices: c.Devices, Resources: c.Resources, Scenario: c.Scenario, For: c.For,
 		NATS: g.NATS, Creds: g.Creds, Auth: c.Auth, Dir: c.Dir, Keep: c.Keep, DebugDir: c.DebugDir, Outage: c.Outage, ApplyEach: c.Apply == "each", Log: os.Stderr,
+		Nice: sim.DefaultNice,
 		Server: func(args ...string) *exec.Cmd {
 			cmd := exec.Command(exe, args...)
 			cmd.Env = append(os.Environ(), "FLEET_NATS=") // the child is the embedded server
 			return cmd
 		}}
+	if c.Nice != nil {
+		cfg.Nice = *c.Nice
+	}
 	rep, err := sim.Run(ctx, cfg)
 	if rep != nil {
 		if c.JSON() {

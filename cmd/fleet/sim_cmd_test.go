@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,7 +27,82 @@ func TestSimServerHelper(t *testing.T) {
 		t.Skip("child process of TestSimulatedFleetConvergesAndVerifies")
 	}
 	os.Setenv("FLEET_NATS", "")
+	if f := os.Getenv("FLEET_SIM_SERVER_NICE_FILE"); f != "" {
+		// TestSimDevicesRunBelowTheServer: say at which nice this start runs
+		prio, err := syscall.Getpriority(syscall.PRIO_PROCESS, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := os.OpenFile(f, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(w, "%d\n", 20-prio) // the raw syscall answers 20 - nice
+		w.Close()
+	}
 	os.Exit(run(strings.Split(args, "\x1f")))
+}
+
+// TestSimNiceHelper is the simulator of TestSimDevicesRunBelowTheServer, in
+// a process of its own (a nice value raised cannot be lowered again, so
+// not in the test binary's). It does nothing in a normal run.
+func TestSimNiceHelper(t *testing.T) {
+	if os.Getenv("FLEET_SIM_NICE_HELPER") == "" {
+		t.Skip("child process of TestSimDevicesRunBelowTheServer")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := sim.Run(ctx, sim.Config{Devices: 3, Resources: 1, Scenario: sim.Reconnect, For: time.Minute, Nice: 5,
+		Outage: 500 * time.Millisecond, Dir: t.TempDir(), Server: simServer, Settle: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nices := map[int]int{}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + task.Name() + "/stat")
+		if err != nil {
+			continue // the thread has ended
+		}
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		n, _ := strconv.Atoi(f[16]) // field 19 of stat: nice
+		nices[n]++
+	}
+	fmt.Printf("report nice %d; threads by nice: %v\n", rep.Nice, nices)
+}
+
+// TestSimDevicesRunBelowTheServer: with Config.Nice the simulator's threads
+// (the agents) run that many nice levels below the server, and the server
+// is started, and restarted after the reconnect scenario's SIGKILL, at the
+// simulator's original priority.
+func TestSimDevicesRunBelowTheServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a simulation in a child process")
+	}
+	is := is.New(t)
+	niceFile := filepath.Join(t.TempDir(), "server-nice")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSimNiceHelper$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), "FLEET_SIM_NICE_HELPER=1", "FLEET_SIM_SERVER_NICE_FILE="+niceFile)
+	out, err := cmd.CombinedOutput()
+	is.NoErr(err)
+	reportNice, byNice := -1, ""
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "report nice ") {
+			_, err := fmt.Sscanf(l, "report nice %d;", &reportNice)
+			is.NoErr(err)
+			byNice = l[strings.Index(l, "map["):]
+		}
+	}
+	t.Log(byNice)
+	is.Equal(reportNice, 5) // the report says it
+	// the agents' threads at 5; one, which starts the server, at 0
+	is.True(strings.HasPrefix(byNice, "map[0:1 5:"))
+	b, err := os.ReadFile(niceFile)
+	is.NoErr(err)
+	is.Equal(string(b), "0\n0\n") // the server at 0, started and restarted
 }
 
 func simServer(args ...string) *exec.Cmd {
@@ -80,6 +159,8 @@ func TestSimRefusesBadInput(t *testing.T) {
 		{sim.Config{Devices: 1, Resources: 0, Scenario: sim.Idle, For: time.Second, Server: simServer}, "--resources 0: must be from 1"},
 		{sim.Config{Devices: 1, Resources: 1, Scenario: "storm", For: time.Second, Server: simServer}, `--scenario "storm": must be one of`},
 		{sim.Config{Devices: 1, Resources: 1, Scenario: sim.Idle, For: 0, Server: simServer}, "--for 0s: must be positive"},
+		{sim.Config{Devices: 1, Resources: 1, Scenario: sim.Idle, For: time.Second, Server: simServer, Nice: 20}, "--nice 20: must be from 0 to 19"},
+		{sim.Config{Devices: 1, Resources: 1, Scenario: sim.Idle, For: time.Second, Server: simServer, Nice: -1}, "--nice -1: must be from 0 to 19"},
 		{sim.Config{Devices: 1, Resources: 1, Scenario: sim.Idle, For: time.Second, NATS: "nats://127.0.0.1:1", Auth: true}, "--auth configures the server"},
 	} {
 		_, err := sim.Run(context.Background(), c.cfg)

@@ -17,6 +17,9 @@ type Report struct {
 	Store     string `json:"store"` // what local state each device has
 
 	StartSeconds float64 `json:"startSeconds"` // all agents connected and started
+	// Nice is how many nice levels below the server the simulated devices
+	// ran (Config.Nice).
+	Nice int `json:"nice"`
 
 	// Initial is the first generation (K new files) reaching every device.
 	Initial *ReadyStats `json:"initial,omitempty"`
@@ -189,7 +192,7 @@ func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "fleet sim: %s, %d devices x %d files (root %s)\n", r.Scenario, r.Devices, r.Resources, r.Root)
 	fmt.Fprintf(w, "  local state:      %s\n", r.Store)
-	fmt.Fprintf(w, "  agents started:   %.1fs\n", r.StartSeconds)
+	fmt.Fprintf(w, "  agents started:   %.1fs (at nice +%d below the server)\n", r.StartSeconds, r.Nice)
 	rs := func(name string, x *ReadyStats) {
 		if x == nil {
 			return

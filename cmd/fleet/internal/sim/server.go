@@ -25,6 +25,7 @@ type child struct {
 	data   string
 	listen string
 	auth   bool
+	spawn  *spawner // nil: start from any thread
 
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -40,14 +41,14 @@ type serverInfo struct {
 	OperatorCreds string `json:"operatorCreds"`
 }
 
-func newChild(start func(args ...string) *exec.Cmd, data string, auth bool) (*child, error) {
+func newChild(start func(args ...string) *exec.Cmd, data string, auth bool, spawn *spawner) (*child, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("pick a port for the server: %w", err)
 	}
 	addr := l.Addr().String()
 	l.Close()
-	return &child{start: start, data: data, listen: addr, auth: auth}, nil
+	return &child{start: start, data: data, listen: addr, auth: auth, spawn: spawn}, nil
 }
 
 // Start starts the server (again, on the same address and data) and waits
@@ -67,7 +68,11 @@ func (c *child) Start() error {
 		return err
 	}
 	cmd.Stderr = logf
-	if err := cmd.Start(); err != nil {
+	started := cmd.Start
+	if c.spawn != nil {
+		started = func() error { return c.spawn.run(cmd.Start) } // at the original priority
+	}
+	if err := started(); err != nil {
 		logf.Close()
 		return fmt.Errorf("start fleet server: %w", err)
 	}

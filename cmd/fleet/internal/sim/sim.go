@@ -90,6 +90,13 @@ type Config struct {
 	// DebugDir, when set, is where the simulator writes a dump (its
 	// goroutines, the devices not converged) when a phase stalls (stall.go).
 	DebugDir string
+	// Nice, from 0 to 19, is how much lower than the server the simulator
+	// runs its own threads: every simulated agent and its bookkeeping
+	// (nice_linux.go). On one machine it gives the server first claim on
+	// the cores, as it has on a machine of its own in a fleet; the
+	// devices' work still runs on the same cores. It cannot be undone
+	// within the process. 0: the same priority. Linux only.
+	Nice int
 	// Log gets progress lines (nil: none).
 	Log io.Writer
 }
@@ -106,6 +113,10 @@ func (c *Config) check() error {
 		return fmt.Errorf("%w: --for %s: must be positive", events.ErrInvalid, c.For)
 	case c.NATS == "" && c.Server == nil:
 		return errors.New("sim: no server: give an existing one (--nats) or a way to start fleet server")
+	case c.Nice < 0 || c.Nice > 19:
+		return fmt.Errorf("%w: --nice %d: must be from 0 to 19", events.ErrInvalid, c.Nice)
+	case c.Nice > 0 && !niceSupported:
+		return fmt.Errorf("%w: --nice %d: lowering the devices' priority works on Linux only; give --nice 0", events.ErrInvalid, c.Nice)
 	case c.NATS != "" && c.Auth:
 		return fmt.Errorf("%w: --auth configures the server the simulator starts: with --nats, give --creds instead", events.ErrInvalid)
 	}
@@ -122,7 +133,8 @@ type sim struct {
 	cfg      Config
 	log      func(format string, args ...any)
 	dir      string
-	srv      *child // nil with an existing server
+	srv      *child   // nil with an existing server
+	spawn    *spawner // with Config.Nice: starts the server at the original priority
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	st       *jsstore.Store
@@ -160,13 +172,21 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		s.log = func(f string, a ...any) { fmt.Fprintf(cfg.Log, "fleet sim: "+f+"\n", a...) }
 	}
 	raiseFileLimit(cfg.Devices)
+	if cfg.Nice > 0 {
+		s.spawn = newSpawner()
+		stop := make(chan struct{})
+		defer close(stop)
+		if err := lowerPriority(cfg.Nice, s.spawn, stop); err != nil {
+			return nil, err
+		}
+	}
 	began := time.Now()
 	if err := s.setup(ctx); err != nil {
 		s.teardown()
 		return nil, err
 	}
 	defer s.teardown()
-	rep := &Report{Scenario: cfg.Scenario, Devices: cfg.Devices, Resources: cfg.Resources,
+	rep := &Report{Scenario: cfg.Scenario, Devices: cfg.Devices, Resources: cfg.Resources, Nice: cfg.Nice,
 		StartSeconds: time.Since(began).Seconds(), Root: s.dir, Store: "one Pebble store per device (agent defaults: 2 MiB memtable, 1 MiB block cache), each on its own in-memory file system (agent.WithStoreFS)"}
 	if s.srv == nil {
 		rep.Server.Note = "existing server (--nats): its CPU and RSS are not measured"
@@ -209,7 +229,7 @@ func (s *sim) setup(ctx context.Context) error {
 		copts = o
 	}
 	if url == "" {
-		srv, err := newChild(s.cfg.Server, filepath.Join(dir, "server"), s.cfg.Auth)
+		srv, err := newChild(s.cfg.Server, filepath.Join(dir, "server"), s.cfg.Auth, s.spawn)
 		if err != nil {
 			return err
 		}
